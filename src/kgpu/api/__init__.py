@@ -1,0 +1,1 @@
+"""kgpu's resource API: models, validation and YAML/JSON io."""

@@ -1,0 +1,117 @@
+"""Read and write kgpu resources as YAML or JSON, with field paths in every error."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from kgpu.api.errors import FieldError, ResourceValidationError, invalid, required, unsupported
+from kgpu.api.models import RESOURCE_KINDS, Resource
+from kgpu.api.pydantic_errors import field_errors_from_pydantic
+
+
+def parse_resource(obj: Any) -> Resource:
+    """Validate one decoded document (a dict) into the model its ``kind`` names."""
+    if not isinstance(obj, dict):
+        raise ResourceValidationError(
+            [invalid("", obj, "a resource must be an object with apiVersion, kind, metadata and spec")]
+        )
+    kind = obj.get("kind")
+    if kind is None:
+        raise ResourceValidationError(
+            [required("kind", "one of " + ", ".join(f'"{k}"' for k in RESOURCE_KINDS))]
+        )
+    if kind not in RESOURCE_KINDS:
+        raise ResourceValidationError([unsupported("kind", kind, RESOURCE_KINDS)])
+    model = RESOURCE_KINDS[kind]
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        raise ResourceValidationError(field_errors_from_pydantic(exc, model)) from None
+
+
+def _decode(text: str, source: str) -> list[Any]:
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return [json.loads(text)]
+        except json.JSONDecodeError:
+            pass  # flow-style YAML starts with "{" too; the YAML parser reports real syntax errors
+    try:
+        return list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ResourceValidationError([FieldError(where, f"invalid YAML: {problem}")], source) from None
+
+
+def _documents(decoded: list[Any]) -> list[Any]:
+    """Flatten top-level lists and Kubernetes ``kind: List`` wrappers; drop empty documents."""
+    documents = []
+    for doc in decoded:
+        if doc is None:
+            continue
+        if isinstance(doc, list):
+            documents.extend(_documents(doc))
+        elif isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            documents.extend(_documents(doc["items"]))
+        else:
+            documents.append(doc)
+    return documents
+
+
+def load_resources(text: str, source: str = "<input>") -> list[Resource]:
+    """All resources in a YAML (multi-document) or JSON text, validated."""
+    documents = _documents(_decode(text, source))
+    if not documents:
+        raise ResourceValidationError(
+            [FieldError(source, "no resources found (expected YAML or JSON with apiVersion and kind)")],
+            source,
+        )
+    resources = []
+    for number, doc in enumerate(documents, start=1):
+        try:
+            resources.append(parse_resource(doc))
+        except ResourceValidationError as exc:
+            where = f"{source} (document {number})" if len(documents) > 1 else source
+            raise ResourceValidationError(exc.errors, where) from None
+    return resources
+
+
+def load_resource_file(path: str | PathLike[str]) -> list[Resource]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ResourceValidationError(
+            [FieldError(str(path), f"cannot read file: {reason}")], str(path)
+        ) from None
+    return load_resources(text, source=str(path))
+
+
+def _plain(resource: Resource) -> dict[str, Any]:
+    return resource.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def dump_resource(resource: Resource, fmt: str = "yaml") -> str:
+    """The resource as YAML or JSON, camelCase keys; loads back to an equal resource."""
+    data = _plain(resource)
+    if fmt == "yaml":
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    if fmt == "json":
+        return json.dumps(data, indent=2) + "\n"
+    raise ValueError(f'unknown format "{fmt}": use "yaml" or "json"')
+
+
+def dump_resources(resources: Iterable[Resource], fmt: str = "yaml") -> str:
+    """Several resources: multi-document YAML, or a JSON list."""
+    items = list(resources)
+    if fmt == "json":
+        return json.dumps([_plain(r) for r in items], indent=2) + "\n"
+    return "---\n".join(dump_resource(r, "yaml") for r in items)

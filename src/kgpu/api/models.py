@@ -1,0 +1,323 @@
+"""kgpu resources as pydantic models: InferenceService, NodePool and Cluster.
+
+Fields are snake_case in Python and camelCase in YAML/JSON. Unknown fields are
+errors. Every rule is checked here, once; rules that span fields raise
+FieldErrors with paths relative to the model so io.py can report full paths.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel, to_snake
+from pydantic_core import PydanticCustomError
+
+from kgpu import API_VERSION
+from kgpu.api.errors import FieldError, forbidden, invalid, raise_field_errors, required, unsupported
+from kgpu.api.model_uri import model_uri_problem
+from kgpu.api.names import dns1123_label_problems, label_key_problems, label_value_problems
+from kgpu.api.quantity import QUANTITY_FORMAT_ERROR, QuantityError, parse_quantity
+from kgpu.api.resources import check_resource_requirements, gpu_request
+from kgpu.api.sharing import sharing_errors
+from kgpu.gpu.catalog import (
+    get_model,
+    mig_profile_of_resource,
+    model_names,
+    vendor_display_name,
+    vendor_for_resource_domain,
+)
+
+
+def _quantity_input(value: Any) -> str | int | float:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PydanticCustomError(
+            "quantity_type", 'must be a quantity: a string like "500m" or "4Gi", or a number'
+        )
+    return value
+
+
+# Accepts YAML numbers as well as strings; floats are normalized away by the resource rules.
+QuantityValue = Annotated[
+    str | int | float, PlainValidator(_quantity_input, json_schema_input_type=str | int)
+]
+
+
+class KgpuModel(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,  # "3" is not an integer and 1 is not a string, as in the API server
+        populate_by_name=True,
+        serialize_by_alias=True,
+        alias_generator=to_camel,
+    )
+
+    def __getattr__(self, name: str) -> Any:
+        # Let code written against the YAML spelling (spec.maxReplicas) read spec.max_replicas.
+        snake = to_snake(name)
+        if snake != name and snake in type(self).model_fields:
+            return getattr(self, snake)
+        return super().__getattr__(name)
+
+
+def _label_errors(labels: dict[str, str]) -> list[FieldError]:
+    errors = []
+    for key, value in labels.items():
+        errors.extend(invalid("", key, problem) for problem in label_key_problems(key))
+        errors.extend(invalid("", value, problem) for problem in label_value_problems(value))
+    return errors
+
+
+class ObjectMeta(KgpuModel):
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns_label(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            detail = "name or generateName is required" if info.field_name == "name" else ""
+            raise_field_errors([required("", detail)])
+        raise_field_errors([invalid("", value, p) for p in dns1123_label_problems(value)])
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        raise_field_errors(_label_errors(value))
+        return value
+
+
+# ---------------------------------------------------------------- InferenceService
+
+
+class ModelSpec(KgpuModel):
+    uri: str
+
+    @field_validator("uri")
+    @classmethod
+    def _local_only(cls, value: str) -> str:
+        if not value.strip():
+            raise_field_errors([required("", "a local path, file:// URI or pkg:<python_package> URI")])
+        problem = model_uri_problem(value)
+        if problem:
+            raise_field_errors([invalid("", value, problem)])
+        return value
+
+
+class RuntimeSpec(KgpuModel):
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    max_batch_tokens: int = Field(16384, ge=1)
+    max_batch_size: int = Field(256, ge=1)
+    max_queue: int = Field(1024, ge=1)  # requests waiting for the engine
+    max_inputs: int = Field(2048, ge=1)  # inputs in one request
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ResourceRequirements(KgpuModel):
+    requests: dict[str, QuantityValue] = Field(default_factory=dict)
+    limits: dict[str, QuantityValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _kubernetes_rules(self) -> ResourceRequirements:
+        errors, self.requests, self.limits = check_resource_requirements(self.requests, self.limits)
+        raise_field_errors(errors)
+        return self
+
+    def gpu_request(self) -> tuple[str, int] | None:
+        return gpu_request(self.requests, self.limits)
+
+
+class InferenceServiceSpec(KgpuModel):
+    model: ModelSpec
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    replicas: int = Field(1, ge=0)
+    min_replicas: int | None = Field(None, ge=0)
+    max_replicas: int | None = Field(None, ge=1)
+    gpu_models: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> InferenceServiceSpec:
+        errors = []
+        if (
+            self.min_replicas is not None
+            and self.max_replicas is not None
+            and self.min_replicas > self.max_replicas
+        ):
+            errors.append(
+                invalid("minReplicas", self.min_replicas, "must be less than or equal to maxReplicas")
+            )
+        errors.extend(self._gpu_model_errors())
+        raise_field_errors(errors)
+        return self
+
+    def _gpu_model_errors(self) -> list[FieldError]:
+        errors = []
+        gpu = self.gpu_request()
+        for i, name in enumerate(self.gpu_models):
+            path = f"gpuModels[{i}]"
+            try:
+                model = get_model(name)
+            except KeyError:
+                errors.append(unsupported(path, name, model_names()))
+                continue
+            self.gpu_models[i] = model.name  # the catalog's spelling
+            if gpu is None:
+                continue
+            resource, _ = gpu
+            profile = mig_profile_of_resource(resource)
+            if vendor_for_resource_domain(resource) != model.vendor:
+                errors.append(
+                    invalid(
+                        path,
+                        name,
+                        f"is made by {vendor_display_name(model.vendor)} but resources ask for {resource}",
+                    )
+                )
+            elif profile is not None and profile not in {p.name for p in model.mig_profiles}:
+                errors.append(
+                    invalid(path, name, f"has no MIG profile {profile} (resources ask for {resource})")
+                )
+        return errors
+
+    def gpu_request(self) -> tuple[str, int] | None:
+        """(resource name, count) of the GPU resource this service asks for, or None for CPU-only."""
+        return self.resources.gpu_request()
+
+
+class InferenceService(KgpuModel):
+    api_version: Literal["kgpu.dev/v1alpha1"] = API_VERSION
+    kind: Literal["InferenceService"] = "InferenceService"
+    metadata: ObjectMeta
+    spec: InferenceServiceSpec
+    status: dict[str, Any] | None = None
+
+    def gpu_request(self) -> tuple[str, int] | None:
+        return self.spec.gpu_request()
+
+
+# ---------------------------------------------------------------- NodePool
+
+
+class Flavor(KgpuModel):
+    gpu_model: str | None = None
+    gpu_count: int = Field(0, ge=0)
+    cpu: QuantityValue | None = None
+    memory: QuantityValue | None = None
+
+    @model_validator(mode="after")
+    def _flavor_rules(self) -> Flavor:
+        errors = []
+        if self.gpu_model is not None:
+            try:
+                self.gpu_model = get_model(self.gpu_model).name  # the catalog's spelling
+            except KeyError:
+                errors.append(unsupported("gpuModel", self.gpu_model, model_names()))
+            if self.gpu_count == 0:
+                errors.append(invalid("gpuCount", 0, "must be at least 1 when gpuModel is set"))
+        elif self.gpu_count > 0:
+            errors.append(
+                required("gpuModel", "gpuCount > 0 needs the GPU model (one of the catalog's names)")
+            )
+        for field in ("cpu", "memory"):
+            value = getattr(self, field)
+            if value is None:
+                continue
+            try:
+                parse_quantity(value)
+            except QuantityError:
+                errors.append(
+                    invalid(field, value if isinstance(value, str) else repr(value), QUANTITY_FORMAT_ERROR)
+                )
+        raise_field_errors(errors)
+        return self
+
+
+class Taint(KgpuModel):
+    key: str
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class Sharing(KgpuModel):
+    mode: Literal["exclusive", "time-slicing", "mps", "mig"] = "exclusive"
+    replicas: int | None = None  # clients per GPU, time-slicing and mps only
+    mig_layout: dict[str, int] | None = None  # profile -> count per GPU, mig only
+
+
+class NodePoolSpec(KgpuModel):
+    flavor: Flavor
+    min_nodes: int = Field(0, ge=0)
+    max_nodes: int = Field(1, ge=0)
+    labels: dict[str, str] = Field(default_factory=dict)
+    taints: list[Taint] = Field(default_factory=list)
+    sharing: Sharing = Field(default_factory=Sharing)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        raise_field_errors(_label_errors(value))
+        return value
+
+    @model_validator(mode="after")
+    def _pool_rules(self) -> NodePoolSpec:
+        errors = []
+        if self.min_nodes > self.max_nodes:
+            errors.append(invalid("minNodes", self.min_nodes, "must be less than or equal to maxNodes"))
+        sharing = self.sharing
+        errors.extend(
+            sharing_errors(sharing.mode, sharing.replicas, sharing.mig_layout, self.flavor.gpu_model)
+        )
+        raise_field_errors(errors)
+        return self
+
+
+class NodePool(KgpuModel):
+    api_version: Literal["kgpu.dev/v1alpha1"] = API_VERSION
+    kind: Literal["NodePool"] = "NodePool"
+    metadata: ObjectMeta
+    spec: NodePoolSpec
+    status: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------- Cluster
+
+
+class ClusterSpec(KgpuModel):
+    backend: Literal["local", "kubernetes", "sim"] = "local"
+    version: str | None = None
+    kube_context: str | None = None  # kubeconfig context, kubernetes backend only
+    autoscaler: dict[str, str] = Field(default_factory=dict)  # cluster-autoscaler style flags
+
+    @model_validator(mode="after")
+    def _context_only_for_kubernetes(self) -> ClusterSpec:
+        if self.kube_context is not None and self.backend != "kubernetes":
+            raise_field_errors([forbidden("kubeContext", "may only be set when backend is kubernetes")])
+        return self
+
+
+class Cluster(KgpuModel):
+    api_version: Literal["kgpu.dev/v1alpha1"] = API_VERSION
+    kind: Literal["Cluster"] = "Cluster"
+    metadata: ObjectMeta
+    spec: ClusterSpec = Field(default_factory=ClusterSpec)
+    status: dict[str, Any] | None = None
+
+
+Resource = InferenceService | NodePool | Cluster
+RESOURCE_KINDS: dict[str, type[InferenceService] | type[NodePool] | type[Cluster]] = {
+    "Cluster": Cluster,
+    "InferenceService": InferenceService,
+    "NodePool": NodePool,
+}

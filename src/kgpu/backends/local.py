@@ -1,0 +1,154 @@
+"""The local backend: replicas are child processes on this machine.
+
+Replicas are named like a StatefulSet's pods (`minilm-0`, `minilm-1`, ...) so that
+scaling down always removes the highest index and names stay readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from kgpu.api.models import InferenceService
+from kgpu.backends.base import ReplicaStatus
+from kgpu.backends.local_devices import LocalDevices, Unschedulable
+from kgpu.backends.local_replica import LocalReplica, ReplicaHooks
+from kgpu.gpu.discovery import NodeInventory
+
+log = logging.getLogger("kgpu.backends.local")
+
+
+def service_key(service: InferenceService) -> str:
+    return f"{service.metadata.namespace}/{service.metadata.name}"
+
+
+def serving_args(service: InferenceService, replica: str, device: str) -> list[str]:
+    """Command-line arguments of `python -m kgpu.serving` for one replica of the service."""
+    runtime = service.spec.runtime
+    return [
+        "--model-uri", service.spec.model.uri,
+        "--served-name", service.metadata.name,
+        "--device", device,
+        "--dtype", runtime.dtype,
+        "--max-batch-tokens", str(runtime.max_batch_tokens),
+        "--max-batch-size", str(runtime.max_batch_size),
+        "--max-queue", str(runtime.max_queue),
+        "--replica", replica,
+        "--service", service_key(service),
+    ]  # fmt: skip
+
+
+class LocalBackend:
+    def __init__(self, state_dir: Path, inventory: NodeInventory, hooks: ReplicaHooks) -> None:
+        self.state_dir = Path(state_dir)
+        self.inventory = inventory
+        self.node = inventory.hostname
+        self.devices = LocalDevices(inventory)
+        self.hooks = hooks
+        self._replicas: dict[str, dict[str, LocalReplica]] = {}
+        self._pending: dict[str, dict[str, str]] = {}  # service -> replica -> why it cannot start
+        self._stopping: set[asyncio.Task] = set()
+        self._draining_replicas: dict[str, LocalReplica] = {}
+        self._spec_fingerprint: dict[str, str] = {}
+
+    def log_path(self, replica: str) -> Path:
+        return self.state_dir / "logs" / f"{replica}.log"
+
+    async def ensure(self, service: InferenceService, replicas: int) -> None:
+        key = service_key(service)
+        fingerprint = service.spec.model_dump_json(include={"model", "runtime", "resources", "gpu_models"})
+        running = self._replicas.setdefault(key, {})
+        if self._spec_fingerprint.get(key) not in (None, fingerprint):
+            # The replica template changed: replace replicas one by one (newest first).
+            for name in sorted(running, key=_index, reverse=True):
+                await self._stop(key, running.pop(name))
+        self._spec_fingerprint[key] = fingerprint
+
+        wanted = [f"{service.metadata.name}-{i}" for i in range(replicas)]
+        for name in sorted(set(running) - set(wanted), key=_index, reverse=True):
+            await self._stop(key, running.pop(name))
+        pending = self._pending.setdefault(key, {})
+        for name in list(pending):
+            if name not in wanted:
+                pending.pop(name)
+        for name in wanted:
+            if name in running:
+                continue
+            try:
+                assignment = self.devices.assign(
+                    name, service.gpu_request(), service.spec.runtime.device, service.spec.gpu_models
+                )
+            except Unschedulable as exc:
+                if pending.get(name) != str(exc):
+                    self.hooks.on_event(key, f"replica {name} is pending: {exc}")
+                pending[name] = str(exc)
+                continue
+            pending.pop(name, None)
+            replica = LocalReplica(
+                service=key,
+                name=name,
+                node=self.node,
+                args=serving_args(service, name, assignment.device),
+                assignment=assignment,
+                log_path=self.log_path(name),
+                hooks=self.hooks,
+            )
+            running[name] = replica
+            replica.start()
+
+    async def _stop(self, key: str, replica: LocalReplica) -> None:
+        """Drain in the background so one slow replica does not hold up the others."""
+
+        async def stop_and_release() -> None:
+            try:
+                await replica.stop(drain=True)
+            finally:
+                self.devices.release(replica.name)
+
+        task = asyncio.create_task(stop_and_release())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        self._draining_replicas[replica.name] = replica
+        task.add_done_callback(lambda _t: self._draining_replicas.pop(replica.name, None))
+
+    async def remove(self, key: str) -> None:
+        for replica in list(self._replicas.pop(key, {}).values()):
+            await self._stop(key, replica)
+        self._pending.pop(key, None)
+        self._spec_fingerprint.pop(key, None)
+
+    def replicas(self, key: str | None = None) -> list[ReplicaStatus]:
+        out: list[ReplicaStatus] = []
+        keys = [key] if key else sorted(set(self._replicas) | set(self._pending))
+        for k in keys:
+            for replica in sorted(self._replicas.get(k, {}).values(), key=lambda r: _index(r.name)):
+                out.append(replica.status())
+            for name, why in sorted(self._pending.get(k, {}).items()):
+                out.append(
+                    ReplicaStatus(name=name, service=k, phase="Pending", node="", device="", message=why)
+                )
+        for replica in self._draining_replicas.values():
+            if key is None or replica.service == key:
+                out.append(replica.status())
+        return out
+
+    def services(self) -> list[str]:
+        return sorted(k for k, v in self._replicas.items() if v)
+
+    def find(self, replica: str) -> LocalReplica | None:
+        for running in self._replicas.values():
+            if replica in running:
+                return running[replica]
+        return self._draining_replicas.get(replica)
+
+    async def shutdown(self) -> None:
+        for key in list(self._replicas):
+            await self.remove(key)
+        if self._stopping:
+            await asyncio.gather(*self._stopping, return_exceptions=True)
+
+
+def _index(name: str) -> int:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

@@ -1,0 +1,233 @@
+"""One local replica: a `python -m kgpu.serving` child process and its lifecycle.
+
+Start it, report it to the gateway when `/v2/health/ready` answers, restart it with
+exponential backoff when it exits on its own, and on stop take it out of routing,
+wait for its in-flight requests, then SIGTERM (the server drains) and finally SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from kgpu.backends.base import ReplicaStatus
+from kgpu.backends.local_devices import Assignment
+
+log = logging.getLogger("kgpu.backends.local")
+
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 30.0
+# A replica that served this long before exiting starts its backoff afresh.
+HEALTHY_RUN_S = 60.0
+DRAIN_TIMEOUT_S = 30.0
+TERM_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Ask Linux to SIGTERM the replica if the control plane dies, so none is orphaned."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass
+class ReplicaHooks:
+    on_ready: Callable[[str, str, str], None]  # service, replica, url
+    on_gone: Callable[[str, str], None]  # service, replica
+    on_draining: Callable[[str, str], None]  # service, replica
+    outstanding: Callable[[str, str], int]  # in-flight requests the gateway sent it
+    on_restart: Callable[[str, str], None]
+    on_event: Callable[[str, str], None]  # service, message
+
+
+@dataclass
+class LocalReplica:
+    service: str
+    name: str
+    node: str
+    args: list[str]  # serving arguments without host/port
+    assignment: Assignment
+    log_path: Path
+    hooks: ReplicaHooks
+    phase: str = "Pending"
+    restarts: int = 0
+    port: int | None = None
+    process: asyncio.subprocess.Process | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    last_exit_code: int | None = None
+    message: str = ""
+    _stopping: bool = False
+    _task: asyncio.Task | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str | None:
+        return f"http://127.0.0.1:{self.port}" if self.port else None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name=f"replica-{self.name}")
+
+    def status(self) -> ReplicaStatus:
+        return ReplicaStatus(
+            name=self.name,
+            service=self.service,
+            phase=self.phase,
+            node=self.node,
+            device=self.assignment.label,
+            url=self.url if self.phase in ("Ready", "Draining") else None,
+            pid=self.process.pid if self.process and self.process.returncode is None else None,
+            restarts=self.restarts,
+            started_at=self.started_at,
+            ready_at=self.ready_at,
+            last_exit_code=self.last_exit_code,
+            message=self.message or self.last_log_line(),
+        )
+
+    def last_log_line(self) -> str:
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 2048))
+                lines = f.read().decode(errors="replace").strip().splitlines()
+            return lines[-1][:160] if lines else ""
+        except OSError:
+            return ""
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["HF_HUB_OFFLINE"] = "1"
+        env["TRANSFORMERS_OFFLINE"] = "1"
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.assignment.visible_devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.assignment.visible_devices
+        if self.assignment.memory_fraction is not None:
+            env["KGPU_GPU_MEMORY_FRACTION"] = f"{self.assignment.memory_fraction:.4f}"
+        return env
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        self.port = free_port()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logfile = self.log_path.open("ab")
+        try:
+            cmd = [
+                sys.executable,
+                "-m",
+                "kgpu.serving",
+                *self.args,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
+            process = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdout=logfile,
+                stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL,
+                env=self._env(),
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            logfile.close()
+        return process
+
+    async def _probe_ready(self, client: httpx.AsyncClient) -> bool:
+        try:
+            response = await client.get(f"{self.url}/v2/health/ready")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def _supervise(self) -> None:
+        backoff = BACKOFF_START_S
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while not self._stopping:
+                self.phase = "Starting"
+                self.ready_at = None
+                self.started_at = time.time()
+                self.process = await self._spawn()
+                self.hooks.on_event(
+                    self.service,
+                    f"replica {self.name} started (pid {self.process.pid}, {self.assignment.label})",
+                )
+                exit_code = await self._watch(client)
+                self.last_exit_code = exit_code
+                self.hooks.on_gone(self.service, self.name)
+                if self._stopping:
+                    break
+                ran_for = time.time() - (self.started_at or time.time())
+                if ran_for > HEALTHY_RUN_S:
+                    backoff = BACKOFF_START_S
+                self.restarts += 1
+                self.phase = "CrashLoopBackOff"
+                self.message = f"exited with code {exit_code}; restarting in {backoff:.0f}s"
+                self.hooks.on_restart(self.service, self.name)
+                self.hooks.on_event(self.service, f"replica {self.name} {self.message}")
+                log.warning("replica %s %s (log: %s)", self.name, self.message, self.log_path)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                self.message = ""
+
+    async def _watch(self, client: httpx.AsyncClient) -> int:
+        """Probe readiness until the process exits; return its exit code."""
+        assert self.process is not None
+        while True:
+            try:
+                return await asyncio.wait_for(
+                    self.process.wait(), timeout=0.2 if self.ready_at is None else 1.0
+                )
+            except asyncio.TimeoutError:
+                pass
+            if self.ready_at is None and not self._stopping and await self._probe_ready(client):
+                self.ready_at = time.time()
+                self.phase = "Ready"
+                took = self.ready_at - (self.started_at or self.ready_at)
+                self.hooks.on_ready(self.service, self.name, self.url or "")
+                self.hooks.on_event(self.service, f"replica {self.name} ready in {took:.1f}s")
+
+    async def stop(self, drain: bool = True) -> None:
+        """Take the replica out of routing, let in-flight requests finish, then stop it."""
+        self._stopping = True
+        if self.process is not None and self.process.returncode is None:
+            self.phase = "Draining"
+            self.hooks.on_draining(self.service, self.name)
+            if drain:
+                deadline = time.monotonic() + DRAIN_TIMEOUT_S
+                while self.hooks.outstanding(self.service, self.name) > 0 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), TERM_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        self.hooks.on_gone(self.service, self.name)
+        self.phase = "Terminated"
+        self.hooks.on_event(self.service, f"replica {self.name} stopped")

@@ -1,0 +1,86 @@
+"""A small client of the kgpu REST API; the CLI talks to the server only through it."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+
+from kgpu import API_VERSION
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, fields: list[dict] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.fields = fields or []
+
+
+def server_url(explicit: str | None = None) -> str:
+    return (explicit or os.environ.get("KGPU_SERVER") or DEFAULT_SERVER).rstrip("/")
+
+
+class KgpuClient:
+    def __init__(self, base_url: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = server_url(base_url)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise ApiError(
+                0,
+                f"cannot reach the kgpu server at {self.base_url}: is `kgpu up` running? (set --server or KGPU_SERVER)",
+            ) from None
+        if response.status_code >= 400:
+            try:
+                payload = response.json()
+            except ValueError:
+                raise ApiError(response.status_code, response.text) from None
+            error = payload.get("error") if isinstance(payload, dict) else None
+            if isinstance(error, dict):
+                raise ApiError(response.status_code, error.get("message", response.text), error.get("fields"))
+            detail = payload.get("detail", response.text) if isinstance(payload, dict) else response.text
+            raise ApiError(response.status_code, str(detail))
+        return response
+
+    @staticmethod
+    def _path(plural: str, namespace: str | None, name: str | None = None) -> str:
+        base = f"/apis/{API_VERSION}"
+        path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+        return f"{path}/{name}" if name else path
+
+    def apply(self, plural: str, body: dict) -> tuple[dict, bool]:
+        meta = body.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"
+        response = self._request("PUT", self._path(plural, namespace, meta.get("name")), json=body)
+        return response.json(), response.status_code == 201
+
+    def get(self, plural: str, namespace: str, name: str) -> dict:
+        return self._request("GET", self._path(plural, namespace, name)).json()
+
+    def list(self, plural: str, namespace: str | None) -> list[dict]:
+        return self._request("GET", self._path(plural, namespace)).json()["items"]
+
+    def delete(self, plural: str, namespace: str, name: str) -> None:
+        self._request("DELETE", self._path(plural, namespace, name))
+
+    def replicas(self, service: str | None = None) -> list[dict]:
+        params = {"service": service} if service else {}
+        return self._request("GET", f"/apis/{API_VERSION}/replicas", params=params).json()["items"]
+
+    def nodes(self) -> list[dict]:
+        return self._request("GET", "/api/v1/nodes").json()["items"]
+
+    def replica_log(self, replica: str, offset: int = 0, tail: int | None = None) -> tuple[str, int]:
+        params: dict = {"offset": offset}
+        if tail is not None:
+            params["tail"] = tail
+        response = self._request("GET", f"/apis/{API_VERSION}/replicas/{replica}/log", params=params)
+        return response.text, int(response.headers.get("x-log-offset", "0"))

@@ -1,0 +1,232 @@
+"""The `kgpu` command."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from kgpu import __version__
+from kgpu.api.errors import ResourceValidationError
+from kgpu.api.io import load_resource_file
+from kgpu.cli import render
+from kgpu.cli.client import ApiError, KgpuClient
+from kgpu.controlplane.resources import ALIASES, KIND_BY_PLURAL, PLURAL_BY_KIND
+
+app = typer.Typer(
+    help="kgpu: declare GPU node pools and inference services; kgpu places, serves, scales and measures them.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_EXAMPLE = Path("examples/minilm.yaml")
+ServerOption = typer.Option(
+    None, "--server", "-s", help="kgpu server URL (default $KGPU_SERVER or http://127.0.0.1:8000)"
+)
+NamespaceOption = typer.Option("default", "--namespace", "-n", help="namespace (project)")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _client(server: str | None) -> KgpuClient:
+    return KgpuClient(server)
+
+
+def _report_api_error(exc: ApiError) -> None:
+    if exc.fields:
+        err.print(f"[red]error:[/red] the server refused it ({exc.status}):")
+        for field in exc.fields:
+            err.print(f"  {field['path']}: {field['message']}")
+        raise typer.Exit(1)
+    _fail(str(exc))
+
+
+def _plural(kind: str) -> str:
+    plural = ALIASES.get(kind, kind)
+    if plural in ("replicas", "replica", "nodes", "node") or plural in KIND_BY_PLURAL:
+        return plural
+    _fail(f'unknown resource type "{kind}": use services, replicas, nodes, nodepools or clusters', 2)
+    return ""
+
+
+@app.command()
+def up(
+    file: list[Path] = typer.Option(
+        None, "--file", "-f", help="resource files to apply (default: examples/minilm.yaml)"
+    ),
+    port: int = typer.Option(8000, "--port", "-p", help="port of the API and gateway"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    state_dir: Path = typer.Option(Path(".kgpu"), "--state-dir", help="where state and replica logs live"),
+    database_url: str = typer.Option(
+        None, "--database-url", help="SQLAlchemy URL (default: SQLite in --state-dir)"
+    ),
+) -> None:
+    """Start the embedded platform (control plane + gateway) and serve the given services."""
+    from kgpu.cli.up import run_up  # imported here: pulls in the server stack
+
+    files = list(file) if file else [DEFAULT_EXAMPLE]
+    for path in files:
+        if not path.exists():
+            _fail(f"{path}: no such file (run from the repository root, or pass -f FILE)")
+        try:
+            load_resource_file(path)
+        except ResourceValidationError as exc:
+            _fail(f"{path}:\n{exc}")
+    run_up(files, host, port, state_dir, database_url)
+
+
+@app.command()
+def apply(
+    file: list[Path] = typer.Option(..., "--file", "-f", help="YAML/JSON resource file(s)"),
+    server: str = ServerOption,
+) -> None:
+    """Create or update resources from files (validated here and again by the server)."""
+    resources = []
+    for path in file:
+        try:
+            resources += [(path, r) for r in load_resource_file(path)]
+        except (ResourceValidationError, OSError) as exc:
+            _fail(f"{path}:\n{exc}")
+    client = _client(server)
+    for _path, resource in resources:
+        body = resource.model_dump(by_alias=True, mode="json", exclude_none=True)
+        try:
+            _, created = client.apply(PLURAL_BY_KIND[resource.kind], body)
+        except ApiError as exc:
+            _report_api_error(exc)
+        console.print(
+            f"{resource.kind.lower()}/{resource.metadata.name} {'created' if created else 'configured'}"
+        )
+
+
+@app.command()
+def get(
+    kind: str = typer.Argument(..., help="services | replicas | nodes | nodepools | clusters"),
+    name: str = typer.Argument(None, help="one resource by name"),
+    output: str = typer.Option(None, "--output", "-o", help="wide | yaml | json"),
+    namespace: str = NamespaceOption,
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A"),
+    server: str = ServerOption,
+) -> None:
+    """Show resources as a table (or YAML/JSON)."""
+    if output not in (None, "wide", "yaml", "json"):
+        _fail(f'--output: unsupported value "{output}": use wide, yaml or json', 2)
+    plural = _plural(kind)
+    client = _client(server)
+    wide = output == "wide"
+    try:
+        if plural in ("replicas", "replica"):
+            items = client.replicas()
+            if name:
+                items = [r for r in items if name in (r["name"], r["service"], r["service"].split("/")[-1])]
+            if output in ("yaml", "json"):
+                console.print(render.structured(items, output), markup=False, highlight=False)
+            else:
+                console.print(render.replicas_table(items, wide))
+            return
+        if plural in ("nodes", "node"):
+            items = client.nodes()
+            if output in ("yaml", "json"):
+                console.print(render.structured(items, output), markup=False, highlight=False)
+            else:
+                console.print(render.nodes_table(items, wide))
+            return
+        if name:
+            items = [client.get(plural, namespace, name)]
+        else:
+            items = client.list(plural, None if all_namespaces else namespace)
+    except ApiError as exc:
+        _report_api_error(exc)
+    if output in ("yaml", "json"):
+        console.print(render.structured(items, output), markup=False, highlight=False)
+    elif plural == "inferenceservices":
+        console.print(render.services_table(items, client.replicas(), wide))
+    else:
+        console.print(render.structured(items, "yaml"), markup=False, highlight=False)
+
+
+@app.command()
+def delete(
+    kind: str = typer.Argument(None, help="services | nodepools | clusters"),
+    name: str = typer.Argument(None),
+    file: list[Path] = typer.Option(None, "--file", "-f", help="delete what these files declare"),
+    namespace: str = NamespaceOption,
+    server: str = ServerOption,
+) -> None:
+    """Delete resources; a service's replicas finish their in-flight requests first."""
+    targets: list[tuple[str, str, str]] = []
+    for path in file or []:
+        try:
+            targets += [
+                (PLURAL_BY_KIND[r.kind], r.metadata.namespace, r.metadata.name)
+                for r in load_resource_file(path)
+            ]
+        except (ResourceValidationError, OSError) as exc:
+            _fail(f"{path}:\n{exc}")
+    if kind and name:
+        targets.append((_plural(kind), namespace, name))
+    if not targets:
+        _fail("say what to delete: `kgpu delete service NAME` or `kgpu delete -f FILE`", 2)
+    client = _client(server)
+    for plural, ns, resource_name in targets:
+        try:
+            client.delete(plural, ns, resource_name)
+        except ApiError as exc:
+            _report_api_error(exc)
+        console.print(f"{KIND_BY_PLURAL[plural].lower()}/{resource_name} deleted")
+
+
+@app.command()
+def logs(
+    name: str = typer.Argument(..., help="a replica (minilm-0) or a service (minilm: all its replicas)"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new lines"),
+    tail: int = typer.Option(100, "--tail", help="lines to show from the end of each log"),
+    server: str = ServerOption,
+) -> None:
+    """Print a replica's log (model loading, batches, errors)."""
+    client = _client(server)
+    try:
+        replicas = client.replicas()
+        names = [r["name"] for r in replicas if r["name"] == name]
+        if not names:
+            names = sorted(
+                {r["name"] for r in replicas if r["service"].split("/")[-1] == name or r["service"] == name}
+            )
+        if not names:
+            _fail(f'no replica or service named "{name}" (see `kgpu get replicas`)')
+        prefix = len(names) > 1
+        offsets = {}
+        for replica in names:
+            text, offsets[replica] = client.replica_log(replica, tail=tail)
+            _print_log(replica, text, prefix)
+        while follow:
+            time.sleep(0.5)
+            for replica in names:
+                text, offsets[replica] = client.replica_log(replica, offset=offsets[replica])
+                _print_log(replica, text, prefix)
+    except ApiError as exc:
+        _report_api_error(exc)
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_log(replica: str, text: str, prefix: bool) -> None:
+    for line in text.splitlines():
+        console.print(f"[cyan]{replica}[/cyan] {line}" if prefix else line, markup=prefix, highlight=False)
+
+
+@app.command()
+def version() -> None:
+    """Print kgpu's version."""
+    console.print(f"kgpu {__version__}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,141 @@
+"""Tables for `kgpu get`: the columns answer "is it serving, where, and is anything wrong"."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import yaml
+from rich.table import Table
+
+_PHASE_STYLE = {
+    "Ready": "green",
+    "Progressing": "yellow",
+    "Starting": "yellow",
+    "Pending": "magenta",
+    "Draining": "cyan",
+    "Degraded": "red",
+    "CrashLoopBackOff": "red",
+    "ScaledToZero": "dim",
+    "Terminated": "dim",
+}
+
+
+def age(since: float | None, now: float | None = None) -> str:
+    if not since:
+        return "-"
+    seconds = int((now or time.time()) - since)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
+def phase(text: str) -> str:
+    style = _PHASE_STYLE.get(text)
+    return f"[{style}]{text}[/{style}]" if style else text
+
+
+def structured(items: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(items[0] if len(items) == 1 else {"items": items}, indent=2)
+    docs = items if items else []
+    return yaml.safe_dump_all(docs, sort_keys=False) if docs else ""
+
+
+def _resources(spec: dict) -> str:
+    limits = (spec.get("resources") or {}).get("limits") or {}
+    return ",".join(f"{k}={v}" for k, v in limits.items()) or "cpu"
+
+
+def services_table(items: list[dict], replicas: list[dict], wide: bool) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = ["NAMESPACE", "NAME", "MODEL", "READY", "STATUS", "DEVICES", "AGE"]
+    if wide:
+        columns += ["RESTARTS", "RUNTIME", "RESOURCES", "ENDPOINT", "LAST EVENT"]
+    for c in columns:
+        table.add_column(c, no_wrap=c != "LAST EVENT")
+    for item in items:
+        meta, spec, status = item["metadata"], item["spec"], item.get("status") or {}
+        key = f"{meta.get('namespace', 'default')}/{meta['name']}"
+        own = [r for r in replicas if r["service"] == key and r["phase"] != "Draining"]
+        devices = ",".join(sorted({r["device"] for r in own if r["device"]})) or "-"
+        row = [
+            meta.get("namespace", "default"),
+            meta["name"],
+            spec["model"]["uri"],
+            f"{status.get('readyReplicas', 0)}/{status.get('replicas', spec.get('replicas', 1))}",
+            phase(status.get("phase", "-")),
+            devices,
+            age(meta.get("creationTimestamp")),
+        ]
+        if wide:
+            runtime = spec.get("runtime") or {}
+            events = status.get("events") or []
+            row += [
+                str(sum(r["restarts"] for r in own)),
+                f"{runtime.get('dtype', 'auto')}/{runtime.get('maxBatchTokens', '-')}tok",
+                _resources(spec),
+                status.get("endpoint", "-"),
+                events[-1]["message"] if events else "-",
+            ]
+        table.add_row(*row)
+    return table
+
+
+def replicas_table(items: list[dict], wide: bool) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = ["NAME", "SERVICE", "STATUS", "DEVICE", "RESTARTS", "AGE"]
+    if wide:
+        columns += ["NODE", "PID", "URL", "MESSAGE"]
+    for c in columns:
+        table.add_column(c, no_wrap=c != "MESSAGE")
+    for r in items:
+        row = [
+            r["name"],
+            r["service"],
+            phase(r["phase"]),
+            r["device"] or "-",
+            str(r["restarts"]),
+            age(r["started_at"]),
+        ]
+        if wide:
+            row += [r["node"] or "-", str(r["pid"] or "-"), r["url"] or "-", r["message"] or ""]
+        table.add_row(*row)
+    return table
+
+
+def nodes_table(items: list[dict], wide: bool) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = ["NAME", "BACKEND", "GPUS", "GPU MODEL", "GPU MEMORY", "CPUS", "MEMORY", "REPLICAS"]
+    if wide:
+        columns += ["DRIVER", "MIG", "NOTE"]
+    for c in columns:
+        table.add_column(c, no_wrap=c != "NOTE")
+    for n in items:
+        gpus = n.get("gpus") or []
+        models = ",".join(sorted({g.get("catalog_model") or g.get("name") for g in gpus})) or "-"
+        memory = ",".join(f"{g['memory_used_mib']}/{g['memory_total_mib']}Mi" for g in gpus) or "-"
+        row = [
+            n["hostname"],
+            n.get("backend", "local"),
+            str(len(gpus)),
+            models,
+            memory,
+            str(n["cpu_count"]),
+            f"{n['memory_mib'] / 1024:.0f}Gi",
+            str(n.get("replicas", 0)),
+        ]
+        if wide:
+            mig = (
+                ",".join(
+                    str(len(g.get("mig_devices") or [])) if g.get("mig_enabled") else "off" for g in gpus
+                )
+                or "-"
+            )
+            row += [n.get("driver_version") or "-", mig, n.get("note") or ""]
+        table.add_row(*row)
+    return table

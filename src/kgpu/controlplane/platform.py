@@ -1,0 +1,143 @@
+"""The embedded platform: store, backend, reconciler and gateway wired together."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kgpu.api.errors import FieldError
+from kgpu.api.models import InferenceService
+from kgpu.backends.base import Backend
+from kgpu.backends.local import LocalBackend
+from kgpu.backends.local_replica import ReplicaHooks
+from kgpu.controlplane.events import EventLog
+from kgpu.controlplane.reconciler import Reconciler
+from kgpu.controlplane.resources import ResourceService
+from kgpu.controlplane.store import ResourceStore, sqlite_url
+from kgpu.gateway.metrics import GatewayMetrics
+from kgpu.gateway.registry import ReplicaRegistry
+from kgpu.gateway.router import Router, RouterSettings
+from kgpu.gpu.discovery import NodeInventory, discover
+from kgpu.serving.model_source import ModelSourceError, resolve_model_uri
+
+log = logging.getLogger("kgpu")
+
+
+def check_model_available(resource: object) -> list[FieldError]:
+    """Refuse at apply time a model that cannot be loaded from this machine."""
+    if not isinstance(resource, InferenceService):
+        return []
+    try:
+        resolve_model_uri(resource.spec.model.uri)
+    except ModelSourceError as exc:
+        return [FieldError("spec.model.uri", f'Invalid value: "{resource.spec.model.uri}": {exc}')]
+    return []
+
+
+@dataclass
+class PlatformConfig:
+    state_dir: Path
+    public_url: str = "http://127.0.0.1:8000"
+    database_url: str | None = None
+    router: RouterSettings = field(default_factory=RouterSettings)
+    reconcile_interval_s: float = 0.5
+
+
+class Platform:
+    def __init__(
+        self,
+        config: PlatformConfig,
+        inventory: NodeInventory | None = None,
+        backend_factory: Callable[[Path, NodeInventory, ReplicaHooks], Backend] = LocalBackend,
+    ) -> None:
+        self.config = config
+        self.state_dir = Path(config.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.time()
+        self.inventory = inventory or discover()
+        self.store = ResourceStore(config.database_url or sqlite_url(self.state_dir))
+        self.resources = ResourceService(self.store, admission=[check_model_available])
+        self.events = EventLog()
+        self.registry = ReplicaRegistry()
+        self.metrics = GatewayMetrics()
+        self.router = Router(self.registry, self.metrics, config.router)
+        self.backend = backend_factory(self.state_dir, self.inventory, self._hooks())
+        self.reconciler = Reconciler(self.resources, self.backend, config.reconcile_interval_s)
+
+    def _hooks(self) -> ReplicaHooks:
+        def outstanding(service: str, replica: str) -> int:
+            endpoint = self.registry.get(service, replica)
+            return endpoint.outstanding if endpoint else 0
+
+        return ReplicaHooks(
+            on_ready=lambda s, r, url: self.registry.add(s, r, url),
+            on_gone=self.registry.remove,
+            on_draining=lambda s, r: self.registry.start_draining(s, r),
+            outstanding=outstanding,
+            on_restart=lambda s, r: self.metrics.replica_restarts.labels(service=s, replica=r).inc(),
+            on_event=self.events.record,
+        )
+
+    async def start(self) -> None:
+        log.info(
+            "node %s: %d CPU cores, %d GPU(s)%s",
+            self.inventory.hostname,
+            self.inventory.cpu_count,
+            len(self.inventory.gpus),
+            f" ({self.inventory.note})" if self.inventory.note else "",
+        )
+        self.reconciler.start()
+
+    async def stop(self) -> None:
+        await self.reconciler.stop()
+        await self.backend.shutdown()
+        await self.router.close()
+
+    def resolve_model(self, model: str) -> str | None:
+        """Map the OpenAI `model` field (or v2 model name) to a service key."""
+        namespace, _, name = model.rpartition("/")
+        key = f"{namespace or 'default'}/{name}"
+        return key if key in self.reconciler.desired else None
+
+    def known_models(self) -> list[str]:
+        return sorted(k.removeprefix("default/") for k in self.reconciler.desired)
+
+    def service_status(self, service: InferenceService) -> dict:
+        key = f"{service.metadata.namespace}/{service.metadata.name}"
+        replicas = self.backend.replicas(key)
+        current = [r for r in replicas if r.phase != "Draining"]
+        ready = sum(1 for r in current if r.phase == "Ready")
+        desired = service.spec.replicas
+        pending = [r for r in current if r.phase == "Pending"]
+        crashing = [r for r in current if r.phase == "CrashLoopBackOff"]
+        if desired == 0:
+            phase, reason = "ScaledToZero", "NoReplicasWanted"
+        elif ready >= desired:
+            phase, reason = "Ready", "AllReplicasReady"
+        elif crashing:
+            phase, reason = "Degraded", "ReplicaCrashLoop"
+        elif pending:
+            phase, reason = "Pending", "Unschedulable"
+        else:
+            phase, reason = "Progressing", "ReplicasStarting"
+        message = (pending or crashing or [None])[0]
+        self.metrics.ready_replicas.labels(service=key).set(ready)
+        self.metrics.desired_replicas.labels(service=key).set(desired)
+        return {
+            "phase": phase,
+            "replicas": desired,
+            "readyReplicas": ready,
+            "endpoint": f"{self.config.public_url}/v1/embeddings",
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if phase in ("Ready", "ScaledToZero") else "False",
+                    "reason": reason,
+                    "message": message.message if message else "",
+                }
+            ],
+            "events": self.events.recent(key),
+        }

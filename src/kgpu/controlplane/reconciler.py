@@ -1,0 +1,65 @@
+"""Level-triggered reconciliation: make the backend's replicas match the stored services.
+
+Each pass reads the whole desired state and asks the backend to converge; nothing
+depends on having seen a particular change, so a restart simply starts over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from kgpu.backends.base import Backend
+from kgpu.backends.local import service_key
+from kgpu.controlplane.resources import ResourceService
+
+log = logging.getLogger("kgpu.reconciler")
+
+
+class Reconciler:
+    def __init__(self, resources: ResourceService, backend: Backend, interval_s: float = 0.5) -> None:
+        self.resources = resources
+        self.backend = backend
+        self.interval_s = interval_s
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.desired: dict[str, int] = {}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="reconciler")
+
+    def kick(self) -> None:
+        """Run a pass now (after an apply or delete) instead of at the next tick."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.reconcile_once()
+            except Exception:  # keep reconciling: one bad pass must not stop the platform
+                log.exception("reconcile pass failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def reconcile_once(self) -> None:
+        services = self.resources.services()
+        desired: dict[str, int] = {}
+        for service in services:
+            key = service_key(service)
+            desired[key] = service.spec.replicas
+            await self.backend.ensure(service, service.spec.replicas)
+        for key in self.backend.services():
+            if key not in desired:
+                await self.backend.remove(key)
+        self.desired = desired

@@ -1,0 +1,55 @@
+"""The kgpu server: control-plane API and gateway on one port (embedded mode)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from kgpu import __version__
+from kgpu.controlplane.platform import Platform
+from kgpu.controlplane.routes import control_routes
+from kgpu.gateway.app import gateway_routes
+
+
+def create_server_app(platform: Platform) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await platform.start()
+        try:
+            yield
+        finally:
+            await platform.stop()
+
+    app = FastAPI(
+        title="kgpu",
+        version=__version__,
+        summary="GPU inference platform: control-plane API and OpenAI / Open Inference Protocol gateway.",
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [
+            {"path": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
+        return JSONResponse({"error": {"message": message, "fields": fields}}, status_code=422)
+
+    app.include_router(control_routes(platform))
+    app.include_router(gateway_routes(platform.router, platform.resolve_model, platform.known_models))
+
+    @app.get("/healthz", tags=["health"], summary="The server is up")
+    def healthz() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics of the gateway and control plane")
+    def metrics() -> Response:
+        return Response(generate_latest(platform.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,67 @@
+"""Prometheus metrics of the gateway (front door), on a registry of its own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "kgpu_gateway_requests_total",
+            "Requests answered by the gateway.",
+            ["service", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "kgpu_gateway_request_duration_seconds",
+            "Time from the gateway receiving a request to answering it.",
+            ["service"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "kgpu_gateway_retries_total",
+            "Requests sent again to another replica, by why.",
+            ["service", "reason"],
+            registry=r,
+        )
+        self.outstanding = Gauge(
+            "kgpu_gateway_outstanding_requests",
+            "Requests sent to replicas and not yet answered.",
+            ["service"],
+            registry=r,
+        )
+        self.holding = Gauge(
+            "kgpu_gateway_held_requests",
+            "Requests waiting at the gateway for a ready replica.",
+            ["service"],
+            registry=r,
+        )
+        self.hold_seconds = Histogram(
+            "kgpu_gateway_hold_duration_seconds",
+            "Time requests waited at the gateway for a ready replica.",
+            ["service"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ready_replicas = Gauge(
+            "kgpu_service_ready_replicas", "Ready replicas per service.", ["service"], registry=r
+        )
+        self.desired_replicas = Gauge(
+            "kgpu_service_desired_replicas", "Desired replicas per service.", ["service"], registry=r
+        )
+        self.replica_restarts = Counter(
+            "kgpu_replica_restarts_total",
+            "Replica processes restarted after they exited.",
+            ["service", "replica"],
+            registry=r,
+        )
+
+    def observe(self, service: str, status: int, seconds: float) -> None:
+        self.requests.labels(service=service, code=str(status)).inc()
+        self.latency.labels(service=service).observe(seconds)

@@ -1,0 +1,104 @@
+"""Which replicas can take a service's requests right now, and how busy each one is.
+
+The backend adds a replica when its `/v2/health/ready` answers and removes it when
+it dies or starts draining; the router reads from here. Everything runs on one
+event loop, so plain attributes are enough (no locks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Endpoint:
+    """One ready replica as the gateway sees it."""
+
+    service: str  # "<namespace>/<name>"
+    replica: str
+    url: str  # base URL, e.g. http://127.0.0.1:41234
+    outstanding: int = 0  # requests the gateway has sent and not yet seen answered
+    draining: bool = False
+    served: int = 0
+
+    @property
+    def routable(self) -> bool:
+        return not self.draining
+
+
+@dataclass
+class _ServiceEntry:
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ReplicaRegistry:
+    """Ready replicas per service, with their outstanding request counts."""
+
+    def __init__(self) -> None:
+        self._services: dict[str, _ServiceEntry] = {}
+
+    def _entry(self, service: str) -> _ServiceEntry:
+        entry = self._services.get(service)
+        if entry is None:
+            entry = self._services[service] = _ServiceEntry()
+        return entry
+
+    def _notify(self, service: str) -> None:
+        entry = self._entry(service)
+        entry.changed.set()
+        entry.changed = asyncio.Event()
+
+    def add(self, service: str, replica: str, url: str) -> Endpoint:
+        entry = self._entry(service)
+        endpoint = entry.endpoints.get(replica)
+        if endpoint is None or endpoint.url != url:
+            endpoint = Endpoint(service=service, replica=replica, url=url)
+            entry.endpoints[replica] = endpoint
+        endpoint.draining = False
+        self._notify(service)
+        return endpoint
+
+    def remove(self, service: str, replica: str) -> None:
+        entry = self._entry(service)
+        if entry.endpoints.pop(replica, None) is not None:
+            self._notify(service)
+
+    def start_draining(self, service: str, replica: str) -> Endpoint | None:
+        """Stop sending new requests to a replica; in-flight ones finish."""
+        endpoint = self._entry(service).endpoints.get(replica)
+        if endpoint is not None:
+            endpoint.draining = True
+            self._notify(service)
+        return endpoint
+
+    def endpoints(self, service: str) -> list[Endpoint]:
+        return list(self._entry(service).endpoints.values())
+
+    def get(self, service: str, replica: str) -> Endpoint | None:
+        return self._entry(service).endpoints.get(replica)
+
+    def pick(self, service: str, exclude_urls: set[str] | frozenset[str] = frozenset()) -> Endpoint | None:
+        """The routable replica with the fewest outstanding requests (ties: fewest served).
+
+        Exclusion is by URL, not name: a restarted replica keeps its name but gets a
+        new port, and a request that failed on the old process may try the new one.
+        """
+        candidates = [
+            e for e in self._entry(service).endpoints.values() if e.routable and e.url not in exclude_urls
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda e: (e.outstanding, e.served))
+
+    async def wait_for_change(self, service: str, timeout: float) -> None:
+        """Sleep until the service's replica set changes or the timeout passes."""
+        event = self._entry(service).changed
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def outstanding(self, service: str) -> int:
+        return sum(e.outstanding for e in self._entry(service).endpoints.values())

@@ -1,0 +1,155 @@
+"""Forward one request to a ready replica, retrying elsewhere when that replica dies.
+
+Embedding and inference requests have no side effects, so sending the same body to
+another replica after a connection failure is safe: the client sees one answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from kgpu.gateway.metrics import GatewayMetrics
+from kgpu.gateway.registry import ReplicaRegistry
+
+log = logging.getLogger("kgpu.gateway")
+
+# Failures that mean "this replica is gone or going", not "the request is bad".
+_REPLICA_GONE = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.RemoteProtocolError,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.PoolTimeout,
+)
+_PASS_HEADERS = ("content-type", "retry-after")
+
+
+@dataclass
+class ProxyResult:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    replica: str | None = None
+
+
+@dataclass
+class RouterSettings:
+    # How long a request may wait for a ready replica (service starting, replica restarting).
+    hold_timeout_s: float = 120.0
+    # How many replicas one request may try before the gateway gives up.
+    max_attempts: int = 4
+    # Per-request timeout towards a replica; large batches on CPU can take seconds.
+    upstream_timeout_s: float = 300.0
+
+
+class Router:
+    def __init__(
+        self,
+        registry: ReplicaRegistry,
+        metrics: GatewayMetrics,
+        settings: RouterSettings | None = None,
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.settings = settings or RouterSettings()
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.settings.upstream_timeout_s, connect=5.0),
+                limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512),
+            )
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def forward(self, service: str, path: str, body: bytes, content_type: str) -> ProxyResult:
+        started = time.perf_counter()
+        result = await self._forward(service, path, body, content_type)
+        self.metrics.observe(service, result.status, time.perf_counter() - started)
+        return result
+
+    async def _forward(self, service: str, path: str, body: bytes, content_type: str) -> ProxyResult:
+        deadline = time.monotonic() + self.settings.hold_timeout_s
+        failed_urls: set[str] = set()
+        busy_urls: set[str] = set()
+        last_busy: ProxyResult | None = None
+        attempts = 0
+        while True:
+            endpoint = self.registry.pick(service, exclude_urls=failed_urls | busy_urls)
+            if endpoint is None:
+                if last_busy is not None:
+                    return last_busy  # every replica said 429: pass the overload on
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return _unavailable(service)
+                waited = time.monotonic()
+                self.metrics.holding.labels(service=service).inc()
+                try:
+                    await self.registry.wait_for_change(service, min(remaining, 1.0))
+                finally:
+                    self.metrics.holding.labels(service=service).dec()
+                self.metrics.hold_seconds.labels(service=service).observe(time.monotonic() - waited)
+                continue
+
+            attempts += 1
+            endpoint.outstanding += 1
+            self.metrics.outstanding.labels(service=service).inc()
+            try:
+                response = await self.client.post(
+                    endpoint.url + path, content=body, headers={"content-type": content_type}
+                )
+            except _REPLICA_GONE as exc:
+                log.warning("replica %s failed mid-request (%s); retrying elsewhere", endpoint.replica, exc)
+                self.metrics.retries.labels(service=service, reason="replica_gone").inc()
+                failed_urls.add(endpoint.url)
+                if attempts >= self.settings.max_attempts:
+                    return _error(502, f"service {service!r}: {attempts} replicas failed this request")
+                continue
+            finally:
+                endpoint.outstanding -= 1
+                self.metrics.outstanding.labels(service=service).dec()
+
+            if response.status_code == 503 and attempts < self.settings.max_attempts:
+                # A replica that is draining or restarting answers 503: try a live one.
+                self.metrics.retries.labels(service=service, reason="replica_unready").inc()
+                failed_urls.add(endpoint.url)
+                continue
+            result = ProxyResult(
+                status=response.status_code,
+                body=response.content,
+                headers={k: v for k, v in response.headers.items() if k.lower() in _PASS_HEADERS},
+                replica=endpoint.replica,
+            )
+            if response.status_code == 429:
+                self.metrics.retries.labels(service=service, reason="replica_busy").inc()
+                busy_urls.add(endpoint.url)
+                last_busy = result
+                continue
+            endpoint.served += 1
+            return result
+
+
+def _error(status: int, message: str, retry_after: int | None = None) -> ProxyResult:
+    headers = {"content-type": "application/json"}
+    if retry_after is not None:
+        headers["retry-after"] = str(retry_after)
+    body = json.dumps(
+        {"error": {"message": message, "type": "service_unavailable", "param": None, "code": status}}
+    ).encode()
+    return ProxyResult(status=status, body=body, headers=headers)
+
+
+def _unavailable(service: str) -> ProxyResult:
+    return _error(503, f"service {service!r} has no ready replica yet; retry later", retry_after=5)

@@ -1,0 +1,1 @@
+"""GPU facts (the catalog, MIG geometry) and device discovery."""

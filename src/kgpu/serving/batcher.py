@@ -1,0 +1,209 @@
+"""Dynamic batching: group whatever requests are queued into one engine call, bounded by a token budget.
+
+There is no wait timer (as in TEI and Triton's default): the moment the engine is free, the scheduler takes
+as many queued sequences as fit `max_batch_tokens` (padded: sequences x longest) and `max_batch_size`.
+Under light load a request runs alone at once; under heavy load batches fill up while the previous batch
+computes, which is exactly when batching pays. The engine runs in one dedicated worker thread so the event
+loop keeps accepting, tokenizing and answering requests meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    """The request queue is at max_queue requests; the client should retry later."""
+
+
+class BatcherClosedError(RuntimeError):
+    """The batcher is not running (not started yet, or stopping)."""
+
+
+class Engine(Protocol):
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, batch: Sequence[Sequence[int]]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    size: int  # sequences in the batch
+    tokens: int  # real tokens
+    padded_tokens: int  # size x longest: what the budget limits
+    compute_seconds: float
+    queue_seconds: list[float] = field(default_factory=list)  # one per request whose first sequence ran here
+
+
+class _Request:
+    __slots__ = ("enqueued_at", "future", "next_index", "remaining", "result", "sequences")
+
+    def __init__(self, sequences: Sequence[Sequence[int]], future: asyncio.Future[np.ndarray], dim: int) -> None:
+        self.sequences = sequences
+        self.future = future
+        self.enqueued_at = time.perf_counter()
+        self.next_index = 0  # first sequence not yet handed to a batch
+        self.remaining = len(sequences)  # sequences without a result yet
+        self.result = np.empty((len(sequences), dim), dtype=np.float32)
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        engine: Engine,
+        max_batch_tokens: int = 16384,
+        max_batch_size: int = 256,
+        max_queue: int = 1024,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ) -> None:
+        if max_batch_tokens < 1 or max_batch_size < 1 or max_queue < 1:
+            raise ValueError("max_batch_tokens, max_batch_size and max_queue must all be >= 1")
+        self._engine = engine
+        self._max_batch_tokens = max_batch_tokens
+        self._max_batch_size = max_batch_size
+        self._max_queue = max_queue
+        self._on_batch = on_batch
+        self._queue: deque[_Request] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closing = False
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting for (more of) their sequences to be scheduled."""
+        return len(self._queue)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._closing
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgpu-engine")
+        self._task = asyncio.create_task(self._schedule(), name="kgpu-batcher")
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Refuse new work, finish everything queued (up to `timeout` seconds), then stop the worker."""
+        if self._task is None:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except asyncio.TimeoutError:
+            log.warning("batcher drain timed out after %ss; failing %d queued requests", timeout, self.depth)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._fail_queued(BatcherClosedError("server is shutting down"))
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Embeddings (len(ids), dim) in the order given; the sequences may be computed in several batches."""
+        if not self.running:
+            raise BatcherClosedError("the model is not serving (starting up or shutting down)")
+        if not ids:
+            return np.empty((0, self._engine.dim), dtype=np.float32)
+        if len(self._queue) >= self._max_queue:
+            raise QueueFullError(f"request queue is full ({self._max_queue} requests waiting)")
+        request = _Request(ids, asyncio.get_running_loop().create_future(), self._engine.dim)
+        self._queue.append(request)
+        self._wake.set()
+        # If the caller is cancelled, awaiting cancels the future too; the scheduler then skips it.
+        return await request.future
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, queue_seconds = self._take_batch()
+            if not batch:
+                continue  # everything at the head had been cancelled
+            sequences = [request.sequences[index] for request, index in batch]
+            started = time.perf_counter()
+            try:
+                vectors = await loop.run_in_executor(self._executor, self._engine.embed, sequences)
+            except Exception as exc:  # an engine failure fails this batch's requests, never the loop
+                log.exception("batch of %d sequences failed", len(sequences))
+                for request in {id(r): r for r, _ in batch}.values():
+                    self._fail(request, exc)
+                continue
+            compute_seconds = time.perf_counter() - started
+            self._deliver(batch, vectors)
+            self._report(sequences, compute_seconds, queue_seconds)
+
+    def _take_batch(self) -> tuple[list[tuple[_Request, int]], list[float]]:
+        """FIFO over queued sequences while the padded size fits; always at least one sequence."""
+        batch: list[tuple[_Request, int]] = []
+        queue_seconds: list[float] = []
+        longest = 0
+        now = time.perf_counter()
+        while self._queue and len(batch) < self._max_batch_size:
+            request = self._queue[0]
+            if request.future.done():  # client went away
+                self._queue.popleft()
+                continue
+            length = len(request.sequences[request.next_index])
+            grown = max(longest, length)
+            if batch and (len(batch) + 1) * grown > self._max_batch_tokens:
+                break
+            if request.next_index == 0:
+                queue_seconds.append(now - request.enqueued_at)
+            batch.append((request, request.next_index))
+            longest = grown
+            request.next_index += 1
+            if request.next_index == len(request.sequences):
+                self._queue.popleft()
+        return batch, queue_seconds
+
+    @staticmethod
+    def _deliver(batch: list[tuple[_Request, int]], vectors: np.ndarray) -> None:
+        for row, (request, index) in enumerate(batch):
+            request.result[index] = vectors[row]
+            request.remaining -= 1
+            if request.remaining == 0 and not request.future.done():
+                request.future.set_result(request.result)
+
+    def _report(self, sequences: list[Sequence[int]], compute_seconds: float, queue_seconds: list[float]) -> None:
+        if self._on_batch is None:
+            return
+        lengths = [len(s) for s in sequences]
+        stats = BatchStats(len(lengths), sum(lengths), len(lengths) * max(lengths), compute_seconds, queue_seconds)
+        try:
+            self._on_batch(stats)
+        except Exception:  # metrics must never stop serving
+            log.exception("batch metrics callback failed")
+
+    def _fail(self, request: _Request, exc: BaseException) -> None:
+        if not request.future.done():
+            request.future.set_exception(exc)
+        with contextlib.suppress(ValueError):
+            self._queue.remove(request)
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        while self._queue:
+            request = self._queue.popleft()
+            if not request.future.done():
+                request.future.set_exception(exc)

@@ -1,0 +1,250 @@
+"""The embedding engine: tokenizer plus a transformers encoder, pooled and normalized like sentence-transformers.
+
+One engine instance is used by one thread at a time (the batcher's worker); tokenization is thread-safe
+and may be called from any thread, since the Rust tokenizer releases the GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from kgpu.serving.model_layout import ModelLayout, read_model_layout
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Largest padded batch (sequences x longest) given to the model in one forward pass. The batcher already
+# bounds a batch by its token budget; this second cut keeps long and short inputs of one big request out of
+# the same padded tensor. CPUs gain little from huge tensors, GPUs gain up to tens of thousands of tokens.
+_FORWARD_TOKENS = {"cpu": 1024, "cuda": 65536}
+
+
+class InvalidInputError(ValueError):
+    """Token ids given by a client are not valid for this model."""
+
+
+class EmbeddingEngine:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_forward_tokens: int | None = None,
+    ) -> None:
+        self._layout: ModelLayout = read_model_layout(Path(model_dir))
+        self._model_dir = Path(model_dir)
+        self._device = _resolve_device(device)
+        self._dtype = _resolve_dtype(dtype, self._device)
+        if self._device.type == "cpu":
+            _use_all_cpu_cores()
+        self._max_forward_tokens = max_forward_tokens or _FORWARD_TOKENS.get(self._device.type, 16384)
+
+        self._tokenizer = _load_tokenizer(self._layout)
+        self._pad_id = _pad_id(self._tokenizer, self._layout)
+        self._model = _load_model(self._layout, self._device, self._dtype)
+        self._vocab_size = self._layout.vocab_size or self._tokenizer.get_vocab_size(with_added_tokens=True)
+        self._dim = self._layout.hidden_size * len(self._layout.pooling_modes)
+        self._warmed = False
+
+    # -- facts about the model -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        # Packages ship their model in a folder literally called "model"; the package name says more.
+        directory = self._model_dir.resolve()
+        return directory.parent.name if directory.name == "model" else directory.name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def max_seq_len(self) -> int:
+        return self._layout.max_seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    @property
+    def dtype(self) -> str:
+        return str(self._dtype).removeprefix("torch.")
+
+    # -- input preparation -----------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """Token ids with the model's special tokens, truncated to max_seq_len (as sentence-transformers)."""
+        if not texts:
+            return []
+        return [encoding.ids for encoding in self._tokenizer.encode_batch(texts, add_special_tokens=True)]
+
+    def prepare_ids(self, ids: list[list[int]]) -> list[list[int]]:
+        """Check client-given token ids (used as given: no special tokens added) and truncate them."""
+        prepared: list[list[int]] = []
+        for row, sequence in enumerate(ids):
+            if not isinstance(sequence, list) or not sequence:
+                raise InvalidInputError(f"input[{row}]: a token sequence must be a non-empty list of integers")
+            for column, token in enumerate(sequence):
+                if isinstance(token, bool) or not isinstance(token, int):
+                    raise InvalidInputError(f"input[{row}][{column}]: token ids must be integers, got {token!r}")
+                if not 0 <= token < self._vocab_size:
+                    raise InvalidInputError(
+                        f"input[{row}][{column}]: token id {token} is outside this model's vocabulary "
+                        f"[0, {self._vocab_size})"
+                    )
+            prepared.append(sequence[: self.max_seq_len])
+        return prepared
+
+    # -- compute ---------------------------------------------------------------------------------------
+    def embed(self, batch: Sequence[Sequence[int]]) -> np.ndarray:
+        """Embeddings (n, dim) float32 for token-id sequences, in the order given."""
+        out = np.empty((len(batch), self._dim), dtype=np.float32)
+        if not batch:
+            return out
+        # Longest first, so each forward pass pads only to its own longest and similar lengths share one.
+        order = sorted(range(len(batch)), key=lambda i: len(batch[i]), reverse=True)
+        with torch.inference_mode():
+            for chunk in self._forward_chunks(order, batch):
+                out[chunk] = self._forward([batch[i] for i in chunk])
+        return out
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        return self.embed(self.tokenize(texts))
+
+    def warmup(self) -> float:
+        """Run representative shapes once so the first real request does not pay allocation/kernel setup.
+
+        Idempotent: an engine shared by several apps (tests, benchmarks) is warmed only the first time.
+        """
+        if self._warmed:
+            return 0.0
+        started = time.perf_counter()
+        for length, count in ((8, 1), (32, 16), (self.max_seq_len, 4)):
+            self.embed([[(self._pad_id + 1) % self._vocab_size] * length] * count)
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        self._warmed = True
+        return time.perf_counter() - started
+
+    def _forward_chunks(self, order: list[int], batch: Sequence[Sequence[int]]) -> list[list[int]]:
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        for index in order:
+            longest = len(batch[current[0]]) if current else len(batch[index])
+            if current and (len(current) + 1) * longest > self._max_forward_tokens:
+                chunks.append(current)
+                current = []
+            current.append(index)
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _forward(self, sequences: list[Sequence[int]]) -> np.ndarray:
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        padded = np.full((len(sequences), int(lengths.max())), self._pad_id, dtype=np.int64)
+        for row, sequence in enumerate(sequences):
+            padded[row, : len(sequence)] = sequence
+        input_ids = torch.from_numpy(padded).to(self._device)
+        lengths_t = torch.from_numpy(lengths).to(self._device)
+        attention_mask = (torch.arange(padded.shape[1], device=self._device)[None, :] < lengths_t[:, None]).long()
+
+        hidden = self._model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = _pool(hidden, attention_mask, lengths_t, self._layout.pooling_modes)
+        if self._layout.normalize:
+            pooled = F.normalize(pooled, p=2, dim=-1)
+        return pooled.cpu().numpy()
+
+
+def _pool(hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, modes: tuple[str, ...]) -> torch.Tensor:
+    """sentence-transformers pooling over right-padded sequences, accumulated in float32."""
+    hidden = hidden.float()
+    mask_f = mask.unsqueeze(-1).to(hidden.dtype)
+    vectors = []
+    for mode in modes:
+        if mode == "cls":
+            vectors.append(hidden[:, 0])
+        elif mode == "max":
+            vectors.append(hidden.masked_fill(mask_f == 0, float("-inf")).max(dim=1).values)
+        elif mode in ("mean", "mean_sqrt_len_tokens"):
+            summed = (hidden * mask_f).sum(dim=1)
+            count = mask_f.sum(dim=1).clamp(min=1e-9)
+            vectors.append(summed / (count if mode == "mean" else count.sqrt()))
+        elif mode == "lasttoken":
+            vectors.append(hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1])
+    return torch.cat(vectors, dim=-1)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but CUDA is not available on this machine")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]', got {device!r}")
+    return torch.device(device)
+
+
+def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # bf16 doubles GPU throughput at embedding-quality cost well under 1e-2 cosine; CPUs lack fast bf16.
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def _use_all_cpu_cores() -> None:
+    # An explicit OMP_NUM_THREADS wins (e.g. several replicas sharing one host); otherwise use every core
+    # this process may run on, which torch's default can undercount inside containers.
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores))
+
+
+def _load_tokenizer(layout: ModelLayout) -> Tokenizer:
+    if layout.tokenizer_file is not None:
+        tokenizer = Tokenizer.from_file(str(layout.tokenizer_file))
+    else:
+        # No tokenizer.json: let transformers convert the vocab files once, then keep the fast backend only.
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(
+            layout.transformer_dir, use_fast=True, local_files_only=True
+        ).backend_tokenizer
+    # tokenizer.json files often carry a fixed padding/truncation from training; batching pads per batch.
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=layout.max_seq_len)
+    return tokenizer
+
+
+def _pad_id(tokenizer: Tokenizer, layout: ModelLayout) -> int:
+    configured = layout.config.get("pad_token_id")
+    if isinstance(configured, int):
+        return configured
+    for token in ("[PAD]", "<pad>"):
+        token_id = tokenizer.token_to_id(token)
+        if token_id is not None:
+            return token_id
+    return 0  # padded positions are masked out, so any valid id works
+
+
+def _load_model(layout: ModelLayout, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    from transformers import AutoModel
+
+    log.debug("loading weights from %s (%s on %s)", layout.transformer_dir, dtype, device)
+    model = AutoModel.from_pretrained(
+        layout.transformer_dir, attn_implementation="sdpa", dtype=dtype, local_files_only=True
+    )
+    return model.to(device).eval()

@@ -1,0 +1,96 @@
+"""Turn a model URI into a local model directory, without ever touching the network.
+
+Accepted forms (the same as `spec.model.uri` in an InferenceService):
+
+- `pkg:<python_package>`: a model shipped inside an installed Python package; the directory is the
+  package's `get_model_path()` / `MODEL_DIR`, else `<package dir>/model`.
+- `file:///abs/path`: a local directory.
+- a plain absolute or relative local path.
+
+Hub ids and remote URLs are refused on purpose: replicas must start identically on air-gapped nodes, so
+the model has to be present on disk before a replica is scheduled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from kgpu.serving.model_layout import ModelLayoutError, read_model_layout
+
+_NETWORK_SCHEMES = ("hf", "http", "https", "s3", "gs", "gcs", "az", "abfs", "ftp", "ssh", "oci")
+# `org/name` looks like a Hugging Face hub id; only treated as one when no such local path exists.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_PACKAGE_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+_NO_NETWORK_HINT = "the network is not used to fetch models; give a local path, file:///path or pkg:<package>"
+
+
+class ModelSourceError(ValueError):
+    """The model URI cannot be turned into a usable local model directory."""
+
+
+def resolve_model_uri(uri: str) -> Path:
+    """Return the absolute model directory for `uri`, after checking its layout is loadable."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise ModelSourceError("model uri is empty; give a local path, file:///path or pkg:<package>")
+    uri = uri.strip()
+    directory = _locate(uri)
+    if not directory.exists():
+        raise ModelSourceError(f"model uri {uri!r}: directory {directory} does not exist")
+    if not directory.is_dir():
+        raise ModelSourceError(f"model uri {uri!r}: {directory} is not a directory")
+    try:
+        read_model_layout(directory)
+    except ModelLayoutError as exc:
+        raise ModelSourceError(f"model uri {uri!r}: {exc}") from exc
+    return directory.resolve()
+
+
+def _locate(uri: str) -> Path:
+    if uri.startswith("pkg:"):
+        return _package_model_dir(uri[len("pkg:") :], uri)
+    scheme = _scheme_of(uri)
+    if scheme == "file":
+        parsed = urlparse(uri)
+        if parsed.netloc not in ("", "localhost"):
+            raise ModelSourceError(f"model uri {uri!r}: file URIs must point at this machine ({_NO_NETWORK_HINT})")
+        return Path(unquote(parsed.path))
+    if scheme in _NETWORK_SCHEMES:
+        raise ModelSourceError(f"model uri {uri!r} is a network location; {_NO_NETWORK_HINT}")
+    if scheme:
+        raise ModelSourceError(f"model uri {uri!r} has unsupported scheme {scheme!r}; {_NO_NETWORK_HINT}")
+    path = Path(uri).expanduser()
+    if not path.exists() and _HUB_ID.match(uri):
+        raise ModelSourceError(
+            f"model uri {uri!r} looks like a model hub id and no such local directory exists; {_NO_NETWORK_HINT}"
+        )
+    return path
+
+
+def _scheme_of(uri: str) -> str:
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", uri)
+    return match.group(1).lower() if match else ""
+
+
+def _package_model_dir(package: str, uri: str) -> Path:
+    if not _PACKAGE_NAME.match(package):
+        raise ModelSourceError(f"model uri {uri!r}: {package!r} is not a valid Python package name")
+    try:
+        module = importlib.import_module(package)
+    except ImportError as exc:
+        raise ModelSourceError(
+            f"model uri {uri!r}: Python package {package!r} is not installed (pip install it first)"
+        ) from exc
+    getter = getattr(module, "get_model_path", None)
+    if callable(getter):
+        return Path(getter())
+    declared = getattr(module, "MODEL_DIR", None)
+    if declared:
+        return Path(declared)
+    module_file = getattr(module, "__file__", None)
+    if not module_file:
+        raise ModelSourceError(f"model uri {uri!r}: package {package!r} has no files on disk")
+    return Path(module_file).parent / "model"

@@ -1,0 +1,144 @@
+"""OpenAI-compatible embeddings: `POST /v1/embeddings` and `GET /v1/models`.
+
+Inputs are validated by hand rather than with a pydantic union, so each refusal says exactly what was wrong
+("input[3] is an empty string") instead of a list of failed union branches.
+
+`dimensions` is accepted only when it equals the model's dimension: this model was not trained for
+shortened (Matryoshka) embeddings, so truncating would silently lower quality.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from kgpu.serving.body import read_json_body
+from kgpu.serving.errors import ApiError, bad_request
+from kgpu.serving.runtime import ReplicaRuntime
+
+_INPUT_FORMS = "a non-empty string, an array of strings, an array of token ids or an array of token-id arrays"
+_STARTED = int(time.time())
+
+
+@dataclass(frozen=True)
+class EmbeddingsRequest:
+    texts: list[str] | None  # exactly one of texts / token_ids is set
+    token_ids: list[list[int]] | None
+    encoding_format: str
+    dimensions: int | None
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_input(value: Any, max_inputs: int) -> tuple[list[str] | None, list[list[int]] | None]:
+    if value is None:
+        raise bad_request("'input' is required", "input")
+    if isinstance(value, str):
+        if not value:
+            raise bad_request("'input' is an empty string; it must be " + _INPUT_FORMS, "input")
+        return [value], None
+    if not isinstance(value, list):
+        raise bad_request(f"'input' must be {_INPUT_FORMS}; got {type(value).__name__}", "input")
+    if not value:
+        raise bad_request("'input' is an empty array; send at least one input", "input")
+    if len(value) > max_inputs:
+        raise bad_request(f"'input' has {len(value)} items; at most {max_inputs} inputs per request", "input")
+    if all(isinstance(item, str) for item in value):
+        for index, item in enumerate(value):
+            if not item:
+                raise bad_request(f"input[{index}] is an empty string", "input")
+        return value, None
+    if all(_is_token(item) for item in value):
+        return None, [value]
+    if all(isinstance(item, list) for item in value):
+        for index, item in enumerate(value):
+            if not item:
+                raise bad_request(f"input[{index}] is an empty token array", "input")
+            if not all(_is_token(token) for token in item):
+                raise bad_request(f"input[{index}] must contain only integer token ids", "input")
+        return None, value
+    kinds = sorted({type(item).__name__ for item in value})
+    raise bad_request(f"'input' mixes item types ({', '.join(kinds)}); it must be {_INPUT_FORMS}", "input")
+
+
+def parse_embeddings_request(body: Any, served_name: str, dim: int, max_inputs: int) -> EmbeddingsRequest:
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    model = body.get("model")
+    if model is None:
+        raise bad_request("'model' is required", "model")
+    if not isinstance(model, str):
+        raise bad_request("'model' must be a string", "model")
+    if model != served_name:
+        raise ApiError(404, f"The model '{model}' does not exist; this server serves '{served_name}'",
+                       param="model", code="model_not_found", reason="model_not_found")  # fmt: skip
+    texts, token_ids = parse_input(body.get("input"), max_inputs)
+
+    encoding_format = body.get("encoding_format") or "float"
+    if encoding_format not in ("float", "base64"):
+        raise bad_request(f"'encoding_format' must be 'float' or 'base64', got {encoding_format!r}",
+                          "encoding_format")  # fmt: skip
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        if not _is_token(dimensions) or dimensions < 1:
+            raise bad_request(f"'dimensions' must be a positive integer, got {dimensions!r}", "dimensions")
+        if dimensions != dim:
+            raise bad_request(f"'dimensions' is {dimensions} but this model only produces {dim}-dimensional "
+                              f"embeddings; omit 'dimensions' or set it to {dim}", "dimensions")  # fmt: skip
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise bad_request("'user' must be a string", "user")
+    return EmbeddingsRequest(texts, token_ids, encoding_format, dimensions)
+
+
+def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        # What the official client decodes: raw little-endian float32, base64.
+        return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+def create_openai_router(runtime: ReplicaRuntime) -> APIRouter:
+    router = APIRouter()
+    config = runtime.config
+
+    @router.post("/v1/embeddings")
+    async def embeddings(request: Request) -> JSONResponse:
+        body = await read_json_body(request, config.max_body_bytes)
+        runtime.require_ready()
+        parsed = parse_embeddings_request(body, config.served_name, runtime.engine.dim, config.max_inputs)
+        if parsed.texts is not None:
+            ids = await runtime.tokenize(parsed.texts)
+        else:
+            ids = await runtime.prepare_ids(parsed.token_ids or [], "input")
+        vectors = await runtime.embed(ids)
+        tokens = sum(len(sequence) for sequence in ids)
+        data = [
+            {"object": "embedding", "index": index, "embedding": _encode(vector, parsed.encoding_format)}
+            for index, vector in enumerate(vectors)
+        ]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": config.served_name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    @router.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": config.served_name, "object": "model", "created": _STARTED, "owned_by": "kgpu"}],
+        }
+
+    return router

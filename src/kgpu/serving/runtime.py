@@ -1,0 +1,142 @@
+"""The live state of one replica: loading, readiness, draining, and the path from inputs to embeddings.
+
+Loading runs as a background task so the HTTP server answers liveness probes from the first second; the
+replica reports ready only once the model is loaded, warmed up and the batcher runs. Draining flips
+readiness off first (so routers stop sending), then lets the batcher finish what is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from kgpu.serving.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
+from kgpu.serving.config import ReplicaConfig
+from kgpu.serving.engine import EmbeddingEngine, InvalidInputError
+from kgpu.serving.errors import ApiError
+from kgpu.serving.metrics import ReplicaMetrics
+from kgpu.serving.model_source import resolve_model_uri
+
+log = logging.getLogger("kgpu.serving")
+
+EngineFactory = Callable[[ReplicaConfig], Any]
+
+
+def build_engine(config: ReplicaConfig) -> EmbeddingEngine:
+    return EmbeddingEngine(resolve_model_uri(config.model_uri), device=config.device, dtype=config.dtype)
+
+
+class ReplicaRuntime:
+    def __init__(self, config: ReplicaConfig, engine_factory: EngineFactory | None = None) -> None:
+        self.config = config
+        self.metrics = ReplicaMetrics(config.service, config.replica)
+        self.engine: Any = None
+        self.batcher: DynamicBatcher | None = None
+        self.load_error: str | None = None
+        self.draining = False
+        self.loaded = asyncio.Event()  # set when loading finished, successfully or not
+        self._engine_factory = engine_factory or build_engine
+        self._load_task: asyncio.Task[None] | None = None
+        # Tokenization happens off the event loop: the Rust tokenizer releases the GIL, so these threads
+        # tokenize in parallel with each other and with the engine thread.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self._tokenize_pool = ThreadPoolExecutor(
+            max_workers=config.tokenizer_threads or min(8, cores), thread_name_prefix="kgpu-tokenize"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.batcher is not None and self.batcher.running and not self.draining
+
+    def start_loading(self) -> None:
+        self._load_task = asyncio.create_task(self._load(), name="kgpu-load-model")
+
+    async def _load(self) -> None:
+        config = self.config
+        try:
+            log.info("loading model %s from %s (device=%s, dtype=%s)", config.served_name, config.model_uri,
+                     config.device, config.dtype)  # fmt: skip
+            started = time.perf_counter()
+            engine = await asyncio.to_thread(self._engine_factory, config)
+            log.info("loaded %s in %.1fs: dim=%d, max_seq_len=%d, device=%s, dtype=%s", engine.name,
+                     time.perf_counter() - started, engine.dim, engine.max_seq_len, engine.device,
+                     engine.dtype)  # fmt: skip
+            warmup = getattr(engine, "warmup", None)
+            if warmup is not None:
+                log.info("warmed up in %.2fs", await asyncio.to_thread(warmup))
+            batcher = DynamicBatcher(
+                engine,
+                max_batch_tokens=config.max_batch_tokens,
+                max_batch_size=config.max_batch_size,
+                max_queue=config.max_queue,
+                on_batch=self.metrics.observe_batch,
+            )
+            await batcher.start()
+            self.metrics.track_queue_depth(lambda: batcher.depth)
+            self.engine, self.batcher = engine, batcher
+            log.info("ready: serving %s on /v1/embeddings and /v2/models/%s/infer", config.served_name,
+                     config.served_name)  # fmt: skip
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("model failed to load: %s", self.load_error)
+        finally:
+            self.loaded.set()
+
+    def begin_drain(self) -> None:
+        """Stop reporting ready; requests already accepted still complete."""
+        if not self.draining:
+            log.info("draining: readiness off, finishing in-flight requests")
+        self.draining = True
+
+    async def shutdown(self) -> None:
+        self.begin_drain()
+        if self._load_task is not None and not self._load_task.done():
+            self._load_task.cancel()
+        if self.batcher is not None:
+            await self.batcher.stop(timeout=self.config.drain_timeout_s)
+        self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped")
+
+    # -- serving ---------------------------------------------------------------------------------------
+    def require_ready(self) -> None:
+        if self.load_error is not None:
+            raise ApiError(503, f"model failed to load: {self.load_error}", code="model_not_ready",
+                           reason="not_ready")  # fmt: skip
+        if self.batcher is None:
+            raise ApiError(503, "model is still loading; retry shortly", code="model_not_ready",
+                           reason="not_ready", headers={"Retry-After": "2"})  # fmt: skip
+
+    async def tokenize(self, texts: list[str]) -> list[list[int]]:
+        self.require_ready()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenize_pool, self.engine.tokenize, texts)
+
+    async def prepare_ids(self, ids: list[list[int]], param: str) -> list[list[int]]:
+        self.require_ready()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._tokenize_pool, self.engine.prepare_ids, ids)
+        except InvalidInputError as exc:
+            raise ApiError(400, str(exc), param=param, code="invalid_value") from exc
+
+    async def embed(self, ids: list[list[int]]) -> np.ndarray:
+        self.require_ready()
+        assert self.batcher is not None
+        try:
+            vectors = await self.batcher.submit(ids)
+        except QueueFullError as exc:
+            raise ApiError(429, f"model is overloaded: {exc}; retry later", code="queue_full",
+                           reason="queue_full", headers={"Retry-After": "1"}) from exc  # fmt: skip
+        except BatcherClosedError as exc:
+            raise ApiError(503, f"{exc}; retry on another replica", code="model_not_ready",
+                           reason="not_ready", headers={"Retry-After": "1"}) from exc  # fmt: skip
+        self.metrics.count_work(len(ids), sum(len(sequence) for sequence in ids))
+        return vectors

