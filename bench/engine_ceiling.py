@@ -24,33 +24,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import percentile
 from workload import DEFAULT_SEED, load_vocabulary, make_sentences
 
+MIN_BATCHES = 3  # a slow batch size still yields a number instead of an empty window
+
 
 def measure_batch_size(
     engine, sentences: list[str], batch_size: int, duration_s: float, warmup_s: float
 ) -> dict:
     latencies: list[float] = []
-    sequences = 0
     k = 0
-    start = time.perf_counter()
-    window_start = start + warmup_s
-    window_end = window_start + duration_s
-    while True:
+
+    def one_batch() -> float:
+        nonlocal k
         batch = [sentences[(k + i) % len(sentences)] for i in range(batch_size)]
         k += batch_size
         t0 = time.perf_counter()
         engine.embed(engine.tokenize(batch))  # embed returns a host array, so device work has finished
-        t1 = time.perf_counter()
-        if t1 > window_end:
-            break
-        if t0 >= window_start:
-            latencies.append(t1 - t0)
-            sequences += batch_size
+        return time.perf_counter() - t0
+
+    warm_until = time.perf_counter() + warmup_s
+    one_batch()
+    while time.perf_counter() < warm_until:
+        one_batch()
+    measure_until = time.perf_counter() + duration_s
+    while time.perf_counter() < measure_until or len(latencies) < MIN_BATCHES:
+        latencies.append(one_batch())
+    sequences = len(latencies) * batch_size
     measured = sum(latencies)
     ordered = sorted(latencies)
     return {
         "batch_size": batch_size,
         "batches": len(latencies),
-        # Over busy time, not window time: the loop does nothing else, and the last partial batch is dropped.
+        # Over busy time: the loop does nothing but build the next batch list between calls.
         "seq_per_s": round(sequences / measured, 2) if measured else 0.0,
         "p50_ms": round(percentile(ordered, 0.5) * 1000, 3) if ordered else None,
         "p99_ms": round(percentile(ordered, 0.99) * 1000, 3) if ordered else None,

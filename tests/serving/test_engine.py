@@ -70,7 +70,10 @@ def test_pooling_modes_ignore_padding() -> None:
     lengths = torch.tensor([2, 3])
     mean = _pool(hidden, mask, lengths, ("mean",))
     assert mean.tolist() == [[2.0, 3.0], [4.0, 2.0]]
-    assert _pool(hidden, mask, lengths, ("cls", "max")).tolist() == [[1.0, 1.0, 3.0, 5.0], [2.0, 0.0, 6.0, 4.0]]
+    assert _pool(hidden, mask, lengths, ("cls", "max")).tolist() == [
+        [1.0, 1.0, 3.0, 5.0],
+        [2.0, 0.0, 6.0, 4.0],
+    ]
     assert _pool(hidden, mask, lengths, ("lasttoken",)).tolist() == [[3.0, 5.0], [6.0, 4.0]]
 
 

@@ -89,7 +89,9 @@ def test_pooling_normalize_and_length_follow_the_config_files(model_dir: Path, t
     pooling = json.loads((copy / "1_Pooling/config.json").read_text())
     pooling.update(pooling_mode_mean_tokens=False, pooling_mode_cls_token=True, pooling_mode_max_tokens=True)
     (copy / "1_Pooling/config.json").write_text(json.dumps(pooling))
-    modules = [m for m in json.loads((copy / "modules.json").read_text()) if not m["type"].endswith("Normalize")]
+    modules = [
+        m for m in json.loads((copy / "modules.json").read_text()) if not m["type"].endswith("Normalize")
+    ]
     (copy / "modules.json").write_text(json.dumps(modules))
     (copy / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
     layout = read_model_layout(copy)

@@ -18,7 +18,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel, to_snake
+from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from kgpu import API_VERSION
@@ -59,13 +59,6 @@ class KgpuModel(BaseModel):
         serialize_by_alias=True,
         alias_generator=to_camel,
     )
-
-    def __getattr__(self, name: str) -> Any:
-        # Let code written against the YAML spelling (spec.maxReplicas) read spec.max_replicas.
-        snake = to_snake(name)
-        if snake != name and snake in type(self).model_fields:
-            return getattr(self, snake)
-        return super().__getattr__(name)
 
 
 def _label_errors(labels: dict[str, str]) -> list[FieldError]:

@@ -84,6 +84,28 @@ def control_routes(platform: Platform) -> APIRouter:
         platform.reconciler.kick()
         return JSONResponse(render(stored), status_code=201 if created else 200)
 
+    # Registered before the generic /{plural} routes, which would otherwise match first.
+    @api.get(PREFIX + "/replicas", summary="Replicas of every service")
+    def list_replicas(service: str | None = Query(None, description="namespace/name")) -> dict:
+        return {"items": [r.to_dict() for r in platform.backend.replicas(service)]}
+
+    @api.get(PREFIX + "/replicas/{name}/log", summary="A replica's log", response_class=PlainTextResponse)
+    def replica_log(name: str, offset: int = Query(0, ge=0), tail: int | None = Query(None, ge=1)):
+        path = platform.backend.log_path(name)
+        if not path.exists():
+            raise HTTPException(404, f'no log for replica "{name}"')
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            if tail is not None:
+                f.seek(max(0, size - MAX_LOG_BYTES))
+                lines = f.read().decode(errors="replace").splitlines()[-tail:]
+                text = "\n".join(lines) + ("\n" if lines else "")
+            else:
+                f.seek(min(offset, size))
+                text = f.read(MAX_LOG_BYTES).decode(errors="replace")
+                size = min(size, offset + MAX_LOG_BYTES) if offset <= size else size
+        return PlainTextResponse(text, headers={"x-log-offset": str(size)})
+
     @api.get(PREFIX + "/{plural}", summary="List resources in all namespaces")
     def list_all(plural: str) -> dict:
         kind = _kind(plural)
@@ -130,27 +152,6 @@ def control_routes(platform: Platform) -> APIRouter:
             platform.events.record(key, "deleted; draining replicas")
         platform.reconciler.kick()
         return {"status": "Success", "details": {"name": name, "namespace": namespace, "kind": plural}}
-
-    @api.get(PREFIX + "/replicas", summary="Replicas of every service")
-    def list_replicas(service: str | None = Query(None, description="namespace/name")) -> dict:
-        return {"items": [r.to_dict() for r in platform.backend.replicas(service)]}
-
-    @api.get(PREFIX + "/replicas/{name}/log", summary="A replica's log", response_class=PlainTextResponse)
-    def replica_log(name: str, offset: int = Query(0, ge=0), tail: int | None = Query(None, ge=1)):
-        path = platform.backend.log_path(name)
-        if not path.exists():
-            raise HTTPException(404, f'no log for replica "{name}"')
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            if tail is not None:
-                f.seek(max(0, size - MAX_LOG_BYTES))
-                lines = f.read().decode(errors="replace").splitlines()[-tail:]
-                text = "\n".join(lines) + ("\n" if lines else "")
-            else:
-                f.seek(min(offset, size))
-                text = f.read(MAX_LOG_BYTES).decode(errors="replace")
-                size = min(size, offset + MAX_LOG_BYTES) if offset <= size else size
-        return PlainTextResponse(text, headers={"x-log-offset": str(size)})
 
     @api.get("/api/v1/nodes", summary="Nodes and their GPUs")
     def nodes() -> dict:

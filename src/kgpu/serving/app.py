@@ -35,7 +35,9 @@ def create_app(config: ReplicaConfig, engine_factory: EngineFactory | None = Non
         yield
         await runtime.shutdown()
 
-    app = FastAPI(title=f"kgpu replica {config.served_name}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title=f"kgpu replica {config.served_name}", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.runtime = runtime
     app.include_router(create_openai_router(runtime))
     app.include_router(create_v2_router(runtime))
@@ -62,7 +64,9 @@ def _install_error_handlers(app: FastAPI, metrics: ReplicaMetrics) -> None:
         field = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "path", "query"))
         message = f"invalid value for '{field}': {first.get('msg')}" if field else str(first.get("msg"))
         metrics.count_failure("bad_request")
-        return error_response(request.url.path, ApiError(400, message, param=field or None, code="invalid_value"))
+        return error_response(
+            request.url.path, ApiError(400, message, param=field or None, code="invalid_value")
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -51,7 +51,9 @@ class BatchStats:
 class _Request:
     __slots__ = ("enqueued_at", "future", "next_index", "remaining", "result", "sequences")
 
-    def __init__(self, sequences: Sequence[Sequence[int]], future: asyncio.Future[np.ndarray], dim: int) -> None:
+    def __init__(
+        self, sequences: Sequence[Sequence[int]], future: asyncio.Future[np.ndarray], dim: int
+    ) -> None:
         self.sequences = sequences
         self.future = future
         self.enqueued_at = time.perf_counter()
@@ -186,11 +188,15 @@ class DynamicBatcher:
             if request.remaining == 0 and not request.future.done():
                 request.future.set_result(request.result)
 
-    def _report(self, sequences: list[Sequence[int]], compute_seconds: float, queue_seconds: list[float]) -> None:
+    def _report(
+        self, sequences: list[Sequence[int]], compute_seconds: float, queue_seconds: list[float]
+    ) -> None:
         if self._on_batch is None:
             return
         lengths = [len(s) for s in sequences]
-        stats = BatchStats(len(lengths), sum(lengths), len(lengths) * max(lengths), compute_seconds, queue_seconds)
+        stats = BatchStats(
+            len(lengths), sum(lengths), len(lengths) * max(lengths), compute_seconds, queue_seconds
+        )
         try:
             self._on_batch(stats)
         except Exception:  # metrics must never stop serving

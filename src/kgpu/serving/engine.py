@@ -94,10 +94,14 @@ class EmbeddingEngine:
         prepared: list[list[int]] = []
         for row, sequence in enumerate(ids):
             if not isinstance(sequence, list) or not sequence:
-                raise InvalidInputError(f"input[{row}]: a token sequence must be a non-empty list of integers")
+                raise InvalidInputError(
+                    f"input[{row}]: a token sequence must be a non-empty list of integers"
+                )
             for column, token in enumerate(sequence):
                 if isinstance(token, bool) or not isinstance(token, int):
-                    raise InvalidInputError(f"input[{row}][{column}]: token ids must be integers, got {token!r}")
+                    raise InvalidInputError(
+                        f"input[{row}][{column}]: token ids must be integers, got {token!r}"
+                    )
                 if not 0 <= token < self._vocab_size:
                     raise InvalidInputError(
                         f"input[{row}][{column}]: token id {token} is outside this model's vocabulary "
@@ -115,8 +119,11 @@ class EmbeddingEngine:
         # Longest first, so each forward pass pads only to its own longest and similar lengths share one.
         order = sorted(range(len(batch)), key=lambda i: len(batch[i]), reverse=True)
         with torch.inference_mode():
-            for chunk in self._forward_chunks(order, batch):
-                out[chunk] = self._forward([batch[i] for i in chunk])
+            # Results stay on the device until every chunk is queued: the host pads chunk k+1 while the GPU
+            # still runs chunk k, and there is one device-to-host copy (one sync) per call.
+            chunks = self._forward_chunks(order, batch)
+            pooled = [self._forward([batch[i] for i in chunk]) for chunk in chunks]
+            out[np.concatenate(chunks)] = torch.cat(pooled).cpu().numpy()
         return out
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
@@ -150,23 +157,31 @@ class EmbeddingEngine:
             chunks.append(current)
         return chunks
 
-    def _forward(self, sequences: list[Sequence[int]]) -> np.ndarray:
+    def _forward(self, sequences: list[Sequence[int]]) -> torch.Tensor:
         lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
         padded = np.full((len(sequences), int(lengths.max())), self._pad_id, dtype=np.int64)
         for row, sequence in enumerate(sequences):
             padded[row, : len(sequence)] = sequence
         input_ids = torch.from_numpy(padded).to(self._device)
         lengths_t = torch.from_numpy(lengths).to(self._device)
-        attention_mask = (torch.arange(padded.shape[1], device=self._device)[None, :] < lengths_t[:, None]).long()
+        attention_mask = (
+            torch.arange(padded.shape[1], device=self._device)[None, :] < lengths_t[:, None]
+        ).long()
 
-        hidden = self._model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        # Without padding the mask is all ones; leaving it out lets SDPA pick its fused no-mask kernels.
+        uniform = lengths.min() == lengths.max()
+        hidden = self._model(
+            input_ids=input_ids, attention_mask=None if uniform else attention_mask
+        ).last_hidden_state
         pooled = _pool(hidden, attention_mask, lengths_t, self._layout.pooling_modes)
         if self._layout.normalize:
             pooled = F.normalize(pooled, p=2, dim=-1)
-        return pooled.cpu().numpy()
+        return pooled
 
 
-def _pool(hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, modes: tuple[str, ...]) -> torch.Tensor:
+def _pool(
+    hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, modes: tuple[str, ...]
+) -> torch.Tensor:
     """sentence-transformers pooling over right-padded sequences, accumulated in float32."""
     hidden = hidden.float()
     mask_f = mask.unsqueeze(-1).to(hidden.dtype)

@@ -26,40 +26,61 @@ class ReplicaMetrics:
         self._base = {"service": service, "replica": replica}
         base_names = ["service", "replica"]
         self.requests = Counter(
-            "kgpu_requests", "Requests answered, by protocol and HTTP status code.",
-            [*base_names, "protocol", "code"], registry=self.registry,
-        )  # fmt: skip
+            "kgpu_requests",
+            "Requests answered, by protocol and HTTP status code.",
+            [*base_names, "protocol", "code"],
+            registry=self.registry,
+        )
         self.failures = Counter(
-            "kgpu_request_failures", "Requests not answered with embeddings, by reason.",
-            [*base_names, "reason"], registry=self.registry,
-        )  # fmt: skip
+            "kgpu_request_failures",
+            "Requests not answered with embeddings, by reason.",
+            [*base_names, "reason"],
+            registry=self.registry,
+        )
         self.request_duration = Histogram(
-            "kgpu_request_duration_seconds", "Time from request received to response ready.",
-            [*base_names, "protocol"], buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "kgpu_request_duration_seconds",
+            "Time from request received to response ready.",
+            [*base_names, "protocol"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.queue_duration = Histogram(
-            "kgpu_queue_duration_seconds", "Time a request waited before its first sequence was computed.",
-            base_names, buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "kgpu_queue_duration_seconds",
+            "Time a request waited before its first sequence was computed.",
+            base_names,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.compute_duration = Histogram(
-            "kgpu_compute_duration_seconds", "Engine time per batch.",
-            base_names, buckets=_LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "kgpu_compute_duration_seconds",
+            "Engine time per batch.",
+            base_names,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
-            "kgpu_batch_size", "Sequences per engine batch.",
-            base_names, buckets=_BATCH_SIZE_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "kgpu_batch_size",
+            "Sequences per engine batch.",
+            base_names,
+            buckets=_BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
         self.batch_tokens = Histogram(
-            "kgpu_batch_tokens", "Padded tokens (sequences x longest) per engine batch.",
-            base_names, buckets=_BATCH_TOKEN_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "kgpu_batch_tokens",
+            "Padded tokens (sequences x longest) per engine batch.",
+            base_names,
+            buckets=_BATCH_TOKEN_BUCKETS,
+            registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "kgpu_queue_depth", "Requests waiting in the batcher queue.", base_names, registry=self.registry
         )
-        self.inputs = Counter("kgpu_inputs", "Inputs (texts or token sequences) embedded.", base_names,
-                              registry=self.registry)  # fmt: skip
-        self.tokens = Counter("kgpu_tokens", "Tokens embedded (after truncation).", base_names,
-                              registry=self.registry)  # fmt: skip
+        self.inputs = Counter(
+            "kgpu_inputs", "Inputs (texts or token sequences) embedded.", base_names, registry=self.registry
+        )
+        self.tokens = Counter(
+            "kgpu_tokens", "Tokens embedded (after truncation).", base_names, registry=self.registry
+        )
 
     def observe_request(self, protocol: str, code: int, seconds: float) -> None:
         self.requests.labels(**self._base, protocol=protocol, code=str(code)).inc()

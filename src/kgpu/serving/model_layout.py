@@ -68,7 +68,9 @@ def read_model_layout(directory: Path) -> ModelLayout:
         raise ModelLayoutError(f"{transformer_dir} has no config.json, so it is not a transformers model")
     config = _read_json(config_path)
     if not any((transformer_dir / name).exists() for name in WEIGHT_FILES):
-        raise ModelLayoutError(f"{transformer_dir} has no weights (expected one of {', '.join(WEIGHT_FILES)})")
+        raise ModelLayoutError(
+            f"{transformer_dir} has no weights (expected one of {', '.join(WEIGHT_FILES)})"
+        )
 
     tokenizer_file = _find_tokenizer(transformer_dir, directory)
     pooling_modes = _read_pooling_modes(pooling_dir) if pooling_dir else ("mean",)

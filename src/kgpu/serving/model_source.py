@@ -56,7 +56,9 @@ def _locate(uri: str) -> Path:
     if scheme == "file":
         parsed = urlparse(uri)
         if parsed.netloc not in ("", "localhost"):
-            raise ModelSourceError(f"model uri {uri!r}: file URIs must point at this machine ({_NO_NETWORK_HINT})")
+            raise ModelSourceError(
+                f"model uri {uri!r}: file URIs must point at this machine ({_NO_NETWORK_HINT})"
+            )
         return Path(unquote(parsed.path))
     if scheme in _NETWORK_SCHEMES:
         raise ModelSourceError(f"model uri {uri!r} is a network location; {_NO_NETWORK_HINT}")

@@ -78,21 +78,30 @@ def parse_embeddings_request(body: Any, served_name: str, dim: int, max_inputs: 
     if not isinstance(model, str):
         raise bad_request("'model' must be a string", "model")
     if model != served_name:
-        raise ApiError(404, f"The model '{model}' does not exist; this server serves '{served_name}'",
-                       param="model", code="model_not_found", reason="model_not_found")  # fmt: skip
+        raise ApiError(
+            404,
+            f"The model '{model}' does not exist; this server serves '{served_name}'",
+            param="model",
+            code="model_not_found",
+            reason="model_not_found",
+        )
     texts, token_ids = parse_input(body.get("input"), max_inputs)
 
     encoding_format = body.get("encoding_format") or "float"
     if encoding_format not in ("float", "base64"):
-        raise bad_request(f"'encoding_format' must be 'float' or 'base64', got {encoding_format!r}",
-                          "encoding_format")  # fmt: skip
+        raise bad_request(
+            f"'encoding_format' must be 'float' or 'base64', got {encoding_format!r}", "encoding_format"
+        )
     dimensions = body.get("dimensions")
     if dimensions is not None:
         if not _is_token(dimensions) or dimensions < 1:
             raise bad_request(f"'dimensions' must be a positive integer, got {dimensions!r}", "dimensions")
         if dimensions != dim:
-            raise bad_request(f"'dimensions' is {dimensions} but this model only produces {dim}-dimensional "
-                              f"embeddings; omit 'dimensions' or set it to {dim}", "dimensions")  # fmt: skip
+            raise bad_request(
+                f"'dimensions' is {dimensions} but this model only produces {dim}-dimensional "
+                f"embeddings; omit 'dimensions' or set it to {dim}",
+                "dimensions",
+            )
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise bad_request("'user' must be a string", "user")

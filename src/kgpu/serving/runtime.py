@@ -62,13 +62,24 @@ class ReplicaRuntime:
     async def _load(self) -> None:
         config = self.config
         try:
-            log.info("loading model %s from %s (device=%s, dtype=%s)", config.served_name, config.model_uri,
-                     config.device, config.dtype)  # fmt: skip
+            log.info(
+                "loading model %s from %s (device=%s, dtype=%s)",
+                config.served_name,
+                config.model_uri,
+                config.device,
+                config.dtype,
+            )
             started = time.perf_counter()
             engine = await asyncio.to_thread(self._engine_factory, config)
-            log.info("loaded %s in %.1fs: dim=%d, max_seq_len=%d, device=%s, dtype=%s", engine.name,
-                     time.perf_counter() - started, engine.dim, engine.max_seq_len, engine.device,
-                     engine.dtype)  # fmt: skip
+            log.info(
+                "loaded %s in %.1fs: dim=%d, max_seq_len=%d, device=%s, dtype=%s",
+                engine.name,
+                time.perf_counter() - started,
+                engine.dim,
+                engine.max_seq_len,
+                engine.device,
+                engine.dtype,
+            )
             warmup = getattr(engine, "warmup", None)
             if warmup is not None:
                 log.info("warmed up in %.2fs", await asyncio.to_thread(warmup))
@@ -82,8 +93,11 @@ class ReplicaRuntime:
             await batcher.start()
             self.metrics.track_queue_depth(lambda: batcher.depth)
             self.engine, self.batcher = engine, batcher
-            log.info("ready: serving %s on /v1/embeddings and /v2/models/%s/infer", config.served_name,
-                     config.served_name)  # fmt: skip
+            log.info(
+                "ready: serving %s on /v1/embeddings and /v2/models/%s/infer",
+                config.served_name,
+                config.served_name,
+            )
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("model failed to load: %s", self.load_error)
@@ -108,11 +122,25 @@ class ReplicaRuntime:
     # -- serving ---------------------------------------------------------------------------------------
     def require_ready(self) -> None:
         if self.load_error is not None:
-            raise ApiError(503, f"model failed to load: {self.load_error}", code="model_not_ready",
-                           reason="not_ready")  # fmt: skip
+            raise ApiError(
+                503, f"model failed to load: {self.load_error}", code="model_not_ready", reason="not_ready"
+            )
+        if self.batcher is not None and not self.batcher.running:
+            raise ApiError(
+                503,
+                "replica is shutting down; retry on another replica",
+                code="model_not_ready",
+                reason="not_ready",
+                headers={"Retry-After": "1"},
+            )
         if self.batcher is None:
-            raise ApiError(503, "model is still loading; retry shortly", code="model_not_ready",
-                           reason="not_ready", headers={"Retry-After": "2"})  # fmt: skip
+            raise ApiError(
+                503,
+                "model is still loading; retry shortly",
+                code="model_not_ready",
+                reason="not_ready",
+                headers={"Retry-After": "2"},
+            )
 
     async def tokenize(self, texts: list[str]) -> list[list[int]]:
         self.require_ready()
@@ -133,10 +161,20 @@ class ReplicaRuntime:
         try:
             vectors = await self.batcher.submit(ids)
         except QueueFullError as exc:
-            raise ApiError(429, f"model is overloaded: {exc}; retry later", code="queue_full",
-                           reason="queue_full", headers={"Retry-After": "1"}) from exc  # fmt: skip
+            raise ApiError(
+                429,
+                f"model is overloaded: {exc}; retry later",
+                code="queue_full",
+                reason="queue_full",
+                headers={"Retry-After": "1"},
+            ) from exc
         except BatcherClosedError as exc:
-            raise ApiError(503, f"{exc}; retry on another replica", code="model_not_ready",
-                           reason="not_ready", headers={"Retry-After": "1"}) from exc  # fmt: skip
+            raise ApiError(
+                503,
+                f"{exc}; retry on another replica",
+                code="model_not_ready",
+                reason="not_ready",
+                headers={"Retry-After": "1"},
+            ) from exc
         self.metrics.count_work(len(ids), sum(len(sequence) for sequence in ids))
         return vectors

@@ -41,13 +41,15 @@ def parse_infer_texts(body: Any, max_inputs: int) -> list[str]:
     if tensor.get("datatype") != "BYTES":
         raise bad_request(f"input '{name}': datatype must be BYTES (texts), got {tensor.get('datatype')!r}")
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                              for d in shape):  # fmt: skip
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise bad_request(f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
     texts = _flatten(tensor.get("data"))
     if len(texts) != math.prod(shape):
-        raise bad_request(f"input '{name}': shape {shape} holds {math.prod(shape)} elements but data has "
-                          f"{len(texts)}")  # fmt: skip
+        raise bad_request(
+            f"input '{name}': shape {shape} holds {math.prod(shape)} elements but data has {len(texts)}"
+        )
     if not texts:
         raise bad_request(f"input '{name}' is empty; send at least one text")
     if len(texts) > max_inputs:
@@ -71,8 +73,11 @@ def create_v2_router(runtime: ReplicaRuntime) -> APIRouter:
 
     def check_model(name: str) -> None:
         if name != config.served_name:
-            raise ApiError(404, f"model '{name}' is not served here; this server serves '{config.served_name}'",
-                           reason="model_not_found")  # fmt: skip
+            raise ApiError(
+                404,
+                f"model '{name}' is not served here; this server serves '{config.served_name}'",
+                reason="model_not_found",
+            )
 
     @router.get("/v2/health/live")
     async def live() -> Response:
@@ -114,9 +119,13 @@ def create_v2_router(runtime: ReplicaRuntime) -> APIRouter:
             "model_name": config.served_name,
             "model_version": "1",
             "outputs": [
-                {"name": OUTPUT_NAME, "datatype": "FP32", "shape": list(vectors.shape),
-                 "data": vectors.ravel().tolist()}
-            ],  # fmt: skip
+                {
+                    "name": OUTPUT_NAME,
+                    "datatype": "FP32",
+                    "shape": list(vectors.shape),
+                    "data": vectors.ravel().tolist(),
+                }
+            ],
         }
         if isinstance(body, dict) and "id" in body:
             response["id"] = body["id"]

