@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -27,6 +28,8 @@ from kgpu.backends.local_devices import Assignment
 
 log = logging.getLogger("kgpu.backends.local")
 
+# "2026-01-01 12:00:00,123 INFO kgpu.serving: " in front of a replica's log lines.
+_LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d [\d:,.]+ \w+ [\w.]+: ")
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
 # A replica that served this long before exiting starts its backoff afresh.
@@ -110,7 +113,7 @@ class LocalReplica:
                 f.seek(0, os.SEEK_END)
                 f.seek(max(0, f.tell() - 2048))
                 lines = f.read().decode(errors="replace").strip().splitlines()
-            return lines[-1][:160] if lines else ""
+            return _LOG_PREFIX.sub("", lines[-1])[:160] if lines else ""
         except OSError:
             return ""
 

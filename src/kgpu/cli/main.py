@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from kgpu import __version__
 from kgpu.api.errors import ResourceValidationError
@@ -219,7 +220,8 @@ def logs(
 
 def _print_log(replica: str, text: str, prefix: bool) -> None:
     for line in text.splitlines():
-        console.print(f"[cyan]{replica}[/cyan] {line}" if prefix else line, markup=prefix, highlight=False)
+        text = Text(f"{replica} ", style="cyan") + Text(line) if prefix else Text(line)
+        console.print(text, soft_wrap=True, highlight=False)
 
 
 @app.command()

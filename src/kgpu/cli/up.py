@@ -51,12 +51,15 @@ def _summary(public_url: str, services: list[dict]) -> Panel:
         "",
         f"OpenAI endpoint:  {public_url}/v1/embeddings",
         f"Open Inference:   {public_url}/v2/models/{first}/infer",
-        f"Metrics:          {public_url}/metrics    API docs: {public_url}/docs",
+        f"Metrics:          {public_url}/metrics",
+        f"API docs:         {public_url}/docs",
         "",
-        f"curl {public_url}/v1/embeddings -H 'content-type: application/json' \\",
-        f'     -d \'{{"model": "{first}", "input": "GPUs are fast"}}\'',
+        f"curl {public_url}/v1/embeddings \\",
+        "  -H 'content-type: application/json' \\",
+        f'  -d \'{{"model": "{first}", "input": "GPUs are fast"}}\'',
         "",
-        "kgpu get services -o wide   |   kgpu logs " + first + "   |   Ctrl-C stops and drains",
+        f"kgpu get services -o wide  |  kgpu logs {first}",
+        "Ctrl-C stops the platform; replicas finish their requests first.",
     ]
     return Panel("\n".join(lines), title="kgpu is serving", border_style="green")
 
