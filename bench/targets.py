@@ -51,13 +51,13 @@ def _ratio_target(systems: dict, other: str, concurrency: int, goal: float, stri
     a, b = point(systems, "kgpu", concurrency), point(systems, other, concurrency)
     if a is None or b is None:
         missing = "kgpu" if a is None else other
-        return TargetResult(name, f"{op} {goal}", None, "n/a", f"{missing} not measured at {concurrency}")
+        return TargetResult(name, f"{op} {goal:g}", None, "n/a", f"{missing} not measured at {concurrency}")
     if not b["emb_per_s"]:
-        return TargetResult(name, f"{op} {goal}", None, "n/a", f"{other} completed no request")
+        return TargetResult(name, f"{op} {goal:g}", None, "n/a", f"{other} completed no request")
     value = round(a["emb_per_s"] / b["emb_per_s"], 3)
     ok = value > goal if strict else value >= goal
     detail = f"{a['emb_per_s']:.1f} vs {b['emb_per_s']:.1f} emb/s"
-    return _judge(name, f"{op} {goal}", value, ok, a["errors"] + b["errors"], detail)
+    return _judge(name, f"{op} {goal:g}", value, ok, a["errors"] + b["errors"], detail)
 
 
 def evaluate(systems: dict, device: str, inputs_per_request: int) -> list[TargetResult]:
@@ -86,7 +86,7 @@ def evaluate(systems: dict, device: str, inputs_per_request: int) -> list[Target
             op = ">" if strict else ">="
             results.append(
                 TargetResult(
-                    f"kgpu / {other} throughput at concurrency 64", f"{op} {goal}", None, "n/a", shape_note
+                    f"kgpu / {other} throughput at concurrency 64", f"{op} {goal:g}", None, "n/a", shape_note
                 )
             )
 
