@@ -65,7 +65,9 @@ class RecordingBackend:
 
 
 def cpu_node() -> NodeInventory:
-    return NodeInventory(hostname="node-a", cpu_count=2, memory_mib=4096, driver_version=None, gpus=[], note="cpu")
+    return NodeInventory(
+        hostname="node-a", cpu_count=2, memory_mib=4096, driver_version=None, gpus=[], note="cpu"
+    )
 
 
 @pytest.fixture
@@ -166,7 +168,10 @@ def test_path_and_body_names_must_agree(api):
 
 
 def test_bad_bodies_and_unknown_types(api):
-    assert api.put(f"{BASE}/minilm", content=b"{nope", headers={"content-type": "application/json"}).status_code == 400
+    assert (
+        api.put(f"{BASE}/minilm", content=b"{nope", headers={"content-type": "application/json"}).status_code
+        == 400
+    )
     assert api.put(f"{BASE}/minilm", json=[1, 2]).status_code == 400
     response = api.get("/apis/kgpu.dev/v1alpha1/namespaces/default/widgets")
     assert response.status_code == 404 and "widgets" in response.json()["detail"]

@@ -1,34 +1,61 @@
-"""Routing decisions of the gateway, with replicas simulated by an httpx transport.
+"""Routing decisions of the gateway, with replicas simulated by a fake upstream.
 
-Real replica processes are exercised in tests/backends; here each "replica" is a
+Real replica processes are exercised in tests/e2e; here each "replica" is a
 function of the request so that failures can be placed exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from kgpu.gateway.metrics import GatewayMetrics
 from kgpu.gateway.registry import ReplicaRegistry
 from kgpu.gateway.router import Router, RouterSettings
+from kgpu.gateway.upstream import ReplicaGone, UpstreamResponse
 
 SERVICE = "default/minilm"
+
+
+class Request:
+    def __init__(self, url: str) -> None:
+        self.port = urlsplit(url).port
+
+
+class FakeUpstream:
+    """Calls handler(request) -> UpstreamResponse (or raises ReplicaGone), sync or async."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+
+    async def post(self, url: str, body: bytes, content_type: str) -> UpstreamResponse:
+        result = self.handler(Request(url))
+        return await result if inspect.isawaitable(result) else result
+
+    async def close(self) -> None:
+        pass
 
 
 def make_router(handler, hold_timeout_s: float = 1.0) -> tuple[Router, ReplicaRegistry, GatewayMetrics]:
     registry = ReplicaRegistry()
     metrics = GatewayMetrics()
-    router = Router(registry, metrics, RouterSettings(hold_timeout_s=hold_timeout_s, max_attempts=4))
-    router._client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    settings = RouterSettings(hold_timeout_s=hold_timeout_s, max_attempts=4)
+    router = Router(registry, metrics, settings, upstream=FakeUpstream(handler))
     return router, registry, metrics
 
 
-def ok(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(200, json={"served_by": request.url.port})
+def response(status: int, payload: dict, headers: dict | None = None) -> UpstreamResponse:
+    return UpstreamResponse(
+        status, {"content-type": "application/json", **(headers or {})}, json.dumps(payload).encode()
+    )
+
+
+def ok(request: Request) -> UpstreamResponse:
+    return response(200, {"served_by": request.port})
 
 
 async def test_picks_replica_with_fewest_outstanding_requests():
@@ -42,11 +69,9 @@ async def test_picks_replica_with_fewest_outstanding_requests():
 
 
 async def test_retries_on_another_replica_when_one_dies_mid_request():
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.port == 1001:
-            raise httpx.RemoteProtocolError(
-                "Server disconnected without sending a response.", request=request
-            )
+    def handler(request: Request) -> UpstreamResponse:
+        if request.port == 1001:
+            raise ReplicaGone("ServerDisconnectedError: Server disconnected")
         return ok(request)
 
     router, registry, metrics = make_router(handler)
@@ -64,8 +89,8 @@ async def test_retries_on_another_replica_when_one_dies_mid_request():
 async def test_draining_replica_gets_no_new_requests():
     seen: list[int] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url.port)
+    def handler(request: Request) -> UpstreamResponse:
+        seen.append(request.port)
         return ok(request)
 
     router, registry, _ = make_router(handler)
@@ -98,11 +123,9 @@ async def test_no_replica_within_hold_timeout_gives_503_with_retry_after():
 
 
 async def test_busy_replica_429_tries_the_next_then_passes_overload_on():
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.port == 1001:
-            return httpx.Response(
-                429, headers={"retry-after": "1"}, json={"error": {"message": "queue full"}}
-            )
+    def handler(request: Request) -> UpstreamResponse:
+        if request.port == 1001:
+            return response(429, {"error": {"message": "queue full"}}, {"retry-after": "1"})
         return ok(request)
 
     router, registry, _ = make_router(handler)
@@ -119,8 +142,8 @@ async def test_busy_replica_429_tries_the_next_then_passes_overload_on():
 
 
 async def test_outstanding_counts_return_to_zero_after_failures():
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
+    def handler(request: Request) -> UpstreamResponse:
+        raise ReplicaGone("ClientConnectorError: connection refused")
 
     router, registry, _ = make_router(handler, hold_timeout_s=0.1)
     registry.add(SERVICE, "minilm-0", "http://127.0.0.1:1001")
@@ -134,8 +157,8 @@ async def test_load_spreads_across_replicas(n):
     gate = asyncio.Event()
     counts: dict[int, int] = {}
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        counts[request.url.port] = counts.get(request.url.port, 0) + 1
+    async def handler(request: Request) -> UpstreamResponse:
+        counts[request.port] = counts.get(request.port, 0) + 1
         await gate.wait()
         return ok(request)
 

@@ -6,9 +6,9 @@ in the v2 path) and forwards the body unchanged; replicas do the validation.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -51,8 +51,8 @@ def gateway_routes(
         if isinstance(body, JSONResponse):
             return body
         try:
-            payload = json.loads(body)
-        except ValueError as exc:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
             return _openai_error(400, f"request body is not valid JSON: {exc}", "invalid_json")
         if not isinstance(payload, dict):
             return _openai_error(400, "request body must be a JSON object", "invalid_type")
@@ -67,6 +67,10 @@ def gateway_routes(
             return _openai_error(
                 404, f"model {model!r} is not served here (known: {known})", "model_not_found", "model"
             )
+        served_name = service.split("/", 1)[1]
+        if model != served_name:  # "team-a/minilm": replicas know their service by its plain name
+            payload["model"] = served_name
+            body = orjson.dumps(payload)
         result = await router.forward(service, "/v1/embeddings", body, "application/json")
         return _to_response(result)
 
@@ -87,7 +91,7 @@ def gateway_routes(
             return JSONResponse({"error": "request body too large"}, status_code=413)
         result = await router.forward(
             service,
-            f"/v2/models/{model}/infer",
+            f"/v2/models/{service.split('/', 1)[1]}/infer",
             body,
             request.headers.get("content-type", "application/json"),
         )

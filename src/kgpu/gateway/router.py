@@ -11,23 +11,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-import httpx
-
 from kgpu.gateway.metrics import GatewayMetrics
 from kgpu.gateway.registry import ReplicaRegistry
+from kgpu.gateway.upstream import AiohttpUpstream, ReplicaGone, Upstream
 
 log = logging.getLogger("kgpu.gateway")
-
-# Failures that mean "this replica is gone or going", not "the request is bad".
-_REPLICA_GONE = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.RemoteProtocolError,
-    httpx.ReadError,
-    httpx.WriteError,
-    httpx.PoolTimeout,
-)
-_PASS_HEADERS = ("content-type", "retry-after")
 
 
 @dataclass
@@ -54,25 +42,15 @@ class Router:
         registry: ReplicaRegistry,
         metrics: GatewayMetrics,
         settings: RouterSettings | None = None,
+        upstream: Upstream | None = None,
     ) -> None:
         self.registry = registry
         self.metrics = metrics
         self.settings = settings or RouterSettings()
-        self._client: httpx.AsyncClient | None = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.settings.upstream_timeout_s, connect=5.0),
-                limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512),
-            )
-        return self._client
+        self.upstream = upstream or AiohttpUpstream(self.settings.upstream_timeout_s)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self.upstream.close()
 
     async def forward(self, service: str, path: str, body: bytes, content_type: str) -> ProxyResult:
         started = time.perf_counter()
@@ -107,10 +85,8 @@ class Router:
             endpoint.outstanding += 1
             self.metrics.outstanding.labels(service=service).inc()
             try:
-                response = await self.client.post(
-                    endpoint.url + path, content=body, headers={"content-type": content_type}
-                )
-            except _REPLICA_GONE as exc:
+                response = await self.upstream.post(endpoint.url + path, body, content_type)
+            except ReplicaGone as exc:
                 log.warning("replica %s failed mid-request (%s); retrying elsewhere", endpoint.replica, exc)
                 self.metrics.retries.labels(service=service, reason="replica_gone").inc()
                 failed_urls.add(endpoint.url)
@@ -121,18 +97,13 @@ class Router:
                 endpoint.outstanding -= 1
                 self.metrics.outstanding.labels(service=service).dec()
 
-            if response.status_code == 503 and attempts < self.settings.max_attempts:
+            if response.status == 503 and attempts < self.settings.max_attempts:
                 # A replica that is draining or restarting answers 503: try a live one.
                 self.metrics.retries.labels(service=service, reason="replica_unready").inc()
                 failed_urls.add(endpoint.url)
                 continue
-            result = ProxyResult(
-                status=response.status_code,
-                body=response.content,
-                headers={k: v for k, v in response.headers.items() if k.lower() in _PASS_HEADERS},
-                replica=endpoint.replica,
-            )
-            if response.status_code == 429:
+            result = ProxyResult(response.status, response.body, response.headers, endpoint.replica)
+            if response.status == 429:
                 self.metrics.retries.labels(service=service, reason="replica_busy").inc()
                 busy_urls.add(endpoint.url)
                 last_busy = result

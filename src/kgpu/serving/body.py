@@ -6,9 +6,9 @@ against the bytes actually received (a chunked or lying client cannot make the s
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from fastapi import Request
 
 from kgpu.serving.errors import ApiError
@@ -41,6 +41,6 @@ async def read_json_body(request: Request, limit: int) -> Any:
     if not raw.strip():
         raise ApiError(400, "request body is empty; send a JSON object")
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from exc

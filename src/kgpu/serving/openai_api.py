@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from kgpu.serving.body import read_json_body
 from kgpu.serving.errors import ApiError, bad_request
@@ -108,11 +109,11 @@ def parse_embeddings_request(body: Any, served_name: str, dim: int, max_inputs: 
     return EmbeddingsRequest(texts, token_ids, encoding_format, dimensions)
 
 
-def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+def _encode(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
     if encoding_format == "base64":
         # What the official client decodes: raw little-endian float32, base64.
         return base64.b64encode(np.ascontiguousarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return vector.tolist()
+    return vector  # serialized by orjson straight from the array
 
 
 def create_openai_router(runtime: ReplicaRuntime) -> APIRouter:
@@ -120,7 +121,7 @@ def create_openai_router(runtime: ReplicaRuntime) -> APIRouter:
     config = runtime.config
 
     @router.post("/v1/embeddings")
-    async def embeddings(request: Request) -> JSONResponse:
+    async def embeddings(request: Request) -> Response:
         body = await read_json_body(request, config.max_body_bytes)
         runtime.require_ready()
         parsed = parse_embeddings_request(body, config.served_name, runtime.engine.dim, config.max_inputs)
@@ -134,13 +135,16 @@ def create_openai_router(runtime: ReplicaRuntime) -> APIRouter:
             {"object": "embedding", "index": index, "embedding": _encode(vector, parsed.encoding_format)}
             for index, vector in enumerate(vectors)
         ]
-        return JSONResponse(
-            {
-                "object": "list",
-                "data": data,
-                "model": config.served_name,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            }
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": config.served_name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        # orjson writes float32 arrays directly: several times faster than json over Python floats,
+        # which matters when a response carries 32 x 384 numbers.
+        return Response(
+            orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
         )
 
     @router.get("/v1/models")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from kgpu import __version__
 from kgpu.serving.body import read_json_body
@@ -109,7 +109,7 @@ def create_v2_router(runtime: ReplicaRuntime) -> APIRouter:
         return Response(status_code=200 if runtime.ready else 503)
 
     @router.post("/v2/models/{name}/infer")
-    async def infer(name: str, request: Request) -> JSONResponse:
+    async def infer(name: str, request: Request) -> Response:
         check_model(name)
         body = await read_json_body(request, config.max_body_bytes)
         runtime.require_ready()
@@ -123,13 +123,15 @@ def create_v2_router(runtime: ReplicaRuntime) -> APIRouter:
                     "name": OUTPUT_NAME,
                     "datatype": "FP32",
                     "shape": list(vectors.shape),
-                    "data": vectors.ravel().tolist(),
+                    "data": vectors.ravel(),
                 }
             ],
         }
         if isinstance(body, dict) and "id" in body:
             response["id"] = body["id"]
-        # JSONResponse directly: FastAPI's encoder would walk every float of a large output.
-        return JSONResponse(response)
+        # orjson straight from the array: FastAPI's encoder would walk every float of a large output.
+        return Response(
+            orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+        )
 
     return router
