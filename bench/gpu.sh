@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# GPU checks for kgpu on one machine with an NVIDIA GPU and no network, in about 7 minutes:
+# GPU checks for kgpu on one machine with an NVIDIA GPU and no network, in about 4-5 minutes:
 #   1. nvidia-smi                      (what the machine is)
-#   2. pytest -m gpu tests             (the GPU tests)
-#   3. bench/serving.py on cuda/bf16   (engine, kgpu, naive, litserve at concurrency 1,8,64,256)
-#   4. kgpu with 32 inputs per request (concurrency 8 and 32; target >= 30,000 embeddings/s)
+#   2. pytest -m gpu                   (the GPU tests)
+#   3. kgpu with 32 inputs per request (concurrency 8 and 32; target >= 30,000 embeddings/s)
+#   4. bench/serving.py on cuda/bf16   (engine, kgpu, naive, litserve at concurrency 1,8,64,256)
 # Each phase has its own time limit and a failing phase does not stop the next. Everything it writes
 # (logs, JSON, a summary) goes to ${OUT:-bench/results}. Run from anywhere: bash bench/gpu.sh
 #
@@ -20,7 +20,7 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 SUMMARY="$OUT/gpu-summary.txt"
 PY="${PYTHON:-python3}"
-DURATION="${DURATION:-6}"
+DURATION="${DURATION:-3}"
 : > "$SUMMARY"
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -63,20 +63,19 @@ phase() {
 
 phase nvidia-smi 20 nvidia-smi
 
-phase gpu-tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
-
-# Measured with DURATION=2 on an H200: 162 s; each extra second of DURATION adds ~22 s (4 points x 3
-# servers + 6 engine batch sizes).
-phase serving 300 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
-    --systems engine,kgpu,naive,litserve --concurrency 1,8,64,256 \
-    --engine-batch-sizes 1,8,32,64,128,512 \
-    --duration "$DURATION" --warmup 2 \
-    --json "$OUT/serving-cuda.json" --log-dir "$OUT/logs"
+phase gpu-tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/serving tests/gpu
 
 phase serving-inputs32 60 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
     --systems kgpu --batch-inputs 32 --concurrency 8,32 \
-    --duration "$DURATION" --warmup 2 \
+    --duration "$DURATION" --warmup 1 \
     --json "$OUT/serving-cuda-inputs32.json" --log-dir "$OUT/logs"
+
+# About 160 s with DURATION=3 on an H200 (4 points x 3 servers + 4 engine batch sizes, server starts).
+phase serving 230 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
+    --systems engine,kgpu,naive,litserve --concurrency 1,8,64,256 \
+    --engine-batch-sizes 1,32,128,512 \
+    --duration "$DURATION" --warmup 1 \
+    --json "$OUT/serving-cuda.json" --log-dir "$OUT/logs"
 
 # A phase cut short still saved its numbers; print what they say.
 for result in "$OUT/serving-cuda.json" "$OUT/serving-cuda-inputs32.json"; do

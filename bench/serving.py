@@ -7,7 +7,7 @@ Systems (measured one at a time, each server in its own process on a free loopba
   naive     FastAPI + sentence-transformers, one encode() per request in FastAPI's threadpool
   litserve  LitServe with dynamic batching (max_batch_size 64, batch_timeout 5 ms), one worker, ZeroMQ queue
 
-Load: closed-loop clients (asyncio + httpx, kept-alive connections) at each concurrency level, a fixed
+Load: closed-loop clients (asyncio + aiohttp, kept-alive connections) at each concurrency level, a fixed
 measurement window after a warm-up, single-sentence requests of 5-60 words from a seeded generator.
 Prints a table and the targets with PASS/MISS computed from the measured numbers; writes JSON.
 
@@ -151,7 +151,8 @@ def versions() -> dict[str, str | None]:
         "litserve",
         "fastapi",
         "uvicorn",
-        "httpx",
+        "aiohttp",
+        "orjson",
     ):
         try:
             out[package] = importlib.metadata.version(package)
@@ -435,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     bodies = request_bodies(sentences, args.batch_inputs)
     cores = os.cpu_count() or 1
     notes = [
-        f"load generator: one asyncio loop per process x {args.client_procs} process(es), httpx, kept-alive "
+        f"load generator: one asyncio loop per process x {args.client_procs} process(es), aiohttp, kept-alive "
         f"connections; it shares this machine's {cores} CPU cores with the server under test"
         + (" and competes with it for CPU, which lowers every HTTP system's numbers" if cores <= 4 else ""),
         f"window {args.duration:g} s per point after {args.warmup:g} s warm-up; closed loop",

@@ -84,14 +84,19 @@ def platform(tmp_path_factory) -> Platform:
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     p = Platform(f"http://127.0.0.1:{port}", workdir / "state", process, workdir)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if p.http.get("/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    p.wait_ready(2)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if p.http.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        p.wait_ready(2)
+    except BaseException:
+        process.kill()  # a failed start must not leave the platform running
+        process.wait()
+        raise
     yield p
     process.send_signal(signal.SIGINT)
     try:
