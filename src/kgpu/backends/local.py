@@ -34,6 +34,7 @@ def serving_args(service: InferenceService, replica: str, device: str) -> list[s
         "--max-batch-tokens", str(runtime.max_batch_tokens),
         "--max-batch-size", str(runtime.max_batch_size),
         "--max-queue", str(runtime.max_queue),
+        "--max-inputs", str(runtime.max_inputs),
         "--replica", replica,
         "--service", service_key(service),
     ]  # fmt: skip

