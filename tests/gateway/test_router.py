@@ -173,3 +173,17 @@ async def test_load_spreads_across_replicas(n):
     results = await asyncio.gather(*tasks)
     assert all(r.status == 200 for r in results)
     assert sorted(counts.values()) == [6] * n
+
+
+async def test_hold_queue_is_bounded_and_overflow_gets_503_at_once():
+    router, registry, metrics = make_router(ok, hold_timeout_s=5.0)
+    router.settings.max_held_per_service = 3
+    held = [asyncio.create_task(router.forward(SERVICE, "/x", b"{}", "application/json")) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    started = asyncio.get_running_loop().time()
+    overflow = await router.forward(SERVICE, "/x", b"{}", "application/json")
+    assert overflow.status == 503 and int(overflow.headers["retry-after"]) > 0
+    assert asyncio.get_running_loop().time() - started < 0.5  # answered, not held
+    assert metrics.rejected.labels(service=SERVICE, reason="hold_queue_full")._value.get() == 1
+    registry.add(SERVICE, "minilm-0", "http://127.0.0.1:1001")
+    assert [r.status for r in await asyncio.gather(*held)] == [200, 200, 200]

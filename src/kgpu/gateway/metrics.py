@@ -30,6 +30,12 @@ class GatewayMetrics:
             ["service", "reason"],
             registry=r,
         )
+        self.rejected = Counter(
+            "kgpu_gateway_rejected_total",
+            "Requests the gateway answered 503 itself, by why.",
+            ["service", "reason"],
+            registry=r,
+        )
         self.outstanding = Gauge(
             "kgpu_gateway_outstanding_requests",
             "Requests sent to replicas and not yet answered.",

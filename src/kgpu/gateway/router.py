@@ -30,6 +30,9 @@ class ProxyResult:
 class RouterSettings:
     # How long a request may wait for a ready replica (service starting, replica restarting).
     hold_timeout_s: float = 120.0
+    # How many requests of one service may wait at the gateway at once; more get 503 + Retry-After
+    # straight away instead of piling up (overload must answer, not hang).
+    max_held_per_service: int = 2048
     # How many replicas one request may try before the gateway gives up.
     max_attempts: int = 4
     # Per-request timeout towards a replica; large batches on CPU can take seconds.
@@ -48,6 +51,7 @@ class Router:
         self.metrics = metrics
         self.settings = settings or RouterSettings()
         self.upstream = upstream or AiohttpUpstream(self.settings.upstream_timeout_s)
+        self._held: dict[str, int] = {}
 
     async def close(self) -> None:
         await self.upstream.close()
@@ -72,11 +76,20 @@ class Router:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return _unavailable(service)
+                if self._held.get(service, 0) >= self.settings.max_held_per_service:
+                    self.metrics.rejected.labels(service=service, reason="hold_queue_full").inc()
+                    return _error(
+                        503,
+                        f"service {service!r} has {self._held[service]} requests waiting for a replica; retry later",
+                        retry_after=5,
+                    )
                 waited = time.monotonic()
+                self._held[service] = self._held.get(service, 0) + 1
                 self.metrics.holding.labels(service=service).inc()
                 try:
                     await self.registry.wait_for_change(service, min(remaining, 1.0))
                 finally:
+                    self._held[service] -= 1
                     self.metrics.holding.labels(service=service).dec()
                 self.metrics.hold_seconds.labels(service=service).observe(time.monotonic() - waited)
                 continue
