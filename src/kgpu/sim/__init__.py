@@ -1,0 +1,1 @@
+"""Trace loaders and replays for capacity planning and benchmarks."""

@@ -1,0 +1,565 @@
+"""Discrete-event replay of a request trace against replica autoscalers, on a virtual clock.
+
+Service model (fixed, so results compare across policies):
+
+- a request's work is ``ContextTokens + 10 * GeneratedTokens`` units;
+- a replica holds at most 16 requests in flight; with n in flight each progresses at
+  ``1000 * min(1, 8 / n)`` units/s (batching: 8 at full speed, then they share);
+- requests beyond that wait in the gateway queue, first in first out, and go to the ready
+  replica with the fewest in flight; a request that waited ``queue_timeout_s`` fails;
+- one replica per GPU; a replica serves 20 s after it starts; a node (8 GPUs) joins 120 s
+  after it is asked for; the pool has 0-4 nodes and starts with one;
+- a request meets its SLO when arrival-to-completion latency <= 2 s + 2 * work / 1000 s;
+- GPU-hours count each replica from its start to its stop, node-hours each node from the
+  moment it is asked for to its removal; everything stops when the last request is done.
+
+Processor sharing is advanced analytically: every request on a replica progresses at the same
+rate, so each replica keeps a virtual "service received per request" clock and a heap of
+finish tags; the next completion is known exactly and nothing is stepped in small increments.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from kgpu.autoscaling.hpa import HPAState, hpa_decide
+from kgpu.autoscaling.kpa import KPAState, kpa_decide
+from kgpu.autoscaling.nodepool import NodeView, PendingReplica, PoolState, PoolView, decide_node_pools
+from kgpu.autoscaling.predictive import PredictiveState, predictive_decide
+from kgpu.autoscaling.settings import AutoscalingSpec
+from kgpu.autoscaling.window import Sample
+from kgpu.sim.azure_trace import TraceRequest
+
+POLICIES = ("kgpu", "kpa", "hpa", "static")
+VARIANTS = ("kgpu-lean",)  # other settings of a policy, replayed by the benchmark
+NODE_SCAN_S = 10.0
+SAMPLE_KEEP_S = 900.0
+
+
+@dataclass(frozen=True)
+class ServiceModel:
+    max_in_flight: int = 16
+    full_speed_batch: int = 8
+    units_per_s: float = 1000.0
+    generated_token_weight: float = 10.0
+    replica_startup_s: float = 20.0
+    node_startup_s: float = 120.0
+    gpus_per_node: int = 8
+    min_nodes: int = 0
+    max_nodes: int = 4
+    initial_nodes: int = 1
+    slo_base_s: float = 2.0
+    slo_factor: float = 2.0
+    queue_timeout_s: float = 600.0
+
+    def work(self, request: TraceRequest) -> float:
+        return request.context_tokens + self.generated_token_weight * request.generated_tokens
+
+    def rate(self, in_flight: int) -> float:
+        """Units/s each of ``in_flight`` requests on one replica receives."""
+        return self.units_per_s * min(1.0, self.full_speed_batch / in_flight)
+
+    def slo_s(self, work: float) -> float:
+        return self.slo_base_s + self.slo_factor * work / self.units_per_s
+
+
+def default_spec(policy: str, model: ServiceModel = ServiceModel()) -> AutoscalingSpec:
+    """The settings each policy replays with: Knative's and Kubernetes' defaults, kgpu's own."""
+    max_replicas = model.max_nodes * model.gpus_per_node
+    common = {"max_replicas": max_replicas, "target": float(model.max_in_flight)}
+    if policy == "kpa":
+        return AutoscalingSpec(policy="kpa", min_replicas=0, **common)
+    if policy == "hpa":
+        return AutoscalingSpec(policy="hpa", min_replicas=1, **common)
+    if policy == "kgpu":
+        # SLO first: a floor of half a node and a 10-minute memory of bursts at 80% of the
+        # in-flight cap (the trace's bursts follow minutes of silence and last less than a start-up).
+        return AutoscalingSpec(
+            policy="kgpu",
+            min_replicas=4,
+            target_utilization=0.8,
+            scale_down_stabilization_seconds=600.0,
+            scale_to_zero_idle_seconds=600.0,
+            **common,
+        )
+    if policy == "kgpu-lean":
+        # GPU-hours first: a floor of three and a one-minute memory at the full in-flight cap.
+        return AutoscalingSpec(
+            policy="kgpu",
+            min_replicas=3,
+            target_utilization=1.0,
+            scale_down_stabilization_seconds=60.0,
+            scale_to_zero_idle_seconds=600.0,
+            **common,
+        )
+    raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
+
+
+TICK_S = {"kgpu": 2.0, "kpa": 2.0, "hpa": 15.0}
+
+
+@dataclass
+class _Replica:
+    id: int
+    node: int
+    started_at: float
+    ready_at: float
+    served: float = 0.0  # service each in-flight request has received since the replica started
+    updated_at: float = 0.0
+    heap: list[tuple[float, int]] = field(default_factory=list)  # (finish tag, request index)
+    draining: bool = False
+    stopped_at: float | None = None
+
+    def n(self) -> int:
+        return len(self.heap)
+
+
+@dataclass
+class _Node:
+    id: int
+    asked_at: float
+    ready_at: float
+    removed_at: float | None = None
+
+
+@dataclass
+class ReplayResult:
+    policy: str
+    requests: int
+    completed: int
+    failed_requests: int
+    slo_met: int
+    slo_attainment_pct: float
+    gpu_hours: float
+    node_hours: float
+    p50_latency_s: float
+    p99_latency_s: float
+    max_latency_s: float
+    scale_events: int
+    node_scale_events: int
+    max_replicas: int
+    duration_s: float
+    replicas: int | None = None  # static only: the constant replica count
+    timeline: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self, timeline: bool = False) -> dict:
+        data = asdict(self)
+        if not timeline:
+            data.pop("timeline")
+        if self.replicas is None:
+            data.pop("replicas")
+        return data
+
+
+def _percentile(values: Sequence[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(0, math.ceil(pct / 100.0 * len(ordered)) - 1)
+    return ordered[rank]
+
+
+class _Replay:
+    def __init__(
+        self,
+        requests: Sequence[TraceRequest],
+        policy: str,
+        model: ServiceModel,
+        spec: AutoscalingSpec | None,
+        static_replicas: int | None,
+        timeline_every_s: float,
+    ) -> None:
+        if policy not in POLICIES + VARIANTS:
+            raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
+        self.label = policy
+        self.spec = None if policy == "static" else (spec or default_spec(policy, model))
+        policy = "static" if self.spec is None else self.spec.policy
+        self.requests = sorted(requests, key=lambda r: r.arrival_s)
+        self.policy = policy
+        self.model = model
+        self.work = [model.work(r) for r in self.requests]
+        self.done_at: list[float | None] = [None] * len(self.requests)
+        self.failed = 0
+        self.queue: deque[int] = deque()
+        self.replicas: list[_Replica] = []
+        self.nodes: list[_Node] = []
+        self.pending = 0  # replicas wanted that have no GPU yet
+        self.scale_events = 0
+        self.node_scale_events = 0
+        self.max_replicas = 0
+        self.samples: deque[Sample] = deque()
+        self.timeline: list[dict[str, float]] = []
+        self.timeline_every_s = timeline_every_s
+        # Integrals over the current autoscaler interval, for time-averaged samples.
+        self.acc_since = 0.0
+        self.acc_in_flight = 0.0
+        self.acc_queue = 0.0
+        self.acc_busy = 0.0
+        self.acc_arrivals = 0
+        self.acc_arrived_work = 0.0
+        self.acc_completed_work = 0.0
+        self.kpa_state = KPAState()
+        self.hpa_state = HPAState()
+        self.kgpu_state = PredictiveState()
+        self.pool_state = PoolState()
+        self._start(static_replicas)
+
+    # ---- capacity ---------------------------------------------------------------------------
+    def _start(self, static_replicas: int | None) -> None:
+        model = self.model
+        if self.policy == "static":
+            count = static_replicas if static_replicas is not None else 1
+            if not 1 <= count <= model.max_nodes * model.gpus_per_node:
+                raise ValueError(
+                    f"static replicas must be between 1 and {model.max_nodes * model.gpus_per_node}, got {count}"
+                )
+            for _ in range(math.ceil(count / model.gpus_per_node)):
+                self.nodes.append(_Node(len(self.nodes), 0.0, 0.0))
+            for _ in range(count):
+                self._start_replica(0.0, ready_now=True)
+            return
+        for _ in range(model.initial_nodes):
+            self.nodes.append(_Node(len(self.nodes), 0.0, 0.0))
+        assert self.spec is not None
+        for _ in range(max(1, self.spec.min_replicas)):
+            self._start_replica(0.0, ready_now=True)
+
+    def _live_replicas(self) -> list[_Replica]:
+        return [r for r in self.replicas if r.stopped_at is None]
+
+    def _free_gpu_node(self, now: float) -> _Node | None:
+        used: dict[int, int] = {}
+        for r in self._live_replicas():
+            used[r.node] = used.get(r.node, 0) + 1
+        for node in self.nodes:
+            if (
+                node.removed_at is None
+                and node.ready_at <= now
+                and used.get(node.id, 0) < self.model.gpus_per_node
+            ):
+                return node
+        return None
+
+    def _start_replica(self, now: float, ready_now: bool = False) -> bool:
+        node = self._free_gpu_node(now)
+        if node is None:
+            return False
+        ready_at = now if ready_now else now + self.model.replica_startup_s
+        self.replicas.append(_Replica(len(self.replicas), node.id, now, ready_at, updated_at=now))
+        return True
+
+    def _active(self) -> list[_Replica]:
+        """Replicas counted by the autoscaler: starting or ready, not draining."""
+        return [r for r in self.replicas if r.stopped_at is None and not r.draining]
+
+    def _scale_to(self, now: float, desired: int) -> None:
+        active = self._active()
+        current = len(active) + self.pending
+        if desired == current:
+            return
+        self.scale_events += 1
+        if desired > current:
+            for _ in range(desired - current):
+                if not self._start_replica(now):
+                    self.pending += 1
+            return
+        surplus = current - desired
+        cancelled = min(surplus, self.pending)
+        self.pending -= cancelled
+        surplus -= cancelled
+        # Unready replicas go first (as Kubernetes removes them first), then the least busy.
+        for r in sorted(active, key=lambda r: (r.ready_at <= now, r.n(), -r.id))[:surplus]:
+            self._advance(r, now)
+            r.draining = True
+            if r.n() == 0:
+                r.stopped_at = now
+
+    def _place_pending(self, now: float) -> None:
+        while self.pending and self._start_replica(now):
+            self.pending -= 1
+
+    # ---- processor sharing ------------------------------------------------------------------
+    def _advance(self, r: _Replica, now: float) -> None:
+        if r.heap and now > r.updated_at:
+            r.served += self.model.rate(r.n()) * (now - r.updated_at)
+        r.updated_at = now
+
+    def _next_completion(self, r: _Replica) -> float:
+        if not r.heap:
+            return math.inf
+        return r.updated_at + max(0.0, r.heap[0][0] - r.served) / self.model.rate(r.n())
+
+    def _dispatch(self, now: float) -> None:
+        while self.queue:
+            ready = [
+                r
+                for r in self.replicas
+                if r.stopped_at is None
+                and not r.draining
+                and r.ready_at <= now
+                and r.n() < self.model.max_in_flight
+            ]
+            if not ready:
+                return
+            r = min(ready, key=lambda r: (r.n(), r.id))
+            index = self.queue.popleft()
+            self._advance(r, now)
+            heapq.heappush(r.heap, (r.served + self.work[index], index))
+
+    def _accumulate(self, until: float, last: float) -> None:
+        span = until - last
+        if span <= 0:
+            return
+        in_flight = sum(r.n() for r in self.replicas if r.stopped_at is None)
+        busy = sum(1 for r in self.replicas if r.stopped_at is None and r.heap)
+        self.acc_in_flight += in_flight * span
+        self.acc_queue += len(self.queue) * span
+        self.acc_busy += busy * span
+
+    # ---- autoscalers ------------------------------------------------------------------------
+    def _sample(self, now: float) -> Sample:
+        span = max(1e-9, now - self.acc_since)
+        ready = sum(1 for r in self._active() if r.ready_at <= now)
+        sample = Sample(
+            time=now,
+            concurrency=(self.acc_in_flight + self.acc_queue) / span,
+            in_flight=self.acc_in_flight / span,
+            queue=self.acc_queue / span,
+            ready_replicas=ready,
+            arrivals=self.acc_arrivals,
+            arrived_work=self.acc_arrived_work,
+            completed_work=self.acc_completed_work,
+            busy_replica_seconds=self.acc_busy,
+        )
+        self.acc_since = now
+        self.acc_in_flight = self.acc_queue = self.acc_busy = 0.0
+        self.acc_arrivals = 0
+        self.acc_arrived_work = self.acc_completed_work = 0.0
+        self.samples.append(sample)
+        while self.samples and self.samples[0].time < now - SAMPLE_KEEP_S:
+            self.samples.popleft()
+        return sample
+
+    def _tick(self, now: float) -> None:
+        sample = self._sample(now)
+        spec = self.spec
+        assert spec is not None
+        active = self._active()
+        ready = sum(1 for r in active if r.ready_at <= now)
+        if self.policy == "kpa":
+            decision = kpa_decide(spec, self.samples, now, ready, self.kpa_state)
+            self.kpa_state = decision.state
+            desired = decision.desired
+        elif self.policy == "hpa":
+            per_replica = sample.in_flight / max(1, ready)
+            hpa = hpa_decide(spec, now, len(active) + self.pending, per_replica, self.hpa_state)
+            self.hpa_state = hpa.state
+            desired = hpa.desired
+        else:
+            in_system = sum(r.n() for r in active) + len(self.queue)
+            free = self._free_gpus(now)
+            decision = predictive_decide(
+                spec,
+                self.samples,
+                now,
+                len(active) + self.pending,
+                in_system,
+                self.model.replica_startup_s,
+                self.model.node_startup_s,
+                free,
+                self.kgpu_state,
+            )
+            self.kgpu_state = decision.state
+            desired = decision.desired
+        self._scale_to(now, desired)
+
+    def _free_gpus(self, now: float) -> int:
+        live = [n for n in self.nodes if n.removed_at is None and n.ready_at <= now]
+        used = len(self._live_replicas())
+        return max(0, len(live) * self.model.gpus_per_node - used - self.pending)
+
+    def _node_scan(self, now: float) -> None:
+        model = self.model
+        per_node: dict[int, int] = {}
+        for r in self._live_replicas():
+            per_node[r.node] = per_node.get(r.node, 0) + 1
+        ready_nodes = [n for n in self.nodes if n.removed_at is None and n.ready_at <= now]
+        upcoming = sum(1 for n in self.nodes if n.removed_at is None and n.ready_at > now)
+        pool = PoolView(
+            name="gpu",
+            gpu_model="sim",
+            gpus_per_node=model.gpus_per_node,
+            min_nodes=model.min_nodes,
+            max_nodes=model.max_nodes,
+            nodes=tuple(
+                NodeView(
+                    str(n.id),
+                    model.gpus_per_node,
+                    per_node.get(n.id, 0),
+                    removable=per_node.get(n.id, 0) == 0,
+                )
+                for n in ready_nodes
+            ),
+            upcoming_nodes=upcoming,
+        )
+        decision = decide_node_pools([pool], [PendingReplica()] * self.pending, now, self.pool_state)
+        self.pool_state = decision.state
+        for _ in range(decision.scale_up.get("gpu", 0)):
+            self.nodes.append(_Node(len(self.nodes), now, now + model.node_startup_s))
+            self.node_scale_events += 1
+        for name in decision.remove.get("gpu", []):
+            self.nodes[int(name)].removed_at = now
+            self.node_scale_events += 1
+
+    # ---- main loop --------------------------------------------------------------------------
+    def run(self) -> ReplayResult:
+        model = self.model
+        now = 0.0
+        next_arrival = 0
+        total = len(self.requests)
+        remaining = total
+        tick_s = TICK_S.get(self.policy)
+        next_tick = tick_s if tick_s else math.inf
+        next_scan = NODE_SCAN_S if tick_s else math.inf
+        next_frame = 0.0
+        while remaining:
+            arrival = self.requests[next_arrival].arrival_s if next_arrival < total else math.inf
+            completion, who = math.inf, None
+            for r in self.replicas:
+                if r.heap:
+                    t = self._next_completion(r)
+                    if t < completion:
+                        completion, who = t, r
+            readies = [r.ready_at for r in self.replicas if r.stopped_at is None and r.ready_at > now]
+            joins = [n.ready_at for n in self.nodes if n.removed_at is None and n.ready_at > now]
+            timeout = (
+                self.requests[self.queue[0]].arrival_s + model.queue_timeout_s if self.queue else math.inf
+            )
+            t = min(arrival, completion, next_tick, next_scan, next_frame, timeout, *readies, *joins)
+            self._accumulate(t, now)
+            now = t
+            if completion == now and who is not None:
+                self._advance(who, now)
+                _, index = heapq.heappop(who.heap)
+                self.done_at[index] = now
+                self.acc_completed_work += self.work[index]
+                remaining -= 1
+                if who.draining and not who.heap:
+                    who.stopped_at = now
+            while self.queue and self.requests[self.queue[0]].arrival_s + model.queue_timeout_s <= now:
+                self.queue.popleft()
+                self.failed += 1
+                remaining -= 1
+            if joins and min(joins) <= now:
+                self._place_pending(now)
+            while next_arrival < total and self.requests[next_arrival].arrival_s <= now:
+                self.queue.append(next_arrival)
+                self.acc_arrivals += 1
+                self.acc_arrived_work += self.work[next_arrival]
+                next_arrival += 1
+            if now >= next_tick:
+                self._tick(now)
+                next_tick += tick_s or math.inf
+            if now >= next_scan:
+                self._node_scan(now)
+                self._place_pending(now)
+                next_scan += NODE_SCAN_S
+            self._dispatch(now)
+            if now >= next_frame:
+                self._frame(now)
+                next_frame += self.timeline_every_s
+            self.max_replicas = max(self.max_replicas, len(self._live_replicas()))
+        self._frame(now)
+        return self._result(now)
+
+    def _frame(self, now: float) -> None:
+        live = self._live_replicas()
+        self.timeline.append(
+            {
+                "t": round(now, 3),
+                "replicas": len(live),
+                "ready": sum(1 for r in live if r.ready_at <= now),
+                "in_flight": sum(r.n() for r in live),
+                "queue": len(self.queue),
+                "nodes": sum(1 for n in self.nodes if n.removed_at is None),
+            }
+        )
+
+    def _result(self, end: float) -> ReplayResult:
+        model = self.model
+        latencies, met = [], 0
+        for index, done in enumerate(self.done_at):
+            if done is None:
+                continue
+            latency = done - self.requests[index].arrival_s
+            latencies.append(latency)
+            if latency <= model.slo_s(self.work[index]) + 1e-9:
+                met += 1
+        gpu_s = sum((r.stopped_at if r.stopped_at is not None else end) - r.started_at for r in self.replicas)
+        node_s = sum((n.removed_at if n.removed_at is not None else end) - n.asked_at for n in self.nodes)
+        total = len(self.requests)
+        return ReplayResult(
+            policy=self.label,
+            requests=total,
+            completed=len(latencies),
+            failed_requests=self.failed,
+            slo_met=met,
+            slo_attainment_pct=100.0 * met / total if total else 100.0,
+            gpu_hours=gpu_s / 3600.0,
+            node_hours=node_s / 3600.0,
+            p50_latency_s=_percentile(latencies, 50),
+            p99_latency_s=_percentile(latencies, 99),
+            max_latency_s=max(latencies, default=0.0),
+            scale_events=self.scale_events,
+            node_scale_events=self.node_scale_events,
+            max_replicas=self.max_replicas,
+            duration_s=end,
+            timeline=self.timeline,
+        )
+
+
+def replay(
+    requests: Sequence[TraceRequest],
+    policy: str,
+    model: ServiceModel = ServiceModel(),
+    spec: AutoscalingSpec | None = None,
+    static_replicas: int | None = None,
+    timeline_every_s: float = 10.0,
+) -> ReplayResult:
+    """Replay ``requests`` under one policy; ``static`` needs ``static_replicas`` (see find_static)."""
+    if not requests:
+        raise ValueError("the trace has no requests")
+    result = _Replay(requests, policy, model, spec, static_replicas, timeline_every_s).run()
+    if policy == "static":
+        result.replicas = static_replicas
+    return result
+
+
+def find_static(
+    requests: Sequence[TraceRequest],
+    model: ServiceModel = ServiceModel(),
+    slo_target_pct: float = 99.0,
+    timeline_every_s: float = 10.0,
+) -> ReplayResult:
+    """The smallest constant replica count whose replay reaches ``slo_target_pct`` (binary search).
+
+    Attainment grows with the replica count (more replicas never slow a request down under
+    least-loaded dispatch), so the search is a binary search over 1..max GPUs. When even the
+    full pool misses the target, the full pool's result is returned.
+    """
+    low, high = 1, model.max_nodes * model.gpus_per_node
+    best = replay(requests, "static", model, static_replicas=high, timeline_every_s=timeline_every_s)
+    if best.slo_attainment_pct < slo_target_pct:
+        return best
+    while low < high:
+        mid = (low + high) // 2
+        result = replay(requests, "static", model, static_replicas=mid, timeline_every_s=timeline_every_s)
+        if result.slo_attainment_pct >= slo_target_pct:
+            best, high = result, mid
+        else:
+            low = mid + 1
+    return best
