@@ -61,6 +61,10 @@ class GPUModel:
     nvml_names: tuple[str, ...]
     resource_name: str
     mig_profiles: tuple[MigProfile, ...] = ()
+    # Other spellings of the same model, e.g. the short names a production trace uses ("V100M32").
+    aliases: tuple[str, ...] = ()
+    # False where the vendor never published the memory size (memory_gib is then 0).
+    memory_known: bool = True
 
     @property
     def supports_mig(self) -> bool:
@@ -81,6 +85,8 @@ class GPUModel:
             "nvml_names": list(self.nvml_names),
             "resource_name": self.resource_name,
             "mig_profiles": [p.to_dict() for p in self.mig_profiles],
+            "aliases": list(self.aliases),
+            "memory_known": self.memory_known,
         }
 
 
@@ -118,10 +124,12 @@ def _catalog() -> _Catalog:
             GPUModel(
                 name=entry["name"],
                 vendor=entry["vendor"],
-                memory_gib=entry["memory_gib"],
+                memory_gib=entry.get("memory_gib") or 0,
                 nvml_names=tuple(entry["nvml_names"]),
                 resource_name=entry["resource_name"],
                 mig_profiles=tuple(profiles),
+                aliases=tuple(entry.get("aliases") or ()),
+                memory_known=entry.get("memory_gib") is not None,
             )
         )
     vendors = raw["vendors"]
@@ -155,9 +163,10 @@ def model_names() -> list[str]:
 
 
 def get_model(name: str) -> GPUModel:
-    """The catalog model called ``name`` (case-insensitive); KeyError lists the known names."""
+    """The catalog model called ``name`` or one of its aliases (case-insensitive); KeyError lists the known names."""
+    wanted = name.lower()
     for model in _catalog().models:
-        if model.name.lower() == name.lower():
+        if model.name.lower() == wanted or any(alias.lower() == wanted for alias in model.aliases):
             return model
     raise KeyError(f"unknown GPU model {name!r}; known models: {', '.join(model_names())}")
 

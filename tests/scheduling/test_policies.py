@@ -1,0 +1,137 @@
+"""Each policy's choice on small hand-made clusters, and the request forms the framework understands."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kgpu.scheduling import ClusterSnapshot, NodeSpec, PodRequest, make_framework
+from kgpu.scheduling.frag import TypicalPods
+
+
+def two_nodes() -> ClusterSnapshot:
+    return ClusterSnapshot([NodeSpec("n0", 32000, 65536, 2, "T4"), NodeSpec("n1", 32000, 65536, 2, "T4")])
+
+
+def test_best_fit_prefers_the_fuller_node() -> None:
+    snapshot = two_nodes()
+    fw = make_framework("best-fit", snapshot)
+    fw.reserve(fw.placement_on(fw.context(PodRequest(cpu_milli=1000, gpu_count=1, gpu_milli=1000)), 1))
+    assert fw.schedule(PodRequest(cpu_milli=1000, gpu_count=1, gpu_milli=500)).node_name == "n1"
+
+
+def test_gpu_packing_uses_a_shared_gpu_before_a_free_one() -> None:
+    snapshot = two_nodes()
+    fw = make_framework("gpu-packing", snapshot)
+    first = fw.schedule(PodRequest(gpu_count=1, gpu_milli=300))
+    second = fw.schedule(PodRequest(gpu_count=1, gpu_milli=300))
+    assert (second.node, second.gpus) == (first.node, first.gpus)
+
+
+def test_best_fit_gpu_selector_picks_the_fullest_gpu_that_fits() -> None:
+    snapshot = ClusterSnapshot([NodeSpec("n", 32000, 65536, 3, "T4")])
+    snapshot.gpu_left[0] = [1000, 400, 700]
+    fw = make_framework("best-fit", snapshot)
+    assert fw.schedule(PodRequest(gpu_count=1, gpu_milli=350)).gpus == (1,)
+    assert fw.schedule(PodRequest(gpu_count=1, gpu_milli=500)).gpus == (2,)
+
+
+def test_gpu_clustering_groups_pods_of_the_same_kind() -> None:
+    snapshot = two_nodes()
+    fw = make_framework("gpu-clustering", snapshot)
+    share = fw.schedule(PodRequest(gpu_count=1, gpu_milli=200))
+    whole = PodRequest(gpu_count=1, gpu_milli=1000)
+    # n(share) has the "share" tag; a whole-GPU pod goes to the idle node, the next share joins the first.
+    assert fw.schedule(whole).node != share.node
+    assert fw.schedule(PodRequest(gpu_count=1, gpu_milli=200)).node == share.node
+
+
+def test_dot_product_prefers_the_node_whose_free_resources_align_least() -> None:
+    snapshot = ClusterSnapshot(
+        [NodeSpec("big", 64000, 65536, 8, "T4"), NodeSpec("small", 8000, 65536, 1, "T4")]
+    )
+    fw = make_framework("dot-product", snapshot)
+    assert fw.schedule(PodRequest(cpu_milli=4000, gpu_count=1, gpu_milli=1000)).node_name == "small"
+
+
+def test_fgd_keeps_a_whole_gpu_free_for_whole_gpu_typical_pods() -> None:
+    # Typical pods: mostly whole GPUs. A 0.5 share should join the half-used GPU, not break a free one.
+    snapshot = ClusterSnapshot([NodeSpec("n0", 32000, 65536, 2, "T4"), NodeSpec("n1", 32000, 65536, 2, "T4")])
+    workload = [PodRequest(cpu_milli=1000, gpu_count=1, gpu_milli=1000)] * 9 + [
+        PodRequest(cpu_milli=1000, gpu_count=1, gpu_milli=500)
+    ]
+    for policy in ("fgd", "kgpu"):
+        snapshot.reset()
+        snapshot.gpu_left[1] = [500, 1000]
+        snapshot.version[:] += 1
+        fw = make_framework(policy, snapshot, workload)
+        placed = fw.schedule(PodRequest(cpu_milli=1000, gpu_count=1, gpu_milli=500))
+        assert (placed.node_name, placed.gpus) == ("n1", (0,)), policy
+
+
+def test_fragmentation_of_a_node_against_typical_pods() -> None:
+    snapshot = ClusterSnapshot([NodeSpec("n", 32000, 65536, 2, "T4")])
+    typical = TypicalPods.from_requests(
+        [PodRequest(cpu_milli=1000, gpu_count=1, gpu_milli=600)] * 2, snapshot
+    )
+    # GPU 0 has 500 free: below 600, so fragmented; GPU 1 has 1000 free: usable.
+    frag = typical.fragmentation(np.array([32000]), np.array([[500, 1000]]), np.array([0]))
+    assert frag.tolist() == [500.0]
+    # No CPU left: the pod cannot run, so every idle milli-GPU counts.
+    frag = typical.fragmentation(np.array([0]), np.array([[500, 1000]]), np.array([0]))
+    assert frag.tolist() == [1500.0]
+
+
+def test_model_constraint_and_memory_share() -> None:
+    snapshot = ClusterSnapshot(
+        [NodeSpec("t4", 32000, 65536, 1, "T4"), NodeSpec("v", 32000, 65536, 1, "V100M32")]
+    )
+    fw = make_framework("best-fit", snapshot)
+    assert fw.schedule(PodRequest(gpu_count=1, gpu_milli=1000, gpu_models=("V100-32GB",))).node_name == "v"
+    assert fw.schedule(PodRequest(gpu_count=1, gpu_milli=1000, gpu_models=("V100M32",))) is None
+    placed = fw.schedule(PodRequest(gpu_count=1, gpu_memory_mib=8192))  # half of a 16 GiB T4
+    assert (placed.node_name, placed.milli_per_gpu) == ("t4", 500)
+
+
+def test_time_slices_fill_up_to_the_replica_count() -> None:
+    snapshot = ClusterSnapshot(
+        [NodeSpec("ts", 32000, 65536, 1, "L4", sharing="time-slicing", time_slice_replicas=3)]
+    )
+    fw = make_framework("best-fit", snapshot)
+    assert [fw.schedule(PodRequest(time_slice=True)) is not None for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert (
+        fw.schedule(PodRequest(gpu_count=1, gpu_milli=1000)) is None
+    )  # time-sliced GPUs are not handed out whole
+
+
+def test_mig_geometry_refuses_what_does_not_fit() -> None:
+    snapshot = ClusterSnapshot([NodeSpec("h", 64000, 262144, 1, "H200-141GB", sharing="mig")])
+    fw = make_framework("best-fit", snapshot)
+    assert fw.schedule(PodRequest(mig_profile="3g.71gb")).mig_start == 0
+    assert fw.schedule(PodRequest(mig_profile="3g.71gb")).mig_start == 4
+    assert fw.schedule(PodRequest(mig_profile="1g.18gb")) is None  # 3g + 3g fill all memory slices
+    assert fw.schedule(PodRequest(mig_profile="9g.1tb")) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gpu_count": 2, "gpu_milli": 500}, "share of one GPU"),
+        ({"gpu_count": 1, "gpu_milli": 0}, "gpu_milli"),
+        ({"cpu_milli": -1}, "cpu_milli"),
+        ({"gpu_count": 1, "gpu_milli": 1000, "time_slice": True}, "one GPU form"),
+    ],
+)
+def test_bad_requests_name_the_field(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PodRequest(**kwargs)
+
+
+def test_unknown_policy_is_an_error_listing_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="known policies: random"):
+        make_framework("worst-fit", two_nodes())

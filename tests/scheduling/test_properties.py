@@ -1,0 +1,106 @@
+"""Property tests of the snapshot and framework invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kgpu.gpu.catalog import get_model
+from kgpu.scheduling import ClusterSnapshot, NodeSpec, PodRequest, make_framework
+from kgpu.scheduling.policies import POLICIES
+
+POLICY_NAMES = [p for p in POLICIES if p not in ("fgd", "kgpu")] + ["fgd", "kgpu"]
+
+share_requests = st.builds(
+    PodRequest,
+    cpu_milli=st.integers(0, 8000),
+    memory_mib=st.integers(0, 8192),
+    gpu_count=st.just(1),
+    gpu_milli=st.integers(1, 1000),
+)
+whole_requests = st.builds(
+    PodRequest,
+    cpu_milli=st.integers(0, 8000),
+    memory_mib=st.integers(0, 8192),
+    gpu_count=st.integers(1, 4),
+    gpu_milli=st.just(1000),
+)
+cpu_requests = st.builds(PodRequest, cpu_milli=st.integers(0, 8000), memory_mib=st.integers(0, 8192))
+requests = st.one_of(share_requests, whole_requests, cpu_requests)
+
+
+def small_cluster() -> ClusterSnapshot:
+    return ClusterSnapshot(
+        [
+            NodeSpec("a", 32000, 65536, 4, "T4"),
+            NodeSpec("b", 16000, 32768, 2, "V100M32"),
+            NodeSpec("c", 64000, 131072, 8, "A100-80GB"),
+        ]
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(requests, min_size=1, max_size=40), st.sampled_from(POLICY_NAMES), st.integers(0, 3))
+def test_shares_never_exceed_one_gpu(reqs: list[PodRequest], policy: str, seed: int) -> None:
+    snapshot = small_cluster()
+    framework = make_framework(policy, snapshot, reqs, rng=np.random.default_rng(seed))
+    for request in reqs:
+        framework.schedule(request)
+        assert (snapshot.gpu_left >= 0).all()
+        assert (snapshot.gpu_left <= 1000).all()
+        assert (snapshot.cpu_left >= 0).all() and (snapshot.memory_left >= 0).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(requests, st.sampled_from(POLICY_NAMES))
+def test_request_that_fits_an_empty_node_is_never_refused_there(request: PodRequest, policy: str) -> None:
+    snapshot = ClusterSnapshot([NodeSpec("only", 16000, 16384, 4, "T4")])
+    framework = make_framework(policy, snapshot, [request])
+    placement = framework.schedule(request)
+    assert placement is not None and placement.node_name == "only"
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(requests, min_size=1, max_size=25), requests, st.sampled_from(POLICY_NAMES))
+def test_unreserve_restores_the_snapshot_exactly(
+    before: list[PodRequest], last: PodRequest, policy: str
+) -> None:
+    snapshot = small_cluster()
+    framework = make_framework(policy, snapshot, [*before, last])
+    for request in before:
+        framework.schedule(request)
+    state = snapshot.state()
+    placement = framework.schedule(last)
+    if placement is None:
+        return
+    framework.unreserve(placement, last)
+    after = snapshot.state()
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(value, after[key]), key
+        else:
+            assert value == after[key], key
+
+
+mig_profiles = st.sampled_from([p.name for p in get_model("H200-141GB").mig_profiles])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(mig_profiles, min_size=1, max_size=20))
+def test_mig_placements_never_overlap_nor_exceed_counts(profiles: list[str]) -> None:
+    snapshot = ClusterSnapshot([NodeSpec("h", 64000, 262144, 2, "H200-141GB", sharing="mig")])
+    framework = make_framework("best-fit", snapshot)
+    model = get_model("H200-141GB")
+    for name in profiles:
+        framework.schedule(PodRequest(mig_profile=name))
+    for (_, _gpu), instances in snapshot.mig_instances.items():
+        used = 0
+        for profile, start, size in instances:
+            bits = ((1 << size) - 1) << start
+            assert not used & bits, "overlapping MIG instances"
+            used |= bits
+            assert start in model.mig_profile(profile).starts and start + size <= 8
+        for profile in {p for p, _, _ in instances}:
+            assert sum(1 for p, _, _ in instances if p == profile) <= model.mig_profile(profile).max_count
+        assert sum(model.mig_profile(p).compute_slices for p, _, _ in instances) <= 7
