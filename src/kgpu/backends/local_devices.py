@@ -73,6 +73,10 @@ class LocalDevices:
         self._by_replica[replica] = assignment
         return assignment
 
+    def assignment(self, replica: str) -> Assignment | None:
+        """The device a replica holds (None when it holds none), read by the GPU exporter."""
+        return self._by_replica.get(replica)
+
     def release(self, replica: str) -> None:
         assignment = self._by_replica.pop(replica, None)
         if assignment is None:

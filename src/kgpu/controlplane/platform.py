@@ -22,6 +22,7 @@ from kgpu.gateway.registry import ReplicaRegistry
 from kgpu.gateway.router import Router, RouterSettings
 from kgpu.gpu.discovery import NodeInventory, discover
 from kgpu.serving.model_source import ModelSourceError, resolve_model_uri
+from kgpu.telemetry.gpu_exporter import DeviceUser, GPUExporter
 
 log = logging.getLogger("kgpu")
 
@@ -66,6 +67,8 @@ class Platform:
         self.router = Router(self.registry, self.metrics, config.router)
         self.backend = backend_factory(self.state_dir, self.inventory, self._hooks())
         self.reconciler = Reconciler(self.resources, self.backend, config.reconcile_interval_s)
+        self.gpu_exporter = GPUExporter(self.device_users, hostname=self.inventory.hostname)
+        self.metrics.registry.register(self.gpu_exporter)
 
     def _hooks(self) -> ReplicaHooks:
         def outstanding(service: str, replica: str) -> int:
@@ -95,6 +98,37 @@ class Platform:
         await self.reconciler.stop()
         await self.backend.shutdown()
         await self.router.close()
+        self.gpu_exporter.close()
+
+    def device_users(self) -> list[DeviceUser]:
+        """Which replica holds which GPU or MIG device (labels of the GPU metrics)."""
+        devices = getattr(self.backend, "devices", None)  # only the local backend hands out devices
+        if devices is None:
+            return []
+        users = []
+        for replica in self.backend.replicas():
+            assignment = devices.assignment(replica.name)
+            if assignment is None or replica.phase == "Pending":
+                continue
+            project = replica.service.split("/", 1)[0]
+            for index in assignment.gpu_indices:
+                users.append(DeviceUser(project, replica.service, replica.name, gpu_index=index))
+            if assignment.mig_uuid:
+                users.append(DeviceUser(project, replica.service, replica.name, mig_uuid=assignment.mig_uuid))
+        return users
+
+    def replica_gpus(self, replica: str) -> str:
+        """GPU indices a replica uses, comma-separated ("" on the CPU); a MIG device counts as its GPU."""
+        indices = set()
+        for user in self.device_users():
+            if user.replica != replica:
+                continue
+            if user.gpu_index is not None:
+                indices.add(user.gpu_index)
+            for gpu in self.inventory.gpus:
+                if any(mig.uuid == user.mig_uuid for mig in gpu.mig_devices):
+                    indices.add(gpu.index)
+        return ",".join(str(i) for i in sorted(indices))
 
     def resolve_model(self, model: str) -> str | None:
         """Map the OpenAI `model` field (or v2 model name) to a service key."""

@@ -85,6 +85,30 @@ def control_routes(platform: Platform) -> APIRouter:
         return JSONResponse(render(stored), status_code=201 if created else 200)
 
     # Registered before the generic /{plural} routes, which would otherwise match first.
+    @api.get(
+        PREFIX + "/prometheus/targets",
+        summary="Prometheus HTTP service discovery: this server (role=server) or the ready replicas",
+    )
+    def prometheus_targets(request: Request, role: str = Query("replicas", pattern="^(server|replicas)$")):
+        node = platform.inventory.hostname
+        if role == "server":
+            # The address Prometheus reached this server at is the one it can scrape.
+            return [{"targets": [request.url.netloc], "labels": {"node": node}}]
+        groups = []
+        for replica in platform.backend.replicas():
+            if replica.phase != "Ready" or not replica.url:
+                continue
+            project, _, _name = replica.service.partition("/")
+            labels = {
+                "project": project,
+                "service": replica.service,
+                "replica": replica.name,
+                "node": replica.node or node,
+                "gpu": platform.replica_gpus(replica.name),
+            }
+            groups.append({"targets": [replica.url.split("://", 1)[-1]], "labels": labels})
+        return groups
+
     @api.get(PREFIX + "/replicas", summary="Replicas of every service")
     def list_replicas(service: str | None = Query(None, description="namespace/name")) -> dict:
         return {"items": [r.to_dict() for r in platform.backend.replicas(service)]}

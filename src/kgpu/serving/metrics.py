@@ -6,6 +6,7 @@ as they do in tests and in the benchmark, without duplicate-metric errors or mix
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -21,10 +22,23 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class ReplicaMetrics:
-    def __init__(self, service: str, replica: str) -> None:
+    """Every series carries `project`, `service`, `replica` and `node`, the labels the gateway's metrics
+    (after Prometheus' relabeling) and the GPU exporter share, so queries can join them."""
+
+    def __init__(
+        self, service: str, replica: str, project: str | None = None, node: str | None = None
+    ) -> None:
         self.registry = CollectorRegistry()
-        self._base = {"service": service, "replica": replica}
-        base_names = ["service", "replica"]
+        # The service key is "<project>/<name>"; a bare name belongs to the default project.
+        if project is None:
+            project = service.split("/", 1)[0] if "/" in service else "default"
+        self._base = {
+            "project": project,
+            "service": service,
+            "replica": replica,
+            "node": node or socket.gethostname(),
+        }
+        base_names = list(self._base)
         self.requests = Counter(
             "kgpu_requests",
             "Requests answered, by protocol and HTTP status code.",

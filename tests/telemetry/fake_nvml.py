@@ -1,0 +1,149 @@
+"""A stand-in for the ``pynvml`` module with the real function names and signatures.
+
+NVML cannot run without an NVIDIA driver, so the exporter's NVML path is driven through this object:
+GPU 0 is a plain H200 with readings like a real one; GPU 1 an H200 in MIG mode with a 4g.71gb and a
+3g.71gb instance (the second's name lacks its profile, so it comes from the NVML profile id).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pynvml
+
+MIB = 1024 * 1024
+
+
+class FakeNVML:
+    NVMLError = pynvml.NVMLError
+    NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
+    NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
+    NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
+    NVML_CLOCK_MEM = pynvml.NVML_CLOCK_MEM
+    NVML_FI_DEV_MEMORY_TEMP = pynvml.NVML_FI_DEV_MEMORY_TEMP
+    NVML_SUCCESS = pynvml.NVML_SUCCESS
+    NVML_VALUE_TYPE_DOUBLE = pynvml.NVML_VALUE_TYPE_DOUBLE
+    NVML_VALUE_TYPE_UNSIGNED_INT = pynvml.NVML_VALUE_TYPE_UNSIGNED_INT
+    NVML_VALUE_TYPE_UNSIGNED_LONG = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG
+    NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+    NVML_VALUE_TYPE_SIGNED_LONG_LONG = pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG
+    nvmlEventTypeXidCriticalError = pynvml.nvmlEventTypeXidCriticalError
+
+    def __init__(self) -> None:
+        self.inits = self.shutdowns = 0
+        self.gpus = [
+            {
+                "name": "NVIDIA H200", "uuid": "GPU-0", "bus": "00000000:19:00.0", "total": 143771 * MIB,
+                "used": 1024 * MIB, "util": 37, "mem_util": 12, "power_mw": 123456, "energy_mj": 987654321,
+                "temp": 41, "mem_temp": 39, "sm_clock": 1980, "mem_clock": 3201, "replays": 3,
+            },
+            {
+                "name": "NVIDIA H200", "uuid": "GPU-1", "bus": "00000000:3B:00.0", "total": 143771 * MIB,
+                "used": 2048 * MIB, "mig": True, "power_mw": 80000, "energy_mj": 5, "temp": 30,
+                "mem_temp": 28, "sm_clock": 345, "mem_clock": 3201, "replays": 0,
+            },
+        ]  # fmt: skip
+        self.mig = {
+            ("GPU-1", 0): {"name": "NVIDIA H200 MIG 4g.71gb", "uuid": "MIG-a", "gi": 1, "total": 71424 * MIB,
+                           "used": 500 * MIB},
+            ("GPU-1", 2): {"name": "NVIDIA H200 MIG", "uuid": "MIG-b", "gi": 2, "total": 71424 * MIB,
+                           "used": 0},
+        }  # fmt: skip
+        self.profile_ids = {("GPU-1", 1): 5, ("GPU-1", 2): 9}
+        self.pending_events: list[SimpleNamespace] = []
+        self.registered: list[str] = []
+
+    def nvmlInit(self) -> None:
+        self.inits += 1
+
+    def nvmlShutdown(self) -> None:
+        self.shutdowns += 1
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> dict:
+        return self.gpus[index]
+
+    def nvmlDeviceGetName(self, handle: dict) -> str:
+        return handle["name"]
+
+    def nvmlDeviceGetUUID(self, handle: dict) -> bytes:
+        return handle["uuid"].encode()  # older nvidia-ml-py releases return bytes
+
+    def nvmlDeviceGetPciInfo(self, handle: dict) -> SimpleNamespace:
+        return SimpleNamespace(busId=handle["bus"].encode())
+
+    def nvmlDeviceGetMemoryInfo(self, handle: dict, version: Any = None) -> SimpleNamespace:
+        return SimpleNamespace(
+            total=handle["total"], used=handle["used"], free=handle["total"] - handle["used"]
+        )
+
+    def nvmlDeviceGetUtilizationRates(self, handle: dict) -> SimpleNamespace:
+        if handle.get("mig"):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return SimpleNamespace(gpu=handle["util"], memory=handle["mem_util"])
+
+    def nvmlDeviceGetPowerUsage(self, handle: dict) -> int:
+        return handle["power_mw"]
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: dict) -> int:
+        return handle["energy_mj"]
+
+    def nvmlDeviceGetTemperature(self, handle: dict, sensor: int) -> int:
+        assert sensor == pynvml.NVML_TEMPERATURE_GPU
+        return handle["temp"]
+
+    def nvmlDeviceGetFieldValues(self, handle: dict, fieldIds: list[int]) -> list[SimpleNamespace]:
+        assert fieldIds == [pynvml.NVML_FI_DEV_MEMORY_TEMP]
+        value = SimpleNamespace(uiVal=handle["mem_temp"])
+        return [
+            SimpleNamespace(
+                nvmlReturn=pynvml.NVML_SUCCESS, valueType=pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, value=value
+            )
+        ]
+
+    def nvmlDeviceGetClockInfo(self, handle: dict, type: int) -> int:
+        return handle["sm_clock"] if type == pynvml.NVML_CLOCK_SM else handle["mem_clock"]
+
+    def nvmlDeviceGetPcieReplayCounter(self, handle: dict) -> int:
+        return handle["replays"]
+
+    def nvmlDeviceGetMigMode(self, device: dict) -> list[int]:
+        mode = pynvml.NVML_DEVICE_MIG_ENABLE if device.get("mig") else pynvml.NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, device: dict) -> int:
+        return 7 if device.get("mig") else 0
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: dict, index: int) -> dict:
+        try:
+            return self.mig[(device["uuid"], index)]
+        except KeyError:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND) from None
+
+    def nvmlDeviceGetGpuInstanceId(self, device: dict) -> int:
+        return device["gi"]
+
+    def nvmlDeviceGetGpuInstanceById(self, device: dict, gpuInstanceId: int) -> tuple[str, int]:
+        return (device["uuid"], gpuInstanceId)
+
+    def nvmlGpuInstanceGetInfo(self, gpuInstance: tuple[str, int]) -> SimpleNamespace:
+        return SimpleNamespace(id=gpuInstance[1], profileId=self.profile_ids[gpuInstance])
+
+    def nvmlEventSetCreate(self) -> str:
+        return "event-set"
+
+    def nvmlDeviceRegisterEvents(self, handle: dict, eventTypes: int, eventSet: str) -> None:
+        if handle.get("mig"):
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        self.registered.append(handle["uuid"])
+
+    def nvmlEventSetWait_v2(self, eventSet: str, timeoutms: int) -> SimpleNamespace:
+        if not self.pending_events:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_TIMEOUT)
+        return self.pending_events.pop(0)
+
+    def nvmlEventSetFree(self, eventSet: str) -> None:
+        pass
