@@ -172,6 +172,7 @@ class _Replay:
         spec: AutoscalingSpec | None,
         static_replicas: int | None,
         timeline_every_s: float,
+        initial_replicas: int | None = None,
     ) -> None:
         if policy not in POLICIES + VARIANTS:
             raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
@@ -206,10 +207,10 @@ class _Replay:
         self.hpa_state = HPAState()
         self.kgpu_state = PredictiveState()
         self.pool_state = PoolState()
-        self._start(static_replicas)
+        self._start(static_replicas, initial_replicas)
 
     # ---- capacity ---------------------------------------------------------------------------
-    def _start(self, static_replicas: int | None) -> None:
+    def _start(self, static_replicas: int | None, initial_replicas: int | None) -> None:
         model = self.model
         if self.policy == "static":
             count = static_replicas if static_replicas is not None else 1
@@ -225,7 +226,9 @@ class _Replay:
         for _ in range(model.initial_nodes):
             self.nodes.append(_Node(len(self.nodes), 0.0, 0.0))
         assert self.spec is not None
-        for _ in range(max(1, self.spec.min_replicas)):
+        # Knative's and Kubernetes' initial scale is one replica unless told otherwise.
+        initial = max(1, self.spec.min_replicas) if initial_replicas is None else initial_replicas
+        for _ in range(initial):
             self._start_replica(0.0, ready_now=True)
 
     def _live_replicas(self) -> list[_Replica]:
@@ -529,11 +532,16 @@ def replay(
     spec: AutoscalingSpec | None = None,
     static_replicas: int | None = None,
     timeline_every_s: float = 10.0,
+    initial_replicas: int | None = None,
 ) -> ReplayResult:
-    """Replay ``requests`` under one policy; ``static`` needs ``static_replicas`` (see find_static)."""
+    """Replay ``requests`` under one policy; ``static`` needs ``static_replicas`` (see find_static).
+
+    Autoscaled policies start with ``initial_replicas`` ready replicas on the first node
+    (default: one, or ``minReplicas`` when higher).
+    """
     if not requests:
         raise ValueError("the trace has no requests")
-    result = _Replay(requests, policy, model, spec, static_replicas, timeline_every_s).run()
+    result = _Replay(requests, policy, model, spec, static_replicas, timeline_every_s, initial_replicas).run()
     if policy == "static":
         result.replicas = static_replicas
     return result

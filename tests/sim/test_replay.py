@@ -1,0 +1,118 @@
+"""Replay of small synthetic traces whose results can be checked by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from kgpu.autoscaling.settings import AutoscalingSpec
+from kgpu.sim.azure_trace import TraceError, TraceRequest, load_azure_trace
+from kgpu.sim.replay import ServiceModel, find_static, replay
+
+
+def req(t: float, context: int, generated: int = 0) -> TraceRequest:
+    return TraceRequest(t, context, generated)
+
+
+def test_one_request_alone_from_zero_waits_for_a_cold_start():
+    spec = AutoscalingSpec(policy="kgpu", min_replicas=0, max_replicas=8, target=16)
+    # work = 1000 + 10 * 100 = 2000 units; arrives exactly on a tick, a replica starts at once.
+    result = replay([req(6.0, 1000, 100)], "kgpu", spec=spec, initial_replicas=0)
+    assert result.p99_latency_s == pytest.approx(20.0 + 2.0)
+    assert result.slo_met == 0  # 22 s > 2 + 2 * 2 s
+    assert result.failed_requests == 0
+
+
+def test_requests_up_to_the_batch_run_at_full_speed():
+    result = replay([req(0, 1000), req(0, 3000)], "static", static_replicas=1)
+    assert result.max_latency_s == pytest.approx(3.0)  # both alone-speed: 1 s and 3 s
+    assert result.p50_latency_s == pytest.approx(1.0)
+
+
+def test_processor_sharing_beyond_eight_and_queue_beyond_sixteen():
+    result = replay([req(0, 1000)] * 17, "static", static_replicas=1, timeline_every_s=0.5)
+    # 16 in flight at 500 units/s finish at 2 s; the 17th waits, then runs alone for 1 s.
+    assert result.p50_latency_s == pytest.approx(2.0)
+    assert result.max_latency_s == pytest.approx(3.0)
+    assert max(f["queue"] for f in result.timeline) == 1
+    assert result.slo_attainment_pct == 100.0  # SLO for 1000 units: 2 + 2 = 4 s
+
+
+def test_ten_in_flight_share_the_replica():
+    result = replay([req(0, 1000)] * 10, "static", static_replicas=1)
+    assert result.max_latency_s == pytest.approx(1000 / (1000 * 8 / 10))
+
+
+def test_slo_miss_when_the_queue_is_long():
+    result = replay([req(0, 1000)] * 40, "static", static_replicas=1)
+    # Waves of 16 finish at 2 s and 4 s (SLO 4 s met); the last 8 run at full speed, done at 5 s.
+    assert result.slo_met == 32
+    assert result.slo_attainment_pct == pytest.approx(80.0)
+
+
+def test_find_static_returns_the_smallest_count_meeting_the_target():
+    result = find_static([req(0, 1000)] * 40)
+    assert result.replicas == 2 and result.slo_attainment_pct == 100.0
+
+
+def test_gpu_and_node_hours_count_from_start_to_stop():
+    result = replay([req(0, 3_600_000)], "static", static_replicas=2)
+    assert result.duration_s == pytest.approx(3600.0)
+    assert result.gpu_hours == pytest.approx(2.0)
+    assert result.node_hours == pytest.approx(1.0)
+
+
+def test_request_fails_when_no_capacity_can_come():
+    model = ServiceModel(initial_nodes=0, max_nodes=0, queue_timeout_s=30.0)
+    spec = AutoscalingSpec(policy="kpa", min_replicas=0, max_replicas=1)
+    result = replay([req(0, 1000)], "kpa", model=model, spec=spec, initial_replicas=0)
+    assert result.failed_requests == 1 and result.completed == 0
+    assert result.duration_s == pytest.approx(30.0)
+
+
+def test_node_joins_after_its_start_up_time():
+    model = ServiceModel(gpus_per_node=1, max_nodes=2)
+    spec = AutoscalingSpec(policy="kgpu", min_replicas=1, max_replicas=2, target=16, target_utilization=1.0)
+    # 32 requests of long work keep demand at two replicas; the second needs a second node.
+    result = replay([req(0, 200_000)] * 32, "kgpu", model=model, spec=spec, timeline_every_s=1.0)
+    assert result.node_scale_events >= 1
+    second_ready = next(f["t"] for f in result.timeline if f["ready"] == 2)
+    # Asked at the first node scan (10 s), joins 120 s later, replica serves 20 s after that.
+    assert second_ready == pytest.approx(150.0)
+
+
+def test_kpa_scales_from_zero_and_back():
+    spec = AutoscalingSpec(
+        policy="kpa", min_replicas=0, max_replicas=4, target=16, scale_to_zero_idle_seconds=30
+    )
+    result = replay([req(1, 1000), req(400, 1000)], "kpa", spec=spec, timeline_every_s=1.0)
+    assert result.failed_requests == 0 and result.completed == 2
+    assert any(f["replicas"] == 0 for f in result.timeline if 100 < f["t"] < 400)
+    assert result.scale_events >= 2
+
+
+def test_unknown_policy_and_bad_static_count():
+    with pytest.raises(ValueError, match="unknown policy 'rps'"):
+        replay([req(0, 1)], "rps")
+    with pytest.raises(ValueError, match="static replicas must be between 1 and 32"):
+        replay([req(0, 1)], "static", static_replicas=0)
+
+
+def test_missing_trace_names_the_public_source(tmp_path):
+    with pytest.raises(TraceError, match="Azure/AzurePublicDataset"):
+        load_azure_trace(tmp_path / "nope.csv")
+
+
+def test_trace_is_read_relative_to_the_first_request(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:17:05.5000000,10,2\n"
+        "2023-11-16 18:17:03.9799600,4808,10\n"
+    )
+    trace = load_azure_trace(path)
+    assert [r.context_tokens for r in trace] == [4808, 10]
+    assert trace[1].arrival_s == pytest.approx(1.52004)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("TIMESTAMP,ContextTokens\n")
+    with pytest.raises(TraceError, match="GeneratedTokens"):
+        load_azure_trace(bad)
