@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kgpu.cli.replay import replay
 from kgpu.scheduling.policies import POLICIES
 from kgpu.sim.packing import run_packing
 from kgpu.sim.traces import DEFAULT_NODES, DEFAULT_PODS, TraceError, load_nodes, load_pods
@@ -100,3 +101,6 @@ def pack(
     console.print(table)
     if plot is not None:
         console.print(f"plot written to {plot}")
+
+
+sim_app.command("replay")(replay)

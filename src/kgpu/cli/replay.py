@@ -1,0 +1,110 @@
+"""`kgpu sim replay`: replay a request trace against a replica autoscaler on a virtual clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, load_azure_trace
+from kgpu.sim.replay import POLICIES, ReplayResult, find_static
+from kgpu.sim.replay import replay as run_replay
+
+console = Console()
+err = Console(stderr=True)
+
+COLUMNS = (
+    ("policy", "policy", "{}"),
+    ("SLO met", "slo_attainment_pct", "{:.2f}%"),
+    ("failed", "failed_requests", "{}"),
+    ("GPU-hours", "gpu_hours", "{:.2f}"),
+    ("node-hours", "node_hours", "{:.2f}"),
+    ("p50 s", "p50_latency_s", "{:.2f}"),
+    ("p99 s", "p99_latency_s", "{:.2f}"),
+    ("scale events", "scale_events", "{}"),
+    ("max replicas", "max_replicas", "{}"),
+)
+
+
+def run_policy(trace: Sequence, policy: str, timeline_every_s: float = 10.0) -> ReplayResult:
+    """One policy on a loaded trace; ``static`` searches its replica count first."""
+    if policy == "static":
+        return find_static(trace, timeline_every_s=timeline_every_s)
+    return run_replay(trace, policy, timeline_every_s=timeline_every_s)
+
+
+def results_table(results: Sequence[ReplayResult], title: str) -> Table:
+    table = Table(title=title)
+    for header, _, _ in COLUMNS:
+        table.add_column(header, justify="left" if header == "policy" else "right")
+    for result in results:
+        data = result.to_dict()
+        row = [fmt.format(data[key]) for _, key, fmt in COLUMNS]
+        if result.replicas is not None:
+            row[0] = f"{result.policy} x{result.replicas}"
+        table.add_row(*row)
+    return table
+
+
+def plot_timelines(results: Sequence[ReplayResult], path: Path) -> None:
+    """Replicas and gateway queue over time, one panel each, one line per policy (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise TraceError(
+            "--plot needs matplotlib: pip install 'kgpu[bench]' (or pip install matplotlib)"
+        ) from None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for result in results:
+        minutes = [f["t"] / 60 for f in result.timeline]
+        top.step(
+            minutes, [f["replicas"] for f in result.timeline], where="post", label=result.policy, linewidth=1
+        )
+        bottom.step(
+            minutes, [f["queue"] for f in result.timeline], where="post", label=result.policy, linewidth=1
+        )
+    top.set_ylabel("replicas (GPUs)")
+    bottom.set_ylabel("gateway queue (requests)")
+    bottom.set_xlabel("trace time (minutes)")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.legend(ncol=len(results), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def replay(
+    trace: Path = typer.Option(DEFAULT_TRACE, "--trace", help="AzureLLMInferenceTrace_code.csv"),
+    policy: str = typer.Option("kgpu", "--policy", help=f"one of: {', '.join(POLICIES)}"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
+    plot: Path | None = typer.Option(None, "--plot", help="write replicas and queue over time to this PNG"),
+) -> None:
+    """Replay the Azure LLM trace at its real timing under one autoscaling policy (virtual clock)."""
+    if policy not in POLICIES:
+        err.print(f"[red]error:[/red] --policy: unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        raise typer.Exit(2)
+    try:
+        requests = load_azure_trace(trace)
+        result = run_policy(requests, policy)
+        if plot is not None:
+            plot_timelines([result], plot)
+    except (TraceError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    if json_out:
+        print(json.dumps(result.to_dict()))
+        return
+    console.print(
+        results_table([result], f"replay: {len(requests)} requests over {requests[-1].arrival_s:.0f} s")
+    )
+    if plot is not None:
+        console.print(f"plot written to {plot}")
