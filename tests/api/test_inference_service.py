@@ -27,18 +27,13 @@ def test_defaults_follow_the_contract() -> None:
         1024,
         2048,
     )
-    assert (svc.spec.replicas, svc.spec.min_replicas, svc.spec.max_replicas, svc.spec.gpu_models) == (
-        1,
-        None,
-        None,
-        [],
-    )
+    assert (svc.spec.replicas, svc.spec.autoscaling, svc.spec.gpu_models) == (1, None, [])
     assert svc.status is None
 
 
-def test_fields_read_in_both_spellings() -> None:
-    svc = parse_resource(service(minReplicas=1, maxReplicas=3, runtime={"maxBatchTokens": 4096}))
-    assert svc.spec.max_replicas == 3
+def test_camel_case_yaml_fields_become_snake_case_attributes() -> None:
+    svc = parse_resource(service(autoscaling={"maxReplicas": 3}, runtime={"maxBatchTokens": 4096}))
+    assert svc.spec.autoscaling.max_replicas == 3
     assert svc.spec.runtime.max_batch_tokens == 4096
     with pytest.raises(AttributeError):
         _ = svc.spec.noSuchField
@@ -47,9 +42,9 @@ def test_fields_read_in_both_spellings() -> None:
 def test_models_can_be_built_in_python_by_field_name() -> None:
     svc = InferenceService(
         metadata=ObjectMeta(name="a"),
-        spec=InferenceServiceSpec(model=ModelSpec(uri="./m"), max_replicas=2),
+        spec=InferenceServiceSpec(model=ModelSpec(uri="./m"), gpu_models=[]),
     )
-    assert svc.model_dump()["spec"]["maxReplicas"] == 2
+    assert svc.model_dump()["spec"]["gpuModels"] == []
 
 
 def test_unknown_spec_field_is_rejected_with_a_suggestion() -> None:
@@ -85,17 +80,23 @@ def test_missing_model_is_required() -> None:
     assert error_lines(doc) == ["spec.model: Required value"]
 
 
-def test_min_replicas_must_not_exceed_max_replicas() -> None:
-    assert error_lines(service(minReplicas=3, maxReplicas=2)) == [
-        "spec.minReplicas: Invalid value: 3: must be less than or equal to maxReplicas"
+def test_autoscaling_min_replicas_must_not_exceed_max_replicas() -> None:
+    assert error_lines(service(autoscaling={"minReplicas": 3, "maxReplicas": 2})) == [
+        "spec.autoscaling.maxReplicas: Invalid value: 2: must be >= minReplicas (3)"
     ]
-    svc = parse_resource(service(minReplicas=0, maxReplicas=2))
-    assert (svc.spec.min_replicas, svc.spec.max_replicas) == (0, 2)
+    svc = parse_resource(service(autoscaling={"minReplicas": 0, "maxReplicas": 2}))
+    assert (svc.spec.autoscaling.min_replicas, svc.spec.autoscaling.max_replicas) == (0, 2)
+
+
+def test_autoscaling_fields_are_typed_and_known() -> None:
+    assert error_lines(service(autoscaling={"target": "3"}))[0].startswith("spec.autoscaling.target")
+    assert error_lines(service(autoscaling={"policy": "magic"}))[0].startswith("spec.autoscaling.policy")
+    assert error_lines(service(autoscaling={"minReplica": 1}))[0].startswith("spec.autoscaling.minReplica")
 
 
 def test_max_replicas_must_be_at_least_one() -> None:
-    assert error_lines(service(maxReplicas=0)) == [
-        "spec.maxReplicas: Invalid value: 0: must be greater than or equal to 1"
+    assert error_lines(service(autoscaling={"maxReplicas": 0})) == [
+        "spec.autoscaling.maxReplicas: Invalid value: 0: must be greater than or equal to 1"
     ]
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.hpa import HPAState, hpa_decide
-from kgpu.autoscaling.settings import AutoscalingSpec
 
 SPEC = AutoscalingSpec(policy="hpa", target=10, target_utilization=1.0, min_replicas=1, max_replicas=50)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.kpa import KPAState, kpa_decide
-from kgpu.autoscaling.settings import AutoscalingSpec
 from kgpu.autoscaling.window import Sample
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from kgpu.autoscaling.settings import AutoscalingSpec
+from kgpu.api.autoscaling import AutoscalingSpec
 
 
 def test_camel_case_fields_and_derived_values():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kgpu.autoscaling.settings import AutoscalingSpec
+from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.sim.azure_trace import TraceError, TraceRequest, load_azure_trace
 from kgpu.sim.replay import ServiceModel, find_static, replay
 

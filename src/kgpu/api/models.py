@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from kgpu import API_VERSION
+from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.api.errors import FieldError, forbidden, invalid, raise_field_errors, required, unsupported
 from kgpu.api.model_uri import model_uri_problem
 from kgpu.api.names import dns1123_label_problems, label_key_problems, label_value_problems
@@ -135,22 +136,15 @@ class InferenceServiceSpec(KgpuModel):
     model: ModelSpec
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    # Fixed replica count; with `autoscaling` set it is only the starting point and the
+    # autoscaler decides between autoscaling.minReplicas and autoscaling.maxReplicas.
     replicas: int = Field(1, ge=0)
-    min_replicas: int | None = Field(None, ge=0)
-    max_replicas: int | None = Field(None, ge=1)
+    autoscaling: AutoscalingSpec | None = None
     gpu_models: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> InferenceServiceSpec:
         errors = []
-        if (
-            self.min_replicas is not None
-            and self.max_replicas is not None
-            and self.min_replicas > self.max_replicas
-        ):
-            errors.append(
-                invalid("minReplicas", self.min_replicas, "must be less than or equal to maxReplicas")
-            )
         errors.extend(self._gpu_model_errors())
         raise_field_errors(errors)
         return self

@@ -7,11 +7,11 @@ functions drive the live gateway, the local backend and the virtual-clock simula
 
 from __future__ import annotations
 
+from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.hpa import HPAState, hpa_decide
 from kgpu.autoscaling.kpa import KPAState, kpa_decide
 from kgpu.autoscaling.nodepool import NodePoolDecision, PoolState, decide_node_pools
 from kgpu.autoscaling.predictive import PredictiveState, predictive_decide
-from kgpu.autoscaling.settings import AutoscalingSpec
 from kgpu.autoscaling.window import Sample, window_average
 
 __all__ = [

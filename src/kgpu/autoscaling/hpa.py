@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from kgpu.autoscaling.settings import AutoscalingSpec
+from kgpu.api.autoscaling import AutoscalingSpec
 
 POLICY_PERIOD_S = 15.0
 SCALE_UP_PODS = 4

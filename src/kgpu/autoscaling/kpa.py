@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from kgpu.autoscaling.settings import AutoscalingSpec
+from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.window import Sample, window_average
 
 

@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kgpu.autoscaling.settings import AutoscalingSpec
+from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.window import Sample, in_window
 
 

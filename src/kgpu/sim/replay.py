@@ -26,11 +26,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.hpa import HPAState, hpa_decide
 from kgpu.autoscaling.kpa import KPAState, kpa_decide
 from kgpu.autoscaling.nodepool import NodeView, PendingReplica, PoolState, PoolView, decide_node_pools
 from kgpu.autoscaling.predictive import PredictiveState, predictive_decide
-from kgpu.autoscaling.settings import AutoscalingSpec
 from kgpu.autoscaling.window import Sample
 from kgpu.sim.azure_trace import TraceRequest
 

@@ -22,6 +22,7 @@ class AutoscalingSpec(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,  # like every kgpu resource: "3" is not a number
         populate_by_name=True,
         serialize_by_alias=True,
         alias_generator=to_camel,
