@@ -45,8 +45,9 @@ class Platform:
     def service(self, name: str = "minilm") -> dict:
         return self.http.get(f"/apis/kgpu.dev/v1alpha1/namespaces/default/inferenceservices/{name}").json()
 
-    def replicas(self) -> list[dict]:
-        return self.http.get("/apis/kgpu.dev/v1alpha1/replicas").json()["items"]
+    def replicas(self, service: str = "default/minilm") -> list[dict]:
+        params = {"service": service} if service else {}
+        return self.http.get("/apis/kgpu.dev/v1alpha1/replicas", params=params).json()["items"]
 
     def apply_yaml(self, text: str) -> httpx.Response:
         return self.http.put(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from kgpu.api.models import InferenceService
 from kgpu.backends.base import Backend
 from kgpu.backends.local import LocalBackend
 from kgpu.backends.local_replica import ReplicaHooks
+from kgpu.controlplane.autoscaler import Observation, ReplicaAutoscaler, measured_startup_s
 from kgpu.controlplane.events import EventLog
 from kgpu.controlplane.reconciler import Reconciler
 from kgpu.controlplane.resources import ResourceService
@@ -45,6 +48,7 @@ class PlatformConfig:
     database_url: str | None = None
     router: RouterSettings = field(default_factory=RouterSettings)
     reconcile_interval_s: float = 0.5
+    autoscale_interval_s: float = 1.0
 
 
 class Platform:
@@ -66,7 +70,15 @@ class Platform:
         self.metrics = GatewayMetrics()
         self.router = Router(self.registry, self.metrics, config.router)
         self.backend = backend_factory(self.state_dir, self.inventory, self._hooks())
-        self.reconciler = Reconciler(self.resources, self.backend, config.reconcile_interval_s)
+        self.autoscaler = ReplicaAutoscaler(on_event=self.events.record, on_change=self._kick)
+        self.reconciler = Reconciler(
+            self.resources,
+            self.backend,
+            config.reconcile_interval_s,
+            desired_replicas=self.autoscaler.desired,
+        )
+        self.router.on_hold = self.autoscaler.wake
+        self._autoscale_task: asyncio.Task | None = None
         self.gpu_exporter = GPUExporter(self.device_users, hostname=self.inventory.hostname)
         self.metrics.registry.register(self.gpu_exporter)
 
@@ -93,12 +105,37 @@ class Platform:
             f" ({self.inventory.note})" if self.inventory.note else "",
         )
         self.reconciler.start()
+        self._autoscale_task = asyncio.create_task(self._autoscale_loop(), name="autoscaler")
 
     async def stop(self) -> None:
+        if self._autoscale_task is not None:
+            self._autoscale_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._autoscale_task
         await self.reconciler.stop()
         await self.backend.shutdown()
         await self.router.close()
         self.gpu_exporter.close()
+
+    def _kick(self) -> None:
+        self.reconciler.kick()
+
+    def observe(self, key: str) -> Observation:
+        replicas = self.backend.replicas(key)
+        return Observation(
+            in_flight=self.registry.outstanding(key),
+            held=self.router.held(key),
+            ready=sum(1 for e in self.registry.endpoints(key) if e.routable),
+            startup_s=measured_startup_s((r.started_at, r.ready_at) for r in replicas),
+        )
+
+    async def _autoscale_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.autoscale_interval_s)
+            try:
+                self.autoscaler.tick(self.resources.services(), self.observe, time.monotonic())
+            except Exception:  # a bad tick must not stop autoscaling for good
+                log.exception("autoscaler tick failed")
 
     def device_users(self) -> list[DeviceUser]:
         """Which replica holds which GPU or MIG device (labels of the GPU metrics)."""
@@ -144,7 +181,7 @@ class Platform:
         replicas = self.backend.replicas(key)
         current = [r for r in replicas if r.phase != "Draining"]
         ready = sum(1 for r in current if r.phase == "Ready")
-        desired = service.spec.replicas
+        desired = self.autoscaler.desired(service)
         pending = [r for r in current if r.phase == "Pending"]
         crashing = [r for r in current if r.phase == "CrashLoopBackOff"]
         if desired == 0:
@@ -174,4 +211,5 @@ class Platform:
                 }
             ],
             "events": self.events.recent(key),
+            **({"autoscaling": scaling} if (scaling := self.autoscaler.status(service)) else {}),
         }

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
+from kgpu.api.models import InferenceService
 from kgpu.backends.base import Backend
 from kgpu.backends.local import service_key
 from kgpu.controlplane.resources import ResourceService
@@ -17,9 +19,16 @@ log = logging.getLogger("kgpu.reconciler")
 
 
 class Reconciler:
-    def __init__(self, resources: ResourceService, backend: Backend, interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        resources: ResourceService,
+        backend: Backend,
+        interval_s: float = 0.5,
+        desired_replicas: Callable[[InferenceService], int] = lambda s: s.spec.replicas,
+    ) -> None:
         self.resources = resources
         self.backend = backend
+        self.desired_replicas = desired_replicas
         self.interval_s = interval_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -57,8 +66,8 @@ class Reconciler:
         desired: dict[str, int] = {}
         for service in services:
             key = service_key(service)
-            desired[key] = service.spec.replicas
-            await self.backend.ensure(service, service.spec.replicas)
+            desired[key] = self.desired_replicas(service)
+            await self.backend.ensure(service, desired[key])
         for key in self.backend.services():
             if key not in desired:
                 await self.backend.remove(key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kgpu.gateway.metrics import GatewayMetrics
@@ -52,6 +53,12 @@ class Router:
         self.settings = settings or RouterSettings()
         self.upstream = upstream or AiohttpUpstream(self.settings.upstream_timeout_s)
         self._held: dict[str, int] = {}
+        # Called with the service key whenever a request has to wait for a replica (wakes a service at zero).
+        self.on_hold: Callable[[str], None] | None = None
+
+    def held(self, service: str) -> int:
+        """Requests of the service waiting at the gateway for a ready replica."""
+        return self._held.get(service, 0)
 
     async def close(self) -> None:
         await self.upstream.close()
@@ -84,6 +91,8 @@ class Router:
                         retry_after=5,
                     )
                 waited = time.monotonic()
+                if self.on_hold is not None:
+                    self.on_hold(service)
                 self._held[service] = self._held.get(service, 0) + 1
                 self.metrics.holding.labels(service=service).inc()
                 try:

