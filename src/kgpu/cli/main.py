@@ -230,5 +230,17 @@ def version() -> None:
     console.print(f"kgpu {__version__}")
 
 
+from kgpu.cli import telemetry  # noqa: E402  (its commands register on `app`)
+
+telemetry.register(app)
+
+from kgpu.cli.sim import sim_app  # noqa: E402
+
+app.add_typer(sim_app, name="sim")
+
+from kgpu.cli import kube  # noqa: E402  (`kgpu crds`, `kgpu cluster add`)
+
+kube.register(app)
+
 if __name__ == "__main__":
     app()

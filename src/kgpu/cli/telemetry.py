@@ -1,0 +1,42 @@
+"""`kgpu prometheus-config` and `kgpu top`: commands that look at the platform's metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from kgpu.cli.client import server_url
+
+console = Console()
+err = Console(stderr=True)
+
+
+def prometheus_config(
+    output: Path = typer.Option(..., "--output", "-o", help="directory for prometheus.yml and rules/"),
+    server: str = typer.Option(
+        None, "--server", "-s", help="kgpu server URL (default $KGPU_SERVER or http://127.0.0.1:8000)"
+    ),
+    scrape_interval: str = typer.Option(
+        "15s", "--scrape-interval", help="scrape and rule evaluation interval"
+    ),
+    queue_target: float = typer.Option(
+        0.25, "--queue-target", help="p99 queue time (seconds) above which KgpuQueueTimeAboveTarget fires"
+    ),
+) -> None:
+    """Write a Prometheus config (scrape targets by HTTP service discovery), recording and alert rules."""
+    from kgpu.telemetry.prometheus_config import write_prometheus_config
+
+    try:
+        paths = write_prometheus_config(output, server_url(server), scrape_interval, queue_target)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    for path in paths:
+        console.print(f"wrote {path}")
+    console.print(f"run: prometheus --config.file={paths[0]}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prometheus-config")(prometheus_config)
