@@ -211,3 +211,33 @@ def test_scaling_down_under_load_loses_no_request(platform):
     while time.monotonic() < deadline and len(platform.replicas()) != 1:
         time.sleep(0.2)
     assert [r["name"] for r in platform.replicas()] == ["minilm-0"]
+
+
+def test_changing_the_template_rolls_replicas_without_losing_requests(platform):
+    from tests.e2e.conftest import SERVICE_YAML
+
+    before = {r["name"] for r in platform.replicas()}
+    changed = SERVICE_YAML.format(replicas=1).replace("maxBatchTokens: 8192", "maxBatchTokens: 4096")
+    assert changed != SERVICE_YAML.format(replicas=1)
+
+    def roll() -> None:
+        response = platform.apply_yaml(changed)
+        assert response.status_code == 200, response.text
+
+    statuses = asyncio.run(_load(platform.url, seconds=12, concurrency=8, during=roll))
+    assert all(s == 200 for s in statuses), {s: statuses.count(s) for s in set(statuses)}
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        names = {r["name"] for r in platform.replicas()}
+        if len(names) == 1 and not names & before:
+            break
+        time.sleep(0.3)
+    replicas = platform.replicas()
+    assert len(replicas) == 1 and replicas[0]["phase"] == "Ready"
+    assert replicas[0]["name"] not in before  # a new replica, made from the new template
+    assert "--max-batch-tokens 4096" in " ".join(_cmdline(replicas[0]["pid"]))
+
+
+def _cmdline(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().decode().split("\0")

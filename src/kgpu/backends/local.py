@@ -7,6 +7,7 @@ scaling down always removes the highest index and names stay readable.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from pathlib import Path
 
@@ -51,41 +52,39 @@ class LocalBackend:
         self._pending: dict[str, dict[str, str]] = {}  # service -> replica -> why it cannot start
         self._stopping: set[asyncio.Task] = set()
         self._draining_replicas: dict[str, LocalReplica] = {}
-        self._spec_fingerprint: dict[str, str] = {}
 
     def log_path(self, replica: str) -> Path:
         return self.state_dir / "logs" / f"{replica}.log"
 
     async def ensure(self, service: InferenceService, replicas: int) -> None:
-        key = service_key(service)
-        fingerprint = service.spec.model_dump_json(include={"model", "runtime", "resources", "gpu_models"})
-        running = self._replicas.setdefault(key, {})
-        if self._spec_fingerprint.get(key) not in (None, fingerprint):
-            # The replica template changed: replace replicas one by one (newest first).
-            for name in sorted(running, key=_index, reverse=True):
-                await self._stop(key, running.pop(name))
-        self._spec_fingerprint[key] = fingerprint
+        """Converge to `replicas` replicas of the service's current template.
 
-        wanted = [f"{service.metadata.name}-{i}" for i in range(replicas)]
-        for name in sorted(set(running) - set(wanted), key=_index, reverse=True):
-            await self._stop(key, running.pop(name))
-        pending = self._pending.setdefault(key, {})
-        for name in list(pending):
-            if name not in wanted:
-                pending.pop(name)
-        for name in wanted:
-            if name in running:
-                continue
+        A changed template (model, runtime, resources) rolls: replicas of the new template start
+        beside the old ones, and the old ones drain once the new set is ready, so a rollout
+        drops no request. When the new replicas cannot be placed because the old ones hold the
+        devices, old replicas are drained one at a time to make room (like maxUnavailable: 1).
+        """
+        key = service_key(service)
+        template = _template_of(service)
+        running = self._replicas.setdefault(key, {})
+
+        current = sorted(
+            (r for r in running.values() if r.template == template), key=lambda r: _index(r.name)
+        )
+        for replica in reversed(current[replicas:]):  # scale down: highest index first
+            await self._stop(key, running.pop(replica.name))
+        current = current[:replicas]
+
+        pending: dict[str, str] = {}
+        while len(current) + len(pending) < replicas:
+            name = self._free_name(service.metadata.name, running, pending)
             try:
                 assignment = self.devices.assign(
                     name, service.gpu_request(), service.spec.runtime.device, service.spec.gpu_models
                 )
             except Unschedulable as exc:
-                if pending.get(name) != str(exc):
-                    self.hooks.on_event(key, f"replica {name} is pending: {exc}")
                 pending[name] = str(exc)
                 continue
-            pending.pop(name, None)
             replica = LocalReplica(
                 service=key,
                 name=name,
@@ -94,9 +93,36 @@ class LocalBackend:
                 assignment=assignment,
                 log_path=self.log_path(name),
                 hooks=self.hooks,
+                template=template,
             )
             running[name] = replica
+            current.append(replica)
             replica.start()
+        for name, why in pending.items():
+            if self._pending.get(key, {}).get(name) != why:
+                self.hooks.on_event(key, f"replica {name} is pending: {why}")
+        self._pending[key] = pending
+
+        old = sorted((r for r in running.values() if r.template != template), key=lambda r: _index(r.name))
+        if not old:
+            return
+        if all(r.phase == "Ready" for r in current) and not pending:
+            for replica in old:
+                await self._stop(key, running.pop(replica.name))
+        elif pending:
+            await self._stop(key, running.pop(old[-1].name))
+
+    def _free_name(self, service_name: str, running: dict[str, LocalReplica], pending: dict[str, str]) -> str:
+        """The lowest index not used by a running, pending or still draining replica of the service.
+
+        Names are never shared by two live processes, so the gateway's and the device allocator's
+        bookkeeping (keyed by replica name) cannot mix up a draining replica with its successor.
+        """
+        taken = set(running) | set(pending) | set(self._draining_replicas)
+        index = 0
+        while f"{service_name}-{index}" in taken:
+            index += 1
+        return f"{service_name}-{index}"
 
     async def _stop(self, key: str, replica: LocalReplica) -> None:
         """Drain in the background so one slow replica does not hold up the others."""
@@ -117,7 +143,6 @@ class LocalBackend:
         for replica in list(self._replicas.pop(key, {}).values()):
             await self._stop(key, replica)
         self._pending.pop(key, None)
-        self._spec_fingerprint.pop(key, None)
 
     def replicas(self, key: str | None = None) -> list[ReplicaStatus]:
         out: list[ReplicaStatus] = []
@@ -148,6 +173,12 @@ class LocalBackend:
             await self.remove(key)
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
+
+
+def _template_of(service: InferenceService) -> str:
+    """A short hash of what a replica is made from; replicas of another template get replaced."""
+    spec = service.spec.model_dump_json(include={"model", "runtime", "resources", "gpu_models"})
+    return hashlib.sha256(spec.encode()).hexdigest()[:10]
 
 
 def _index(name: str) -> int:

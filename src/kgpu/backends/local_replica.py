@@ -73,6 +73,7 @@ class LocalReplica:
     assignment: Assignment
     log_path: Path
     hooks: ReplicaHooks
+    template: str = ""  # hash of the service spec the replica was made from
     phase: str = "Pending"
     restarts: int = 0
     port: int | None = None
