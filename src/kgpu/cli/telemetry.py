@@ -40,3 +40,43 @@ def prometheus_config(
 
 def register(app: typer.Typer) -> None:
     app.command("prometheus-config")(prometheus_config)
+    app.command("top")(top)
+
+
+def top(
+    interval: float = typer.Option(2.0, "--interval", "-i", min=0.1, help="seconds between refreshes"),
+    once: bool = typer.Option(
+        False, "--once", help="print one frame (two scrapes --interval apart) and exit"
+    ),
+    server: str = typer.Option(
+        None, "--server", "-s", help="kgpu server URL (default $KGPU_SERVER or http://127.0.0.1:8000)"
+    ),
+) -> None:
+    """Live view of GPUs (utilization, memory, power, replicas) and services (rps, p99, replicas)."""
+    import time
+
+    from rich.live import Live
+
+    from kgpu.cli.client import ApiError, KgpuClient
+    from kgpu.cli.top import render_frame, scrape
+
+    client = KgpuClient(server)
+    try:
+        previous = scrape(client)
+        time.sleep(interval)
+        current = scrape(client)
+        if once:
+            console.print(render_frame(previous, current))
+            return
+        with Live(render_frame(previous, current), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                previous, current = current, scrape(client)
+                live.update(render_frame(previous, current), refresh=True)
+    except ApiError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.close()
