@@ -238,5 +238,9 @@ from kgpu.cli.sim import sim_app  # noqa: E402
 
 app.add_typer(sim_app, name="sim")
 
+from kgpu.cli import kube  # noqa: E402  (`kgpu crds`, `kgpu cluster add`)
+
+kube.register(app)
+
 if __name__ == "__main__":
     app()

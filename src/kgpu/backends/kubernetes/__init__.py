@@ -1,0 +1,1 @@
+"""The Kubernetes backend: manifests rendered from kgpu resources, and the operator that applies them."""

@@ -1,0 +1,47 @@
+"""`python -m kgpu.backends.kubernetes`: run the kgpu operator in a cluster (or against a kubeconfig)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from kgpu.backends.kubernetes.nodepool import GPU_OPERATOR_NAMESPACE
+from kgpu.backends.kubernetes.operator import KubeApis, Operator
+from kgpu.backends.kubernetes.workload import DEFAULT_RUNTIME_IMAGE, WorkloadSettings
+from kubernetes import config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kgpu.backends.kubernetes", description="kgpu operator")
+    parser.add_argument(
+        "--runtime-image", default=DEFAULT_RUNTIME_IMAGE, help="image of the serving replicas"
+    )
+    parser.add_argument("--gpu-operator-namespace", default=GPU_OPERATOR_NAMESPACE)
+    parser.add_argument("--drain-timeout", type=int, default=30, help="seconds replicas get to drain")
+    parser.add_argument("--resync", type=float, default=60.0, help="seconds between full reconciles")
+    parser.add_argument("--kubeconfig", default=None, help="outside a cluster: kubeconfig file")
+    parser.add_argument("--context", default=None)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.kubeconfig:
+        config.load_kube_config(config_file=args.kubeconfig, context=args.context)
+    else:
+        config.load_incluster_config()
+    operator = Operator(
+        KubeApis.from_client(),
+        WorkloadSettings(image=args.runtime_image, drain_timeout_s=args.drain_timeout),
+        gpu_operator_namespace=args.gpu_operator_namespace,
+    )
+    operator.run(resync_s=args.resync)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

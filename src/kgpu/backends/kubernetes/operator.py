@@ -1,0 +1,385 @@
+"""The kgpu operator: reconciles InferenceServices and NodePools with the official ``kubernetes`` client.
+
+Level-triggered: every event only names an object to look at; reconciling reads the current
+custom resource, renders what should exist, and creates or patches it. Objects a service owns
+carry an ownerReference, so Kubernetes' garbage collector deletes them with the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from kgpu.api.errors import ResourceValidationError
+from kgpu.api.io import parse_resource
+from kgpu.api.models import InferenceService, NodePool
+from kgpu.backends.kubernetes.crds_info import GROUP, VERSION
+from kgpu.backends.kubernetes.labels import MANAGED_BY, POOL_LABEL, SERVICE_LABEL
+from kgpu.backends.kubernetes.nodepool import (
+    GPU_OPERATOR_NAMESPACE,
+    node_config,
+    node_patch,
+    pool_status,
+    render_device_plugin_configmap,
+    render_mig_parted_configmap,
+)
+from kgpu.backends.kubernetes.status import service_status
+from kgpu.backends.kubernetes.workload import (
+    WorkloadSettings,
+    desired_replicas,
+    owner_reference,
+    render_service_objects,
+)
+from kubernetes import client as k8s
+
+log = logging.getLogger("kgpu.operator")
+
+SERVICES = "inferenceservices"
+POOLS = "nodepools"
+SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
+
+
+@dataclass
+class KubeApis:
+    """The official client's API groups the operator uses (fakes with the same surface in tests)."""
+
+    core: Any
+    apps: Any
+    policy: Any
+    custom: Any
+    apiextensions: Any
+
+    @classmethod
+    def from_client(cls, api_client: k8s.ApiClient | None = None) -> KubeApis:
+        return cls(
+            core=k8s.CoreV1Api(api_client),
+            apps=k8s.AppsV1Api(api_client),
+            policy=k8s.PolicyV1Api(api_client),
+            custom=k8s.CustomObjectsApi(api_client),
+            apiextensions=k8s.ApiextensionsV1Api(api_client),
+        )
+
+
+_SERIALIZER = k8s.ApiClient()
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """Client model objects (V1Deployment, ...) as the JSON dicts the API server sent."""
+    return _SERIALIZER.sanitize_for_serialization(obj) if obj is not None else {}
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def model_of(obj: dict[str, Any]) -> InferenceService | NodePool:
+    """Validate a custom resource as read from the API server with kgpu's models (the full rules)."""
+    meta = obj.get("metadata") or {}
+    doc = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace") or "default",
+            "labels": meta.get("labels") or {},
+            "annotations": meta.get("annotations") or {},
+        },
+        "spec": obj.get("spec") or {},
+    }
+    return parse_resource(doc)
+
+
+class Operator:
+    def __init__(
+        self,
+        apis: KubeApis,
+        settings: WorkloadSettings | None = None,
+        gpu_operator_namespace: str = GPU_OPERATOR_NAMESPACE,
+        clock: Callable[[], str] = _utc_now,
+    ) -> None:
+        self.apis = apis
+        self.settings = settings or WorkloadSettings()
+        self.gpu_operator_namespace = gpu_operator_namespace
+        self.clock = clock
+
+    # ------------------------------------------------------------ generic apply
+
+    def _methods(self, manifest: dict[str, Any]) -> tuple[Callable, Callable, Callable, tuple]:
+        kind = manifest["kind"]
+        meta = manifest["metadata"]
+        name, namespace = meta["name"], meta.get("namespace")
+        a = self.apis
+        if kind == "Deployment":
+            return (
+                a.apps.read_namespaced_deployment,
+                a.apps.create_namespaced_deployment,
+                a.apps.patch_namespaced_deployment,
+                (name, namespace),
+            )
+        if kind == "Service":
+            return (
+                a.core.read_namespaced_service,
+                a.core.create_namespaced_service,
+                a.core.patch_namespaced_service,
+                (name, namespace),
+            )
+        if kind == "ConfigMap":
+            return (
+                a.core.read_namespaced_config_map,
+                a.core.create_namespaced_config_map,
+                a.core.patch_namespaced_config_map,
+                (name, namespace),
+            )
+        if kind == "PodDisruptionBudget":
+            p = a.policy
+            return (
+                p.read_namespaced_pod_disruption_budget,
+                p.create_namespaced_pod_disruption_budget,
+                p.patch_namespaced_pod_disruption_budget,
+                (name, namespace),
+            )
+        if kind == "ServiceMonitor":
+            group, version = manifest["apiVersion"].split("/")
+            c = a.custom
+            return (
+                lambda n, ns: c.get_namespaced_custom_object(group, version, ns, "servicemonitors", n),
+                lambda ns, body: c.create_namespaced_custom_object(
+                    group, version, ns, "servicemonitors", body
+                ),
+                lambda n, ns, body: c.patch_namespaced_custom_object(
+                    group, version, ns, "servicemonitors", n, body
+                ),
+                (name, namespace),
+            )
+        raise ValueError(f"the operator does not apply {kind}")
+
+    def apply(self, manifest: dict[str, Any]) -> str:
+        """Create the object, or patch it to the manifest when it exists; returns "created" or "patched"."""
+        read, create, patch, (name, namespace) = self._methods(manifest)
+        try:
+            read(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            create(namespace, manifest)
+            return "created"
+        patch(name, namespace, manifest)
+        return "patched"
+
+    def service_monitor_available(self) -> bool:
+        """ServiceMonitors only where the Prometheus operator's CRD is installed."""
+        try:
+            self.apis.apiextensions.read_custom_resource_definition(SERVICE_MONITOR_CRD)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------ InferenceService
+
+    def _patch_service_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.apis.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, SERVICES, name, {"status": status}
+        )
+
+    def reconcile_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """Bring one InferenceService's Deployment, Service, PDB (and ServiceMonitor) to its spec."""
+        try:
+            obj = self.apis.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, SERVICES, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None  # deleted: the garbage collector removes what it owned
+            raise
+        previous = obj.get("status") or {}
+        try:
+            isvc = model_of(obj)
+        except ResourceValidationError as exc:
+            # Nothing already running is touched; the user sees why in the status.
+            status = {
+                **previous,
+                "phase": "Invalid",
+                "message": str(exc),
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "InvalidSpec",
+                        "message": str(exc),
+                        "lastTransitionTime": self.clock(),
+                    }
+                ],
+            }
+            self._patch_service_status(namespace, name, status)
+            return status
+        assert isinstance(isvc, InferenceService)
+        owner = owner_reference(obj)
+        for manifest in render_service_objects(isvc, self.settings, owner, self.service_monitor_available()):
+            self.apply(manifest)
+        deployment = as_dict(self.apis.apps.read_namespaced_deployment(name, namespace))
+        pods = as_dict(
+            self.apis.core.list_namespaced_pod(namespace, label_selector=f"{SERVICE_LABEL}={name}")
+        )
+        pod_items = pods.get("items") or []
+        events: list[dict[str, Any]] = []
+        if any((p.get("status") or {}).get("phase") == "Pending" for p in pod_items):
+            events = (
+                as_dict(
+                    self.apis.core.list_namespaced_event(namespace, field_selector="reason=FailedScheduling")
+                ).get("items")
+                or []
+            )
+        status = service_status(
+            isvc, desired_replicas(isvc), deployment, pod_items, events, self.clock(), previous
+        )
+        self._patch_service_status(namespace, name, status)
+        return status
+
+    def scale_service(self, namespace: str, name: str, replicas: int) -> None:
+        """What kgpu's replica autoscaler calls: spec.replicas through the scale subresource."""
+        if replicas < 0:
+            raise ValueError(f"replicas: must be >= 0, got {replicas}")
+        self.apis.custom.patch_namespaced_custom_object_scale(
+            GROUP, VERSION, namespace, SERVICES, name, {"spec": {"replicas": replicas}}
+        )
+
+    # ------------------------------------------------------------ NodePool
+
+    def reconcile_node_pools(self) -> dict[str, dict[str, Any]]:
+        """All pools at once: the device plugin and mig-parted ConfigMaps hold one key per pool."""
+        listed = self.apis.custom.list_cluster_custom_object(GROUP, VERSION, POOLS)
+        pools: list[tuple[dict[str, Any], NodePool]] = []
+        statuses: dict[str, dict[str, Any]] = {}
+        for obj in listed.get("items") or []:
+            meta = obj["metadata"]
+            try:
+                pool = model_of(obj)
+            except ResourceValidationError as exc:
+                status = {"phase": "Invalid", "message": str(exc)}
+                self.apis.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, meta["namespace"], POOLS, meta["name"], {"status": status}
+                )
+                statuses[f"{meta['namespace']}/{meta['name']}"] = status
+                continue
+            assert isinstance(pool, NodePool)
+            pools.append((obj, pool))
+        models = [p for _, p in pools]
+        self.apply(render_device_plugin_configmap(models, self.gpu_operator_namespace))
+        self.apply(render_mig_parted_configmap(models, self.gpu_operator_namespace))
+        for _obj, pool in pools:
+            config = node_config(pool)
+            nodes = as_dict(self.apis.core.list_node(label_selector=f"{POOL_LABEL}={pool.metadata.name}"))
+            node_items = nodes.get("items") or []
+            for node in node_items:
+                patch = node_patch(node, config)
+                if patch is not None:
+                    self.apis.core.patch_node(node["metadata"]["name"], patch)
+            status = {"phase": "Ready", **pool_status(pool, node_items)}
+            self.apis.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, pool.metadata.namespace, POOLS, pool.metadata.name, {"status": status}
+            )
+            statuses[f"{pool.metadata.namespace}/{pool.metadata.name}"] = status
+        return statuses
+
+    # ------------------------------------------------------------ watch loop
+
+    def resync(self) -> None:
+        for obj in self.apis.custom.list_cluster_custom_object(GROUP, VERSION, SERVICES).get("items") or []:
+            self._safely(self.reconcile_service, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        self._safely(self.reconcile_node_pools)
+
+    def _safely(self, fn: Callable, *args: Any) -> None:
+        try:
+            fn(*args)
+        except ApiException as exc:
+            log.warning("%s%s failed: %s %s", fn.__name__, args, exc.status, exc.reason)
+
+    def run(self, resync_s: float = 60.0, stop: threading.Event | None = None) -> None:
+        """Watch services, pools and what they own; reconcile whatever an event names; resync periodically."""
+        from kubernetes import watch
+
+        stop = stop or threading.Event()
+        keys: queue.Queue[tuple[str, str, str]] = queue.Queue()
+
+        def pump(
+            list_fn: Callable, key_of: Callable[[dict], tuple[str, str, str] | None], **kwargs: Any
+        ) -> None:
+            while not stop.is_set():
+                try:
+                    for event in watch.Watch().stream(list_fn, timeout_seconds=300, **kwargs):
+                        key = key_of(as_dict(event["object"]))
+                        if key is not None:
+                            keys.put(key)
+                except ApiException as exc:  # 410 Gone and friends: list again from now
+                    log.info("watch restarted: %s", exc.reason)
+                    time.sleep(1)
+
+        def service_key(obj: dict) -> tuple[str, str, str] | None:
+            meta = obj.get("metadata") or {}
+            name = (
+                meta.get("name")
+                if obj.get("kind") == "InferenceService"
+                else (meta.get("labels") or {}).get(SERVICE_LABEL)
+            )
+            return ("service", meta.get("namespace", ""), name) if name else None
+
+        watches: list[tuple[Callable, Callable, dict[str, Any]]] = [
+            (
+                self.apis.custom.list_cluster_custom_object,
+                service_key,
+                {"group": GROUP, "version": VERSION, "plural": SERVICES},
+            ),
+            (
+                self.apis.custom.list_cluster_custom_object,
+                lambda o: ("pools", "", ""),
+                {"group": GROUP, "version": VERSION, "plural": POOLS},
+            ),
+            (
+                self.apis.apps.list_deployment_for_all_namespaces,
+                service_key,
+                {"label_selector": _selector(MANAGED_BY)},
+            ),
+            (self.apis.core.list_pod_for_all_namespaces, service_key, {"label_selector": SERVICE_LABEL}),
+            (self.apis.core.list_node, lambda o: ("pools", "", ""), {"label_selector": POOL_LABEL}),
+        ]
+        for list_fn, key_of, kwargs in watches:
+            threading.Thread(target=pump, args=(list_fn, key_of), kwargs=kwargs, daemon=True).start()
+        next_resync = 0.0
+        while not stop.is_set():
+            if time.monotonic() >= next_resync:
+                self.resync()
+                next_resync = time.monotonic() + resync_s
+            try:
+                batch = {keys.get(timeout=1.0)}
+            except queue.Empty:
+                continue
+            while not keys.empty():
+                batch.add(keys.get_nowait())
+            for kind, namespace, name in sorted(batch):
+                if kind == "service":
+                    self._safely(self.reconcile_service, namespace, name)
+                else:
+                    self._safely(self.reconcile_node_pools)
+
+
+def _selector(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in labels.items())
+
+
+def iter_manifests(services: Iterable[InferenceService], pools: Iterable[NodePool]) -> list[dict[str, Any]]:
+    """Everything the operator would create for these resources (no owners): for `kubectl diff` and tests."""
+    out: list[dict[str, Any]] = []
+    for isvc in services:
+        out += render_service_objects(isvc, service_monitor=True)
+    pool_list = list(pools)
+    out.append(render_device_plugin_configmap(pool_list))
+    out.append(render_mig_parted_configmap(pool_list))
+    return out
