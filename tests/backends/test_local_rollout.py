@@ -43,7 +43,7 @@ def service(replicas: int = 1, batch_tokens: int = 16384, gpus: int = 0):
     )
 
 
-def backend(inventory=None) -> LocalBackend:
+def backend(inventory=None, state_dir: str = "unused-state") -> LocalBackend:
     events: list[str] = []
     hooks = ReplicaHooks(
         on_ready=lambda *a: None,
@@ -53,7 +53,8 @@ def backend(inventory=None) -> LocalBackend:
         on_restart=lambda *a: None,
         on_event=lambda _k, m: events.append(m),
     )
-    b = LocalBackend("/tmp/kgpu-test-state", inventory or node(), hooks)
+    # Nothing is written there: replica processes are replaced by the stand-in above.
+    b = LocalBackend(state_dir, inventory or node(), hooks)
     b.events = events
     return b
 
