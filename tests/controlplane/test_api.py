@@ -6,6 +6,8 @@ covered by tests/e2e); everything else — store, validation, routes — is the 
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from pathlib import Path
 
@@ -230,3 +232,167 @@ def test_state_survives_a_restart(tmp_path):
     with TestClient(create_server_app(second)) as client:
         wait_for(lambda: second.backend.ensured.get("default/minilm") == 2)
         assert client.get(f"{BASE}/minilm").json()["metadata"]["resourceVersion"] == "1"
+
+
+# ---------------------------------------------------------------- PATCH, status, watch, OpenAPI
+
+MERGE_PATCH = {"content-type": "application/merge-patch+json"}
+
+
+def patch(api, path: str, document: dict, headers: dict = MERGE_PATCH):
+    return api.patch(path, content=json.dumps(document), headers=headers)
+
+
+def test_merge_patch_changes_only_what_it_names(api):
+    api.put(f"{BASE}/minilm", json=service(runtime={"maxBatchSize": 8}))
+    response = patch(api, f"{BASE}/minilm", {"spec": {"replicas": 3}, "metadata": {"labels": {"team": "a"}}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["spec"]["replicas"] == 3 and body["spec"]["runtime"]["maxBatchSize"] == 8
+    assert body["metadata"]["labels"] == {"team": "a"}
+    # null removes a key: the field falls back to its default.
+    removed = patch(api, f"{BASE}/minilm", {"spec": {"runtime": {"maxBatchSize": None}}}).json()
+    assert removed["spec"]["runtime"]["maxBatchSize"] == 256
+    assert int(removed["metadata"]["resourceVersion"]) > int(body["metadata"]["resourceVersion"])
+    wait_for(lambda: api.platform.backend.ensured.get("default/minilm") == 3)
+
+
+def test_merge_patch_is_validated_like_a_replace(api):
+    api.put(f"{BASE}/minilm", json=service(replicas=2))
+    response = patch(api, f"{BASE}/minilm", {"spec": {"replicas": -1, "model": {"uri": "hf://org/model"}}})
+    assert response.status_code == 422
+    paths = {f["path"] for f in response.json()["error"]["fields"]}
+    assert {"spec.replicas", "spec.model.uri"} <= paths
+    renamed = patch(api, f"{BASE}/minilm", {"metadata": {"name": "other"}})
+    assert renamed.status_code == 422 and renamed.json()["error"]["fields"][0]["path"] == "metadata.name"
+    wrong_kind = patch(api, f"{BASE}/minilm", {"kind": "NodePool"})
+    assert wrong_kind.status_code == 422 and wrong_kind.json()["error"]["fields"][0]["path"] == "kind"
+    assert api.get(f"{BASE}/minilm").json()["spec"]["replicas"] == 2
+
+
+def test_merge_patch_with_a_stale_resource_version_is_a_conflict(api):
+    version = api.put(f"{BASE}/minilm", json=service()).json()["metadata"]["resourceVersion"]
+    fresh = patch(api, f"{BASE}/minilm", {"metadata": {"resourceVersion": version}, "spec": {"replicas": 2}})
+    assert fresh.status_code == 200
+    stale = patch(api, f"{BASE}/minilm", {"metadata": {"resourceVersion": version}, "spec": {"replicas": 5}})
+    assert stale.status_code == 409 and stale.json()["error"]["reason"] == "Conflict"
+    assert api.get(f"{BASE}/minilm").json()["spec"]["replicas"] == 2
+
+
+def test_merge_patch_errors(api):
+    assert patch(api, f"{BASE}/ghost", {"spec": {"replicas": 1}}).status_code == 404
+    api.put(f"{BASE}/minilm", json=service())
+    json_patch = patch(
+        api, f"{BASE}/minilm", {"op": "add"}, headers={"content-type": "application/json-patch+json"}
+    )
+    assert json_patch.status_code == 415 and "merge-patch" in json_patch.json()["error"]["message"]
+    not_an_object = api.patch(f"{BASE}/minilm", content=b"[1]", headers=MERGE_PATCH)
+    assert not_an_object.status_code == 400
+    broken = api.patch(f"{BASE}/minilm", content=b"{", headers=MERGE_PATCH)
+    assert broken.status_code == 400
+
+
+def test_status_subresource(api):
+    api.put(f"{BASE}/minilm", json=service(replicas=2))
+    wait_for(lambda: api.get(f"{BASE}/minilm/status").json()["status"]["readyReplicas"] == 2)
+    body = api.get(f"{BASE}/minilm/status").json()
+    assert body["status"]["phase"] == "Ready" and body["metadata"]["name"] == "minilm"
+    assert api.get(f"{BASE}/ghost/status").status_code == 404
+    assert api.put(f"{BASE}/minilm/status", json=service()).status_code == 405
+
+
+def sse_events(text: str) -> list[dict]:
+    events = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":"))
+        if fields:
+            events.append({"id": fields.get("id"), "event": fields["event"], **json.loads(fields["data"])})
+    return events
+
+
+def test_watch_resumes_after_a_resource_version(api):
+    api.put(f"{BASE}/seed", json=service("seed"))
+    listed = api.get(BASE).json()
+    start = listed["metadata"]["resourceVersion"]
+    api.put(f"{BASE}/a", json=service("a"))
+    patch(api, f"{BASE}/a", {"spec": {"replicas": 0}})
+    other = service("b")
+    other["metadata"]["namespace"] = "team-b"
+    api.put("/apis/kgpu.dev/v1alpha1/namespaces/team-b/inferenceservices/b", json=other)
+    api.delete(f"{BASE}/a")
+    response = api.get(BASE, params={"watch": "true", "resourceVersion": start, "timeoutSeconds": 0})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    assert [(e["event"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "a"),
+        ("MODIFIED", "a"),
+        ("DELETED", "a"),
+    ]
+    versions = [int(e["id"]) for e in events]
+    assert versions == sorted(versions) and versions[0] > int(start)
+    assert [e["object"]["metadata"]["resourceVersion"] for e in events] == [e["id"] for e in events]
+    assert events[1]["object"]["spec"]["replicas"] == 0
+    # All namespaces, resumed after the first event: the rest, including team-b's service.
+    everything = api.get(
+        "/apis/kgpu.dev/v1alpha1/inferenceservices",
+        params={"watch": "true", "resourceVersion": events[0]["id"], "timeoutSeconds": 0},
+    )
+    assert [e["object"]["metadata"]["name"] for e in sse_events(everything.text)] == ["a", "b", "a"]
+    # Version 0 (or none) means "from the current state": the objects there now, as ADDED.
+    current = api.get(BASE, params={"watch": "true", "resourceVersion": "0", "timeoutSeconds": 0})
+    assert [(e["event"], e["object"]["metadata"]["name"]) for e in sse_events(current.text)] == [
+        ("ADDED", "seed")
+    ]
+
+
+def test_watch_without_a_version_starts_with_the_current_objects_then_streams(api):
+    api.put(f"{BASE}/a", json=service("a"))
+    received: list[str] = []
+
+    def watch() -> None:
+        response = api.get(BASE, params={"watch": "true", "timeoutSeconds": 2})
+        received.append(response.text)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    wait_for(lambda: _watchers(api) == 1)
+    api.put(f"{BASE}/b", json=service("b"))
+    api.delete(f"{BASE}/a")
+    watcher.join(timeout=10)
+    events = sse_events(received[0])
+    assert [(e["event"], e["object"]["metadata"]["name"]) for e in events] == [
+        ("ADDED", "a"),
+        ("ADDED", "b"),
+        ("DELETED", "a"),
+    ]
+    assert events[1]["object"]["status"]["replicas"] == 1  # live objects carry their status
+
+
+def _watchers(api) -> int:
+    return api.app.state.watch_bus.watchers
+
+
+def test_watch_errors(api):
+    too_old = api.get(BASE, params={"watch": "true", "resourceVersion": "-5", "timeoutSeconds": 0})
+    assert too_old.status_code == 410 and too_old.json()["error"]["reason"] == "Expired"
+    bad = api.get(BASE, params={"watch": "true", "resourceVersion": "x", "timeoutSeconds": 0})
+    assert bad.status_code == 422 and bad.json()["error"]["fields"][0]["path"] == "resourceVersion"
+    assert api.get(BASE, params={"watch": "maybe"}).status_code == 422
+    assert api.get(f"{BASE[: BASE.rindex('/')]}/widgets", params={"watch": "true"}).status_code == 404
+
+
+def test_openapi_documents_bodies_and_errors(api):
+    document = api.get("/openapi.json").json()
+    item = document["paths"]["/apis/kgpu.dev/v1alpha1/namespaces/{namespace}/{plural}/{name}"]
+    put_body = item["put"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"$ref": "#/components/schemas/InferenceService"} in put_body["anyOf"]
+    assert "application/merge-patch+json" in item["patch"]["requestBody"]["content"]
+    assert {"404", "409", "415", "422"} <= set(item["patch"]["responses"])
+    assert {"400", "404", "409", "422"} <= set(item["put"]["responses"])
+    schemas = document["components"]["schemas"]
+    assert "resourceVersion" in schemas["ObjectMeta"]["properties"]
+    assert "spec" in schemas["InferenceService"]["properties"]
+    listing = document["paths"]["/apis/kgpu.dev/v1alpha1/namespaces/{namespace}/{plural}"]["get"]
+    assert {p["name"] for p in listing["parameters"]} >= {"watch", "resourceVersion", "timeoutSeconds"}
+    assert "/apis/kgpu.dev/v1alpha1/namespaces/{namespace}/{plural}/{name}/status" in document["paths"]

@@ -1,28 +1,64 @@
 """REST API of the control plane, with Kubernetes-style paths.
 
 `PUT .../{plural}/{name}` creates or replaces (what `kgpu apply` uses), `POST
-.../{plural}` only creates. Validation errors are 422 with one entry per field.
+.../{plural}` only creates, `PATCH` applies a JSON merge patch (RFC 7386) and validates
+the result like a `PUT`. Validation errors are 422 with one entry per field; a write
+naming a stale `metadata.resourceVersion` is 409. `?watch=true` on a list path streams
+`ADDED`/`MODIFIED`/`DELETED` events as server-sent events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
+from collections.abc import AsyncIterator
 
 import yaml
-from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from kgpu import API_VERSION
-from kgpu.api.errors import ResourceValidationError
+from kgpu.api.errors import FieldError, ResourceValidationError
 from kgpu.api.io import parse_resource
 from kgpu.api.models import InferenceService
+from kgpu.controlplane.openapi import (
+    MERGE_PATCH_BODY,
+    RESOURCE_BODY,
+    RESOURCE_RESPONSE,
+    WATCH_RESPONSE,
+    error_responses,
+)
 from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.resources import KIND_BY_PLURAL, NotFoundError, with_metadata
-from kgpu.controlplane.store import ConflictError
+from kgpu.controlplane.store import Change, ConflictError
+from kgpu.controlplane.watch import WatchBus, WatchExpired
 
 PREFIX = f"/apis/{API_VERSION}"
 MAX_LOG_BYTES = 256 * 1024
+MERGE_PATCH = "application/merge-patch+json"
+# Idle watch streams send an SSE comment this often so proxies keep them open.
+WATCH_HEARTBEAT_S = 15.0
+# A PATCH without a resourceVersion is retried on a conflicting concurrent write, at most this often.
+PATCH_ATTEMPTS = 5
+
+# Path parameters: what the store can hold (DNS-1123 labels; names up to 253 characters).
+NAMESPACE = Path(..., max_length=63, description="Namespace (project) of the resource")
+PLURAL = Path(
+    ...,
+    description="Resource type",
+    json_schema_extra={"enum": sorted(KIND_BY_PLURAL)},
+)
+NAME = Path(..., max_length=253, description="Name of the resource")
+
+
+def error_response(status: int, reason: str, message: str, fields: list[FieldError] = ()) -> JSONResponse:
+    error: dict = {"message": message, "reason": reason}
+    if fields:
+        error["fields"] = [{"path": f.path, "message": f.message} for f in fields]
+    return JSONResponse({"error": error}, status_code=status)
 
 
 def validation_response(exc: ResourceValidationError) -> JSONResponse:
@@ -54,9 +90,36 @@ async def _json_body(request: Request) -> dict:
         body = yaml.safe_load(raw) if "yaml" in request.headers.get("content-type", "") else json.loads(raw)
     except (ValueError, yaml.YAMLError) as exc:
         raise HTTPException(400, f"request body is not valid JSON/YAML: {exc}") from None
+    except RecursionError:
+        raise HTTPException(400, "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise HTTPException(400, "request body must be one resource object")
     return body
+
+
+def merge_patch(target: object, patch: object) -> object:
+    """RFC 7386: objects merge key by key, `null` removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _kind_mismatch(body: dict, kind: str) -> JSONResponse | None:
+    if body.get("kind") in (None, kind):
+        return None
+    message = f'Invalid value: "{body.get("kind")}": this path takes {kind}'
+    return error_response(422, "Invalid", f"kind: {message}", [FieldError("kind", message)])
+
+
+def _sse(event: str, data: dict, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 def control_routes(platform: Platform) -> APIRouter:
@@ -70,19 +133,132 @@ def control_routes(platform: Platform) -> APIRouter:
             body["status"] = platform.service_status(resource)
         return body
 
+    bus = WatchBus(platform.store.revision())
+    platform.store.add_listener(bus.publish)
+    api.watch_bus = bus  # what the server exposes as app.state.watch_bus
+
     def store_resource(body: dict, namespace: str, name: str | None, create_only: bool) -> JSONResponse:
         try:
             stored, created = platform.resources.apply(body, namespace, name, create_only=create_only)
         except ResourceValidationError as exc:
             return validation_response(exc)
         except ConflictError as exc:
-            return JSONResponse({"error": {"message": str(exc), "reason": "Conflict"}}, status_code=409)
+            return error_response(409, "Conflict", str(exc))
+        return stored_response(stored, created)
+
+    def stored_response(stored, created: bool) -> JSONResponse:
         if stored.kind == "InferenceService":
             key = f"{stored.namespace}/{stored.name}"
             platform.reconciler.desired[key] = stored.body["spec"].get("replicas", 1)
             platform.events.record(key, "created" if created else "updated")
-        platform.reconciler.kick()
         return JSONResponse(render(stored), status_code=201 if created else 200)
+
+    async def in_worker(fn, *args) -> JSONResponse:
+        """Store off the event loop, then wake the reconciler from it (its event is not thread-safe)."""
+        response = await run_in_threadpool(fn, *args)
+        platform.reconciler.kick()
+        return response
+
+    def list_response(kind: str, namespace: str | None) -> dict:
+        stored, revision = platform.store.list_at_revision(kind, namespace)
+        return {
+            "apiVersion": API_VERSION,
+            "kind": f"{kind}List",
+            # Where a watch continues from without missing or repeating a change.
+            "metadata": {"resourceVersion": str(revision)},
+            "items": [render(s) for s in stored],
+        }
+
+    async def watch_response(
+        request: Request, kind: str, namespace: str | None, since: str | None, timeout_s: int | None
+    ) -> StreamingResponse | JSONResponse:
+        def matches(change: Change) -> bool:
+            r = change.resource
+            return r.kind == kind and namespace in (None, r.namespace)
+
+        since = since or request.headers.get("last-event-id") or None
+        initial: list[Change] = []
+        if since in (None, "0"):
+            # No version: the current objects as ADDED events, then every change after them.
+            stored, revision = await run_in_threadpool(platform.store.list_at_revision, kind, namespace)
+            initial = [Change("ADDED", s) for s in stored]
+        else:
+            try:
+                revision = int(since)
+            except ValueError:
+                return error_response(
+                    422,
+                    "Invalid",
+                    f'resourceVersion: Invalid value: "{since}": must be an integer',
+                    [FieldError("resourceVersion", f'Invalid value: "{since}": must be an integer')],
+                )
+        try:
+            sub, backlog = bus.subscribe(revision, matches)
+        except WatchExpired as exc:
+            return error_response(410, "Expired", str(exc))
+
+        def event_bytes(change: Change) -> bytes:
+            obj = with_metadata(change.resource) if change.type == "DELETED" else render(change.resource)
+            rv = change.resource.resource_version
+            return _sse(change.type, {"type": change.type, "object": obj}, rv)
+
+        async def stream() -> AsyncIterator[bytes]:
+            deadline = None if timeout_s is None else time.monotonic() + timeout_s
+            try:
+                for change in [*initial, *backlog]:
+                    yield event_bytes(change)
+                while True:
+                    wait = WATCH_HEARTBEAT_S
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                        if wait <= 0:
+                            return
+                    try:
+                        change = await asyncio.wait_for(sub.queue.get(), wait)
+                    except asyncio.TimeoutError:
+                        if await request.is_disconnected():
+                            return
+                        yield b": keep-alive\n\n"
+                        continue
+                    if change is None:  # the watcher fell too far behind
+                        status = {"code": 410, "reason": "Expired", "message": "watcher fell behind; resume"}
+                        yield _sse("ERROR", {"type": "ERROR", "object": status})
+                        return
+                    yield event_bytes(change)
+            finally:
+                bus.unsubscribe(sub)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    def apply_patch(namespace: str, kind: str, name: str, patch: dict) -> JSONResponse:
+        meta_patch = patch.get("metadata")
+        pinned = isinstance(meta_patch, dict) and meta_patch.get("resourceVersion") not in (None, "")
+        for _attempt in range(PATCH_ATTEMPTS):
+            try:
+                current = platform.resources.get(kind, namespace, name)
+            except NotFoundError as exc:
+                return error_response(404, "NotFound", str(exc))
+            merged = merge_patch(with_metadata(current), patch)
+            assert isinstance(merged, dict)  # the patch is an object, so the result is one
+            if (mismatch := _kind_mismatch(merged, kind)) is not None:
+                return mismatch
+            try:
+                stored, created = platform.resources.apply(merged, namespace, name)
+            except ResourceValidationError as exc:
+                return validation_response(exc)
+            except ConflictError as exc:
+                if pinned:
+                    return error_response(409, "Conflict", str(exc))
+                continue  # someone wrote in between: patch the newer version
+            return stored_response(stored, created)
+        return error_response(409, "Conflict", f'{kind} "{name}" kept changing; try the patch again')
+
+    resource_errors = error_responses(400, 404, 409, 422)
+    item_path = PREFIX + "/namespaces/{namespace}/{plural}/{name}"
 
     # Registered before the generic /{plural} routes, which would otherwise match first.
     @api.get(
@@ -130,43 +306,119 @@ def control_routes(platform: Platform) -> APIRouter:
                 size = min(size, offset + MAX_LOG_BYTES) if offset <= size else size
         return PlainTextResponse(text, headers={"x-log-offset": str(size)})
 
-    @api.get(PREFIX + "/{plural}", summary="List resources in all namespaces")
-    def list_all(plural: str) -> dict:
+    @api.get(
+        PREFIX + "/{plural}",
+        summary="List (or watch) resources in all namespaces",
+        responses={**RESOURCE_RESPONSE, **WATCH_RESPONSE, **error_responses(404, 410, 422)},
+    )
+    async def list_all(
+        request: Request,
+        plural: str = PLURAL,
+        watch: bool = Query(False, description="Stream changes as server-sent events instead of a list"),
+        resource_version: str | None = Query(
+            None, alias="resourceVersion", description="Watch: send changes after this version"
+        ),
+        timeout_seconds: int | None = Query(
+            None, alias="timeoutSeconds", ge=0, le=86400, description="Watch: end the stream after this long"
+        ),
+    ):
         kind = _kind(plural)
-        items = [render(s) for s in platform.store.list(kind)]
-        return {"apiVersion": API_VERSION, "kind": f"{kind}List", "items": items}
+        if watch:
+            return await watch_response(request, kind, None, resource_version, timeout_seconds)
+        return await run_in_threadpool(list_response, kind, None)
 
-    @api.get(PREFIX + "/namespaces/{namespace}/{plural}", summary="List resources in a namespace")
-    def list_namespaced(namespace: str, plural: str) -> dict:
+    @api.get(
+        PREFIX + "/namespaces/{namespace}/{plural}",
+        summary="List (or watch) resources in a namespace",
+        responses={**RESOURCE_RESPONSE, **WATCH_RESPONSE, **error_responses(404, 410, 422)},
+    )
+    async def list_namespaced(
+        request: Request,
+        namespace: str = NAMESPACE,
+        plural: str = PLURAL,
+        watch: bool = Query(False, description="Stream changes as server-sent events instead of a list"),
+        resource_version: str | None = Query(
+            None, alias="resourceVersion", description="Watch: send changes after this version"
+        ),
+        timeout_seconds: int | None = Query(
+            None, alias="timeoutSeconds", ge=0, le=86400, description="Watch: end the stream after this long"
+        ),
+    ):
         kind = _kind(plural)
-        items = [render(s) for s in platform.store.list(kind, namespace)]
-        return {"apiVersion": API_VERSION, "kind": f"{kind}List", "items": items}
+        if watch:
+            return await watch_response(request, kind, namespace, resource_version, timeout_seconds)
+        return await run_in_threadpool(list_response, kind, namespace)
 
-    @api.post(PREFIX + "/namespaces/{namespace}/{plural}", status_code=201, summary="Create a resource")
-    async def create(namespace: str, plural: str, request: Request) -> JSONResponse:
-        _kind(plural)
-        return store_resource(await _json_body(request), namespace, None, create_only=True)
+    @api.post(
+        PREFIX + "/namespaces/{namespace}/{plural}",
+        status_code=201,
+        summary="Create a resource",
+        openapi_extra={"requestBody": RESOURCE_BODY},
+        responses={201: RESOURCE_RESPONSE[200], **resource_errors},
+    )
+    async def create(request: Request, namespace: str = NAMESPACE, plural: str = PLURAL) -> JSONResponse:
+        kind = _kind(plural)
+        body = await _json_body(request)
+        if (mismatch := _kind_mismatch(body, kind)) is not None:
+            return mismatch
+        return await in_worker(store_resource, body, namespace, None, True)
 
-    @api.get(PREFIX + "/namespaces/{namespace}/{plural}/{name}", summary="Read a resource with its status")
-    def read(namespace: str, plural: str, name: str) -> dict:
+    @api.get(
+        item_path,
+        summary="Read a resource with its status",
+        responses={**RESOURCE_RESPONSE, **resource_errors},
+    )
+    def read(namespace: str = NAMESPACE, plural: str = PLURAL, name: str = NAME):
         try:
             return render(platform.resources.get(_kind(plural), namespace, name))
         except NotFoundError as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @api.put(PREFIX + "/namespaces/{namespace}/{plural}/{name}", summary="Create or replace a resource")
-    async def replace(namespace: str, plural: str, name: str, request: Request) -> JSONResponse:
+    @api.get(
+        item_path + "/status",
+        summary="The status subresource: the resource with its observed status",
+        responses={**RESOURCE_RESPONSE, **resource_errors},
+    )
+    def read_status(namespace: str = NAMESPACE, plural: str = PLURAL, name: str = NAME):
+        return read(namespace, plural, name)
+
+    @api.put(
+        item_path,
+        summary="Create or replace a resource",
+        openapi_extra={"requestBody": RESOURCE_BODY},
+        responses={**RESOURCE_RESPONSE, 201: RESOURCE_RESPONSE[200], **resource_errors},
+    )
+    async def replace(
+        request: Request, namespace: str = NAMESPACE, plural: str = PLURAL, name: str = NAME
+    ) -> JSONResponse:
         kind = _kind(plural)
         body = await _json_body(request)
-        if body.get("kind") not in (None, kind):
-            return JSONResponse(
-                {"error": {"message": f'kind: Invalid value: "{body.get("kind")}": this path takes {kind}'}},
-                status_code=422,
-            )
-        return store_resource(body, namespace, name, create_only=False)
+        if (mismatch := _kind_mismatch(body, kind)) is not None:
+            return mismatch
+        return await in_worker(store_resource, body, namespace, name, False)
 
-    @api.delete(PREFIX + "/namespaces/{namespace}/{plural}/{name}", summary="Delete a resource")
-    def delete(namespace: str, plural: str, name: str) -> dict:
+    @api.patch(
+        item_path,
+        summary="Change a resource with a JSON merge patch (validated like a replace)",
+        openapi_extra={"requestBody": MERGE_PATCH_BODY},
+        responses={**RESOURCE_RESPONSE, **error_responses(400, 404, 409, 415, 422)},
+    )
+    async def patch(
+        request: Request, namespace: str = NAMESPACE, plural: str = PLURAL, name: str = NAME
+    ) -> JSONResponse:
+        kind = _kind(plural)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type not in (MERGE_PATCH, "application/json"):
+            return error_response(
+                415,
+                "UnsupportedMediaType",
+                f'PATCH takes "{MERGE_PATCH}" (a JSON merge patch, RFC 7386), not "{media_type or "none"}"',
+            )
+        body = await _json_body(request)
+        return await in_worker(apply_patch, namespace, kind, name, body)
+
+    @api.delete(item_path, summary="Delete a resource", responses=error_responses(404, 422))
+    def delete(namespace: str = NAMESPACE, plural: str = PLURAL, name: str = NAME) -> dict:
         kind = _kind(plural)
         if not platform.store.delete(kind, namespace, name):
             raise HTTPException(404, f'{plural} "{name}" not found in namespace "{namespace}"')

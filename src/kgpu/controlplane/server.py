@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kgpu import __version__
+from kgpu.controlplane.openapi import install_resource_schemas
 from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.routes import control_routes
 from kgpu.gateway.app import gateway_routes
@@ -41,7 +42,10 @@ def create_server_app(platform: Platform) -> FastAPI:
         message = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
         return JSONResponse({"error": {"message": message, "fields": fields}}, status_code=422)
 
-    app.include_router(control_routes(platform))
+    control = control_routes(platform)
+    app.state.watch_bus = control.watch_bus
+    app.include_router(control)
+    install_resource_schemas(app)
     app.include_router(gateway_routes(platform.router, platform.resolve_model, platform.known_models))
 
     @app.get("/healthz", tags=["health"], summary="The server is up")
