@@ -119,14 +119,17 @@ def test_prometheus_counts_requests_and_records_latency_and_rules(platform, prom
     latencies = []
     with httpx.Client(base_url=platform.url, timeout=30) as http:
         # rate() sees only increases after a series' first sample: make the series exist and be scraped.
+        before = (scalar(prometheus, count) or 0.0) + 1
+        replica_before = (scalar(prometheus, replica_count) or 0.0) + 1
         assert http.post("/v1/embeddings", json={"model": "minilm", "input": "warm-up"}).status_code == 200
         wait_for(
-            lambda: scalar(prometheus, count) and scalar(prometheus, replica_count),
+            lambda: (
+                (scalar(prometheus, count) or 0) >= before
+                and (scalar(prometheus, replica_count) or 0) >= replica_before
+            ),
             15,
             "the warm-up request was never scraped",
         )
-        before = scalar(prometheus, count) or 0.0
-        replica_before = scalar(prometheus, replica_count) or 0.0
         for i in range(REQUESTS):
             started = time.perf_counter()
             response = http.post("/v1/embeddings", json={"model": "minilm", "input": f"request {i}"})
