@@ -210,6 +210,6 @@ class Platform:
                     "message": message.message if message else "",
                 }
             ],
-            "events": self.events.recent(key),
+            "events": self.events.recent(key, limit=10),
             **({"autoscaling": scaling} if (scaling := self.autoscaler.status(service)) else {}),
         }
