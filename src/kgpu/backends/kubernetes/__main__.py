@@ -13,7 +13,7 @@ from kgpu.backends.kubernetes.workload import DEFAULT_RUNTIME_IMAGE, WorkloadSet
 from kubernetes import config
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kgpu.backends.kubernetes", description="kgpu operator")
     parser.add_argument(
         "--runtime-image", default=DEFAULT_RUNTIME_IMAGE, help="image of the serving replicas"
@@ -24,7 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", default=None, help="outside a cluster: kubeconfig file")
     parser.add_argument("--context", default=None)
     parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stdout,

@@ -302,6 +302,28 @@ class Operator:
         except ApiException as exc:
             log.warning("%s%s failed: %s %s", fn.__name__, args, exc.status, exc.reason)
 
+    def watches(self) -> list[tuple[Callable, Callable[[dict], tuple[str, str, str] | None], dict[str, Any]]]:
+        """(list function, event object -> work key, arguments) for every watch the operator keeps open."""
+        return [
+            (
+                self.apis.custom.list_cluster_custom_object,
+                _service_key,
+                {"group": GROUP, "version": VERSION, "plural": SERVICES},
+            ),
+            (
+                self.apis.custom.list_cluster_custom_object,
+                _pools_key,
+                {"group": GROUP, "version": VERSION, "plural": POOLS},
+            ),
+            (
+                self.apis.apps.list_deployment_for_all_namespaces,
+                _service_key,
+                {"label_selector": _selector(MANAGED_BY)},
+            ),
+            (self.apis.core.list_pod_for_all_namespaces, _service_key, {"label_selector": SERVICE_LABEL}),
+            (self.apis.core.list_node, _pools_key, {"label_selector": POOL_LABEL}),
+        ]
+
     def run(self, resync_s: float = 60.0, stop: threading.Event | None = None) -> None:
         """Watch services, pools and what they own; reconcile whatever an event names; resync periodically."""
         from kubernetes import watch
@@ -322,34 +344,7 @@ class Operator:
                     log.info("watch restarted: %s", exc.reason)
                     time.sleep(1)
 
-        def service_key(obj: dict) -> tuple[str, str, str] | None:
-            meta = obj.get("metadata") or {}
-            name = (
-                meta.get("name")
-                if obj.get("kind") == "InferenceService"
-                else (meta.get("labels") or {}).get(SERVICE_LABEL)
-            )
-            return ("service", meta.get("namespace", ""), name) if name else None
-
-        watches: list[tuple[Callable, Callable, dict[str, Any]]] = [
-            (
-                self.apis.custom.list_cluster_custom_object,
-                service_key,
-                {"group": GROUP, "version": VERSION, "plural": SERVICES},
-            ),
-            (
-                self.apis.custom.list_cluster_custom_object,
-                lambda o: ("pools", "", ""),
-                {"group": GROUP, "version": VERSION, "plural": POOLS},
-            ),
-            (
-                self.apis.apps.list_deployment_for_all_namespaces,
-                service_key,
-                {"label_selector": _selector(MANAGED_BY)},
-            ),
-            (self.apis.core.list_pod_for_all_namespaces, service_key, {"label_selector": SERVICE_LABEL}),
-            (self.apis.core.list_node, lambda o: ("pools", "", ""), {"label_selector": POOL_LABEL}),
-        ]
+        watches = self.watches()
         for list_fn, key_of, kwargs in watches:
             threading.Thread(target=pump, args=(list_fn, key_of), kwargs=kwargs, daemon=True).start()
         next_resync = 0.0
@@ -368,6 +363,20 @@ class Operator:
                     self._safely(self.reconcile_service, namespace, name)
                 else:
                     self._safely(self.reconcile_node_pools)
+
+
+def _service_key(obj: dict) -> tuple[str, str, str] | None:
+    """A service itself, or an object labelled with the service it belongs to."""
+    meta = obj.get("metadata") or {}
+    if obj.get("kind") == "InferenceService":
+        name = meta.get("name")
+    else:
+        name = (meta.get("labels") or {}).get(SERVICE_LABEL)
+    return ("service", meta.get("namespace", ""), name) if name else None
+
+
+def _pools_key(obj: dict) -> tuple[str, str, str]:
+    return ("pools", "", "")  # pools are reconciled together (they share the ConfigMaps)
 
 
 def _selector(labels: dict[str, str]) -> str:

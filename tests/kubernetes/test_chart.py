@@ -1,0 +1,214 @@
+"""charts/kgpu: templates render (Python renderer for Helm's template subset), validate, and grant least privilege."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kgpu.api.crds import all_crds
+from kgpu.backends.kubernetes.__main__ import build_parser
+from kgpu.backends.kubernetes.operator import Operator
+from tests.kubernetes import test_operator as op
+from tests.kubernetes.helm_render import TemplateError, render_chart, render_template
+from tests.kubernetes.test_manifests_validate import validate_everywhere
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "kgpu"
+API_GROUPS = {
+    "core": "",
+    "apps": "apps",
+    "policy": "policy",
+    "apiextensions": "apiextensions.k8s.io",
+}
+VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "patch": "patch"}
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def test_chart_templates_render_and_validate_against_kubernetes_schemas():
+    objects = render_chart(CHART)
+    kinds = sorted({o["kind"] for o in objects})
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
+    for manifest in objects:
+        validate_everywhere(manifest)
+
+
+def test_chart_crds_are_the_generated_crds():
+    documents = [
+        d for f in sorted((CHART / "crds").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())
+    ]
+    assert documents == all_crds(), "regenerate with: kgpu crds > charts/kgpu/crds/kgpu.dev_crds.yaml"
+
+
+def test_values_reach_the_operator_and_the_gateway_can_be_left_out():
+    objects = by_kind(
+        render_chart(
+            CHART,
+            release="prod",
+            namespace="ml-platform",
+            values={
+                "operator": {"runtimeImage": "r.example/rt:9"},
+                "gpuOperator": {"namespace": "nvidia-gpu-operator"},
+            },
+        )
+    )
+    operator = objects[("Deployment", "prod-operator")]
+    assert operator["metadata"]["namespace"] == "ml-platform"
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(container["args"])  # the operator accepts what the chart passes
+    assert (args.runtime_image, args.gpu_operator_namespace, args.drain_timeout) == (
+        "r.example/rt:9",
+        "nvidia-gpu-operator",
+        30,
+    )
+    assert container["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "512Mi"},
+    }
+    assert objects[("Role", "prod-operator-gpu-configs")]["metadata"]["namespace"] == "nvidia-gpu-operator"
+    without_gateway = render_chart(CHART, values={"gateway": {"enabled": False}})
+    assert not [
+        o for o in without_gateway if "gateway" in o["metadata"]["name"] and o["kind"] != "ServiceAccount"
+    ]
+
+
+def _resource_of(method: str) -> str:
+    core = re.sub(r"^(read|get|list|create|patch)_(namespaced_)?", "", method)
+    core = core.removesuffix("_for_all_namespaces")
+    return core.replace("_", "") + "s"
+
+
+def operator_calls() -> set[tuple[str, str, str, str | None]]:
+    """(apiGroup, resource, verb, namespace) of every call the operator makes in a full round of work."""
+    apis = op.fake_apis()
+    stored = op.stored_service(op.GPU_SPEC)
+
+    monitors: list[dict] = []
+
+    def get_custom(group, version, namespace, plural, name):
+        if plural != "servicemonitors":
+            return stored
+        if not monitors:
+            monitors.append({})
+            raise op.NOT_FOUND
+        return monitors[0]
+
+    apis.custom.get_namespaced_custom_object.side_effect = get_custom
+    apis.apiextensions.read_custom_resource_definition.side_effect = op.returns({})
+    apis.apps.read_namespaced_deployment.side_effect = [
+        op.NOT_FOUND,
+        op.deployment_with(2, 1),
+        {},
+        op.deployment_with(2, 1),
+    ]
+    apis.core.read_namespaced_service.side_effect = [op.NOT_FOUND, {}]
+    apis.policy.read_namespaced_pod_disruption_budget.side_effect = [op.NOT_FOUND, {}]
+    apis.core.list_namespaced_pod.side_effect = op.returns(
+        op.k8s.V1PodList(items=[op.pending_pod("minilm-b")])
+    )
+    apis.core.list_namespaced_event.side_effect = op.returns(op.k8s.CoreV1EventList(items=[]))
+    ts_spec = {
+        "flavor": {"gpuModel": "L4", "gpuCount": 1},
+        "sharing": {"mode": "time-slicing", "replicas": 4},
+    }
+    apis.custom.list_cluster_custom_object.side_effect = op.returns(
+        {"items": [op.stored_pool("l4", ts_spec)]}
+    )
+    apis.core.read_namespaced_config_map.side_effect = [op.NOT_FOUND, op.NOT_FOUND, {}, {}]
+    apis.core.list_node.side_effect = op.returns(
+        op.k8s.V1NodeList(
+            items=[op.k8s.V1Node(metadata=op.k8s.V1ObjectMeta(name="n1", labels={"kgpu.dev/pool": "l4"}))]
+        )
+    )
+
+    operator = Operator(apis, op.SETTINGS, gpu_operator_namespace="gpu-operator")
+    for _ in range(2):  # first round creates, second patches
+        operator.reconcile_service("ml", "minilm")
+        operator.reconcile_node_pools()
+    operator.scale_service("ml", "minilm", 3)
+
+    calls: set[tuple[str, str, str, str | None]] = set()
+    for api_name, group in API_GROUPS.items():
+        fake = getattr(apis, api_name)
+        for name, args, _kwargs in fake.method_calls:
+            verb = VERBS[name.split("_", 1)[0]]
+            namespace = (
+                args[1]
+                if name.startswith(("read_namespaced", "patch_namespaced"))
+                else args[0]
+                if "namespaced" in name
+                else None
+            )
+            calls.add(
+                (group, _resource_of(name), verb, namespace if _resource_of(name) == "configmaps" else None)
+            )
+    for name, args, _kwargs in apis.custom.method_calls:
+        verb = VERBS[name.split("_", 1)[0]]
+        plural = args[3] if "namespaced" in name else args[2]
+        suffix = "/status" if name.endswith("_status") else "/scale" if name.endswith("_scale") else ""
+        calls.add((args[0], plural + suffix, verb, None))
+    for list_fn, _key, kwargs in operator.watches():
+        name = list_fn._mock_name
+        if "plural" in kwargs:
+            group, resource = kwargs["group"], kwargs["plural"]
+        else:
+            owner = "apps" if "deployment" in name else ""
+            group, resource = owner, _resource_of(name)
+        calls |= {(group, resource, "list", None), (group, resource, "watch", None)}
+    return calls
+
+
+def granted(objects: list[dict[str, Any]]) -> set[tuple[str, str, str, str | None]]:
+    grants = set()
+    for obj in objects:
+        if obj["kind"] not in ("ClusterRole", "Role"):
+            continue
+        namespace = obj["metadata"].get("namespace") if obj["kind"] == "Role" else None
+        for rule in obj["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        grants.add((group, resource, verb, namespace))
+    return grants
+
+
+def test_operator_rbac_grants_exactly_what_the_operator_calls_against_client_api_surface():
+    calls = operator_calls()
+    assert ("apps", "deployments", "create", None) in calls and ("", "nodes", "patch", None) in calls
+    assert granted(render_chart(CHART, values={"gpuOperator": {"namespace": "gpu-operator"}})) == calls
+
+
+def test_rbac_has_no_wildcards_and_no_secrets():
+    for obj in render_chart(CHART):
+        for rule in obj.get("rules", []):
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+            assert "secrets" not in rule["resources"]
+
+
+def test_template_renderer_trims_indents_and_refuses_what_it_does_not_know():
+    scope = {"Values": {"on": True, "off": False, "r": {"cpu": "1", "memory": "2Gi"}, "n": 3}}
+    text = "a:\n  {{- if .Values.on }}\n  b: {{ .Values.n | quote }}\n  {{- end }}\n  {{- if .Values.off }}\n  c: 1\n  {{- end }}\nr:\n  {{- toYaml .Values.r | nindent 2 }}\n"
+    assert yaml.safe_load(render_template(text, scope)) == {
+        "a": {"b": "3"},
+        "r": {"cpu": "1", "memory": "2Gi"},
+    }
+    with pytest.raises(TemplateError, match="no value"):
+        render_template("{{ .Values.missing }}", scope)
+    with pytest.raises(TemplateError, match="unsupported function"):
+        render_template("{{ .Values.n | upper }}", scope)
+    with pytest.raises(TemplateError, match="if without end"):
+        render_template("{{ if .Values.on }}x", scope)
