@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+import yaml
 from rich.console import Console
 
 from kgpu.api.errors import ResourceValidationError
@@ -30,11 +31,13 @@ def check_kubeconfig(path: Path, context: str | None) -> str:
     if not path.is_file():
         raise KubeconfigError(f"--kubeconfig: {path}: no such file")
     try:
-        contexts, active = kube_config.list_kube_config_contexts(config_file=str(path))
-    except ConfigException as exc:
-        raise KubeconfigError(f"--kubeconfig: {path}: {exc}") from None
-    except Exception as exc:  # YAML errors and the like come from deep inside the loader
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise KubeconfigError(f"--kubeconfig: {path}: not a kubeconfig file ({exc})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("contexts"), list):
+        raise KubeconfigError(f"--kubeconfig: {path}: not a kubeconfig file (no contexts list)")
+    contexts = [c for c in raw["contexts"] if isinstance(c, dict) and c.get("name")]
+    active = {"name": raw.get("current-context")} if raw.get("current-context") else None
     names = [c["name"] for c in contexts or []]
     chosen = context or (active or {}).get("name")
     if not chosen:
