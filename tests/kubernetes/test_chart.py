@@ -11,6 +11,7 @@ import yaml
 
 from kgpu.api.crds import all_crds
 from kgpu.backends.kubernetes.__main__ import build_parser
+from kgpu.backends.kubernetes.gateway import build_parser as gateway_parser
 from kgpu.backends.kubernetes.operator import Operator
 from tests.kubernetes import test_operator as op
 from tests.kubernetes.helm_render import TemplateError, render_chart, render_template
@@ -36,7 +37,6 @@ def test_chart_templates_render_and_validate_against_kubernetes_schemas():
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
-        "ConfigMap",
         "Deployment",
         "Role",
         "RoleBinding",
@@ -80,6 +80,9 @@ def test_values_reach_the_operator_and_the_gateway_can_be_left_out():
         "limits": {"memory": "512Mi"},
     }
     assert objects[("Role", "prod-operator-gpu-configs")]["metadata"]["namespace"] == "nvidia-gpu-operator"
+    gateway = objects[("Deployment", "prod-gateway")]["spec"]["template"]["spec"]["containers"][0]
+    assert gateway["command"] == ["python", "-m", "kgpu.backends.kubernetes.gateway"]
+    assert gateway_parser().parse_args(gateway["args"]).port == gateway["ports"][0]["containerPort"]
     without_gateway = render_chart(CHART, values={"gateway": {"enabled": False}})
     assert not [
         o for o in without_gateway if "gateway" in o["metadata"]["name"] and o["kind"] != "ServiceAccount"
