@@ -43,5 +43,10 @@ def test_gpu_pool_example_is_an_h200_mig_pool_that_fits() -> None:
 def test_autoscaling_example_scales_from_zero_within_bounds() -> None:
     (svc,) = load_resource_file(EXAMPLES / "minilm-autoscaling.yaml")
     scaling = svc.spec.autoscaling
-    assert (svc.spec.replicas, scaling.min_replicas, scaling.max_replicas, scaling.policy) == (0, 0, 4, "kgpu")
+    assert (svc.spec.replicas, scaling.min_replicas, scaling.max_replicas, scaling.policy) == (
+        0,
+        0,
+        4,
+        "kgpu",
+    )
     assert load_resources(dump_resource(svc)) == [svc]

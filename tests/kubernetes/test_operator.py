@@ -12,6 +12,7 @@ from typing import Any
 from unittest.mock import call, create_autospec
 
 import pytest
+from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from kgpu.backends.kubernetes.nodepool import render_device_plugin_configmap, render_mig_parted_configmap
@@ -23,7 +24,6 @@ from kgpu.backends.kubernetes.workload import (
     render_service,
     render_service_monitor,
 )
-from kubernetes import client as k8s
 from tests.kubernetes._matrix import pool, service
 
 NOW = "2026-11-28T12:00:00Z"

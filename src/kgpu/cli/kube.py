@@ -23,10 +23,9 @@ class KubeconfigError(ValueError):
 
 def check_kubeconfig(path: Path, context: str | None) -> str:
     """Load the kubeconfig the way the operator will and return the context that will be used."""
-    from kubernetes.config.config_exception import ConfigException
-
     from kubernetes import client as kube_client
     from kubernetes import config as kube_config
+    from kubernetes.config.config_exception import ConfigException
 
     if not path.is_file():
         raise KubeconfigError(f"--kubeconfig: {path}: no such file")

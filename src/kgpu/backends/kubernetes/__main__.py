@@ -7,10 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from kubernetes import config
+
 from kgpu.backends.kubernetes.nodepool import GPU_OPERATOR_NAMESPACE
 from kgpu.backends.kubernetes.operator import KubeApis, Operator
 from kgpu.backends.kubernetes.workload import DEFAULT_RUNTIME_IMAGE, WorkloadSettings
-from kubernetes import config
 
 
 def build_parser() -> argparse.ArgumentParser:

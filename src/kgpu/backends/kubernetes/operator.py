@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from kgpu.api.errors import ResourceValidationError
@@ -38,7 +39,6 @@ from kgpu.backends.kubernetes.workload import (
     owner_reference,
     render_service_objects,
 )
-from kubernetes import client as k8s
 
 log = logging.getLogger("kgpu.operator")
 
