@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kgpu.cli.plotting import pyplot
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, load_azure_trace
 from kgpu.sim.replay import POLICIES, ReplayResult, find_static
 from kgpu.sim.replay import replay as run_replay
@@ -53,15 +54,7 @@ def results_table(results: Sequence[ReplayResult], title: str) -> Table:
 
 def plot_timelines(results: Sequence[ReplayResult], path: Path) -> None:
     """Replicas and gateway queue over time, one panel each, one line per policy (needs matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise TraceError(
-            "--plot needs matplotlib: pip install 'kgpu[bench]' (or pip install matplotlib)"
-        ) from None
+    plt = pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     for result in results:
         minutes = [f["t"] / 60 for f in result.timeline]

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kgpu.cli.plotting import pyplot
 from kgpu.cli.replay import replay
 from kgpu.scheduling.policies import POLICIES
 from kgpu.sim.packing import run_packing
@@ -26,15 +27,7 @@ def sim() -> None:
 
 def plot_allocation(results: list[dict], path: Path) -> None:
     """Allocation against arrived load, one line per policy (needs matplotlib: the `bench` extra)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise TraceError(
-            "--plot needs matplotlib: pip install 'kgpu[bench]' (or pip install matplotlib)"
-        ) from None
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for result in results:
         keys = sorted(int(k) for k in result["allocation_pct_at"])

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from kgpu.sim.traces import TraceError  # one error type for every trace file
+
 DEFAULT_TRACE = Path("../shared/data/azure-llm-inference-2023/AzureLLMInferenceTrace_code.csv")
 SOURCE_HINT = (
     "download AzureLLMInferenceTrace_code.csv from the public repository Azure/AzurePublicDataset "
@@ -24,10 +26,6 @@ class TraceRequest:
     arrival_s: float
     context_tokens: int
     generated_tokens: int
-
-
-class TraceError(ValueError):
-    """The trace file is missing or malformed; the message says which and how to get it."""
 
 
 def _parse_time(text: str) -> datetime:
