@@ -162,12 +162,6 @@ class LocalBackend:
     def services(self) -> list[str]:
         return sorted(k for k, v in self._replicas.items() if v)
 
-    def find(self, replica: str) -> LocalReplica | None:
-        for running in self._replicas.values():
-            if replica in running:
-                return running[replica]
-        return self._draining_replicas.get(replica)
-
     async def shutdown(self) -> None:
         for key in list(self._replicas):
             await self.remove(key)
