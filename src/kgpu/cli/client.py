@@ -7,6 +7,7 @@ import os
 import httpx
 
 from kgpu import API_VERSION
+from kgpu.cli.config import load_config
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -19,13 +20,30 @@ class ApiError(Exception):
 
 
 def server_url(explicit: str | None = None) -> str:
-    return (explicit or os.environ.get("KGPU_SERVER") or DEFAULT_SERVER).rstrip("/")
+    """--server, else $KGPU_SERVER, else the server of `kgpu login`, else the local default."""
+    saved = load_config().get("server")
+    return (explicit or os.environ.get("KGPU_SERVER") or saved or DEFAULT_SERVER).rstrip("/")
+
+
+def api_token(explicit: str | None = None) -> str | None:
+    """An explicit token, else $KGPU_TOKEN, else the token of `kgpu login`."""
+    return explicit or os.environ.get("KGPU_TOKEN") or load_config().get("token") or None
 
 
 class KgpuClient:
-    def __init__(self, base_url: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        token: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.base_url = server_url(base_url)
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        token = api_token(token)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, headers=headers, transport=transport
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -38,6 +56,8 @@ class KgpuClient:
                 0,
                 f"cannot reach the kgpu server at {self.base_url}: is `kgpu up` running? (set --server or KGPU_SERVER)",
             ) from None
+        if response.status_code == 401:
+            raise ApiError(401, f"{_message(response)} (log in with `kgpu login --server URL --token TOKEN`)")
         if response.status_code >= 400:
             try:
                 payload = response.json()
@@ -84,3 +104,17 @@ class KgpuClient:
             params["tail"] = tail
         response = self._request("GET", f"/apis/{API_VERSION}/replicas/{replica}/log", params=params)
         return response.text, int(response.headers.get("x-log-offset", "0"))
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict) and "message" in error:
+            return str(error["message"])
+        if "detail" in payload:
+            return str(payload["detail"])
+    return response.text

@@ -242,5 +242,9 @@ from kgpu.cli import kube  # noqa: E402  (`kgpu crds`, `kgpu cluster add`)
 
 kube.register(app)
 
+from kgpu.cli import server as server_commands  # noqa: E402  (`kgpu server`, `kgpu login`)
+
+server_commands.register(app)
+
 if __name__ == "__main__":
     app()

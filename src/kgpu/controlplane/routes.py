@@ -24,6 +24,7 @@ from kgpu import API_VERSION
 from kgpu.api.errors import FieldError, ResourceValidationError
 from kgpu.api.io import parse_resource
 from kgpu.api.models import InferenceService
+from kgpu.controlplane.auth import principal_of, visible
 from kgpu.controlplane.openapi import (
     MERGE_PATCH_BODY,
     RESOURCE_BODY,
@@ -159,8 +160,10 @@ def control_routes(platform: Platform) -> APIRouter:
         platform.reconciler.kick()
         return response
 
-    def list_response(kind: str, namespace: str | None) -> dict:
+    def list_response(kind: str, namespace: str | None, request: Request | None = None) -> dict:
         stored, revision = platform.store.list_at_revision(kind, namespace)
+        if request is not None:  # a project's token sees only its project's resources
+            stored = [s for s in stored if visible(request, s.namespace)]
         return {
             "apiVersion": API_VERSION,
             "kind": f"{kind}List",
@@ -174,14 +177,14 @@ def control_routes(platform: Platform) -> APIRouter:
     ) -> StreamingResponse | JSONResponse:
         def matches(change: Change) -> bool:
             r = change.resource
-            return r.kind == kind and namespace in (None, r.namespace)
+            return r.kind == kind and namespace in (None, r.namespace) and visible(request, r.namespace)
 
         since = since or request.headers.get("last-event-id") or None
         initial: list[Change] = []
         if since in (None, "0"):
             # No version: the current objects as ADDED events, then every change after them.
             stored, revision = await run_in_threadpool(platform.store.list_at_revision, kind, namespace)
-            initial = [Change("ADDED", s) for s in stored]
+            initial = [Change("ADDED", s) for s in stored if visible(request, s.namespace)]
         else:
             try:
                 revision = int(since)
@@ -275,6 +278,8 @@ def control_routes(platform: Platform) -> APIRouter:
             if replica.phase != "Ready" or not replica.url:
                 continue
             project, _, _name = replica.service.partition("/")
+            if not visible(request, project):
+                continue
             labels = {
                 "project": project,
                 "service": replica.service,
@@ -286,12 +291,22 @@ def control_routes(platform: Platform) -> APIRouter:
         return groups
 
     @api.get(PREFIX + "/replicas", summary="Replicas of every service")
-    def list_replicas(service: str | None = Query(None, description="namespace/name")) -> dict:
-        return {"items": [r.to_dict() for r in platform.backend.replicas(service)]}
+    def list_replicas(
+        request: Request, service: str | None = Query(None, description="namespace/name")
+    ) -> dict:
+        replicas = platform.backend.replicas(service)
+        return {"items": [r.to_dict() for r in replicas if visible(request, r.service.partition("/")[0])]}
 
     @api.get(PREFIX + "/replicas/{name}/log", summary="A replica's log", response_class=PlainTextResponse)
-    def replica_log(name: str, offset: int = Query(0, ge=0), tail: int | None = Query(None, ge=1)):
+    def replica_log(
+        request: Request, name: str, offset: int = Query(0, ge=0), tail: int | None = Query(None, ge=1)
+    ):
         path = platform.backend.log_path(name)
+        principal = principal_of(request)
+        if principal is not None and not principal.cluster_admin:
+            owners = {r.service.partition("/")[0] for r in platform.backend.replicas() if r.name == name}
+            if principal.project not in owners:
+                raise HTTPException(404, f'no log for replica "{name}"')
         if not path.exists():
             raise HTTPException(404, f'no log for replica "{name}"')
         size = path.stat().st_size
@@ -325,7 +340,7 @@ def control_routes(platform: Platform) -> APIRouter:
         kind = _kind(plural)
         if watch:
             return await watch_response(request, kind, None, resource_version, timeout_seconds)
-        return await run_in_threadpool(list_response, kind, None)
+        return await run_in_threadpool(list_response, kind, None, request)
 
     @api.get(
         PREFIX + "/namespaces/{namespace}/{plural}",

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kgpu import __version__
+from kgpu.controlplane.auth import AccessControl, AuthStore, quota_check
 from kgpu.controlplane.openapi import install_resource_schemas
 from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.routes import control_routes
 from kgpu.gateway.app import gateway_routes
 
 
-def create_server_app(platform: Platform) -> FastAPI:
+def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
+    """`auth`: every control-plane route needs a project's token (a server shared by teams)."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await platform.start()
@@ -44,7 +47,11 @@ def create_server_app(platform: Platform) -> FastAPI:
 
     control = control_routes(platform)
     app.state.watch_bus = control.watch_bus
-    app.include_router(control)
+    access = AccessControl(AuthStore(platform.store.engine), enabled=auth)
+    platform.resources.admission.append(quota_check(access.store, platform.resources))
+    app.state.access = access
+    app.include_router(access.routes())  # before the control routes: /projects is not a resource type
+    app.include_router(control, dependencies=[Depends(access.authorize)])
     install_resource_schemas(app)
     app.include_router(gateway_routes(platform.router, platform.resolve_model, platform.known_models))
 

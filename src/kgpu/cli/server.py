@@ -1,0 +1,68 @@
+"""`kgpu server` (a control plane shared by teams) and `kgpu login` (the CLI's token for it)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console()
+err = Console(stderr=True)
+
+
+def server(
+    port: int = typer.Option(8000, "--port", "-p", help="port of the API and gateway"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    state_dir: Path = typer.Option(Path(".kgpu"), "--state-dir", help="where state and replica logs live"),
+    database_url: str = typer.Option(
+        None, "--database-url", help="SQLAlchemy URL (default: SQLite in --state-dir)"
+    ),
+    auth: bool = typer.Option(
+        True, "--auth/--no-auth", help="require API tokens (projects, roles, quotas) on the control plane"
+    ),
+) -> None:
+    """Run the control plane and gateway without applying files (resources come through the API)."""
+    import uvicorn  # imported here: pulls in the server stack
+
+    from kgpu.controlplane.auth import bootstrap_cluster_admin
+    from kgpu.controlplane.platform import Platform, PlatformConfig
+    from kgpu.controlplane.server import create_server_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    public_url = f"http://{host}:{port}"
+    platform = Platform(PlatformConfig(state_dir=state_dir, public_url=public_url, database_url=database_url))
+    app = create_server_app(platform, auth=auth)
+    if auth:
+        token = bootstrap_cluster_admin(app.state.access.store, state_dir)
+        token_file = Path(state_dir).resolve() / "admin-token"
+        if token:
+            console.print(
+                f"cluster-admin token (shown once; also in {token_file}, mode 0600):\n{token}", soft_wrap=True
+            )
+        else:
+            console.print(f"auth on; the cluster-admin token was made at first start ({token_file})")
+    else:
+        console.print("[yellow]auth off: anyone who reaches this port can change everything[/yellow]")
+    console.print(f"state in {Path(state_dir).resolve()}; API and gateway on {public_url}")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+def login(
+    server_url: str = typer.Option(..., "--server", "-s", help="kgpu server URL"),
+    token: str = typer.Option(..., "--token", help="API token (from the server's admin or `kgpu server`)"),
+) -> None:
+    """Save the server and token for the CLI ($KGPU_SERVER / $KGPU_TOKEN still win)."""
+    from kgpu.cli.config import save_config
+
+    if not server_url.startswith(("http://", "https://")):
+        err.print(f'[red]error:[/red] --server: "{server_url}" is not an http(s) URL')
+        raise typer.Exit(2)
+    path = save_config(server_url, token.strip())
+    console.print(f"logged in to {server_url.rstrip('/')} (saved in {path})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("server")(server)
+    app.command()(login)
