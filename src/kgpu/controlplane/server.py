@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kgpu import __version__
 from kgpu.controlplane.auth import AccessControl, AuthStore, quota_check
+from kgpu.controlplane.console import mount_console
 from kgpu.controlplane.openapi import install_resource_schemas
 from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.routes import control_routes
@@ -63,4 +64,5 @@ def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(platform.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    mount_console(app)
     return app
