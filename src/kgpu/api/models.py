@@ -36,6 +36,7 @@ from kgpu.gpu.catalog import (
     vendor_display_name,
     vendor_for_resource_domain,
 )
+from kgpu.gpu.flavors import all_flavors, get_flavor
 
 
 def _quantity_input(value: Any) -> str | int | float:
@@ -198,6 +199,9 @@ class InferenceService(KgpuModel):
 
 
 class Flavor(KgpuModel):
+    # A flavor name from the catalog (src/kgpu/gpu/flavors.yaml) fills the fields below that are not given.
+    name: str | None = None
+    kind: Literal["vm", "bare-metal"] | None = None
     gpu_model: str | None = None
     gpu_count: int = Field(0, ge=0)
     cpu: QuantityValue | None = None
@@ -206,6 +210,16 @@ class Flavor(KgpuModel):
     @model_validator(mode="after")
     def _flavor_rules(self) -> Flavor:
         errors = []
+        if self.name is not None:
+            try:
+                named = get_flavor(self.name)
+            except KeyError:
+                raise_field_errors([unsupported("name", self.name, sorted(all_flavors()))])
+            self.kind = self.kind or named.kind
+            if self.gpu_model is None and self.gpu_count == 0:
+                self.gpu_model, self.gpu_count = named.gpu_model, named.gpu_count
+            self.cpu = self.cpu if self.cpu is not None else named.cpu
+            self.memory = self.memory if self.memory is not None else named.memory
         if self.gpu_model is not None:
             try:
                 self.gpu_model = get_model(self.gpu_model).name  # the catalog's spelling

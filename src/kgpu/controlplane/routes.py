@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from kgpu import API_VERSION
 from kgpu.api.errors import FieldError, ResourceValidationError
 from kgpu.api.io import parse_resource
-from kgpu.api.models import InferenceService
+from kgpu.api.models import InferenceService, NodePool
 from kgpu.controlplane.auth import principal_of, visible
 from kgpu.controlplane.openapi import (
     MERGE_PATCH_BODY,
@@ -33,6 +33,7 @@ from kgpu.controlplane.openapi import (
     error_responses,
 )
 from kgpu.controlplane.platform import Platform
+from kgpu.controlplane.pools import pool_status
 from kgpu.controlplane.resources import KIND_BY_PLURAL, NotFoundError, with_metadata
 from kgpu.controlplane.store import Change, ConflictError
 from kgpu.controlplane.watch import WatchBus, WatchExpired
@@ -132,6 +133,10 @@ def control_routes(platform: Platform) -> APIRouter:
             resource = parse_resource(stored.body)
             assert isinstance(resource, InferenceService)
             body["status"] = platform.service_status(resource)
+        elif stored.kind == "NodePool":
+            pool = parse_resource(stored.body)
+            assert isinstance(pool, NodePool)
+            body["status"] = pool_status(pool)
         return body
 
     bus = WatchBus(platform.store.revision())
