@@ -53,6 +53,7 @@ def _summary(public_url: str, services: list[dict]) -> Panel:
         f"Open Inference:   {public_url}/v2/models/{first}/infer",
         f"Metrics:          {public_url}/metrics",
         f"API docs:         {public_url}/docs",
+        f"Console:          {public_url}/console",
         "",
         f"curl {public_url}/v1/embeddings \\",
         "  -H 'content-type: application/json' \\",
