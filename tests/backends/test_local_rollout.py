@@ -129,3 +129,14 @@ async def test_rollout_on_a_full_gpu_node_frees_one_device_at_a_time():
     await b.ensure(changed, 1)
     assert live(b) == ["m-0"]
     assert b._replicas["default/m"]["m-0"].template != ""
+
+
+async def test_many_unschedulable_replicas_cost_bounded_work():
+    b = backend(node(gpu(0)))
+    started = asyncio.get_running_loop().time()
+    await b.ensure(service(10_000, gpus=1), 10_000)
+    assert asyncio.get_running_loop().time() - started < 2.0
+    statuses = b.replicas("default/m")
+    assert sum(1 for r in statuses if r.phase == "Pending") == 9_999
+    assert live(b) == ["m-0"]
+    assert sum("pending" in e for e in b.events) == 1  # one event, not one per replica

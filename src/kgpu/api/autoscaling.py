@@ -10,6 +10,8 @@ from pydantic.alias_generators import to_camel
 from kgpu.api.errors import FieldError, invalid, raise_field_errors
 
 Policy = Literal["kgpu", "kpa", "hpa"]
+# Replicas of one service: far above one cluster's GPUs, low enough that no request can make work unbounded.
+MAX_REPLICAS = 10_000
 
 
 class AutoscalingSpec(BaseModel):
@@ -29,8 +31,8 @@ class AutoscalingSpec(BaseModel):
     )
 
     policy: Policy = "kgpu"
-    min_replicas: int = Field(0, ge=0)
-    max_replicas: int = Field(10, ge=1)
+    min_replicas: int = Field(0, ge=0, le=MAX_REPLICAS)
+    max_replicas: int = Field(10, ge=1, le=MAX_REPLICAS)
     target: float = Field(100.0, gt=0)
     target_utilization: float = Field(0.7, gt=0, le=1)
     stable_window_seconds: float = Field(60.0, ge=6, le=3600)

@@ -22,7 +22,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from kgpu import API_VERSION
-from kgpu.api.autoscaling import AutoscalingSpec
+from kgpu.api.autoscaling import MAX_REPLICAS, AutoscalingSpec
 from kgpu.api.errors import FieldError, forbidden, invalid, raise_field_errors, required, unsupported
 from kgpu.api.model_uri import model_uri_problem
 from kgpu.api.names import dns1123_label_problems, label_key_problems, label_value_problems
@@ -51,6 +51,11 @@ def _quantity_input(value: Any) -> str | int | float:
 QuantityValue = Annotated[
     str | int | float, PlainValidator(_quantity_input, json_schema_input_type=str | int)
 ]
+
+
+# Upper bounds, so that no value can ask the platform for unbounded work (Kubernetes caps counts at int32).
+INT32_MAX = 2**31 - 1
+MAX_NODES = 10_000
 
 
 class KgpuModel(BaseModel):
@@ -112,10 +117,10 @@ class ModelSpec(KgpuModel):
 
 class RuntimeSpec(KgpuModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    max_batch_tokens: int = Field(16384, ge=1)
-    max_batch_size: int = Field(256, ge=1)
-    max_queue: int = Field(1024, ge=1)  # requests waiting for the engine
-    max_inputs: int = Field(2048, ge=1)  # inputs in one request
+    max_batch_tokens: int = Field(16384, ge=1, le=INT32_MAX)
+    max_batch_size: int = Field(256, ge=1, le=65536)
+    max_queue: int = Field(1024, ge=1, le=1_000_000)  # requests waiting for the engine
+    max_inputs: int = Field(2048, ge=1, le=65536)  # inputs in one request
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -139,7 +144,7 @@ class InferenceServiceSpec(KgpuModel):
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     # Fixed replica count; with `autoscaling` set it is only the starting point and the
     # autoscaler decides between autoscaling.minReplicas and autoscaling.maxReplicas.
-    replicas: int = Field(1, ge=0)
+    replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
     autoscaling: AutoscalingSpec | None = None
     gpu_models: list[str] = Field(default_factory=list)
 
@@ -203,7 +208,7 @@ class Flavor(KgpuModel):
     name: str | None = None
     kind: Literal["vm", "bare-metal"] | None = None
     gpu_model: str | None = None
-    gpu_count: int = Field(0, ge=0)
+    gpu_count: int = Field(0, ge=0, le=64)
     cpu: QuantityValue | None = None
     memory: QuantityValue | None = None
 
@@ -259,8 +264,8 @@ class Sharing(KgpuModel):
 
 class NodePoolSpec(KgpuModel):
     flavor: Flavor
-    min_nodes: int = Field(0, ge=0)
-    max_nodes: int = Field(1, ge=0)
+    min_nodes: int = Field(0, ge=0, le=MAX_NODES)
+    max_nodes: int = Field(1, ge=0, le=MAX_NODES)
     labels: dict[str, str] = Field(default_factory=dict)
     taints: list[Taint] = Field(default_factory=list)
     sharing: Sharing = Field(default_factory=Sharing)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from kgpu.api.models import InferenceService
@@ -75,15 +77,22 @@ class LocalBackend:
             await self._stop(key, running.pop(replica.name))
         current = current[:replicas]
 
+        # The devices are tried in index order until one replica does not fit; the rest are then
+        # pending for the same reason without trying (bounded work however many replicas are wanted).
+        names = self._free_names(service.metadata.name, running)
         pending: dict[str, str] = {}
+        blocked: str | None = None
         while len(current) + len(pending) < replicas:
-            name = self._free_name(service.metadata.name, running, pending)
-            try:
-                assignment = self.devices.assign(
-                    name, service.gpu_request(), service.spec.runtime.device, service.spec.gpu_models
-                )
-            except Unschedulable as exc:
-                pending[name] = str(exc)
+            name = next(names)
+            if blocked is None:
+                try:
+                    assignment = self.devices.assign(
+                        name, service.gpu_request(), service.spec.runtime.device, service.spec.gpu_models
+                    )
+                except Unschedulable as exc:
+                    blocked = str(exc)
+            if blocked is not None:
+                pending[name] = blocked
                 continue
             replica = LocalReplica(
                 service=key,
@@ -98,9 +107,10 @@ class LocalBackend:
             running[name] = replica
             current.append(replica)
             replica.start()
-        for name, why in pending.items():
-            if self._pending.get(key, {}).get(name) != why:
-                self.hooks.on_event(key, f"replica {name} is pending: {why}")
+        before = self._pending.get(key, {})
+        if pending and (len(pending) != len(before) or set(pending.values()) != set(before.values())):
+            first = next(iter(pending))
+            self.hooks.on_event(key, f"{len(pending)} replica(s) pending ({first} first): {blocked}")
         self._pending[key] = pending
 
         old = sorted((r for r in running.values() if r.template != template), key=lambda r: _index(r.name))
@@ -112,17 +122,17 @@ class LocalBackend:
         elif pending:
             await self._stop(key, running.pop(old[-1].name))
 
-    def _free_name(self, service_name: str, running: dict[str, LocalReplica], pending: dict[str, str]) -> str:
-        """The lowest index not used by a running, pending or still draining replica of the service.
+    def _free_names(self, service_name: str, running: dict[str, LocalReplica]) -> Iterator[str]:
+        """Names by lowest free index, skipping those of running or still draining replicas.
 
         Names are never shared by two live processes, so the gateway's and the device allocator's
         bookkeeping (keyed by replica name) cannot mix up a draining replica with its successor.
         """
-        taken = set(running) | set(pending) | set(self._draining_replicas)
-        index = 0
-        while f"{service_name}-{index}" in taken:
-            index += 1
-        return f"{service_name}-{index}"
+        taken = set(running) | set(self._draining_replicas)
+        for index in itertools.count():
+            name = f"{service_name}-{index}"
+            if name not in taken:
+                yield name
 
     async def _stop(self, key: str, replica: LocalReplica) -> None:
         """Drain in the background so one slow replica does not hold up the others."""

@@ -133,7 +133,8 @@ class Platform:
         while True:
             await asyncio.sleep(self.config.autoscale_interval_s)
             try:
-                self.autoscaler.tick(self.resources.services(), self.observe, time.monotonic())
+                services = await asyncio.to_thread(self.resources.services)
+                self.autoscaler.tick(services, self.observe, time.monotonic())
             except Exception:  # a bad tick must not stop autoscaling for good
                 log.exception("autoscaler tick failed")
 

@@ -17,6 +17,8 @@ from kgpu.controlplane.resources import ResourceService
 
 log = logging.getLogger("kgpu.reconciler")
 
+MIN_GAP_S = 0.1
+
 
 class Reconciler:
     def __init__(
@@ -55,14 +57,18 @@ class Reconciler:
                 await self.reconcile_once()
             except Exception:  # keep reconciling: one bad pass must not stop the platform
                 log.exception("reconcile pass failed")
+            # Coalesce bursts of kicks (every API write kicks): at most one pass per MIN_GAP_S, so a
+            # busy API does not keep the event loop in back-to-back passes.
+            await asyncio.sleep(MIN_GAP_S)
             try:
-                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, self.interval_s - MIN_GAP_S))
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
 
     async def reconcile_once(self) -> None:
-        services = self.resources.services()
+        # The store read blocks (SQLite/PostgreSQL driver calls): keep it off the event loop.
+        services = await asyncio.to_thread(self.resources.services)
         desired: dict[str, int] = {}
         for service in services:
             key = service_key(service)
