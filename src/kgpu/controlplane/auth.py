@@ -261,13 +261,13 @@ class ProjectBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     name: str = Field(..., max_length=63, pattern=DNS_LABEL)
-    gpu_quota: int | None = Field(None, alias="gpuQuota", ge=0)
+    gpu_quota: int | None = Field(None, alias="gpuQuota", ge=0, le=1_000_000)
 
 
 class QuotaBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    gpu_quota: int | None = Field(None, alias="gpuQuota", ge=0)
+    gpu_quota: int | None = Field(None, alias="gpuQuota", ge=0, le=1_000_000)
 
 
 class TokenBody(BaseModel):
