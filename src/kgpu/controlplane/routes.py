@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 
 import yaml
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -124,6 +124,24 @@ def _sse(event: str, data: dict, event_id: int | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+class ListQuery:
+    """Query parameters shared by both list paths (all namespaces, one namespace)."""
+
+    def __init__(
+        self,
+        watch: bool = Query(False, description="Stream changes as server-sent events instead of a list"),
+        resource_version: str | None = Query(
+            None, alias="resourceVersion", description="Watch: send changes after this version"
+        ),
+        timeout_seconds: int | None = Query(
+            None, alias="timeoutSeconds", ge=0, le=86400, description="Watch: end the stream after this long"
+        ),
+    ) -> None:
+        self.watch = watch
+        self.resource_version = resource_version
+        self.timeout_seconds = timeout_seconds
+
+
 def control_routes(platform: Platform) -> APIRouter:
     api = APIRouter(tags=["control plane"])
 
@@ -176,6 +194,14 @@ def control_routes(platform: Platform) -> APIRouter:
             "metadata": {"resourceVersion": str(revision)},
             "items": [render(s) for s in stored],
         }
+
+    async def list_or_watch(request: Request, plural: str, namespace: str | None, query: ListQuery):
+        kind = _kind(plural)
+        if query.watch:
+            return await watch_response(
+                request, kind, namespace, query.resource_version, query.timeout_seconds
+            )
+        return await run_in_threadpool(list_response, kind, namespace, request)
 
     async def watch_response(
         request: Request, kind: str, namespace: str | None, since: str | None, timeout_s: int | None
@@ -334,18 +360,9 @@ def control_routes(platform: Platform) -> APIRouter:
     async def list_all(
         request: Request,
         plural: str = PLURAL,
-        watch: bool = Query(False, description="Stream changes as server-sent events instead of a list"),
-        resource_version: str | None = Query(
-            None, alias="resourceVersion", description="Watch: send changes after this version"
-        ),
-        timeout_seconds: int | None = Query(
-            None, alias="timeoutSeconds", ge=0, le=86400, description="Watch: end the stream after this long"
-        ),
+        query: ListQuery = Depends(),
     ):
-        kind = _kind(plural)
-        if watch:
-            return await watch_response(request, kind, None, resource_version, timeout_seconds)
-        return await run_in_threadpool(list_response, kind, None, request)
+        return await list_or_watch(request, plural, None, query)
 
     @api.get(
         PREFIX + "/namespaces/{namespace}/{plural}",
@@ -356,18 +373,9 @@ def control_routes(platform: Platform) -> APIRouter:
         request: Request,
         namespace: str = NAMESPACE,
         plural: str = PLURAL,
-        watch: bool = Query(False, description="Stream changes as server-sent events instead of a list"),
-        resource_version: str | None = Query(
-            None, alias="resourceVersion", description="Watch: send changes after this version"
-        ),
-        timeout_seconds: int | None = Query(
-            None, alias="timeoutSeconds", ge=0, le=86400, description="Watch: end the stream after this long"
-        ),
+        query: ListQuery = Depends(),
     ):
-        kind = _kind(plural)
-        if watch:
-            return await watch_response(request, kind, namespace, resource_version, timeout_seconds)
-        return await run_in_threadpool(list_response, kind, namespace)
+        return await list_or_watch(request, plural, namespace, query)
 
     @api.post(
         PREFIX + "/namespaces/{namespace}/{plural}",
