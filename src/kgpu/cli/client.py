@@ -98,6 +98,17 @@ class KgpuClient:
     def nodes(self) -> list[dict]:
         return self._request("GET", "/api/v1/nodes").json()["items"]
 
+    def tokens(self, project: str) -> list[dict]:
+        return self._request("GET", f"/apis/{API_VERSION}/projects/{project}/tokens").json()["items"]
+
+    def create_token(self, project: str, role: str, name: str | None = None) -> dict:
+        body = {"role": role, **({"name": name} if name else {})}
+        return self._request("POST", f"/apis/{API_VERSION}/projects/{project}/tokens", json=body).json()
+
+    def revoke_token(self, project: str, token: str) -> dict:
+        path = f"/apis/{API_VERSION}/projects/{project}/tokens/{token}"
+        return self._request("DELETE", path).json()["revoked"]
+
     def replica_log(self, replica: str, offset: int = 0, tail: int | None = None) -> tuple[str, int]:
         params: dict = {"offset": offset}
         if tail is not None:

@@ -246,5 +246,9 @@ from kgpu.cli import server as server_commands  # noqa: E402  (`kgpu server`, `k
 
 server_commands.register(app)
 
+from kgpu.cli import tokens as token_commands  # noqa: E402  (`kgpu token list|create|revoke`)
+
+token_commands.register(app)
+
 if __name__ == "__main__":
     app()

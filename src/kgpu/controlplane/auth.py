@@ -3,7 +3,9 @@
 A project is a namespace. A token belongs to one project with a role (`admin` may
 read and write, `viewer` only reads), or is the cluster-admin token that may do
 anything. Tokens are `kgpu_<id>_<secret>`: the id finds the row, the secret is kept
-only as a salted PBKDF2 hash, so the database never holds a usable token.
+only as a salted PBKDF2 hash, so the database never holds a usable token. A project's
+admin lists its tokens (name, role, created, last used) and revokes them; a revoked
+token is refused at its next request, by this server and by any other sharing the database.
 
 With auth off (`kgpu up`: one user on one machine) the access check allows
 everything and the project routes are open, as every other route is.
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Float, Integer, String, select
+from sqlalchemy import Float, Integer, String, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -36,9 +38,12 @@ from kgpu.controlplane.resources import ResourceService
 ROLES = ("admin", "viewer")
 CLUSTER_ADMIN = "cluster-admin"
 # Slow on purpose (a stolen database must not give tokens away cheaply); verified tokens are
-# cached in memory so that each request does not pay it.
+# cached in memory so that each request does not pay it (the row is still read each time, so
+# that a revoked token stops working at once).
 HASH_ITERATIONS = 120_000
 CACHE_TTL_S = 60.0
+# "Last used" is written at most this often per token (a write per request would cost more than the read).
+LAST_USED_RESOLUTION_S = 60.0
 TOKEN_PREFIX = "kgpu_"
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 PREFIX = f"/apis/{API_VERSION}"
@@ -66,6 +71,21 @@ class _TokenRow(_AuthBase):
     salt: Mapped[str] = mapped_column(String(64))
     secret_hash: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[float] = mapped_column(Float)
+    name: Mapped[str | None] = mapped_column(String(63), nullable=True)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+# Columns added after the first release: databases made before them get them on start.
+_ADDED_TOKEN_COLUMNS = {"name": "VARCHAR(63)", "last_used_at": "FLOAT"}
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    present = {c["name"] for c in inspect(engine).get_columns(_TokenRow.__tablename__)}
+    missing = [(n, t) for n, t in _ADDED_TOKEN_COLUMNS.items() if n not in present]
+    if missing:
+        with engine.begin() as conn:
+            for column, sql_type in missing:
+                conn.execute(text(f"ALTER TABLE {_TokenRow.__tablename__} ADD COLUMN {column} {sql_type}"))
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,39 @@ class Principal:
 
     def can_see(self, namespace: str) -> bool:
         return self.cluster_admin or namespace == self.project
+
+    def administers(self, project: str) -> bool:
+        return self.cluster_admin or (self.project == project and self.role == "admin")
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What may be shown about a token: never its secret or hash."""
+
+    token_id: str
+    name: str
+    project: str
+    role: str
+    created_at: float
+    last_used_at: float | None
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.token_id,
+            "name": self.name,
+            "project": self.project,
+            "role": self.role,
+            "created": _iso(self.created_at),
+            "lastUsed": _iso(self.last_used_at) if self.last_used_at is not None else None,
+        }
+
+
+def default_token_name(role: str, token_id: str) -> str:
+    return f"{role}-{token_id[:6]}"
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 @dataclass(frozen=True)
@@ -106,6 +159,7 @@ class AuthStore:
 
     def __init__(self, engine: Engine) -> None:
         _AuthBase.metadata.create_all(engine)
+        _add_missing_columns(engine)
         self._session = sessionmaker(engine, expire_on_commit=False)
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._cache_lock = threading.Lock()
@@ -140,8 +194,11 @@ class AuthStore:
 
     # ------------------------------------------------------------ tokens
 
-    def create_token(self, project: str | None, role: str) -> str:
-        """A new token (returned once, never stored): `role` in a project, or the cluster admin."""
+    def create_token(self, project: str | None, role: str, name: str | None = None) -> str:
+        """A new token (returned once, never stored): `role` in a project, or the cluster admin.
+
+        `name` (unique in the project) says what the token is for; it defaults to `<role>-<id>`.
+        """
         if project is None:
             role = CLUSTER_ADMIN
         elif role not in ROLES:
@@ -149,6 +206,9 @@ class AuthStore:
         elif self.project(project) is None:
             raise AuthError(f'project "{project}" not found')
         token_id = secrets.token_hex(8)
+        name = name or default_token_name(role, token_id)
+        if project is not None and self._find_token(project, name) is not None:
+            raise AuthError(f'name: a token named "{name}" already exists in project "{project}"')
         secret = secrets.token_urlsafe(32)
         salt = os.urandom(16)
         with self._session.begin() as session:
@@ -160,9 +220,37 @@ class AuthStore:
                     salt=salt.hex(),
                     secret_hash=hash_secret(secret, salt),
                     created_at=time.time(),
+                    name=name,
                 )
             )
         return f"{TOKEN_PREFIX}{token_id}_{secret}"
+
+    def tokens(self, project: str) -> list[TokenInfo]:
+        """A project's tokens, oldest first."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(_TokenRow).filter_by(project=project).order_by(_TokenRow.created_at)
+            ).all()
+            return [_info(r) for r in rows]
+
+    def _find_token(self, project: str, id_or_name: str) -> _TokenRow | None:
+        with self._session() as session:
+            row = session.get(_TokenRow, id_or_name)
+            if row is not None and row.project == project:
+                return row
+            return session.scalars(select(_TokenRow).filter_by(project=project, name=id_or_name)).first()
+
+    def revoke(self, project: str, id_or_name: str) -> TokenInfo | None:
+        """Delete a project's token (by id or name); None when the project has no such token."""
+        row = self._find_token(project, id_or_name)
+        if row is None:
+            return None
+        with self._session.begin() as session:
+            session.query(_TokenRow).filter_by(token_id=row.token_id).delete()
+        with self._cache_lock:
+            for key in [k for k, (_, p) in self._cache.items() if p.token_id == row.token_id]:
+                del self._cache[key]
+        return _info(row)
 
     def has_cluster_admin(self) -> bool:
         with self._session() as session:
@@ -171,27 +259,42 @@ class AuthStore:
     def verify(self, token: str) -> Principal | None:
         """The principal of a valid token, or None."""
         # The in-memory cache key is a fast digest: it never leaves this process.
+        token_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
+        if not token.startswith(TOKEN_PREFIX) or not secret:
+            return None
         key = hashlib.sha256(token.encode()).hexdigest()
         now = time.monotonic()
         with self._cache_lock:
             cached = self._cache.get(key)
-            if cached and cached[0] > now:
-                return cached[1]
-        token_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
-        if not token.startswith(TOKEN_PREFIX) or not secret:
-            return None
+        # The row is read on every request (a primary-key lookup): a token revoked here or by
+        # another server on the same database is refused at once. Only the slow hash is cached.
         with self._session() as session:
             row = session.get(_TokenRow, token_id)
-        if row is None or not hmac.compare_digest(
-            hash_secret(secret, bytes.fromhex(row.salt)), row.secret_hash
-        ):
+        if row is None:
             return None
-        principal = Principal(row.token_id, row.project, row.role)
-        with self._cache_lock:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key] = (now + CACHE_TTL_S, principal)
-        return principal
+        if not (cached and cached[0] > now):
+            if not hmac.compare_digest(hash_secret(secret, bytes.fromhex(row.salt)), row.secret_hash):
+                return None
+            with self._cache_lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[key] = (now + CACHE_TTL_S, Principal(row.token_id, row.project, row.role))
+        wall = time.time()
+        if row.last_used_at is None or wall - row.last_used_at >= LAST_USED_RESOLUTION_S:
+            with self._session.begin() as session:
+                session.query(_TokenRow).filter_by(token_id=row.token_id).update({"last_used_at": wall})
+        return Principal(row.token_id, row.project, row.role)
+
+
+def _info(row: _TokenRow) -> TokenInfo:
+    return TokenInfo(
+        row.token_id,
+        row.name or default_token_name(row.role, row.token_id),
+        row.project or "",
+        row.role,
+        row.created_at,
+        row.last_used_at,
+    )
 
 
 def bootstrap_cluster_admin(store: AuthStore, state_dir: Path) -> str | None:
@@ -274,6 +377,7 @@ class TokenBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: str = Field(..., pattern="^(admin|viewer)$")
+    name: str | None = Field(None, max_length=63, pattern=DNS_LABEL, description="what the token is for")
 
 
 def principal_of(request: Request) -> Principal | None:
@@ -361,14 +465,38 @@ class AccessControl:
             summary="Create an API token for a project (shown once)",
         )
         def create_token(body: TokenBody, request: Request, project: str) -> dict:
-            principal = principal_of(request)
-            if principal is not None and not (
-                principal.cluster_admin or (principal.project == project and principal.role == "admin")
-            ):
-                raise HTTPException(403, f'only an admin of project "{project}" can create its tokens')
-            if self.store.project(project) is None:
-                raise HTTPException(404, f'project "{project}" not found')
-            token = self.store.create_token(project, body.role)
-            return {"project": project, "role": body.role, "token": token}
+            self._require_project_admin(request, project, "create its tokens")
+            try:
+                token = self.store.create_token(project, body.role, body.name)
+            except AuthError as exc:
+                raise HTTPException(409, str(exc)) from None
+            name = body.name or default_token_name(body.role, token.removeprefix(TOKEN_PREFIX)[:6])
+            return {"project": project, "role": body.role, "name": name, "token": token}
+
+        @api.get(
+            PREFIX + "/projects/{project}/tokens",
+            summary="A project's API tokens: name, role, created, last used (never the secret)",
+        )
+        def list_tokens(request: Request, project: str) -> dict:
+            self._require_project_admin(request, project, "list its tokens")
+            return {"items": [t.to_dict() for t in self.store.tokens(project)]}
+
+        @api.delete(
+            PREFIX + "/projects/{project}/tokens/{token}",
+            summary="Revoke a project's API token (by id or name); it is refused from the next request on",
+        )
+        def revoke_token(request: Request, project: str, token: str) -> dict:
+            self._require_project_admin(request, project, "revoke its tokens")
+            revoked = self.store.revoke(project, token)
+            if revoked is None:
+                raise HTTPException(404, f'project "{project}" has no token "{token}"')
+            return {"status": "Success", "revoked": revoked.to_dict()}
 
         return api
+
+    def _require_project_admin(self, request: Request, project: str, action: str) -> None:
+        principal = principal_of(request)
+        if principal is not None and not principal.administers(project):
+            raise HTTPException(403, f'only an admin of project "{project}" can {action}')
+        if self.store.project(project) is None:
+            raise HTTPException(404, f'project "{project}" not found')
