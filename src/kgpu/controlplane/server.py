@@ -19,7 +19,7 @@ from kgpu.gateway.app import gateway_routes
 
 
 def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
-    """`auth`: every control-plane route needs a project's token (a server shared by teams)."""
+    """`auth`: every control-plane and inference route needs a project's token (a server shared by teams)."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -54,7 +54,15 @@ def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
     app.include_router(access.routes())  # before the control routes: /projects is not a resource type
     app.include_router(control, dependencies=[Depends(access.authorize)])
     install_resource_schemas(app)
-    app.include_router(gateway_routes(platform.router, platform.resolve_model, platform.known_models))
+    app.include_router(
+        gateway_routes(
+            platform.router,
+            platform.resolve_model,
+            platform.known_models,
+            # Under auth, inference needs a token of the service's project as well.
+            verify=access.store.verify if auth else None,
+        )
+    )
 
     @app.get("/healthz", tags=["health"], summary="The server is up")
     def healthz() -> dict:

@@ -2,15 +2,23 @@
 
 The gateway reads only what it needs to route (the `model` field, or the model name
 in the v2 path) and forwards the body unchanged; replicas do the validation.
+
+With a token check (`kgpu server --auth`) every inference call needs a token of the
+service's project, sent as `Authorization: Bearer <token>` (what the OpenAI client does
+with its `api_key`); a viewer token may call its project's services too. A bare model
+name means the token's project; a service of another project answers exactly as a model
+that does not exist, so its existence does not leak. The token stays at the gateway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from kgpu.gateway.router import ProxyResult, Router
 
@@ -18,6 +26,18 @@ from kgpu.gateway.router import ProxyResult, Router
 ServiceResolver = Callable[[str], "str | None"]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+class Caller(Protocol):
+    """Who a token belongs to (kgpu.controlplane.auth.Principal)."""
+
+    project: str | None
+
+    def can_see(self, namespace: str) -> bool: ...
+
+
+# Returns the caller of a valid token, or None.
+TokenVerifier = Callable[[str], "Caller | None"]
 
 
 def _openai_error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
@@ -31,10 +51,57 @@ def _to_response(result: ProxyResult) -> Response:
     return Response(content=result.body, status_code=result.status, headers=result.headers)
 
 
+def _unauthorized(message: str) -> JSONResponse:
+    response = _openai_error(401, message, "invalid_api_key")
+    response.headers["www-authenticate"] = "Bearer"
+    return response
+
+
+def _namespace(model: str) -> str:
+    return model.rpartition("/")[0] or "default"
+
+
 def gateway_routes(
-    router: Router, resolve: ServiceResolver, known_models: Callable[[], list[str]]
+    router: Router,
+    resolve: ServiceResolver,
+    known_models: Callable[[], list[str]],
+    verify: TokenVerifier | None = None,
 ) -> APIRouter:
+    """`verify`: check tokens (None: no auth, anyone may call every service)."""
     api = APIRouter(tags=["gateway"])
+
+    async def caller_of(request: Request) -> Caller | JSONResponse | None:
+        """The caller, a 401 response, or None when tokens are not checked."""
+        if verify is None:
+            return None
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _unauthorized(
+                "this gateway needs an API token of the service's project: send "
+                "`Authorization: Bearer <token>` (the OpenAI client's api_key)"
+            )
+        caller = await run_in_threadpool(verify, token.strip())
+        return caller if caller is not None else _unauthorized("invalid API token")
+
+    def qualified(model: str, caller: Caller | None) -> str:
+        """A bare model name is a service of the caller's project."""
+        if caller is not None and caller.project and "/" not in model:
+            return f"{caller.project}/{model}"
+        return model
+
+    def resolve_for(model: str, caller: Caller | None) -> str | None:
+        service = resolve(qualified(model, caller))
+        if service is None or (caller is not None and not caller.can_see(service.split("/", 1)[0])):
+            return None  # another project's service looks exactly like a missing one
+        return service
+
+    def models_for(caller: Caller | None) -> list[str]:
+        models = known_models()
+        if caller is None:
+            return models
+        if caller.project is None:  # the cluster admin sees every project's models
+            return models
+        return sorted(m.rpartition("/")[2] for m in models if _namespace(m) == caller.project)
 
     async def _read_body(request: Request) -> bytes | JSONResponse:
         declared = request.headers.get("content-length")
@@ -47,6 +114,9 @@ def gateway_routes(
 
     @api.post("/v1/embeddings", summary="Create embeddings (OpenAI-compatible)")
     async def embeddings(request: Request) -> Response:
+        caller = await caller_of(request)
+        if isinstance(caller, JSONResponse):
+            return caller
         body = await _read_body(request)
         if isinstance(body, JSONResponse):
             return body
@@ -61,9 +131,9 @@ def gateway_routes(
             return _openai_error(
                 400, "'model' is required: the name of a kgpu service", "missing_model", "model"
             )
-        service = resolve(model)
+        service = resolve_for(model, caller)
         if service is None:
-            known = ", ".join(known_models()) or "none"
+            known = ", ".join(models_for(caller)) or "none"
             return _openai_error(
                 404, f"model {model!r} is not served here (known: {known})", "model_not_found", "model"
             )
@@ -75,15 +145,19 @@ def gateway_routes(
         return _to_response(result)
 
     @api.get("/v1/models", summary="List served models (OpenAI-compatible)")
-    async def list_models() -> dict:
-        return {
-            "object": "list",
-            "data": [{"id": m, "object": "model", "owned_by": "kgpu"} for m in known_models()],
-        }
+    async def list_models(request: Request) -> Response:
+        caller = await caller_of(request)
+        if isinstance(caller, JSONResponse):
+            return caller
+        data = [{"id": m, "object": "model", "owned_by": "kgpu"} for m in models_for(caller)]
+        return JSONResponse({"object": "list", "data": data})
 
     @api.post("/v2/models/{model}/infer", summary="Inference (Open Inference Protocol v2)")
     async def v2_infer(model: str, request: Request) -> Response:
-        service = resolve(model)
+        caller = await caller_of(request)
+        if isinstance(caller, JSONResponse):
+            return caller
+        service = resolve_for(model, caller)
         if service is None:
             return JSONResponse({"error": f"model {model!r} is not served here"}, status_code=404)
         body = await _read_body(request)
