@@ -1,26 +1,40 @@
-"""Which device of this machine a local replica runs on.
+"""Which device of this machine a local replica runs on, placed by the scheduling framework.
 
-One node, a handful of GPUs: a whole GPU per `nvidia.com/gpu` unit, a MIG device
-per `nvidia.com/mig-<profile>` unit, and for `nvidia.com/gpu.shared` a slot on a
-GPU that already carries shared replicas, capped to an equal part of its memory.
-A service that asks for no GPU runs on the CPU unless its runtime says `device:
-auto` and the node has a GPU, in which case it shares the least busy GPU (the
-embedded convenience: `kgpu up` uses the GPU when there is one). Placement across
-many nodes and sharing policies belong to the scheduler; this module only hands
-out what one machine has.
+The machine is a scheduling snapshot built from GPU discovery (:mod:`kgpu.scheduling.machine`)
+and every replica goes through one cycle of the framework (filters, kgpu's default policy,
+reserve); a stopped replica's placement is unreserved, so the snapshot always holds exactly
+the live replicas. What a service's resources ask for becomes a request:
+
+- ``nvidia.com/gpu: N``: N whole GPUs (``CUDA_VISIBLE_DEVICES`` = their UUIDs);
+- ``nvidia.com/gpu.shared``: a share of one GPU, ``1000 / shared_slots`` milli-GPU, capped to the
+  same part of the GPU's memory; on a machine set up for time-slicing, one time slice instead;
+- ``nvidia.com/mig-<profile>``: a free existing MIG device of that profile;
+- no GPU resource: the CPU, unless the runtime's device is ``auto`` or ``cuda`` and a GPU is
+  there, in which case the replica takes a share (the embedded convenience: ``kgpu up`` uses the
+  GPU when there is one; ``auto`` falls back to the CPU when no share is left).
+
+:meth:`LocalDevices.place` takes any framework request (milli-GPU shares, GPU-memory shares, time
+slices), so the same placements are reachable without a service.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from kgpu.gpu.discovery import NodeInventory
+from kgpu.scheduling.machine import MachineSnapshot
+from kgpu.scheduling.policies import make_framework
+from kgpu.scheduling.requests import MILLI, PodRequest
+from kgpu.scheduling.snapshot import Placement
 
 SHARED_RESOURCE = "nvidia.com/gpu.shared"
 WHOLE_RESOURCE = "nvidia.com/gpu"
 MIG_PREFIX = "nvidia.com/mig-"
-# Replicas per GPU when `nvidia.com/gpu.shared` is used (time-slicing style).
+# Replicas per GPU when `nvidia.com/gpu.shared` is used (each gets an equal share and memory cap).
 DEFAULT_SHARED_SLOTS = 4
+LOCAL_POLICY = "kgpu"
 
 
 class Unschedulable(Exception):
@@ -36,127 +50,188 @@ class Assignment:
     gpu_indices: tuple[int, ...] = ()
     mig_uuid: str | None = None
     shared: bool = False
+    milli_per_gpu: int = 0  # milli-GPU held on each of gpu_indices (whole GPUs and shares)
+    time_slice: bool = False
+    placement: Placement | None = field(default=None, repr=False)
 
 
-@dataclass
-class _GPUUse:
-    exclusive_owner: str | None = None
-    shared_owners: set[str] = field(default_factory=set)
+_CPU = Assignment(device="cpu", visible_devices="", memory_fraction=None, label="cpu")
 
 
 class LocalDevices:
-    def __init__(self, inventory: NodeInventory, shared_slots: int = DEFAULT_SHARED_SLOTS) -> None:
+    def __init__(
+        self,
+        inventory: NodeInventory,
+        shared_slots: int = DEFAULT_SHARED_SLOTS,
+        time_slice_replicas: int = 0,
+        policy: str = LOCAL_POLICY,
+    ) -> None:
+        if not 1 <= shared_slots <= MILLI:
+            raise ValueError(f"shared_slots must be in 1..{MILLI}, got {shared_slots}")
         self.inventory = inventory
         self.shared_slots = shared_slots
-        self._use = {g.index: _GPUUse() for g in inventory.gpus}
-        self._mig_owner: dict[str, str] = {}
-        self._by_replica: dict[str, Assignment] = {}
+        self.machine = MachineSnapshot(inventory, time_slice_replicas)
+        self.snapshot = self.machine.snapshot
+        # kgpu's policy measures fragmentation against typical pods: here whole GPUs and shared slots.
+        typical = [
+            PodRequest(gpu_count=1, gpu_milli=MILLI),
+            PodRequest(gpu_count=1, gpu_milli=MILLI // shared_slots),
+        ]
+        self.framework = self.machine.framework(
+            make_framework(policy, self.snapshot, typical, rng=np.random.default_rng(0))
+        )
+        self._by_replica: dict[str, tuple[Assignment, PodRequest]] = {}
+
+    # -- what a service asks for --------------------------------------------------------------
+    def share_request(self, gpu_models: list[str] | tuple[str, ...] = ()) -> PodRequest:
+        if self.machine.time_slice_replicas:
+            return PodRequest(time_slice=True, gpu_models=tuple(gpu_models))
+        return PodRequest(gpu_count=1, gpu_milli=MILLI // self.shared_slots, gpu_models=tuple(gpu_models))
 
     def assign(
         self, replica: str, gpu_request: tuple[str, int] | None, runtime_device: str, gpu_models: list[str]
     ) -> Assignment:
         if replica in self._by_replica:
-            return self._by_replica[replica]
-        gpus = [g for g in self.inventory.gpus if not gpu_models or g.catalog_model in gpu_models]
+            return self._by_replica[replica][0]
+        models = tuple(gpu_models)
         if gpu_request is None:
-            assignment = self._cpu_or_opportunistic(replica, runtime_device, gpus)
-        else:
-            name, count = gpu_request
-            if name == WHOLE_RESOURCE:
-                assignment = self._whole(replica, count, gpus)
-            elif name == SHARED_RESOURCE:
-                assignment = self._shared(replica, gpus, strict=True)
-            elif name.startswith(MIG_PREFIX):
-                assignment = self._mig(replica, name.removeprefix(MIG_PREFIX), gpus)
-            else:
-                raise Unschedulable(f"0/1 nodes are available: 1 Insufficient {name}.")
-        self._by_replica[replica] = assignment
+            return self._cpu_or_opportunistic(replica, runtime_device, models)
+        name, count = gpu_request
+        if name == WHOLE_RESOURCE:
+            return self.place(replica, PodRequest(gpu_count=count, gpu_milli=MILLI, gpu_models=models), name)
+        if name == SHARED_RESOURCE:
+            return self.place(replica, self.share_request(models), name)
+        if name.startswith(MIG_PREFIX):
+            return self.place(
+                replica, PodRequest(mig_profile=name.removeprefix(MIG_PREFIX), gpu_models=models), name
+            )
+        raise Unschedulable(f"0/1 nodes are available: 1 Insufficient {name}.")
+
+    def _cpu_or_opportunistic(self, replica: str, runtime_device: str, models: tuple[str, ...]) -> Assignment:
+        usable = [
+            g for g in self.inventory.gpus if not g.mig_enabled and (not models or g.catalog_model in models)
+        ]
+        if runtime_device == "cpu" or not usable:
+            if runtime_device == "cuda":
+                raise Unschedulable("runtime.device is cuda but this node has no usable NVIDIA GPU")
+            return self.place(replica, PodRequest(), "cpu")
+        try:
+            return self.place(replica, self.share_request(models), "GPU share")
+        except Unschedulable:
+            if runtime_device == "cuda":
+                raise
+            return self.place(replica, PodRequest(), "cpu")
+
+    # -- placement through the framework ------------------------------------------------------
+    def place(self, replica: str, request: PodRequest, resource: str | None = None) -> Assignment:
+        """Place ``request`` for ``replica`` (one framework cycle) and reserve it; Unschedulable
+        names the resource (``resource``, or one derived from the request) when nothing fits."""
+        if replica in self._by_replica:
+            return self._by_replica[replica][0]
+        placement = self.machine.schedule(self.framework, request)
+        if placement is None:
+            raise Unschedulable(self._why(request, resource or _resource_of(request)))
+        assignment = self._assignment(placement, request)
+        self._by_replica[replica] = (assignment, request)
         return assignment
 
     def assignment(self, replica: str) -> Assignment | None:
         """The device a replica holds (None when it holds none), read by the GPU exporter."""
-        return self._by_replica.get(replica)
+        held = self._by_replica.get(replica)
+        return held[0] if held else None
+
+    def assignments(self) -> dict[str, Assignment]:
+        """Every live replica's assignment."""
+        return {name: held[0] for name, held in self._by_replica.items()}
 
     def release(self, replica: str) -> None:
-        assignment = self._by_replica.pop(replica, None)
-        if assignment is None:
+        """Unreserve what the replica held: the snapshot is as if it had never been placed."""
+        held = self._by_replica.pop(replica, None)
+        if held is None:
             return
-        for index in assignment.gpu_indices:
-            use = self._use[index]
-            if use.exclusive_owner == replica:
-                use.exclusive_owner = None
-            use.shared_owners.discard(replica)
-        if assignment.mig_uuid:
-            self._mig_owner.pop(assignment.mig_uuid, None)
+        assignment, request = held
+        if assignment.placement is not None:
+            self.framework.unreserve(assignment.placement, request)
 
-    def _cpu_or_opportunistic(self, replica: str, runtime_device: str, gpus) -> Assignment:
-        if runtime_device == "cpu" or not gpus:
-            if runtime_device == "cuda":
-                raise Unschedulable("runtime.device is cuda but this node has no usable NVIDIA GPU")
-            return Assignment(device="cpu", visible_devices="", memory_fraction=None, label="cpu")
-        try:
-            return self._shared(replica, gpus, strict=False)
-        except Unschedulable:
-            return Assignment(device="cpu", visible_devices="", memory_fraction=None, label="cpu")
-
-    def _whole(self, replica: str, count: int, gpus) -> Assignment:
-        free = [
-            g
-            for g in gpus
-            if not g.mig_enabled
-            and self._use[g.index].exclusive_owner is None
-            and not self._use[g.index].shared_owners
-        ]
-        if len(free) < count:
-            raise Unschedulable(
-                f"0/1 nodes are available: 1 Insufficient nvidia.com/gpu (requested {count}, free {len(free)})."
+    def _assignment(self, placement: Placement, request: PodRequest) -> Assignment:
+        if placement.kind == "none":
+            return Assignment(**{**_CPU.__dict__, "placement": placement})
+        if placement.kind == "mig":
+            mig = self.machine.mig_device_at(placement)
+            return Assignment(
+                device="cuda",
+                visible_devices=mig.uuid,
+                memory_fraction=None,
+                label=f"cuda:{mig.gpu_index} MIG {mig.profile}",
+                mig_uuid=mig.uuid,
+                placement=placement,
             )
-        chosen = free[:count]
-        for g in chosen:
-            self._use[g.index].exclusive_owner = replica
-        indices = tuple(g.index for g in chosen)
-        return Assignment(
-            device="cuda",
-            visible_devices=",".join(g.uuid for g in chosen),
-            memory_fraction=None,
-            label=",".join(f"cuda:{i}" for i in indices),
-            gpu_indices=indices,
-        )
-
-    def _shared(self, replica: str, gpus, strict: bool) -> Assignment:
-        candidates = [
-            g
-            for g in gpus
-            if not g.mig_enabled
-            and self._use[g.index].exclusive_owner is None
-            and len(self._use[g.index].shared_owners) < self.shared_slots
-        ]
-        if not candidates:
-            what = SHARED_RESOURCE if strict else "GPU share"
-            raise Unschedulable(f"0/1 nodes are available: 1 Insufficient {what}.")
-        # Fill the GPU that already has the most shared replicas (keep whole GPUs free).
-        gpu = max(candidates, key=lambda g: (len(self._use[g.index].shared_owners), -g.index))
-        self._use[gpu.index].shared_owners.add(replica)
-        fraction = 1.0 / self.shared_slots
+        gpus = self.machine.devices_of(placement)
+        indices = tuple(g.index for g in gpus)
+        if placement.kind == "whole":
+            return Assignment(
+                device="cuda",
+                visible_devices=",".join(g.uuid for g in gpus),
+                memory_fraction=None,
+                label=",".join(f"cuda:{i}" for i in indices),
+                gpu_indices=indices,
+                milli_per_gpu=placement.milli_per_gpu,
+                placement=placement,
+            )
+        gpu = gpus[0]
+        if placement.kind == "time-slice":
+            replicas = self.machine.time_slice_replicas
+            fraction = 1.0 / replicas
+            label = f"cuda:{gpu.index} (time slice 1/{replicas}, {fraction:.0%} memory)"
+        else:
+            if placement.kind == "memory-share" and gpu.memory_total_mib > 0:
+                fraction = min(1.0, request.gpu_memory_mib / gpu.memory_total_mib)
+            else:
+                fraction = placement.milli_per_gpu / MILLI
+            label = f"cuda:{gpu.index} (shared, {fraction:.0%} memory)"
         return Assignment(
             device="cuda",
             visible_devices=gpu.uuid,
             memory_fraction=fraction,
-            label=f"cuda:{gpu.index} (shared, {fraction:.0%} memory)",
-            gpu_indices=(gpu.index,),
+            label=label,
+            gpu_indices=indices,
             shared=True,
+            milli_per_gpu=placement.milli_per_gpu,
+            time_slice=placement.kind == "time-slice",
+            placement=placement,
         )
 
-    def _mig(self, replica: str, profile: str, gpus) -> Assignment:
-        for g in gpus:
-            for mig in g.mig_devices:
-                if mig.profile == profile and mig.uuid not in self._mig_owner:
-                    self._mig_owner[mig.uuid] = replica
-                    return Assignment(
-                        device="cuda",
-                        visible_devices=mig.uuid,
-                        memory_fraction=None,
-                        label=f"cuda:{g.index} MIG {profile}",
-                        mig_uuid=mig.uuid,
-                    )
-        raise Unschedulable(f"0/1 nodes are available: 1 Insufficient nvidia.com/mig-{profile}.")
+    def _why(self, request: PodRequest, resource: str) -> str:
+        """kube-scheduler's style of reason, from the filter that turned the machine down."""
+        failed = self.machine.failing_filter(self.framework, request)
+        head = "0/1 nodes are available: 1"
+        if failed == "NodeResourcesFit":
+            return f"{head} Insufficient cpu or memory."
+        if failed == "GpuModelMatch":
+            return f"{head} Insufficient {resource} (no GPU of model {', '.join(request.gpu_models)})."
+        if request.kind == "whole":
+            s = self.snapshot
+            allowed = s.model_idx >= 0
+            if request.gpu_models:
+                allowed &= np.isin(
+                    s.model_idx,
+                    [s.model_index(m) for m in request.gpu_models if s.model_index(m) is not None],
+                )
+            free = int(((s.gpu_left == MILLI) & allowed[:, None]).sum())
+            return f"{head} Insufficient {resource} (requested {request.gpu_count}, free {free})."
+        return f"{head} Insufficient {resource}."
+
+
+def _resource_of(request: PodRequest) -> str:
+    kind = request.kind
+    if kind == "mig":
+        return f"{MIG_PREFIX}{request.mig_profile}"
+    if kind == "whole":
+        return WHOLE_RESOURCE
+    if kind == "none":
+        return "cpu"
+    if kind == "memory-share":
+        return f"GPU memory ({request.gpu_memory_mib} MiB on one GPU)"
+    if kind == "time-slice":
+        return SHARED_RESOURCE
+    return f"GPU share ({request.gpu_milli} milli-GPU)"

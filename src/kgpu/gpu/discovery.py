@@ -26,6 +26,9 @@ class MigDevice:
     profile: str | None
     gpu_instance_id: int | None
     memory_total_mib: int
+    # Where the GPU instance sits on the GPU's memory slices (None when NVML would not say).
+    placement_start: int | None = None
+    placement_size: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +110,19 @@ def _mig_profile(nvml: ModuleType, parent: Any, name: str, gi_id: int | None) ->
     return None
 
 
+def _mig_placement(nvml: ModuleType, parent: Any, gi_id: int | None) -> tuple[int | None, int | None]:
+    """(start, size) of a GPU instance's memory slices; (None, None) when NVML does not tell
+    (the GPU-instance queries need privileges some hosts do not grant)."""
+    if gi_id is None:
+        return None, None
+    instance = _optional(nvml, "nvmlDeviceGetGpuInstanceById", parent, gi_id)
+    info = _optional(nvml, "nvmlGpuInstanceGetInfo", instance) if instance is not None else None
+    placement = getattr(info, "placement", None)
+    if placement is None:
+        return None, None
+    return int(placement.start), int(placement.size)
+
+
 def _mig_devices(nvml: ModuleType, handle: Any) -> list[MigDevice]:
     devices = []
     for slot in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
@@ -117,12 +133,15 @@ def _mig_devices(nvml: ModuleType, handle: Any) -> list[MigDevice]:
         name = _text(nvml.nvmlDeviceGetName(mig))
         gi_id = _optional(nvml, "nvmlDeviceGetGpuInstanceId", mig)
         memory = _optional(nvml, "nvmlDeviceGetMemoryInfo", mig)
+        start, size = _mig_placement(nvml, handle, gi_id)
         devices.append(
             MigDevice(
                 uuid=_text(nvml.nvmlDeviceGetUUID(mig)),
                 profile=_mig_profile(nvml, handle, name, gi_id),
                 gpu_instance_id=gi_id,
                 memory_total_mib=memory.total // _MIB if memory is not None else 0,
+                placement_start=start,
+                placement_size=size,
             )
         )
     return devices

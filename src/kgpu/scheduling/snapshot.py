@@ -30,6 +30,8 @@ class NodeSpec:
     sharing: str = "exclusive"
     time_slice_replicas: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    # The model itself when the catalog does not know it (a GPU found on a local machine).
+    model_spec: GPUModel | None = None
 
     def __post_init__(self) -> None:
         if self.sharing not in SHARING_MODES:
@@ -59,7 +61,7 @@ class ClusterSnapshot:
         self.model_idx = np.full(n, -1, dtype=np.int64)
         for i, spec in enumerate(nodes):
             if spec.gpu_count:
-                model = get_model(spec.gpu_model or "")
+                model = spec.model_spec or get_model(spec.gpu_model or "")
                 if model.name not in model_index:
                     model_index[model.name] = len(self.models)
                     self.models.append(model)
