@@ -1,7 +1,8 @@
 """The web console: static HTML, CSS and JavaScript that read the REST API and /metrics.
 
 Everything it needs ships in the package (no CDN), so the console works on machines
-without network access.
+without network access. On a server with --auth it asks for an API token, keeps it in
+the tab's sessionStorage and sends it as a Bearer token on its reads.
 """
 
 from __future__ import annotations

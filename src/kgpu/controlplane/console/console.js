@@ -1,10 +1,55 @@
 // kgpu console: reads the control-plane API and the gateway's /metrics every REFRESH_MS.
 // Rates (requests/s, p99, errors) come from the difference between two successive /metrics reads.
+// On a server started with --auth the reads need an API token: it is kept in this tab's
+// sessionStorage (gone when the tab closes) and sent only to this server, as a Bearer token.
 "use strict";
 
 const API = "/apis/kgpu.dev/v1alpha1";
 const REFRESH_MS = 2000;
+const TOKEN_KEY = "kgpu-token";
 let previousMetrics = null; // {at: ms, series: Map} of the last /metrics read
+
+class AuthError extends Error {}
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+function authHeaders() {
+  return token() ? { authorization: `Bearer ${token()}` } : {};
+}
+
+function showAuthMessage(text) {
+  const el = document.getElementById("auth-message");
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+function setupTokenForm() {
+  const form = document.getElementById("token-form");
+  const input = document.getElementById("token-input");
+  const clear = document.getElementById("token-clear");
+  const sync = () => {
+    clear.hidden = !token();
+    input.placeholder = token() ? "token saved for this tab" : "kgpu_…";
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = input.value.trim();
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    input.value = "";
+    sync();
+    showAuthMessage("");
+    refreshNow();
+  });
+  clear.addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    sync();
+    refreshNow();
+  });
+  sync();
+}
 
 function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -15,7 +60,15 @@ function gib(mib) {
 }
 
 async function getJSON(path) {
-  const response = await fetch(path, { headers: { accept: "application/json" } });
+  const response = await fetch(path, { headers: { accept: "application/json", ...authHeaders() } });
+  if (response.status === 401) {
+    throw new AuthError(
+      token()
+        ? "The server refused this API token (revoked or mistyped). Paste a valid token above."
+        : "This server needs an API token. Paste one above: `kgpu token create -n PROJECT` makes one; " +
+          "the cluster-admin token is in the server's state directory (admin-token).",
+    );
+  }
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
 }
@@ -179,7 +232,16 @@ function renderServices(services, metrics) {
     <th>p99 latency</th><th>Errors (5xx)</th><th>Total requests</th><th>Model</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
+let timer = null;
+let running = false;
+let again = false; // a refresh was asked for while one was running
+
 async function refresh() {
+  if (running) {
+    again = true;
+    return;
+  }
+  running = true;
   const state = document.getElementById("refresh-state");
   try {
     const [nodes, clusters, pools, services, metricsText] = await Promise.all([
@@ -187,7 +249,7 @@ async function refresh() {
       getJSON(`${API}/clusters`),
       getJSON(`${API}/nodepools`),
       getJSON(`${API}/inferenceservices`),
-      fetch("/metrics").then((r) => (r.ok ? r.text() : "")),
+      fetch("/metrics", { headers: authHeaders() }).then((r) => (r.ok ? r.text() : "")),
     ]);
     const metrics = { at: performance.now(), series: parseMetrics(metricsText) };
     renderNodes(nodes.items || []);
@@ -195,16 +257,37 @@ async function refresh() {
     renderPools(pools.items || []);
     renderServices(services.items || [], metrics);
     previousMetrics = metrics;
+    showAuthMessage("");
     state.textContent = `updated ${new Date().toLocaleTimeString()} · refreshes every ${REFRESH_MS / 1000} s`;
     state.className = "muted";
   } catch (error) {
-    state.textContent = `cannot reach the server: ${error.message}`;
+    if (error instanceof AuthError) {
+      showAuthMessage(error.message);
+      state.textContent = "not signed in";
+      // What an earlier token showed is not this caller's to see.
+      for (const id of ["nodes", "pool-list", "service-list"]) {
+        document.getElementById(id).innerHTML = '<p class="empty">Needs an API token.</p>';
+      }
+      document.getElementById("cluster-list").innerHTML = "";
+    } else {
+      state.textContent = `cannot reach the server: ${error.message}`;
+    }
     state.className = "bad";
   } finally {
     document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
     // The next read starts after this one ends, so a slow server never gets overlapping reads.
-    setTimeout(refresh, REFRESH_MS);
+    running = false;
+    timer = setTimeout(refresh, again ? 0 : REFRESH_MS);
+    again = false;
   }
 }
 
+// A new token takes effect at once (not at the next tick).
+function refreshNow() {
+  clearTimeout(timer);
+  previousMetrics = null;
+  refresh();
+}
+
+setupTokenForm();
 refresh();
