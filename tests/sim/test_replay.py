@@ -49,6 +49,14 @@ def test_slo_miss_when_the_queue_is_long():
     assert result.slo_attainment_pct == pytest.approx(80.0)
 
 
+def test_missed_requests_are_listed_by_arrival_time():
+    trace = [req(0, 1000)] * 40 + [req(100, 1000)]
+    result = replay(trace, "static", static_replicas=1)
+    # The 8 requests of the last wave at t=0 miss; the lone request at 100 s meets its SLO.
+    assert result.missed_arrivals_s == [0.0] * 8
+    assert "missed_arrivals_s" not in result.to_dict()
+
+
 def test_find_static_returns_the_smallest_count_meeting_the_target():
     result = find_static([req(0, 1000)] * 40)
     assert result.replicas == 2 and result.slo_attainment_pct == 100.0
