@@ -49,6 +49,8 @@ class LocalBackend:
         self.inventory = inventory
         self.node = inventory.hostname
         self.devices = LocalDevices(inventory)
+        for note in self.devices.machine.notes:
+            log.warning("%s", note)
         self.hooks = hooks
         self._replicas: dict[str, dict[str, LocalReplica]] = {}
         self._pending: dict[str, dict[str, str]] = {}  # service -> replica -> why it cannot start
