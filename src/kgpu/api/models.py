@@ -304,12 +304,21 @@ class ClusterSpec(KgpuModel):
     backend: Literal["local", "kubernetes", "sim"] = "local"
     version: str | None = None
     kube_context: str | None = None  # kubeconfig context, kubernetes backend only
+    # Kubeconfig file on the control plane's machine (kubernetes backend only). Neither this nor
+    # kubeContext: the cluster the control plane runs in (or the default kubeconfig outside one).
+    kubeconfig: str | None = Field(None, max_length=4096)
     autoscaler: dict[str, str] = Field(default_factory=dict)  # cluster-autoscaler style flags
 
     @model_validator(mode="after")
     def _context_only_for_kubernetes(self) -> ClusterSpec:
-        if self.kube_context is not None and self.backend != "kubernetes":
-            raise_field_errors([forbidden("kubeContext", "may only be set when backend is kubernetes")])
+        if self.backend != "kubernetes":
+            raise_field_errors(
+                [
+                    forbidden(field, "may only be set when backend is kubernetes")
+                    for field, value in (("kubeContext", self.kube_context), ("kubeconfig", self.kubeconfig))
+                    if value is not None
+                ]
+            )
         return self
 
 

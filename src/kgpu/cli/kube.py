@@ -58,12 +58,16 @@ def check_kubeconfig(path: Path, context: str | None) -> str:
     return chosen
 
 
-def cluster_resource(name: str, context: str, namespace: str) -> dict:
+def cluster_resource(name: str, context: str, namespace: str, kubeconfig: Path | None = None) -> dict:
+    spec = {"backend": "kubernetes", "kubeContext": context}
+    if kubeconfig is not None:
+        # The control plane reads the same file (`kgpu up` runs on this machine): an absolute path.
+        spec["kubeconfig"] = str(kubeconfig.expanduser().resolve())
     body = {
         "apiVersion": "kgpu.dev/v1alpha1",
         "kind": "Cluster",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": {"backend": "kubernetes", "kubeContext": context},
+        "spec": spec,
     }
     parse_resource(body)  # the same rules the server applies, with field paths, before any request
     return body
@@ -80,7 +84,7 @@ def cluster_add(
     """Register a Kubernetes cluster (backend kubernetes) with the control plane."""
     try:
         chosen = check_kubeconfig(kubeconfig, context)
-        body = cluster_resource(name, chosen, namespace)
+        body = cluster_resource(name, chosen, namespace, kubeconfig)
     except (KubeconfigError, ResourceValidationError) as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(1) from None

@@ -11,11 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kgpu.api.errors import FieldError
-from kgpu.api.models import InferenceService
+from kgpu.api.models import Cluster, InferenceService
 from kgpu.backends.base import Backend
+from kgpu.backends.kubernetes.cluster import KubernetesBackend, RouteHooks
 from kgpu.backends.local import LocalBackend
 from kgpu.backends.local_replica import ReplicaHooks
 from kgpu.controlplane.autoscaler import Observation, ReplicaAutoscaler, measured_startup_s
+from kgpu.controlplane.clusters import (
+    IN_CLUSTER,
+    ClusterBackends,
+    cluster_admission,
+    connect,
+    stored_clusters,
+)
 from kgpu.controlplane.events import EventLog
 from kgpu.controlplane.reconciler import Reconciler
 from kgpu.controlplane.resources import ResourceService
@@ -49,6 +57,9 @@ class PlatformConfig:
     router: RouterSettings = field(default_factory=RouterSettings)
     reconcile_interval_s: float = 0.5
     autoscale_interval_s: float = 1.0
+    # Running inside a Kubernetes cluster (the chart's gateway): services run on this cluster by
+    # default, and the gateway routes to their Services by cluster DNS name.
+    in_cluster: bool = False
 
 
 class Platform:
@@ -64,12 +75,26 @@ class Platform:
         self.started_at = time.time()
         self.inventory = inventory or discover()
         self.store = ResourceStore(config.database_url or sqlite_url(self.state_dir))
-        self.resources = ResourceService(self.store, admission=[check_model_available])
+        default_cluster = IN_CLUSTER if config.in_cluster else None
+        self.resources = ResourceService(
+            self.store,
+            admission=[cluster_admission(self._clusters, [check_model_available], default_cluster)],
+        )
         self.events = EventLog()
         self.registry = ReplicaRegistry()
         self.metrics = GatewayMetrics()
         self.router = Router(self.registry, self.metrics, config.router)
-        self.backend = backend_factory(self.state_dir, self.inventory, self._hooks())
+        self.backend = ClusterBackends(
+            backend_factory(self.state_dir, self.inventory, self._hooks()),
+            KubernetesBackend(
+                connect,
+                RouteHooks(on_ready=self.registry.add, on_gone=self.registry.remove),
+                route_in_cluster=config.in_cluster,
+            ),
+            self._clusters,
+            default=default_cluster,
+            on_event=self.events.record,
+        )
         self.autoscaler = ReplicaAutoscaler(on_event=self.events.record, on_change=self._kick)
         self.reconciler = Reconciler(
             self.resources,
@@ -117,15 +142,21 @@ class Platform:
         await self.router.close()
         self.gpu_exporter.close()
 
+    def _clusters(self) -> list[Cluster]:
+        return stored_clusters(self.store)
+
     def _kick(self) -> None:
         self.reconciler.kick()
 
     def observe(self, key: str) -> Observation:
         replicas = self.backend.replicas(key)
+        on_cluster = self.backend.ready_replicas(key)  # on a Kubernetes cluster: its operator's count
         return Observation(
             in_flight=self.registry.outstanding(key),
             held=self.router.held(key),
-            ready=sum(1 for e in self.registry.endpoints(key) if e.routable),
+            ready=on_cluster
+            if on_cluster is not None
+            else sum(1 for e in self.registry.endpoints(key) if e.routable),
             startup_s=measured_startup_s((r.started_at, r.ready_at) for r in replicas),
         )
 
@@ -183,6 +214,16 @@ class Platform:
         current = [r for r in replicas if r.phase != "Draining"]
         ready = sum(1 for r in current if r.phase == "Ready")
         desired = self.autoscaler.desired(service)
+        reported = self.backend.service_report(key, desired)
+        if reported is not None:  # on a Kubernetes cluster: what its operator wrote in the status
+            self.metrics.ready_replicas.labels(service=key).set(reported["readyReplicas"])
+            self.metrics.desired_replicas.labels(service=key).set(desired)
+            return {
+                **reported,
+                "endpoint": f"{self.config.public_url}/v1/embeddings",
+                "events": self.events.recent(key, limit=10),
+                **({"autoscaling": scaling} if (scaling := self.autoscaler.status(service)) else {}),
+            }
         pending = [r for r in current if r.phase == "Pending"]
         crashing = [r for r in current if r.phase == "CrashLoopBackOff"]
         if desired == 0:

@@ -69,6 +69,9 @@ class Reconciler:
     async def reconcile_once(self) -> None:
         # The store read blocks (SQLite/PostgreSQL driver calls): keep it off the event loop.
         services = await asyncio.to_thread(self.resources.services)
+        sync_pools = getattr(self.backend, "sync_pools", None)
+        if sync_pools is not None:  # node pools placed on Kubernetes clusters
+            await sync_pools(await asyncio.to_thread(self.resources.pools))
         desired: dict[str, int] = {}
         for service in services:
             key = service_key(service)

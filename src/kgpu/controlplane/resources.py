@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from kgpu.api.errors import FieldError, ResourceValidationError
 from kgpu.api.io import parse_resource
-from kgpu.api.models import InferenceService
+from kgpu.api.models import InferenceService, NodePool
 from kgpu.controlplane.store import ResourceStore, StoredResource
 
 KIND_BY_PLURAL = {"inferenceservices": "InferenceService", "nodepools": "NodePool", "clusters": "Cluster"}
@@ -89,6 +89,14 @@ class ResourceService:
         for stored in self.store.list("InferenceService"):
             resource = parse_resource(stored.body)
             assert isinstance(resource, InferenceService)
+            out.append(resource)
+        return out
+
+    def pools(self) -> list[NodePool]:
+        out = []
+        for stored in self.store.list("NodePool"):
+            resource = parse_resource(stored.body)
+            assert isinstance(resource, NodePool)
             out.append(resource)
         return out
 

@@ -154,7 +154,9 @@ def control_routes(platform: Platform) -> APIRouter:
         elif stored.kind == "NodePool":
             pool = parse_resource(stored.body)
             assert isinstance(pool, NodePool)
-            body["status"] = pool_status(pool)
+            # On a Kubernetes cluster: what its operator reports (nodes found, MIG state).
+            reported = platform.backend.pool_report(f"{pool.metadata.namespace}/{pool.metadata.name}")
+            body["status"] = reported if reported is not None else pool_status(pool)
         return body
 
     bus = WatchBus(platform.store.revision())

@@ -1,0 +1,398 @@
+"""The control plane's Kubernetes backend: services and pools become kgpu.dev custom resources in a cluster.
+
+`kgpu apply` of an InferenceService (or NodePool) that targets a registered Kubernetes cluster makes
+the control plane create, replace or delete the custom resource in that cluster, in the namespace of
+the service's project, through the official client's CustomObjectsApi. The kgpu operator running in
+the cluster renders the Deployment, Service and PodDisruptionBudget and writes the status this
+backend reads back. Replica counts the control plane's autoscaler decides go through the
+InferenceService's scale subresource, as `kubectl scale` does.
+
+Every call runs in a worker thread with a request timeout, so an unreachable cluster never blocks
+the event loop; a failed call is reported in the service's status and retried on the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from kgpu.api.errors import ResourceValidationError
+from kgpu.api.models import Cluster, InferenceService, NodePool
+from kgpu.backends.base import ReplicaStatus
+from kgpu.backends.kubernetes.crds_info import GROUP, VERSION
+from kgpu.backends.kubernetes.operator import model_of
+from kgpu.backends.kubernetes.workload import SERVICE_PORT
+
+log = logging.getLogger("kgpu.backends.kubernetes.cluster")
+
+SERVICES = "inferenceservices"
+POOLS = "nodepools"
+# On every custom resource the control plane creates: how it finds its own after a restart.
+CONTROL_PLANE_LABEL = "kgpu.dev/control-plane"
+CONTROL_PLANE_VALUE = "kgpu"
+# (connect, read) seconds of every call: an unreachable cluster costs a pass seconds, not minutes.
+REQUEST_TIMEOUT_S = (3.0, 10.0)
+# After a failed listing, the next try waits this long (listing runs on every reconcile pass).
+ADOPT_RETRY_S = 30.0
+
+
+def cluster_key(cluster: Cluster) -> str:
+    return f"{cluster.metadata.namespace}/{cluster.metadata.name}"
+
+
+def resource_key(resource: InferenceService | NodePool) -> str:
+    return f"{resource.metadata.namespace}/{resource.metadata.name}"
+
+
+def custom_resource(resource: InferenceService | NodePool, replicas: int | None = None) -> dict[str, Any]:
+    """The custom resource sent to the cluster: the applied resource, labelled, with the replica count
+    the control plane wants (the autoscaler's, not necessarily the applied spec.replicas)."""
+    body = resource.model_dump(by_alias=True, mode="json", exclude_none=True, exclude={"status"})
+    meta = body["metadata"]
+    meta["labels"] = {**(meta.get("labels") or {}), CONTROL_PLANE_LABEL: CONTROL_PLANE_VALUE}
+    if not meta.get("annotations"):
+        meta.pop("annotations", None)
+    if replicas is not None:
+        body["spec"]["replicas"] = replicas
+    return body
+
+
+def service_dns_url(name: str, namespace: str, cluster_domain: str = "cluster.local") -> str:
+    """The Service the operator creates for an InferenceService, by its cluster DNS name."""
+    return f"http://{name}.{namespace}.svc.{cluster_domain}:{SERVICE_PORT}"
+
+
+def _comparable(obj: dict[str, Any], kind: type[InferenceService] | type[NodePool]) -> Any:
+    """What decides whether a stored custom resource must be replaced (replicas go through scale)."""
+    try:
+        model = model_of(obj)
+    except ResourceValidationError:
+        return None  # edited into something invalid in the cluster: replace it with ours
+    if not isinstance(model, kind):
+        return None
+    spec = model.spec.model_dump(mode="json", exclude={"replicas"} if kind is InferenceService else None)
+    meta = obj.get("metadata") or {}
+    return spec, meta.get("labels") or {}, meta.get("annotations") or {}
+
+
+@dataclass
+class _Placed:
+    cluster: str  # key of the Cluster resource
+    api: Any  # CustomObjectsApi
+    status: dict[str, Any] = field(default_factory=dict)  # the custom resource's status, as last read
+    error: str | None = None  # why the last call failed
+    routed: str | None = None  # the URL given to the gateway
+
+
+@dataclass
+class RouteHooks:
+    """How the backend tells the gateway's registry about a service's cluster Service."""
+
+    on_ready: Callable[[str, str, str], None]  # service key, endpoint name, url
+    on_gone: Callable[[str, str], None]  # service key, endpoint name
+
+
+class KubernetesBackend:
+    """Places services and pools on registered Kubernetes clusters (the reconciler's Backend surface)."""
+
+    def __init__(
+        self,
+        connect: Callable[[Cluster], Any],
+        routes: RouteHooks | None = None,
+        route_in_cluster: bool = False,
+        cluster_domain: str = "cluster.local",
+        request_timeout_s: float | tuple[float, float] = REQUEST_TIMEOUT_S,
+    ) -> None:
+        self._connect = connect
+        self._routes = routes
+        self.route_in_cluster = route_in_cluster
+        self.cluster_domain = cluster_domain
+        self.request_timeout_s = request_timeout_s
+        self._apis: dict[str, tuple[str, Any]] = {}  # cluster key -> (spec it was built from, api)
+        self._services: dict[str, _Placed] = {}
+        self._pools: dict[str, _Placed] = {}
+        self._adopted: set[str] = set()
+        self._adopt_failed: dict[str, float] = {}  # cluster key -> monotonic time of the failure
+
+    # ------------------------------------------------------------ clients
+
+    def api_for(self, cluster: Cluster) -> Any:
+        """One CustomObjectsApi per registered cluster, rebuilt when its kubeconfig or context changes."""
+        key = cluster_key(cluster)
+        spec = cluster.spec.model_dump_json()
+        cached = self._apis.get(key)
+        if cached is None or cached[0] != spec:
+            cached = self._apis[key] = (spec, self._connect(cluster))
+        return cached[1]
+
+    def _kw(self) -> dict[str, Any]:
+        return {"_request_timeout": self.request_timeout_s}
+
+    # ------------------------------------------------------------ services
+
+    async def ensure_on(self, cluster: Cluster, service: InferenceService, replicas: int) -> None:
+        """Make the service's custom resource in `cluster` match the service with `replicas` replicas."""
+        key = resource_key(service)
+        placed = self._services.get(key)
+        if placed is not None and placed.cluster != cluster_key(cluster):
+            await self.remove(key)  # moved to another cluster: gone from the old one first
+            placed = self._services.get(key)
+            if placed is not None:
+                return  # the old cluster did not answer; try again next pass
+        try:
+            api = await asyncio.to_thread(self.api_for, cluster)
+        except Exception as exc:  # kubeconfig unreadable, context gone: reported, retried next pass
+            self._services.setdefault(
+                key, _Placed(cluster_key(cluster), None)
+            ).error = f"cluster {cluster_key(cluster)}: cannot load its kubeconfig: {exc}"
+            return
+        placed = self._services.setdefault(key, _Placed(cluster_key(cluster), api))
+        placed.api = api
+        try:
+            obj = await asyncio.to_thread(self._sync_service, api, service, replicas)
+        except Exception as exc:  # API errors and unreachable servers alike
+            placed.error = f"cluster {placed.cluster}: {_describe(exc)}"
+            log.warning("%s: %s", key, placed.error)
+            return
+        placed.error = None
+        placed.status = obj.get("status") or {}
+        self._route(key, service, placed)
+
+    def _sync_service(self, api: Any, service: InferenceService, replicas: int) -> dict[str, Any]:
+        """Create, replace or scale the custom resource; returns it as the cluster now holds it."""
+        namespace, name = service.metadata.namespace, service.metadata.name
+        body = custom_resource(service, replicas)
+        try:
+            current = api.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, SERVICES, name, **self._kw()
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return (
+                api.create_namespaced_custom_object(GROUP, VERSION, namespace, SERVICES, body, **self._kw())
+                or body
+            )
+        if _comparable(current, InferenceService) != _comparable(body, InferenceService):
+            body["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
+            replaced = api.replace_namespaced_custom_object(
+                GROUP, VERSION, namespace, SERVICES, name, body, **self._kw()
+            )
+            return {**body, "status": current.get("status") or {}, **(replaced or {})}
+        if (current.get("spec") or {}).get("replicas") != replicas:
+            api.patch_namespaced_custom_object_scale(
+                GROUP, VERSION, namespace, SERVICES, name, {"spec": {"replicas": replicas}}, **self._kw()
+            )
+        return current
+
+    def _route(self, key: str, service: InferenceService, placed: _Placed) -> None:
+        """In the cluster, the gateway sends the service's requests to its Service (which spreads them)."""
+        if not self.route_in_cluster or self._routes is None:
+            return
+        ready = int(placed.status.get("readyReplicas") or 0)
+        endpoint = f"svc/{service.metadata.name}"
+        url = service_dns_url(service.metadata.name, service.metadata.namespace, self.cluster_domain)
+        if ready > 0 and placed.routed != url:
+            self._routes.on_ready(key, endpoint, url)
+            placed.routed = url
+        elif ready == 0 and placed.routed is not None:
+            self._routes.on_gone(key, endpoint)
+            placed.routed = None
+
+    async def remove(self, key: str) -> None:
+        """Delete the service's custom resource (the cluster's garbage collector removes what it owned)."""
+        placed = self._services.get(key)
+        if placed is None:
+            return
+        if placed.routed is not None and self._routes is not None:
+            self._routes.on_gone(key, f"svc/{key.split('/', 1)[1]}")
+            placed.routed = None
+        if placed.api is not None:
+            try:
+                await asyncio.to_thread(self._delete, placed.api, SERVICES, key)
+            except Exception as exc:
+                placed.error = f"cluster {placed.cluster}: delete failed: {_describe(exc)}"
+                log.warning("%s: %s", key, placed.error)
+                return  # still listed in services(): the reconciler tries again
+        del self._services[key]
+
+    def _delete(self, api: Any, plural: str, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        try:
+            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, **self._kw())
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def adopt(self, cluster: Cluster) -> None:
+        """Once per cluster: find the custom resources this control plane created before a restart, so
+        services and pools deleted meanwhile are deleted from the cluster too."""
+        ckey = cluster_key(cluster)
+        failed_at = self._adopt_failed.get(ckey)
+        if ckey in self._adopted or (failed_at is not None and time.monotonic() - failed_at < ADOPT_RETRY_S):
+            return
+        try:
+            api = await asyncio.to_thread(self.api_for, cluster)
+            listed = {
+                plural: await asyncio.to_thread(
+                    api.list_cluster_custom_object,
+                    GROUP,
+                    VERSION,
+                    plural,
+                    label_selector=f"{CONTROL_PLANE_LABEL}={CONTROL_PLANE_VALUE}",
+                    **self._kw(),
+                )
+                for plural in (SERVICES, POOLS)
+            }
+        except Exception as exc:
+            log.warning("cluster %s: cannot list its kgpu resources: %s", ckey, _describe(exc))
+            self._adopt_failed[ckey] = time.monotonic()
+            return
+        for plural, placed in ((SERVICES, self._services), (POOLS, self._pools)):
+            for item in (listed[plural] or {}).get("items") or []:
+                meta = item.get("metadata") or {}
+                key = f"{meta.get('namespace')}/{meta.get('name')}"
+                placed.setdefault(key, _Placed(ckey, api, status=item.get("status") or {}))
+        self._adopted.add(ckey)
+
+    # ------------------------------------------------------------ node pools
+
+    async def ensure_pool_on(self, cluster: Cluster, pool: NodePool) -> None:
+        key = resource_key(pool)
+        placed = self._pools.get(key)
+        if placed is not None and placed.cluster != cluster_key(cluster):
+            await self.remove_pool(key)
+            if key in self._pools:
+                return
+        try:
+            api = await asyncio.to_thread(self.api_for, cluster)
+        except Exception as exc:
+            self._pools.setdefault(key, _Placed(cluster_key(cluster), None)).error = str(exc)
+            return
+        placed = self._pools.setdefault(key, _Placed(cluster_key(cluster), api))
+        placed.api = api
+        try:
+            obj = await asyncio.to_thread(self._sync_pool, api, pool)
+        except Exception as exc:
+            placed.error = f"cluster {placed.cluster}: {_describe(exc)}"
+            return
+        placed.error = None
+        placed.status = obj.get("status") or {}
+
+    def _sync_pool(self, api: Any, pool: NodePool) -> dict[str, Any]:
+        namespace, name = pool.metadata.namespace, pool.metadata.name
+        body = custom_resource(pool)
+        try:
+            current = api.get_namespaced_custom_object(GROUP, VERSION, namespace, POOLS, name, **self._kw())
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return (
+                api.create_namespaced_custom_object(GROUP, VERSION, namespace, POOLS, body, **self._kw())
+                or body
+            )
+        if _comparable(current, NodePool) != _comparable(body, NodePool):
+            body["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
+            replaced = api.replace_namespaced_custom_object(
+                GROUP, VERSION, namespace, POOLS, name, body, **self._kw()
+            )
+            return {**body, "status": current.get("status") or {}, **(replaced or {})}
+        return current
+
+    async def remove_pool(self, key: str) -> None:
+        placed = self._pools.get(key)
+        if placed is None:
+            return
+        if placed.api is not None:
+            try:
+                await asyncio.to_thread(self._delete, placed.api, POOLS, key)
+            except Exception as exc:
+                placed.error = f"cluster {placed.cluster}: delete failed: {_describe(exc)}"
+                return
+        del self._pools[key]
+
+    def pools(self) -> list[str]:
+        return sorted(self._pools)
+
+    def pool_report(self, key: str) -> dict[str, Any] | None:
+        """The pool's status as the cluster's operator wrote it (nodes, MIG state), or None if not placed."""
+        placed = self._pools.get(key)
+        if placed is None:
+            return None
+        report = {"cluster": placed.cluster, **placed.status}
+        if placed.error:
+            report["message"] = placed.error
+        return report
+
+    # ------------------------------------------------------------ what the platform reads
+
+    def placed(self, key: str) -> bool:
+        return key in self._services
+
+    def service_report(self, key: str, desired: int) -> dict[str, Any] | None:
+        """Status of a service placed on a cluster, from its custom resource's status; None if not placed."""
+        placed = self._services.get(key)
+        if placed is None:
+            return None
+        status = placed.status
+        ready = int(status.get("readyReplicas") or 0)
+        report: dict[str, Any] = {"cluster": placed.cluster, "replicas": desired, "readyReplicas": ready}
+        if placed.error:
+            reason, message = "ClusterError", placed.error
+            report.update(phase="Pending" if desired else "ScaledToZero", message=message)
+            report["conditions"] = [_condition("Ready", False, reason, message)]
+        elif not status.get("conditions"):
+            message = f"waiting for the kgpu operator in cluster {placed.cluster} to report"
+            report.update(phase="Progressing" if desired else "ScaledToZero", message=message)
+            report["conditions"] = [_condition("Ready", desired == 0, "WaitingForOperator", message)]
+        else:
+            report.update(
+                phase=status.get("phase", "Progressing"),
+                message=status.get("message", ""),
+                conditions=status["conditions"],
+            )
+            if status.get("gpu"):
+                report["gpu"] = status["gpu"]
+        return report
+
+    def ready_replicas(self, key: str) -> int | None:
+        placed = self._services.get(key)
+        return None if placed is None else int(placed.status.get("readyReplicas") or 0)
+
+    def replicas(self, key: str | None = None) -> list[ReplicaStatus]:
+        return []  # the cluster's pods: `kubectl get pods -l kgpu.dev/service=NAME`
+
+    def services(self) -> list[str]:
+        return sorted(self._services)
+
+    def log_path(self, replica: str) -> Path:
+        raise FileNotFoundError(f"{replica}: logs of a cluster's pods: kubectl logs")
+
+    async def shutdown(self) -> None:
+        """Nothing to stop: the cluster keeps serving, and a restarted control plane adopts its resources."""
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}".strip() + (f": {_api_message(exc)}" if _api_message(exc) else "")
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _api_message(exc: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        return ""
