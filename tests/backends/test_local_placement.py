@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kgpu.backends.local import LocalBackend
 from kgpu.backends.local_devices import LocalDevices, Unschedulable
 from kgpu.gpu.discovery import NodeInventory, discover
 from kgpu.scheduling.machine import MachineSnapshot
@@ -359,3 +360,17 @@ def test_fake_nvml_a_gpu_the_catalog_does_not_know_is_still_placed():
     assert (share.visible_devices, share.memory_fraction) == ("GPU-01", 0.5)
     with pytest.raises(Unschedulable, match="no GPU of model L4"):
         devices.assign("l-0", ("nvidia.com/gpu", 1), "auto", ["L4"])
+
+
+async def test_fake_nvml_backend_on_a_time_sliced_machine_gives_slices_with_their_memory_cap():
+    b = LocalBackend("unused-state", machine([H100]), backend().hooks, time_slice_replicas=3)
+    spec = service(4)
+    spec.spec.resources.limits["nvidia.com/gpu.shared"] = 1
+    await b.ensure(spec, 4)
+    envs = [r._env() for r in b._replicas["default/m"].values()]
+    assert [(e["CUDA_VISIBLE_DEVICES"], e["KGPU_GPU_MEMORY_FRACTION"]) for e in envs] == [
+        ("GPU-00", "0.3333")
+    ] * 3
+    assert [r.message for r in b.replicas("default/m") if r.phase == "Pending"] == [
+        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.shared."
+    ]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kgpu.api.models import InferenceService
 from kgpu.backends.base import ReplicaStatus
-from kgpu.backends.local_devices import LocalDevices, Unschedulable
+from kgpu.backends.local_devices import DEFAULT_SHARED_SLOTS, LocalDevices, Unschedulable
 from kgpu.backends.local_replica import LocalReplica, ReplicaHooks
 from kgpu.gpu.discovery import NodeInventory
 
@@ -44,11 +44,21 @@ def serving_args(service: InferenceService, replica: str, device: str) -> list[s
 
 
 class LocalBackend:
-    def __init__(self, state_dir: Path, inventory: NodeInventory, hooks: ReplicaHooks) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        inventory: NodeInventory,
+        hooks: ReplicaHooks,
+        shared_slots: int = DEFAULT_SHARED_SLOTS,
+        time_slice_replicas: int = 0,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.inventory = inventory
         self.node = inventory.hostname
-        self.devices = LocalDevices(inventory)
+        # Every replica is placed by the scheduling framework over a snapshot of this machine.
+        self.devices = LocalDevices(
+            inventory, shared_slots=shared_slots, time_slice_replicas=time_slice_replicas
+        )
         for note in self.devices.machine.notes:
             log.warning("%s", note)
         self.hooks = hooks
