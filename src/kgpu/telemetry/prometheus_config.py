@@ -21,9 +21,12 @@ RECORDING_FILE = "rules/kgpu-recording.yml"
 ALERTS_FILE = "rules/kgpu-alerts.yml"
 DEFAULT_QUEUE_TARGET_S = 0.25
 _DURATION = re.compile(r"^(\d+(ms|s|m|h))+$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 
 # Latency and throughput as users see them: measured at the gateway, per service.
 RATE_WINDOW = "1m"
+# rate() needs two samples in its window: scraping less often leaves the recording rules without data.
+MAX_SCRAPE_INTERVAL_S = 30
 SERVICE_RPS = "service:kgpu_requests:rate1m"
 SERVICE_ERROR_RPS = "service:kgpu_request_errors:rate1m"
 SERVICE_P50 = "service:kgpu_request_duration_seconds:p50_1m"
@@ -39,12 +42,22 @@ def _check_duration(name: str, value: str) -> str:
     return value
 
 
+def _seconds(duration: str) -> float:
+    return sum(int(n) * _UNIT_S[unit] for n, unit in re.findall(r"(\d+)(ms|s|m|h)", duration))
+
+
 def scrape_config(server_url: str, scrape_interval: str = "15s") -> dict:
     """prometheus.yml for a kgpu server at ``server_url``."""
     parts = urlsplit(server_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f'--server: invalid value "{server_url}": expected a URL like http://127.0.0.1:8000')
     _check_duration("--scrape-interval", scrape_interval)
+    seconds = _seconds(scrape_interval)
+    if not 0 < seconds <= MAX_SCRAPE_INTERVAL_S:
+        raise ValueError(
+            f'--scrape-interval: invalid value "{scrape_interval}": must be above 0 and at most '
+            f"{MAX_SCRAPE_INTERVAL_S:g}s, so that the recording rules' {RATE_WINDOW} rate windows hold two samples"
+        )
     base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
     discovery = f"{base}/apis/{API_VERSION}/prometheus/targets"
 
@@ -88,6 +101,15 @@ def _quantile(q: float, bucket: str) -> str:
     return f"histogram_quantile({q}, sum by (project, service, le) (rate({bucket}[{RATE_WINDOW}])))"
 
 
+# A GPU in MIG mode is exported twice: the whole GPU (its memory used includes its MIG devices', and it
+# lists their users) and each MIG device (sharing the GPU's UUID). Per service, count a MIG device's own
+# series and a whole GPU only when it has no MIG devices.
+_SERVICE_GPU_MEMORY_EXPR = (
+    'sum by (project, service) (DCGM_FI_DEV_FB_USED{service!="",GPU_I_ID!=""} or '
+    '(DCGM_FI_DEV_FB_USED{service!="",GPU_I_ID=""} unless on (UUID) DCGM_FI_DEV_FB_USED{GPU_I_ID!=""}))'
+)
+
+
 def recording_rules() -> dict:
     rules = [
         (SERVICE_RPS, _by_service(f"rate(kgpu_gateway_requests_total[{RATE_WINDOW}])")),
@@ -100,7 +122,7 @@ def recording_rules() -> dict:
         (SERVICE_QUEUE_P99, _quantile(0.99, "kgpu_queue_duration_seconds_bucket")),
         # GPUs used by kgpu replicas carry the service label (empty on idle GPUs).
         (SERVICE_GPU_UTIL, 'avg by (project, service) (DCGM_FI_DEV_GPU_UTIL{service!=""})'),
-        (SERVICE_GPU_MEMORY, 'sum by (project, service) (DCGM_FI_DEV_FB_USED{service!=""})'),
+        (SERVICE_GPU_MEMORY, _SERVICE_GPU_MEMORY_EXPR),
     ]
     return {"groups": [{"name": "kgpu-services", "rules": [{"record": r, "expr": e} for r, e in rules]}]}
 
@@ -119,7 +141,7 @@ def alert_rules(queue_target_s: float = DEFAULT_QUEUE_TARGET_S) -> dict:
             "labels": {"severity": "warning"},
             "annotations": {
                 "summary": "Replica {{ $labels.replica }} of {{ $labels.service }} is crash looping",
-                "description": "It restarted {{ $value | humanize }} more times in 15 minutes; see `kgpu logs "
+                "description": 'It restarted {{ $value | printf "%.0f" }} more times in 15 minutes; see `kgpu logs '
                 "{{ $labels.replica }}`.",
             },
         },
@@ -150,7 +172,8 @@ def alert_rules(queue_target_s: float = DEFAULT_QUEUE_TARGET_S) -> dict:
             "for": "5m",
             "labels": {"severity": "warning"},
             "annotations": {
-                "summary": "GPU {{ $labels.gpu }} {{ $labels.GPU_I_PROFILE }} on {{ $labels.Hostname }} memory "
+                "summary": "GPU {{ $labels.gpu }}{{ with $labels.GPU_I_PROFILE }} MIG {{ . }}{{ end }} on "
+                "{{ $labels.Hostname }} memory "
                 "is {{ $value | humanizePercentage }} full",
                 "description": "Used by {{ $labels.service }}; lower maxBatchTokens or give it a larger device.",
             },
