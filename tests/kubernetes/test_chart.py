@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from kgpu.api.crds import all_crds
+from kgpu.api.io import parse_resource
 from kgpu.backends.kubernetes.__main__ import build_parser
 from kgpu.backends.kubernetes.gateway import build_parser as gateway_parser
 from kgpu.backends.kubernetes.operator import Operator
@@ -175,10 +176,17 @@ def operator_calls() -> set[tuple[str, str, str, str | None]]:
     return calls
 
 
-def granted(objects: list[dict[str, Any]]) -> set[tuple[str, str, str, str | None]]:
+def granted(objects: list[dict[str, Any]], account: str) -> set[tuple[str, str, str, str | None]]:
+    """What the chart's (Cluster)Roles bound to one service account allow."""
+    bound = {
+        (b["roleRef"]["kind"], b["roleRef"]["name"])
+        for b in objects
+        if b["kind"] in ("ClusterRoleBinding", "RoleBinding")
+        and any(s["name"] == account for s in b["subjects"])
+    }
     grants = set()
     for obj in objects:
-        if obj["kind"] not in ("ClusterRole", "Role"):
+        if obj["kind"] not in ("ClusterRole", "Role") or (obj["kind"], obj["metadata"]["name"]) not in bound:
             continue
         namespace = obj["metadata"].get("namespace") if obj["kind"] == "Role" else None
         for rule in obj["rules"]:
@@ -192,7 +200,74 @@ def granted(objects: list[dict[str, Any]]) -> set[tuple[str, str, str, str | Non
 def test_operator_rbac_grants_exactly_what_the_operator_calls_against_client_api_surface():
     calls = operator_calls()
     assert ("apps", "deployments", "create", None) in calls and ("", "nodes", "patch", None) in calls
-    assert granted(render_chart(CHART, values={"gpuOperator": {"namespace": "gpu-operator"}})) == calls
+    objects = render_chart(CHART, values={"gpuOperator": {"namespace": "gpu-operator"}})
+    assert granted(objects, "kgpu-operator") == calls
+
+
+CUSTOM_VERBS = {
+    "get": "get",
+    "list": "list",
+    "create": "create",
+    "replace": "update",
+    "patch": "patch",
+    "delete": "delete",
+}
+
+
+def gateway_calls() -> set[tuple[str, str, str, str | None]]:
+    """(apiGroup, resource, verb, None) of every call the in-cluster gateway's kubernetes backend makes:
+    create, replace, scale and delete a service and a pool, and list its own after a restart."""
+    import asyncio
+    import copy
+
+    from kgpu.backends.kubernetes.cluster import KubernetesBackend
+    from kgpu.controlplane.clusters import IN_CLUSTER
+    from tests.kubernetes import test_controlplane_cluster as cp
+
+    server = cp.FakeApiServer()
+    backend = KubernetesBackend(lambda cluster: server.api)
+    isvc = parse_resource(copy.deepcopy(cp.SERVICE))
+    changed = parse_resource({**cp.SERVICE, "spec": {**cp.SERVICE["spec"], "runtime": {"maxBatchSize": 8}}})
+    pool = parse_resource(copy.deepcopy(cp.POOL))
+
+    async def round_of_work() -> None:
+        await backend.adopt(IN_CLUSTER)
+        await backend.ensure_on(IN_CLUSTER, isvc, 2)
+        await backend.ensure_on(IN_CLUSTER, changed, 2)
+        await backend.ensure_on(IN_CLUSTER, changed, 3)
+        await backend.ensure_pool_on(IN_CLUSTER, pool)
+        await backend.ensure_pool_on(
+            IN_CLUSTER, parse_resource({**cp.POOL, "spec": {**cp.POOL["spec"], "maxNodes": 9}})
+        )
+        await backend.remove("ml/minilm")
+        await backend.remove_pool("ml/l4-shared")
+
+    asyncio.run(round_of_work())
+    assert server.objects == {}
+    calls = set()
+    for name, args, _kwargs in server.api.method_calls:
+        plural = args[2] if name == "list_cluster_custom_object" else args[3]
+        suffix = "/scale" if name.endswith("_scale") else ""
+        calls.add((args[0], plural + suffix, CUSTOM_VERBS[name.split("_", 1)[0]], None))
+    return calls
+
+
+def test_gateway_rbac_grants_exactly_what_its_kubernetes_backend_calls_against_client_api_surface():
+    calls = gateway_calls()
+    assert ("kgpu.dev", "inferenceservices/scale", "patch", None) in calls
+    assert ("kgpu.dev", "nodepools", "update", None) in calls
+    assert granted(render_chart(CHART), "kgpu-gateway") == calls
+
+
+def test_the_chart_gateway_runs_services_on_its_cluster_and_routes_by_cluster_dns():
+    from kgpu.backends.kubernetes.gateway import platform_config
+
+    gateway = by_kind(render_chart(CHART, values={"gateway": {"clusterDomain": "corp.internal"}}))
+    container = gateway[("Deployment", "kgpu-gateway")]["spec"]["template"]["spec"]["containers"][0]
+    config = platform_config(container["args"], environ={})
+    assert config.in_cluster and config.cluster_domain == "corp.internal"
+    assert not platform_config(["--port", "8000"], environ={}).in_cluster  # kgpu up on a laptop
+    assert platform_config(["--port", "8000"], environ={"KUBERNETES_SERVICE_HOST": "10.0.0.1"}).in_cluster
 
 
 def test_rbac_has_no_wildcards_and_no_secrets():

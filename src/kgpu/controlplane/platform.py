@@ -60,6 +60,7 @@ class PlatformConfig:
     # Running inside a Kubernetes cluster (the chart's gateway): services run on this cluster by
     # default, and the gateway routes to their Services by cluster DNS name.
     in_cluster: bool = False
+    cluster_domain: str = "cluster.local"
 
 
 class Platform:
@@ -90,6 +91,7 @@ class Platform:
                 connect,
                 RouteHooks(on_ready=self.registry.add, on_gone=self.registry.remove),
                 route_in_cluster=config.in_cluster,
+                cluster_domain=config.cluster_domain,
             ),
             self._clusters,
             default=default_cluster,
