@@ -3,10 +3,14 @@
 NVML cannot run without an NVIDIA driver, so the exporter's NVML path is driven through this object:
 GPU 0 is a plain H200 with readings like a real one; GPU 1 an H200 in MIG mode with a 4g.71gb and a
 3g.71gb instance (the second's name lacks its profile, so it comes from the NVML profile id).
+GPU 0 supports GPM (GPU Performance Monitoring): samples are real nvidia-ml-py ctypes objects, and
+nvmlGpmMetricsGet fills the real request struct with the activity set in ``gpm`` when the second sample
+was taken; GPU 1 does not support GPM.
 """
 
 from __future__ import annotations
 
+import ctypes
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,6 +33,13 @@ class FakeNVML:
     NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
     NVML_VALUE_TYPE_SIGNED_LONG_LONG = pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG
     nvmlEventTypeXidCriticalError = pynvml.nvmlEventTypeXidCriticalError
+    NVML_GPM_METRICS_GET_VERSION = pynvml.NVML_GPM_METRICS_GET_VERSION
+    NVML_GPM_METRIC_GRAPHICS_UTIL = pynvml.NVML_GPM_METRIC_GRAPHICS_UTIL
+    NVML_GPM_METRIC_SM_UTIL = pynvml.NVML_GPM_METRIC_SM_UTIL
+    NVML_GPM_METRIC_SM_OCCUPANCY = pynvml.NVML_GPM_METRIC_SM_OCCUPANCY
+    NVML_GPM_METRIC_ANY_TENSOR_UTIL = pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL
+    NVML_GPM_METRIC_DRAM_BW_UTIL = pynvml.NVML_GPM_METRIC_DRAM_BW_UTIL
+    c_nvmlGpmMetricsGet_t = pynvml.c_nvmlGpmMetricsGet_t
 
     def __init__(self) -> None:
         self.inits = self.shutdowns = 0
@@ -52,6 +63,10 @@ class FakeNVML:
         }  # fmt: skip
         self.profile_ids = {("GPU-1", 1): 5, ("GPU-1", 2): 9}
         self.pending_events: list[SimpleNamespace] = []
+        # GPM: percent per metric id on GPUs that support it; live samples by address.
+        self.gpm: dict[str, dict[int, float]] = {"GPU-0": {}}
+        self.gpm_samples: dict[int, dict[str, Any]] = {}
+        self.gpm_taken = 0
         self.registered: list[str] = []
 
     def nvmlInit(self) -> None:
@@ -147,3 +162,50 @@ class FakeNVML:
 
     def nvmlEventSetFree(self, eventSet: str) -> None:
         pass
+
+    def nvmlGpmQueryDeviceSupport(self, device: dict) -> pynvml.c_nvmlGpmSupport_t:
+        support = pynvml.c_nvmlGpmSupport_t()
+        support.version = pynvml.NVML_GPM_SUPPORT_VERSION
+        support.isSupportedDevice = int(device["uuid"] in self.gpm)
+        return support
+
+    def nvmlGpmSampleAlloc(self) -> pynvml.c_nvmlGpmSample_t:
+        sample = pynvml.c_nvmlGpmSample_t(pynvml.struct_c_nvmlGpmSample_t())
+        self.gpm_samples[ctypes.addressof(sample.contents)] = {"sample": sample, "taken": None}
+        return sample
+
+    def _gpm_sample(self, gpmSample: pynvml.c_nvmlGpmSample_t) -> dict[str, Any]:
+        try:
+            return self.gpm_samples[ctypes.addressof(gpmSample.contents)]
+        except (KeyError, ValueError):  # freed, or a NULL pointer
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT) from None
+
+    def nvmlGpmSampleGet(self, device: dict, gpmSample: pynvml.c_nvmlGpmSample_t) -> pynvml.c_nvmlGpmSample_t:
+        if device["uuid"] not in self.gpm:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        self.gpm_taken += 1
+        self._gpm_sample(gpmSample).update(
+            uuid=device["uuid"], taken=self.gpm_taken, activity=dict(self.gpm[device["uuid"]])
+        )
+        return gpmSample
+
+    def nvmlGpmMetricsGet(self, metricsGet: pynvml.c_nvmlGpmMetricsGet_t) -> pynvml.c_nvmlGpmMetricsGet_t:
+        if metricsGet.version != pynvml.NVML_GPM_METRICS_GET_VERSION:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        first, second = self._gpm_sample(metricsGet.sample1), self._gpm_sample(metricsGet.sample2)
+        if first["taken"] is None or second["taken"] is None or first["uuid"] != second["uuid"]:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        if first["taken"] >= second["taken"]:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        for i in range(metricsGet.numMetrics):
+            metric = metricsGet.metrics[i]
+            if metric.metricId in second["activity"]:
+                metric.value = second["activity"][metric.metricId]
+                metric.nvmlReturn = pynvml.NVML_SUCCESS
+            else:
+                metric.nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+        return metricsGet
+
+    def nvmlGpmSampleFree(self, gpmSample: pynvml.c_nvmlGpmSample_t) -> None:
+        self._gpm_sample(gpmSample)
+        del self.gpm_samples[ctypes.addressof(gpmSample.contents)]

@@ -5,6 +5,10 @@ Dashboards and alerts written for the DCGM exporter (metric names, units, the `g
 devices) work unchanged on kgpu's `/metrics`. kgpu adds `project`, `service` and `replica`: which
 replicas use each GPU or MIG device. Replicas sharing a device are listed comma-separated.
 
+The DCGM profiling fields (`DCGM_FI_PROF_*`, ratios 0..1) come from NVML's GPU Performance Monitoring
+(GPM, Hopper and later), which compares two samples: the exporter takes one per GPU at each scrape, so they
+cover the time since the previous scrape and appear from the second scrape on, on GPUs that support GPM.
+
 On a machine without an NVIDIA GPU the collector yields nothing and logs why, once.
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -43,6 +48,32 @@ GPU_METRICS: dict[str, tuple[str, str]] = {
     "DCGM_FI_DEV_PCIE_REPLAY_COUNTER": ("Total number of PCIe retries.", "unknown"),
 }
 GPU_METRIC_NAMES = frozenset(GPU_METRICS)
+# name -> (help, the NVML GPM metric it is read from, in percent).
+PROF_METRICS: dict[str, tuple[str, str]] = {
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE": (
+        "Ratio of time the graphics engine is active.",
+        "NVML_GPM_METRIC_GRAPHICS_UTIL",
+    ),
+    "DCGM_FI_PROF_SM_ACTIVE": (
+        "The ratio of cycles an SM has at least 1 warp assigned.",
+        "NVML_GPM_METRIC_SM_UTIL",
+    ),
+    "DCGM_FI_PROF_SM_OCCUPANCY": (
+        "The ratio of number of warps resident on an SM.",
+        "NVML_GPM_METRIC_SM_OCCUPANCY",
+    ),
+    "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": (
+        "Ratio of cycles the tensor (HMMA) pipe is active.",
+        "NVML_GPM_METRIC_ANY_TENSOR_UTIL",
+    ),
+    "DCGM_FI_PROF_DRAM_ACTIVE": (
+        "Ratio of cycles the device memory interface is active sending or receiving data.",
+        "NVML_GPM_METRIC_DRAM_BW_UTIL",
+    ),
+}
+PROF_METRIC_NAMES = frozenset(PROF_METRICS)
+# NVML needs GPM samples at least this far apart; a faster scrape repeats the last values.
+GPM_MIN_INTERVAL_S = 0.1
 # Read per MIG device; the rest (power, clocks, temperature, utilization) belong to the whole GPU.
 _MIG_METRICS = ("DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE")
 
@@ -87,6 +118,7 @@ class GPUExporter(Collector):
         users: Callable[[], list[DeviceUser]] = list,
         nvml: ModuleType | Any | None = None,
         hostname: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._users = users
         self._nvml = nvml
@@ -95,6 +127,10 @@ class GPUExporter(Collector):
         self.unavailable_reason: str | None = None
         self._xid_events: Any = None
         self._last_xid: dict[str, int] = {}
+        self._clock = clock
+        self._gpm_supported: dict[str, bool] = {}
+        self._gpm_samples: dict[str, tuple[Any, float]] = {}  # uuid -> (previous sample, when taken)
+        self._gpm_last: dict[str, dict[str, float]] = {}
 
     def describe(self) -> list[Metric]:
         # Declared without reading NVML, so registering the collector stays cheap.
@@ -161,6 +197,9 @@ class GPUExporter(Collector):
         if not self._initialized:
             return
         try:
+            for sample, _ in self._gpm_samples.values():
+                self._nvml.nvmlGpmSampleFree(sample)
+            self._gpm_samples.clear()
             if self._xid_events is not None:
                 self._nvml.nvmlEventSetFree(self._xid_events)
             self._nvml.nvmlShutdown()
@@ -256,7 +295,54 @@ class GPUExporter(Collector):
         values["DCGM_FI_DEV_PCIE_REPLAY_COUNTER"] = self._optional("nvmlDeviceGetPcieReplayCounter", handle)
         if uuid in self._last_xid:
             values["DCGM_FI_DEV_XID_ERRORS"] = self._last_xid[uuid]
+        values.update(self._gpm_values(handle, uuid))
         return {k: float(v) for k, v in values.items() if v is not None}
+
+    def _gpm_values(self, handle: Any, uuid: str) -> dict[str, float]:
+        """Profiling ratios over the time since the previous scrape's GPM sample; none on the first scrape
+        or where GPM is unsupported (before Hopper, older drivers or nvidia-ml-py)."""
+        nvml = self._nvml
+        if uuid not in self._gpm_supported:
+            support = self._optional("nvmlGpmQueryDeviceSupport", handle)
+            self._gpm_supported[uuid] = bool(support is not None and support.isSupportedDevice)
+        if not self._gpm_supported[uuid]:
+            return {}
+        now = self._clock()
+        previous = self._gpm_samples.get(uuid)
+        if previous is not None and now - previous[1] < GPM_MIN_INTERVAL_S:
+            return self._gpm_last.get(uuid, {})
+        sample = self._optional("nvmlGpmSampleAlloc")
+        if sample is None:
+            return {}
+        if self._optional("nvmlGpmSampleGet", handle, sample) is None:
+            nvml.nvmlGpmSampleFree(sample)
+            return {}
+        self._gpm_samples[uuid] = (sample, now)
+        if previous is None:
+            return {}
+        try:
+            values = self._gpm_metrics(previous[0], sample)
+        finally:
+            nvml.nvmlGpmSampleFree(previous[0])
+        self._gpm_last[uuid] = values
+        return values
+
+    def _gpm_metrics(self, first: Any, second: Any) -> dict[str, float]:
+        nvml = self._nvml
+        request = nvml.c_nvmlGpmMetricsGet_t()
+        request.version = nvml.NVML_GPM_METRICS_GET_VERSION
+        request.numMetrics = len(PROF_METRICS)
+        request.sample1 = first
+        request.sample2 = second
+        for i, (_help, metric) in enumerate(PROF_METRICS.values()):
+            request.metrics[i].metricId = getattr(nvml, metric)
+        if self._optional("nvmlGpmMetricsGet", request) is None:
+            return {}
+        return {
+            name: request.metrics[i].value / 100  # NVML reports percent, DCGM a ratio
+            for i, name in enumerate(PROF_METRICS)
+            if request.metrics[i].nvmlReturn == nvml.NVML_SUCCESS
+        }
 
     def _field_value(self, handle: Any, field_id: int) -> float | None:
         """One NVML field (the memory temperature has no dedicated query)."""
@@ -292,7 +378,8 @@ class GPUExporter(Collector):
 
 
 def _families(samples: list[_Sample]) -> Iterator[Metric]:
-    for name, (help_text, kind) in GPU_METRICS.items():
+    prof = {name: (help_text, "gauge") for name, (help_text, _metric) in PROF_METRICS.items()}
+    for name, (help_text, kind) in {**GPU_METRICS, **prof}.items():
         rows = [s for s in samples if name in s.values]
         if not rows:
             continue
