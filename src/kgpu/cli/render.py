@@ -110,18 +110,32 @@ def replicas_table(items: list[dict], wide: bool) -> Table:
 
 def nodes_table(items: list[dict], wide: bool) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    columns = ["NAME", "BACKEND", "GPUS", "GPU MODEL", "GPU MEMORY", "CPUS", "MEMORY", "REPLICAS"]
+    columns = [
+        "NAME",
+        "STATUS",
+        "BACKEND",
+        "POOL",
+        "GPUS",
+        "GPU MODEL",
+        "GPU MEMORY",
+        "CPUS",
+        "MEMORY",
+        "REPLICAS",
+    ]
     if wide:
-        columns += ["DRIVER", "MIG", "NOTE"]
+        columns += ["DRIVER", "MIG", "ALLOCATED", "NOTE"]
     for c in columns:
         table.add_column(c, no_wrap=c != "NOTE")
     for n in items:
         gpus = n.get("gpus") or []
         models = ",".join(sorted({g.get("catalog_model") or g.get("name") for g in gpus})) or "-"
         memory = ",".join(f"{g['memory_used_mib']}/{g['memory_total_mib']}Mi" for g in gpus) or "-"
+        pool = f"{n['namespace']}/{n['pool']}" if n.get("pool") else "-"
         row = [
             n["hostname"],
+            n.get("status", "Ready"),
             n.get("backend", "local"),
+            pool,
             str(len(gpus)),
             models,
             memory,
@@ -136,6 +150,7 @@ def nodes_table(items: list[dict], wide: bool) -> Table:
                 )
                 or "-"
             )
-            row += [n.get("driver_version") or "-", mig, n.get("note") or ""]
+            allocated = ",".join(f"{k}={v}" for k, v in (n.get("allocated") or {}).items()) or "-"
+            row += [n.get("driver_version") or "-", mig, allocated, n.get("note") or ""]
         table.add_row(*row)
     return table

@@ -25,8 +25,11 @@ def gpu_resources_per_node(pool: NodePool) -> dict[str, int]:
     return {model.resource_name: gpus}
 
 
-def pool_status(pool: NodePool) -> dict:
-    """The pool's status: nodes (the embedded platform provisions none beyond minNodes) and what they offer."""
+def pool_status(pool: NodePool, nodes: int | None = None) -> dict:
+    """The pool's status: nodes and what they offer.
+
+    `nodes`: how many nodes the pool has (a sim cluster's virtual nodes); default minNodes.
+    """
     flavor = pool.spec.flavor
     per_node: dict[str, str | int] = {}
     if flavor.cpu is not None:
@@ -34,7 +37,7 @@ def pool_status(pool: NodePool) -> dict:
     if flavor.memory is not None:
         per_node["memory"] = str(flavor.memory)
     per_node.update(gpu_resources_per_node(pool))
-    nodes = pool.spec.min_nodes
+    nodes = pool.spec.min_nodes if nodes is None else nodes
     total: dict[str, str | int] = {}
     for name, value in per_node.items():
         if isinstance(value, int):

@@ -35,6 +35,7 @@ from kgpu.controlplane.openapi import (
 from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.pools import pool_status
 from kgpu.controlplane.resources import KIND_BY_PLURAL, NotFoundError, with_metadata
+from kgpu.controlplane.simnodes import SimNodes
 from kgpu.controlplane.store import Change, ConflictError
 from kgpu.controlplane.watch import WatchBus, WatchExpired
 
@@ -142,7 +143,8 @@ class ListQuery:
         self.timeout_seconds = timeout_seconds
 
 
-def control_routes(platform: Platform) -> APIRouter:
+def control_routes(platform: Platform, sim_nodes: SimNodes | None = None) -> APIRouter:
+    """`sim_nodes`: the virtual nodes of sim clusters (their pools' status and `/api/v1/nodes`)."""
     api = APIRouter(tags=["control plane"])
 
     def render(stored) -> dict:
@@ -156,6 +158,8 @@ def control_routes(platform: Platform) -> APIRouter:
             assert isinstance(pool, NodePool)
             # On a Kubernetes cluster: what its operator reports (nodes found, MIG state).
             reported = platform.backend.pool_report(f"{pool.metadata.namespace}/{pool.metadata.name}")
+            if reported is None and sim_nodes is not None and sim_nodes.owns(pool):
+                reported = sim_nodes.pool_status(pool)  # a sim cluster's virtual nodes
             body["status"] = reported if reported is not None else pool_status(pool)
         return body
 
@@ -459,13 +463,17 @@ def control_routes(platform: Platform) -> APIRouter:
         platform.reconciler.kick()
         return {"status": "Success", "details": {"name": name, "namespace": namespace, "kind": plural}}
 
-    @api.get("/api/v1/nodes", summary="Nodes and their GPUs")
-    def nodes() -> dict:
+    @api.get("/api/v1/nodes", summary="Nodes and their GPUs (this machine; sim clusters' virtual nodes)")
+    def nodes(request: Request) -> dict:
         inventory = platform.inventory.to_dict()
         replicas = platform.backend.replicas()
         inventory["replicas"] = sum(1 for r in replicas if r.phase not in ("Pending", "Terminated"))
         inventory["backend"] = "local"
         inventory["pid"] = os.getpid()
-        return {"items": [inventory]}
+        items = [inventory]
+        if sim_nodes is not None:
+            pools = [parse_resource(s.body) for s in platform.store.list("NodePool")]
+            items += [n for n in sim_nodes.node_items(pools) if visible(request, n["namespace"])]
+        return {"items": items}
 
     return api

@@ -1,0 +1,483 @@
+"""Virtual nodes of `sim` clusters: node pools that get nodes without machines behind them.
+
+A NodePool whose annotation `kgpu.dev/cluster` names a Cluster of backend `sim` in its
+project gets virtual nodes `<pool>-<n>`: `minNodes` of them when it is created, each
+advertising what one node of the pool's flavor offers (`pool_status`'s allocatable per
+node). A new node joins (turns Ready) after a delay: the cluster's `autoscaler` flag
+`node-join-delay` (`90s`, `5m`), else a default per flavor kind (bare metal boots slower).
+
+Services annotated with the same cluster are placed on the Ready nodes (first fit, by the
+GPU resource they request); replicas that fit nowhere make the node-pool autoscaler
+(`kgpu.autoscaling.nodepool.decide_node_pools`) add nodes, and nodes left underused are
+removed, with the cluster-autoscaler flags `scale-down-unneeded-time`,
+`scale-down-delay-after-add` and `scale-down-utilization-threshold` of the Cluster.
+Nodes are rows in the control plane's database, so they survive a restart.
+
+Only placement is simulated: a sim service's replicas are counted on these nodes, not run.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Float, String, delete, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from kgpu.api.models import Cluster, InferenceService, NodePool
+from kgpu.api.quantity import parse_quantity
+from kgpu.autoscaling.nodepool import (
+    COOLDOWN_AFTER_ADD_S,
+    UNNEEDED_S,
+    UTILIZATION_THRESHOLD,
+    NodeView,
+    PendingReplica,
+    PoolState,
+    PoolView,
+    decide_node_pools,
+)
+from kgpu.controlplane.pools import gpu_resources_per_node, pool_status
+
+# The annotation that places a pool or a service on a Cluster of its project (the same one the
+# Kubernetes clusters use).
+CLUSTER_ANNOTATION = "kgpu.dev/cluster"
+JOIN_DELAY_S = {"vm": 60.0, "bare-metal": 300.0}
+JOIN_DELAY_FLAG = "node-join-delay"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a cluster-autoscaler style duration: `90s`, `10m`, `1h`, `30` (seconds)."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise ValueError(f'"{text}" is not a duration such as 90s, 10m or 1h')
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _SimNodeRow(_Base):
+    __tablename__ = "sim_nodes"
+
+    namespace: Mapped[str] = mapped_column(String(63), primary_key=True)
+    pool: Mapped[str] = mapped_column(String(253), primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(253))
+    created_at: Mapped[float] = mapped_column(Float)
+    ready_at: Mapped[float] = mapped_column(Float)
+
+
+@dataclass(frozen=True)
+class SimNode:
+    namespace: str
+    pool: str
+    name: str
+    cluster: str
+    created_at: float
+    ready_at: float
+
+    def ready(self, now: float) -> bool:
+        return now >= self.ready_at
+
+
+@dataclass
+class _Placed:
+    """A node during placement: what it offers and what replicas took."""
+
+    node: SimNode
+    offers: dict[str, int]
+    used: dict[str, int]
+    replicas: int = 0
+
+    def take(self, resource: str | None, count: int) -> bool:
+        if resource is not None:
+            if self.offers.get(resource, 0) - self.used.get(resource, 0) < count:
+                return False
+            self.used[resource] = self.used.get(resource, 0) + count
+        self.replicas += 1
+        return True
+
+
+def _flag(
+    cluster: Cluster, name: str, default: float, parse: Callable[[str], float] = parse_duration
+) -> float:
+    value = cluster.spec.autoscaler.get(name)
+    if value is None:
+        return default
+    try:
+        return parse(value)
+    except ValueError:
+        return default  # an unreadable flag keeps the default (the Cluster was accepted as strings)
+
+
+def sim_cluster_of(resource: NodePool | InferenceService, clusters: list[Cluster]) -> Cluster | None:
+    named = resource.metadata.annotations.get(CLUSTER_ANNOTATION)
+    if not named:
+        return None
+    return next(
+        (
+            c
+            for c in clusters
+            if c.metadata.name == named
+            and c.metadata.namespace == resource.metadata.namespace
+            and c.spec.backend == "sim"
+        ),
+        None,
+    )
+
+
+class SimNodes:
+    """Provisions the virtual nodes of sim clusters' pools and scales them with pending replicas."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+        _Base.metadata.create_all(engine)
+        self._session = sessionmaker(engine, expire_on_commit=False)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._states: dict[str, PoolState] = {}  # cluster key -> autoscaler memory
+        self._placement: dict[tuple[str, str, str], _Placed] = {}  # (namespace, pool, node) -> last placement
+        self._pending: dict[str, int] = {}  # service key -> replicas that fit on no Ready node
+        self._pools: set[tuple[str, str]] = set()  # (namespace, pool) on sim clusters, as of the last sync
+
+    # ------------------------------------------------------------ reading
+
+    def nodes(self, namespace: str | None = None, pool: str | None = None) -> list[SimNode]:
+        with self._session() as session:
+            query = select(_SimNodeRow)
+            if namespace is not None:
+                query = query.filter_by(namespace=namespace)
+            if pool is not None:
+                query = query.filter_by(pool=pool)
+            rows = session.scalars(query.order_by(_SimNodeRow.namespace, _SimNodeRow.pool)).all()
+        nodes = [SimNode(r.namespace, r.pool, r.name, r.cluster, r.created_at, r.ready_at) for r in rows]
+        return sorted(nodes, key=lambda n: (n.namespace, n.pool, _index(n.name)))
+
+    def owns(self, pool: NodePool) -> bool:
+        return (pool.metadata.namespace, pool.metadata.name) in self._pools
+
+    def pending(self, service: str) -> int:
+        return self._pending.get(service, 0)
+
+    def pool_status(self, pool: NodePool, now: float | None = None) -> dict:
+        """`pool_status` with the pool's actual virtual nodes: totals count Ready nodes only."""
+        now = self.clock() if now is None else now
+        nodes = self.nodes(pool.metadata.namespace, pool.metadata.name)
+        ready = [n for n in nodes if n.ready(now)]
+        status = pool_status(pool, nodes=len(ready))
+        status["nodes"] = len(nodes)
+        status["readyNodes"] = len(ready)
+        status["nodeList"] = [self._node_summary(pool, n, now) for n in nodes]
+        return status
+
+    def _node_summary(self, pool: NodePool, node: SimNode, now: float) -> dict:
+        placed = self._placement.get((node.namespace, node.pool, node.name))
+        summary = {
+            "name": node.name,
+            "status": "Ready" if node.ready(now) else "Joining",
+            "allocatable": pool_status(pool, nodes=1)["allocatablePerNode"],
+            "replicas": placed.replicas if placed else 0,
+            "allocated": dict(placed.used) if placed else {},
+        }
+        if not node.ready(now):
+            summary["readyInS"] = round(node.ready_at - now, 1)
+        return summary
+
+    def node_items(self, pools: list[NodePool], now: float | None = None) -> list[dict]:
+        """Virtual nodes shaped like the local node of `/api/v1/nodes` (CLI and console read both)."""
+        now = self.clock() if now is None else now
+        by_key = {(p.metadata.namespace, p.metadata.name): p for p in pools}
+        items = []
+        for node in self.nodes():
+            pool = by_key.get((node.namespace, node.pool))
+            if pool is None:
+                continue
+            flavor = pool.spec.flavor
+            gpu_memory = 0
+            if flavor.gpu_model:
+                from kgpu.gpu.catalog import get_model
+
+                gpu_memory = get_model(flavor.gpu_model).memory_gib * 1024
+            placed = self._placement.get((node.namespace, node.pool, node.name))
+            mig = pool.spec.sharing.mig_layout or {}
+            gpus = [
+                {
+                    "index": i,
+                    "uuid": f"SIM-{node.namespace}-{node.name}-{i}",
+                    "name": flavor.gpu_model,
+                    "catalog_model": flavor.gpu_model,
+                    "memory_total_mib": gpu_memory,
+                    "memory_used_mib": 0,
+                    "utilization_gpu_pct": None,
+                    "mig_enabled": bool(mig),
+                    "mig_devices": [
+                        {"profile": profile, "uuid": f"SIM-MIG-{node.name}-{i}-{profile}-{k}"}
+                        for profile, count in mig.items()
+                        for k in range(count)
+                    ],
+                }
+                for i in range(flavor.gpu_count)
+            ]
+            items.append(
+                {
+                    "hostname": node.name,
+                    "namespace": node.namespace,
+                    "cluster": node.cluster,
+                    "pool": node.pool,
+                    "backend": "sim",
+                    "status": "Ready" if node.ready(now) else "Joining",
+                    "cpu_count": int(parse_quantity(flavor.cpu)) if flavor.cpu is not None else 0,
+                    "memory_mib": int(parse_quantity(flavor.memory) / 2**20)
+                    if flavor.memory is not None
+                    else 0,
+                    "driver_version": None,
+                    "gpus": gpus,
+                    "note": f"virtual node of pool {node.namespace}/{node.pool} ({flavor.name or 'custom flavor'})",
+                    "replicas": placed.replicas if placed else 0,
+                    "allocatable": pool_status(pool, nodes=1)["allocatablePerNode"],
+                    "allocated": dict(placed.used) if placed else {},
+                }
+            )
+        return items
+
+    # ------------------------------------------------------------ reconciling
+
+    def sync(
+        self,
+        clusters: list[Cluster],
+        pools: list[NodePool],
+        services: list[InferenceService],
+        desired: Callable[[InferenceService], int] = lambda s: s.spec.replicas,
+        now: float | None = None,
+    ) -> dict:
+        """One pass: nodes within [minNodes, maxNodes], placement, then one autoscaler scan per cluster.
+
+        Returns what changed: {"added": [...], "removed": [...]} (node names as namespace/name).
+        """
+        now = self.clock() if now is None else now
+        with self._lock:
+            return self._sync(clusters, pools, services, desired, now)
+
+    def _sync(self, clusters, pools, services, desired, now) -> dict:
+        sim_pools = [(p, c) for p in pools if (c := sim_cluster_of(p, clusters)) is not None]
+        self._pools = {(p.metadata.namespace, p.metadata.name) for p, _ in sim_pools}
+        added: list[str] = []
+        removed: list[str] = []
+        existing = self.nodes()
+        # Nodes whose pool is gone, or no longer on a sim cluster, go.
+        orphans = [n for n in existing if (n.namespace, n.pool) not in self._pools]
+        if orphans:
+            self._delete(orphans)
+            removed += [f"{n.namespace}/{n.name}" for n in orphans]
+
+        by_pool: dict[tuple[str, str], list[SimNode]] = {}
+        for node in existing:
+            by_pool.setdefault((node.namespace, node.pool), []).append(node)
+        for pool, cluster in sim_pools:
+            key = (pool.metadata.namespace, pool.metadata.name)
+            nodes = by_pool.get(key, [])
+            spec = pool.spec
+            if len(nodes) < spec.min_nodes:
+                added += self._add(pool, cluster, nodes, spec.min_nodes - len(nodes), now)
+            elif len(nodes) > spec.max_nodes:
+                extra = sorted(nodes, key=lambda n: _index(n.name))[spec.max_nodes :]
+                self._delete(extra)
+                removed += [f"{n.namespace}/{n.name}" for n in extra]
+
+        # Placement of sim services' replicas, then one autoscaler scan per cluster.
+        nodes = self.nodes()
+        placement, pending_by_cluster = self._place(sim_pools, nodes, clusters, services, desired, now)
+        self._placement = placement
+        pool_by_key = {f"{p.metadata.namespace}/{p.metadata.name}": (p, c) for p, c in sim_pools}
+        for cluster_key, (cluster, pending) in pending_by_cluster.items():
+            mine = [(p, c) for p, c in sim_pools if _key(c) == cluster_key]
+            up, down = self._views(mine, nodes, placement, now)
+            wanted = [_pending_replica(need, up) for need in pending]
+            previous = self._states.get(cluster_key, PoolState())
+            flags = {
+                "unneeded_s": _flag(cluster, "scale-down-unneeded-time", UNNEEDED_S),
+                "cooldown_s": _flag(cluster, "scale-down-delay-after-add", COOLDOWN_AFTER_ADD_S),
+                "utilization_threshold": _flag(
+                    cluster, "scale-down-utilization-threshold", UTILIZATION_THRESHOLD, float
+                ),
+            }
+            # Scale-up judged per (pool, GPU resource); scale-down per pool over all its GPU resources.
+            grow = decide_node_pools(
+                up, wanted, now, PoolState(last_scale_up_at=previous.last_scale_up_at), **flags
+            )
+            shrink = decide_node_pools(
+                down,
+                wanted,
+                now,
+                PoolState(previous.unneeded_since, grow.state.last_scale_up_at),
+                **flags,
+            )
+            self._states[cluster_key] = PoolState(shrink.state.unneeded_since, grow.state.last_scale_up_at)
+            for view_name, count in grow.scale_up.items():
+                pool, owner = pool_by_key[view_name.split("|", 1)[0]]
+                added += self._add(pool, owner, _nodes_of(nodes, pool), count, now)
+            for pool_key, names in shrink.remove.items():
+                gone = [n for n in _nodes_of(nodes, pool_by_key[pool_key][0]) if n.name in names]
+                self._delete(gone)
+                removed += [f"{n.namespace}/{n.name}" for n in gone]
+        return {"added": added, "removed": removed}
+
+    def _place(self, sim_pools, nodes, clusters, services, desired, now):
+        """First fit of every sim service's replicas onto the Ready nodes of its cluster's pools."""
+        pool_of = {(p.metadata.namespace, p.metadata.name): p for p, _ in sim_pools}
+        placement = {
+            (n.namespace, n.pool, n.name): _Placed(
+                n, gpu_resources_per_node(pool_of[(n.namespace, n.pool)]), {}
+            )
+            for n in nodes
+            if (n.namespace, n.pool) in pool_of
+        }
+        pending: dict[str, tuple[Cluster, list[_Need]]] = {_key(c): (c, []) for _, c in sim_pools}
+        counts: dict[str, int] = {}
+        for service in sorted(services, key=lambda s: (s.metadata.namespace, s.metadata.name)):
+            cluster = sim_cluster_of(service, clusters)
+            if cluster is None:
+                continue
+            cluster_key = _key(cluster)
+            pending.setdefault(cluster_key, (cluster, []))
+            request = service.gpu_request()
+            resource, count = request if request else (None, 0)
+            accepted = frozenset(service.spec.gpu_models)
+            candidates = [
+                placed
+                for placed in placement.values()
+                if placed.node.ready(now)
+                and placed.node.namespace == cluster.metadata.namespace
+                and placed.node.cluster == cluster.metadata.name
+                and (
+                    not accepted
+                    or pool_of[(placed.node.namespace, placed.node.pool)].spec.flavor.gpu_model in accepted
+                )
+            ]
+            key = f"{service.metadata.namespace}/{service.metadata.name}"
+            for _ in range(desired(service)):
+                if any(placed.take(resource, count) for placed in candidates):
+                    continue
+                counts[key] = counts.get(key, 0) + 1
+                if resource is not None:  # the node-pool autoscaler is judged by GPU requests
+                    pending[cluster_key][1].append(_Need(resource, count, accepted))
+        self._pending = counts
+        return placement, pending
+
+    @staticmethod
+    def _views(mine, nodes, placement, now) -> tuple[list[PoolView], list[PoolView]]:
+        up: list[PoolView] = []
+        down: list[PoolView] = []
+        for pool, _ in mine:
+            pool_key = f"{pool.metadata.namespace}/{pool.metadata.name}"
+            offers = gpu_resources_per_node(pool)
+            pool_nodes = _nodes_of(nodes, pool)
+            ready = [n for n in pool_nodes if n.ready(now)]
+            joining = len(pool_nodes) - len(ready)
+            for resource, per_node in offers.items():
+                up.append(
+                    PoolView(
+                        name=f"{pool_key}|{resource}",
+                        gpu_model=f"{resource}|{pool.spec.flavor.gpu_model}",
+                        gpus_per_node=per_node,
+                        min_nodes=pool.spec.min_nodes,
+                        max_nodes=pool.spec.max_nodes,
+                        # Full: this view only decides growth.
+                        nodes=tuple(NodeView(n.name, per_node, per_node) for n in ready),
+                        upcoming_nodes=joining,
+                    )
+                )
+            units = sum(offers.values())
+            node_views = []
+            for n in pool_nodes:
+                placed = placement[(n.namespace, n.pool, n.name)]
+                used = sum(placed.used.values())
+                # A joining node is not judged yet; one holding CPU-only replicas is kept.
+                removable = n.ready(now) and (used > 0 or placed.replicas == 0)
+                node_views.append(NodeView(n.name, units, used, removable=removable))
+            down.append(
+                PoolView(
+                    name=pool_key,
+                    gpu_model=str(pool.spec.flavor.gpu_model),
+                    gpus_per_node=units,
+                    min_nodes=pool.spec.min_nodes,
+                    max_nodes=pool.spec.max_nodes,
+                    nodes=tuple(node_views),
+                )
+            )
+        return up, down
+
+    # ------------------------------------------------------------ writing
+
+    def _add(
+        self, pool: NodePool, cluster: Cluster, current: list[SimNode], count: int, now: float
+    ) -> list[str]:
+        delay = _flag(cluster, JOIN_DELAY_FLAG, JOIN_DELAY_S.get(pool.spec.flavor.kind or "vm", 60.0))
+        taken = {_index(n.name) for n in current}
+        names = []
+        index = 0
+        while len(names) < count:
+            if index not in taken:
+                names.append(f"{pool.metadata.name}-{index}")
+            index += 1
+        with self._session.begin() as session:
+            for name in names:
+                session.add(
+                    _SimNodeRow(
+                        namespace=pool.metadata.namespace,
+                        pool=pool.metadata.name,
+                        name=name,
+                        cluster=cluster.metadata.name,
+                        created_at=now,
+                        ready_at=now + delay,
+                    )
+                )
+        return [f"{pool.metadata.namespace}/{n}" for n in names]
+
+    def _delete(self, nodes: list[SimNode]) -> None:
+        if not nodes:
+            return
+        with self._session.begin() as session:
+            for n in nodes:
+                session.execute(
+                    delete(_SimNodeRow).filter_by(namespace=n.namespace, pool=n.pool, name=n.name)
+                )
+
+
+@dataclass(frozen=True)
+class _Need:
+    """A replica that fits on no Ready node: the GPU resource, how many, and the models it accepts."""
+
+    resource: str
+    count: int
+    gpu_models: frozenset[str]
+
+
+def _pending_replica(need: _Need, views: list[PoolView]) -> PendingReplica:
+    models = tuple(
+        v.gpu_model
+        for v in views
+        if v.gpu_model.split("|", 1)[0] == need.resource
+        and (not need.gpu_models or v.gpu_model.split("|", 1)[1] in need.gpu_models)
+    )
+    # No pool offers it: a model name no view has, so it counts as unschedulable.
+    return PendingReplica(gpus=need.count, gpu_models=models or ("none|none",))
+
+
+def _key(cluster: Cluster) -> str:
+    return f"{cluster.metadata.namespace}/{cluster.metadata.name}"
+
+
+def _nodes_of(nodes: list[SimNode], pool: NodePool) -> list[SimNode]:
+    return [n for n in nodes if (n.namespace, n.pool) == (pool.metadata.namespace, pool.metadata.name)]
+
+
+def _index(name: str) -> int:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
