@@ -270,3 +270,15 @@ def _client_for(test_client):
         return test_client
 
     return make
+
+
+def test_the_example_sim_cluster(sim):
+    from pathlib import Path
+
+    from kgpu.api.io import load_resource_file
+
+    resources = load_resource_file(Path(__file__).parents[2] / "examples" / "sim-cluster.yaml")
+    clusters = [r for r in resources if r.kind == "Cluster"]
+    pools = [r for r in resources if r.kind == "NodePool"]
+    assert sim.sync(clusters, pools, [], now=0.0)["added"] == ["default/h100-0"]
+    assert sim.pool_status(pools[0], now=20.0)["readyNodes"] == 1
