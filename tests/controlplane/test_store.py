@@ -164,3 +164,28 @@ def test_state_and_revision_survive_a_restart(make_store):
     assert second.revision() == stored.resource_version
     again, _ = second.put("InferenceService", "default", "a", body("a", 4))
     assert again.resource_version > stored.resource_version
+
+
+def test_reads_see_writes_of_another_process_sharing_the_database(make_store):
+    """Reads are served from memory; a write by another store (process) on the same database must show."""
+    mine, other = make_store(), make_store()
+    mine.put("InferenceService", "default", "a", body("a", 1))
+    assert mine.get("InferenceService", "default", "a").body["spec"]["replicas"] == 1  # now cached
+    changed, _ = other.put("InferenceService", "default", "a", body("a", 2))
+    other.put("InferenceService", "default", "b", body("b", 5))
+    seen = mine.get("InferenceService", "default", "a")
+    assert seen.body["spec"]["replicas"] == 2 and seen.resource_version == changed.resource_version
+    # A write of this process after the other's (a revision gap) leaves nothing stale behind.
+    mine.put("InferenceService", "default", "c", body("c", 7))
+    other.delete("InferenceService", "default", "b")
+    listed, revision = mine.list_at_revision("InferenceService")
+    assert [s.name for s in listed] == ["a", "c"]
+    assert revision == other.revision()
+
+
+def test_a_caller_changing_a_returned_body_does_not_change_the_store(make_store):
+    store = make_store()
+    store.put("InferenceService", "default", "a", body("a", 1))
+    store.get("InferenceService", "default", "a").body["spec"]["replicas"] = 99
+    store.list("InferenceService")[0].body["spec"]["replicas"] = 98
+    assert store.get("InferenceService", "default", "a").body["spec"]["replicas"] == 1

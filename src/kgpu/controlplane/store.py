@@ -5,11 +5,16 @@ counter and stamps it on the resource as its `resourceVersion`, as the Kubernete
 server does with etcd's revision: versions only grow, across all resources, so a watch
 can resume "after version N". A replace that names an older version is refused
 (optimistic concurrency).
+
+Reads are served from an in-memory copy of the table, checked against the revision row on
+every read: one indexed single-row query instead of fetching and decoding rows, and exact
+even when another process writes the same database (a revision this process did not write
+makes it reload). Statements are SQLAlchemy Core, built once: the ORM's per-call statement
+construction and unit of work cost more CPU than the database itself on a small write.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Float,
@@ -24,14 +30,17 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
+    delete,
     event,
     func,
+    insert,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class _Base(DeclarativeBase):
@@ -93,6 +102,74 @@ def sqlite_url(state_dir: Path) -> str:
     return f"sqlite:///{Path(state_dir).resolve() / 'kgpu.db'}"
 
 
+_RESOURCES = _ResourceRow.__table__
+_REVISION = _RevisionRow.__table__
+_COLUMNS = (
+    _RESOURCES.c.kind,
+    _RESOURCES.c.namespace,
+    _RESOURCES.c.name,
+    _RESOURCES.c.uid,
+    _RESOURCES.c.resource_version,
+    _RESOURCES.c.body,
+    _RESOURCES.c.created_at,
+    _RESOURCES.c.updated_at,
+)
+# Taken first in every write: on PostgreSQL the row lock orders concurrent writers.
+_BUMP_REVISION = (
+    update(_REVISION)
+    .where(_REVISION.c.id == 1)
+    .values(value=_REVISION.c.value + 1)
+    .returning(_REVISION.c.value)
+)
+_READ_REVISION = select(_REVISION.c.value).where(_REVISION.c.id == 1)
+_KEY = (
+    (_RESOURCES.c.kind == bindparam("k_kind"))
+    & (_RESOURCES.c.namespace == bindparam("k_namespace"))
+    & (_RESOURCES.c.name == bindparam("k_name"))
+)
+_FIND = select(_RESOURCES.c.id, *_COLUMNS).where(_KEY)
+_ALL = select(*_COLUMNS)
+_INSERT = insert(_RESOURCES)
+_REPLACE = (
+    update(_RESOURCES)
+    .where(_RESOURCES.c.id == bindparam("row_id"))
+    .values(
+        body=bindparam("new_body"),
+        resource_version=bindparam("new_version"),
+        updated_at=bindparam("new_updated_at"),
+    )
+)
+_DELETE = delete(_RESOURCES).where(_RESOURCES.c.id == bindparam("row_id"))
+
+_Key = tuple[str, str, str]  # kind, namespace, name
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One resource as stored: the body stays JSON text, decoded per read (callers may mutate it)."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    resource_version: int
+    body: str
+    created_at: float
+    updated_at: float
+
+    def stored(self) -> StoredResource:
+        return StoredResource(
+            kind=self.kind,
+            namespace=self.namespace,
+            name=self.name,
+            uid=self.uid,
+            resource_version=self.resource_version,
+            body=orjson.loads(self.body),
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+        )
+
+
 class ResourceStore:
     def __init__(self, database_url: str) -> None:
         self.engine = create_engine(database_url, future=True)
@@ -106,20 +183,24 @@ class ResourceStore:
                 cursor.close()
 
         _Base.metadata.create_all(self.engine)
-        self._session = sessionmaker(self.engine, expire_on_commit=False)
         # Writes of this process commit and notify listeners one at a time, so listeners see
         # changes in revision order (a watch must never deliver version 5 before version 4).
         self._write_lock = threading.Lock()
         self._listeners: list[ChangeListener] = []
+        # The in-memory copy and the revision it reflects (None: reload before use). Replaced,
+        # never mutated in place, so readers iterate it without a lock.
+        self._cache: dict[_Key, _Entry] = {}
+        self._cache_revision: int | None = None
+        self._cache_lock = threading.Lock()
         self._init_revision()
 
     def _init_revision(self) -> None:
         try:
-            with self._session.begin() as session:
-                if session.get(_RevisionRow, 1) is None:
+            with self.engine.begin() as conn:
+                if conn.execute(_READ_REVISION).scalar() is None:
                     # A store written before the counter existed continues above its highest version.
-                    highest = session.scalar(select(func.max(_ResourceRow.resource_version))) or 0
-                    session.add(_RevisionRow(id=1, value=highest))
+                    highest = conn.execute(select(func.max(_RESOURCES.c.resource_version))).scalar() or 0
+                    conn.execute(insert(_REVISION).values(id=1, value=highest))
         except IntegrityError:  # another process sharing the database created it first
             pass
 
@@ -129,41 +210,66 @@ class ResourceStore:
 
     def revision(self) -> int:
         """The last revision handed out (the store's current resourceVersion)."""
-        with self._session() as session:
-            return session.scalar(select(_RevisionRow.value).filter_by(id=1)) or 0
+        with self.engine.connect() as conn:
+            return conn.execute(_READ_REVISION).scalar() or 0
 
+    # ---- the in-memory copy ---------------------------------------------------------------
+    def _snapshot(self) -> tuple[dict[_Key, _Entry], int]:
+        """The resources and the revision they reflect, reloading when another process wrote."""
+        current = self.revision()
+        with self._cache_lock:
+            # Ahead of `current` is fine: this process's own writes landed since the check.
+            if self._cache_revision is not None and self._cache_revision >= current:
+                return self._cache, self._cache_revision
+        with self._write_lock:  # no write of this process lands during the reload
+            while True:
+                before = self.revision()
+                with self.engine.connect() as conn:
+                    rows = conn.execute(_ALL).all()
+                # A write commits its rows and the revision together: an unchanged revision
+                # around the read means the rows are exactly those of that revision.
+                if self.revision() == before:
+                    break
+            cache = {(r.kind, r.namespace, r.name): _Entry(*r) for r in rows}
+            with self._cache_lock:
+                self._cache, self._cache_revision = cache, before
+            return cache, before
+
+    def _remember(self, revision: int, key: _Key, entry: _Entry | None) -> None:
+        """Apply this process's committed write to the copy (called under the write lock)."""
+        with self._cache_lock:
+            if self._cache_revision is None or revision != self._cache_revision + 1:
+                self._cache_revision = None  # another process wrote in between: reload on next read
+                return
+            cache = dict(self._cache)
+            if entry is None:
+                cache.pop(key, None)
+            else:
+                cache[key] = entry
+            self._cache, self._cache_revision = cache, revision
+
+    # ---- reads ----------------------------------------------------------------------------
     def list_at_revision(self, kind: str, namespace: str | None = None) -> tuple[list[StoredResource], int]:
-        """A list and the revision it reflects: no write of this process lands in between."""
-        with self._write_lock:
-            return self.list(kind, namespace), self.revision()
+        """A list and the revision it reflects: no write lands in between."""
+        cache, revision = self._snapshot()
+        return self._select(cache, kind, namespace), revision
+
+    def get(self, kind: str, namespace: str, name: str) -> StoredResource | None:
+        entry = self._snapshot()[0].get((kind, namespace, name))
+        return entry.stored() if entry else None
+
+    def list(self, kind: str, namespace: str | None = None) -> list[StoredResource]:
+        return self._select(self._snapshot()[0], kind, namespace)
 
     @staticmethod
-    def _next_revision(session: Session) -> int:
-        # Taken first in every write: on PostgreSQL the row lock orders concurrent writers.
-        session.execute(update(_RevisionRow).filter_by(id=1).values(value=_RevisionRow.value + 1))
-        return session.scalar(select(_RevisionRow.value).filter_by(id=1))
+    def _select(cache: dict[_Key, _Entry], kind: str, namespace: str | None) -> list[StoredResource]:
+        keys = sorted(k for k in cache if k[0] == kind and (namespace is None or k[1] == namespace))
+        return [cache[k].stored() for k in keys]
 
+    # ---- writes ---------------------------------------------------------------------------
     def _notify(self, change: Change) -> None:
         for listener in self._listeners:
             listener(change)
-
-    def _row(self, session: Session, kind: str, namespace: str, name: str) -> _ResourceRow | None:
-        return session.scalars(
-            select(_ResourceRow).filter_by(kind=kind, namespace=namespace, name=name)
-        ).one_or_none()
-
-    def get(self, kind: str, namespace: str, name: str) -> StoredResource | None:
-        with self._session() as session:
-            row = self._row(session, kind, namespace, name)
-            return _to_stored(row) if row else None
-
-    def list(self, kind: str, namespace: str | None = None) -> list[StoredResource]:
-        with self._session() as session:
-            query = select(_ResourceRow).filter_by(kind=kind)
-            if namespace is not None:
-                query = query.filter_by(namespace=namespace)
-            rows = session.scalars(query.order_by(_ResourceRow.namespace, _ResourceRow.name)).all()
-            return [_to_stored(r) for r in rows]
 
     def put(
         self,
@@ -176,23 +282,16 @@ class ResourceStore:
     ) -> tuple[StoredResource, bool]:
         """Create or replace; returns the stored resource and whether it was created."""
         now = time.time()
+        text = orjson.dumps(body).decode()
+        key = {"k_kind": kind, "k_namespace": namespace, "k_name": name}
         with self._write_lock:
             try:
-                with self._session.begin() as session:
-                    revision = self._next_revision(session)
-                    row = self._row(session, kind, namespace, name)
+                with self.engine.begin() as conn:
+                    revision = conn.execute(_BUMP_REVISION).scalar_one()
+                    row = conn.execute(_FIND, key).first()
                     if row is None:
-                        row = _ResourceRow(
-                            kind=kind,
-                            namespace=namespace,
-                            name=name,
-                            uid=str(uuid.uuid4()),
-                            resource_version=revision,
-                            body=json.dumps(body),
-                            created_at=now,
-                            updated_at=now,
-                        )
-                        session.add(row)
+                        entry = _Entry(kind, namespace, name, str(uuid.uuid4()), revision, text, now, now)
+                        conn.execute(_INSERT, [_row_values(entry)])
                         created = True
                     else:
                         if create_only:
@@ -203,40 +302,50 @@ class ResourceStore:
                                 f"please apply your changes to the latest version and try again "
                                 f"(resourceVersion {expected_version} != {row.resource_version})"
                             )
-                        row.body = json.dumps(body)
-                        row.resource_version = revision
-                        row.updated_at = now
+                        entry = _Entry(kind, namespace, name, row.uid, revision, text, row.created_at, now)
+                        conn.execute(
+                            _REPLACE,
+                            {
+                                "row_id": row.id,
+                                "new_body": text,
+                                "new_version": revision,
+                                "new_updated_at": now,
+                            },
+                        )
                         created = False
-                    session.flush()
-                    stored = _to_stored(row)
             except IntegrityError:
                 # Another process created the same name between our read and our insert.
                 raise ConflictError(f'{kind} "{name}" already exists in namespace "{namespace}"') from None
+            self._remember(revision, (kind, namespace, name), entry)
+            stored = entry.stored()
             self._notify(Change("ADDED" if created else "MODIFIED", stored))
         return stored, created
 
     def delete(self, kind: str, namespace: str, name: str) -> bool:
+        key = {"k_kind": kind, "k_namespace": namespace, "k_name": name}
         with self._write_lock:
-            with self._session.begin() as session:
-                revision = self._next_revision(session)
-                row = self._row(session, kind, namespace, name)
-                if row is None:
-                    return False  # the unused revision leaves a gap, which watchers never rely on
-                session.delete(row)
-                stored = _to_stored(row)
-                stored.resource_version = revision
-            self._notify(Change("DELETED", stored))
+            with self.engine.begin() as conn:
+                revision = conn.execute(_BUMP_REVISION).scalar_one()
+                row = conn.execute(_FIND, key).first()
+                if row is not None:
+                    conn.execute(_DELETE, {"row_id": row.id})
+            # The revision is taken either way: a missing row leaves a gap, which watchers never rely on.
+            self._remember(revision, (kind, namespace, name), None)
+            if row is None:
+                return False
+            gone = _Entry(kind, namespace, name, row.uid, revision, row.body, row.created_at, row.updated_at)
+            self._notify(Change("DELETED", gone.stored()))
         return True
 
 
-def _to_stored(row: _ResourceRow) -> StoredResource:
-    return StoredResource(
-        kind=row.kind,
-        namespace=row.namespace,
-        name=row.name,
-        uid=row.uid,
-        resource_version=row.resource_version,
-        body=json.loads(row.body),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+def _row_values(entry: _Entry) -> dict:
+    return {
+        "kind": entry.kind,
+        "namespace": entry.namespace,
+        "name": entry.name,
+        "uid": entry.uid,
+        "resource_version": entry.resource_version,
+        "body": entry.body,
+        "created_at": entry.created_at,
+        "updated_at": entry.updated_at,
+    }
