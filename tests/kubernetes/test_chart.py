@@ -16,6 +16,7 @@ from kgpu.backends.kubernetes.gateway import build_parser as gateway_parser
 from kgpu.backends.kubernetes.operator import Operator
 from tests.kubernetes import test_operator as op
 from tests.kubernetes.helm_render import TemplateError, render_chart, render_template
+from tests.kubernetes.test_leader_election import lease_calls
 from tests.kubernetes.test_manifests_validate import validate_everywhere
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "kgpu"
@@ -200,8 +201,33 @@ def granted(objects: list[dict[str, Any]], account: str) -> set[tuple[str, str, 
 def test_operator_rbac_grants_exactly_what_the_operator_calls_against_client_api_surface():
     calls = operator_calls()
     assert ("apps", "deployments", "create", None) in calls and ("", "nodes", "patch", None) in calls
+    calls |= lease_calls("kgpu-system")  # leader election, in the release namespace
     objects = render_chart(CHART, values={"gpuOperator": {"namespace": "gpu-operator"}})
     assert granted(objects, "kgpu-operator") == calls
+
+
+def test_operator_replicas_elect_a_leader_on_the_lease_their_role_names():
+    objects = by_kind(
+        render_chart(CHART, namespace="ml-platform", values={"operator": {"leaderElectionId": "kgpu-x"}})
+    )
+    deployment = objects[("Deployment", "kgpu-operator")]
+    assert deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(container["args"])
+    assert (args.leader_elect, args.leader_election_namespace, args.leader_election_id) == (
+        True,
+        "ml-platform",
+        "kgpu-x",
+    )
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    role = objects[("Role", "kgpu-operator-leader-election")]
+    assert role["metadata"]["namespace"] == "ml-platform"
+    # create cannot be limited by name; reading and renewing are limited to the one Lease.
+    assert {tuple(r["verbs"]): r.get("resourceNames") for r in role["rules"]} == {
+        ("create",): None,
+        ("get", "update"): ["kgpu-x"],
+    }
 
 
 CUSTOM_VERBS = {

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from kubernetes import config
 
+from kgpu.backends.kubernetes.leader import LEASE_NAME, ElectionSettings, run_as_leader
 from kgpu.backends.kubernetes.nodepool import GPU_OPERATOR_NAMESPACE
 from kgpu.backends.kubernetes.operator import KubeApis, Operator
 from kgpu.backends.kubernetes.workload import DEFAULT_RUNTIME_IMAGE, WorkloadSettings
@@ -25,6 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kubeconfig", default=None, help="outside a cluster: kubeconfig file")
     parser.add_argument("--context", default=None)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="reconcile only while holding the Lease (run several replicas; the chart does)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease (default: $POD_NAMESPACE, else kgpu-system)",
+    )
+    parser.add_argument("--leader-election-id", default=LEASE_NAME, help="name of the Lease")
     return parser
 
 
@@ -44,8 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         WorkloadSettings(image=args.runtime_image, drain_timeout_s=args.drain_timeout),
         gpu_operator_namespace=args.gpu_operator_namespace,
     )
-    operator.run(resync_s=args.resync)
-    return 0
+    if not args.leader_elect:
+        operator.run(resync_s=args.resync)
+        return 0
+    settings = ElectionSettings(
+        namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "kgpu-system",
+        lease_name=args.leader_election_id,
+    )
+    run_as_leader(lambda stop: operator.run(resync_s=args.resync, stop=stop), settings)
+    return 1  # the lease was lost: restart as a follower rather than reconcile without it
 
 
 if __name__ == "__main__":
