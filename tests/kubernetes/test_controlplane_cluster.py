@@ -523,3 +523,24 @@ def test_faked_api_server_the_rest_api_shows_the_cluster_reported_status(platfor
     assert pool["status"] == {"cluster": "ml/prod", "phase": "Ready", "nodes": 3}
     assert isvc["status"]["phase"] == "Ready" and isvc["status"]["readyReplicas"] == 2
     assert isvc["status"]["conditions"] == READY_STATUS["conditions"]
+
+
+def test_faked_api_server_a_control_plane_whose_store_started_empty_leaves_unknown_resources_alone(
+    tmp_path, cluster
+):
+    """A gateway pod whose emptyDir store was lost must not delete every service it created before."""
+    cluster.objects[("inferenceservices", "ml", "made-before")] = {
+        **expected_custom_resource(),
+        "metadata": {"name": "made-before", "namespace": "ml", "labels": LABEL, "resourceVersion": "7"},
+    }
+    platform = Platform(
+        PlatformConfig(state_dir=tmp_path / "new", in_cluster=True),
+        inventory=cpu_node(),
+        backend_factory=RecordingBackend,
+    )
+    apply(platform, SERVICE)
+    reconcile(platform)
+    reconcile(platform)
+    assert cluster.calls("list_cluster_custom_object") == []
+    assert cluster.calls("delete_namespaced_custom_object") == []
+    assert sorted(name for _, _, name in cluster.objects) == ["made-before", "minilm"]

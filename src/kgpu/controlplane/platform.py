@@ -92,6 +92,7 @@ class Platform:
                 RouteHooks(on_ready=self.registry.add, on_gone=self.registry.remove),
                 route_in_cluster=config.in_cluster,
                 cluster_domain=config.cluster_domain,
+                adopt_orphans=self.store.revision() > 0,  # a store that started empty may have lost state
             ),
             self._clusters,
             default=default_cluster,

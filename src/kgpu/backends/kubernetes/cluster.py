@@ -109,6 +109,7 @@ class KubernetesBackend:
         route_in_cluster: bool = False,
         cluster_domain: str = "cluster.local",
         request_timeout_s: float | tuple[float, float] = REQUEST_TIMEOUT_S,
+        adopt_orphans: bool = True,
     ) -> None:
         self._connect = connect
         self._routes = routes
@@ -119,6 +120,9 @@ class KubernetesBackend:
         self._services: dict[str, _Placed] = {}
         self._pools: dict[str, _Placed] = {}
         self._adopted: set[str] = set()
+        # False for a store that started empty: it may have lost what it created (an emptyDir), and
+        # then every labelled resource in the cluster would look deleted. Those are left alone.
+        self.adopt_orphans = adopt_orphans
         self._adopt_failed: dict[str, float] = {}  # cluster key -> monotonic time of the failure
 
     # ------------------------------------------------------------ clients
@@ -235,6 +239,17 @@ class KubernetesBackend:
         """Once per cluster: find the custom resources this control plane created before a restart, so
         services and pools deleted meanwhile are deleted from the cluster too."""
         ckey = cluster_key(cluster)
+        if not self.adopt_orphans:
+            if ckey not in self._adopted:
+                log.warning(
+                    "cluster %s: this control plane's store started empty; kgpu resources labelled %s=%s "
+                    "that it does not know are left alone",
+                    ckey,
+                    CONTROL_PLANE_LABEL,
+                    CONTROL_PLANE_VALUE,
+                )
+                self._adopted.add(ckey)
+            return
         failed_at = self._adopt_failed.get(ckey)
         if ckey in self._adopted or (failed_at is not None and time.monotonic() - failed_at < ADOPT_RETRY_S):
             return
