@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Float, Integer, String, inspect, select, text
+from sqlalchemy import Float, Integer, String, bindparam, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
@@ -154,12 +154,19 @@ def hash_secret(secret: str, salt: bytes) -> str:
     return hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, HASH_ITERATIONS).hex()
 
 
+_PROJECTS = _ProjectRow.__table__
+_PROJECT_BY_NAME = select(_PROJECTS.c.name, _PROJECTS.c.gpu_quota).where(
+    _PROJECTS.c.name == bindparam("p_name")
+)
+
+
 class AuthStore:
     """Projects and hashed tokens, in the same database as the resources."""
 
     def __init__(self, engine: Engine) -> None:
         _AuthBase.metadata.create_all(engine)
         _add_missing_columns(engine)
+        self._engine = engine
         self._session = sessionmaker(engine, expire_on_commit=False)
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._cache_lock = threading.Lock()
@@ -183,9 +190,10 @@ class AuthStore:
         return Project(name, gpu_quota)
 
     def project(self, name: str) -> Project | None:
-        with self._session() as session:
-            row = session.get(_ProjectRow, name)
-            return Project(row.name, row.gpu_quota) if row else None
+        # Core, not the ORM: every service write reads its project (the quota check).
+        with self._engine.connect() as conn:
+            row = conn.execute(_PROJECT_BY_NAME, {"p_name": name}).first()
+        return Project(row.name, row.gpu_quota) if row else None
 
     def projects(self) -> list[Project]:
         with self._session() as session:

@@ -107,10 +107,11 @@ def cluster_admission(
     return check
 
 
-def stored_clusters(store: Any) -> list[Cluster]:
+def stored_clusters(store: Any, parse: Callable[[Any], object] | None = None) -> list[Cluster]:
+    """Every stored Cluster; `parse` (e.g. ResourceService.parsed) may reuse earlier validations."""
     out = []
     for stored in store.list("Cluster"):
-        cluster = parse_resource(stored.body)
+        cluster = parse(stored) if parse is not None else parse_resource(stored.body)
         assert isinstance(cluster, Cluster)
         out.append(cluster)
     return out

@@ -38,14 +38,26 @@ from kgpu.telemetry.gpu_exporter import DeviceUser, GPUExporter
 log = logging.getLogger("kgpu")
 
 
+# URI -> monotonic time it was last found loadable. Reading a model's layout from disk was
+# the largest cost of an API write; a model found recently is not read again for a while.
+_MODEL_FOUND_AT: dict[str, float] = {}
+MODEL_CHECK_REUSE_S = 10.0
+
+
 def check_model_available(resource: object) -> list[FieldError]:
     """Refuse at apply time a model that cannot be loaded from this machine."""
     if not isinstance(resource, InferenceService):
         return []
+    uri = resource.spec.model.uri
+    found_at = _MODEL_FOUND_AT.get(uri)
+    if found_at is not None and time.monotonic() - found_at < MODEL_CHECK_REUSE_S:
+        return []
     try:
-        resolve_model_uri(resource.spec.model.uri)
+        resolve_model_uri(uri)
     except ModelSourceError as exc:
-        return [FieldError("spec.model.uri", f'Invalid value: "{resource.spec.model.uri}": {exc}')]
+        _MODEL_FOUND_AT.pop(uri, None)
+        return [FieldError("spec.model.uri", f'Invalid value: "{uri}": {exc}')]
+    _MODEL_FOUND_AT[uri] = time.monotonic()
     return []
 
 
@@ -146,7 +158,7 @@ class Platform:
         self.gpu_exporter.close()
 
     def _clusters(self) -> list[Cluster]:
-        return stored_clusters(self.store)
+        return stored_clusters(self.store, self.resources.parsed)
 
     def _kick(self) -> None:
         self.reconciler.kick()

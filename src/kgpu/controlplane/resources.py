@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kgpu.api.errors import FieldError, ResourceValidationError
 from kgpu.api.io import parse_resource
@@ -38,6 +38,8 @@ AdmissionCheck = Callable[[object], "list[FieldError]"]
 class ResourceService:
     store: ResourceStore
     admission: list[AdmissionCheck]
+    # (kind, namespace, name) -> (resourceVersion, typed resource); see `parsed`.
+    _parsed: dict[tuple[str, str, str], tuple[int, object]] = field(default_factory=dict)
 
     def apply(
         self, body: dict, namespace: str | None = None, name: str | None = None, create_only: bool = False
@@ -84,10 +86,24 @@ class ResourceService:
             )
         return stored
 
+    def parsed(self, stored: StoredResource):
+        """The typed resource of a stored version, validated once per version.
+
+        Lists and the reconciler read every service many times a second; validation was
+        most of a LIST's cost. Callers must treat the result as read-only (it is shared).
+        """
+        key = (stored.kind, stored.namespace, stored.name)
+        hit = self._parsed.get(key)
+        if hit is not None and hit[0] == stored.resource_version:
+            return hit[1]
+        resource = parse_resource(stored.body)
+        self._parsed[key] = (stored.resource_version, resource)
+        return resource
+
     def services(self) -> list[InferenceService]:
         out = []
         for stored in self.store.list("InferenceService"):
-            resource = parse_resource(stored.body)
+            resource = self.parsed(stored)
             assert isinstance(resource, InferenceService)
             out.append(resource)
         return out
@@ -95,7 +111,7 @@ class ResourceService:
     def pools(self) -> list[NodePool]:
         out = []
         for stored in self.store.list("NodePool"):
-            resource = parse_resource(stored.body)
+            resource = self.parsed(stored)
             assert isinstance(resource, NodePool)
             out.append(resource)
         return out

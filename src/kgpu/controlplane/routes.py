@@ -165,11 +165,11 @@ def control_routes(platform: Platform, sim_nodes: SimNodes | None = None) -> API
     def render(stored) -> dict:
         body = with_metadata(stored)
         if stored.kind == "InferenceService":
-            resource = parse_resource(stored.body)
+            resource = platform.resources.parsed(stored)
             assert isinstance(resource, InferenceService)
             body["status"] = platform.service_status(resource)
         elif stored.kind == "NodePool":
-            pool = parse_resource(stored.body)
+            pool = platform.resources.parsed(stored)
             assert isinstance(pool, NodePool)
             # On a Kubernetes cluster: what its operator reports (nodes found, MIG state).
             reported = platform.backend.pool_report(f"{pool.metadata.namespace}/{pool.metadata.name}")

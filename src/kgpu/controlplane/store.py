@@ -172,7 +172,9 @@ class _Entry:
 
 class ResourceStore:
     def __init__(self, database_url: str) -> None:
-        self.engine = create_engine(database_url, future=True)
+        # A pool as large as the server's worker threads: a connection opened past the pool is
+        # closed after one use, and opening one (with its PRAGMAs) costs more than the query.
+        self.engine = create_engine(database_url, future=True, pool_size=20, max_overflow=20)
         if self.engine.dialect.name == "sqlite":
             # WAL lets the CLI read while the server writes; NORMAL sync is durable enough with WAL.
             @event.listens_for(self.engine, "connect")
