@@ -122,6 +122,7 @@ _BUMP_REVISION = (
     .returning(_REVISION.c.value)
 )
 _READ_REVISION = select(_REVISION.c.value).where(_REVISION.c.id == 1)
+_REVISION_SQL = "SELECT value FROM revision WHERE id = 1"
 _KEY = (
     (_RESOURCES.c.kind == bindparam("k_kind"))
     & (_RESOURCES.c.namespace == bindparam("k_namespace"))
@@ -194,6 +195,7 @@ class ResourceStore:
         self._cache: dict[_Key, _Entry] = {}
         self._cache_revision: int | None = None
         self._cache_lock = threading.Lock()
+        self._revision_conn = threading.local()
         self._init_revision()
 
     def _init_revision(self) -> None:
@@ -212,8 +214,22 @@ class ResourceStore:
 
     def revision(self) -> int:
         """The last revision handed out (the store's current resourceVersion)."""
-        with self.engine.connect() as conn:
-            return conn.execute(_READ_REVISION).scalar() or 0
+        # Every read asks this first, so it skips the pool and the statement layer: each
+        # thread keeps one plain driver connection for it (outside the pool's count), and
+        # ends the read transaction at once so it never holds a lock or an old snapshot.
+        conn = getattr(self._revision_conn, "conn", None)
+        if conn is None:
+            conn = self.engine.raw_connection()
+            conn.detach()
+            self._revision_conn.conn = conn
+        cursor = conn.cursor()
+        try:
+            cursor.execute(_REVISION_SQL)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+            conn.rollback()
+        return int(row[0]) if row else 0
 
     # ---- the in-memory copy ---------------------------------------------------------------
     def _snapshot(self) -> tuple[dict[_Key, _Entry], int]:
