@@ -55,7 +55,7 @@ def services_table(items: list[dict], replicas: list[dict], wide: bool) -> Table
     table = Table(box=None, header_style="bold", pad_edge=False)
     columns = ["NAMESPACE", "NAME", "MODEL", "READY", "STATUS", "DEVICES", "AGE"]
     if wide:
-        columns += ["RESTARTS", "RUNTIME", "RESOURCES", "ENDPOINT", "LAST EVENT"]
+        columns += ["RESTARTS", "RUNTIME", "RESOURCES", "ENDPOINT", "PENDING", "NODES", "LAST EVENT"]
     for c in columns:
         table.add_column(c, no_wrap=c != "LAST EVENT")
     for item in items:
@@ -80,10 +80,21 @@ def services_table(items: list[dict], replicas: list[dict], wide: bool) -> Table
                 f"{runtime.get('dtype', 'auto')}/{runtime.get('maxBatchTokens', '-')}tok",
                 _resources(spec),
                 status.get("endpoint", "-"),
+                str(status.get("pendingReplicas", sum(1 for r in own if r["phase"] == "Pending"))),
+                _nodes(own),
                 events[-1]["message"] if events else "-",
             ]
         table.add_row(*row)
     return table
+
+
+def _nodes(replicas: list[dict]) -> str:
+    """Nodes holding the replicas, with how many each: `h100-0=8,h100-1=4`."""
+    counts: dict[str, int] = {}
+    for r in replicas:
+        if r["node"] and r["phase"] != "Pending":
+            counts[r["node"]] = counts.get(r["node"], 0) + 1
+    return ",".join(f"{node}={n}" for node, n in sorted(counts.items())) or "-"
 
 
 def replicas_table(items: list[dict], wide: bool) -> Table:

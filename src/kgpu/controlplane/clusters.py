@@ -2,8 +2,10 @@
 
 A project (namespace) with one registered Cluster of backend `kubernetes` (`kgpu cluster add`)
 runs its services and pools on that cluster; the annotation `kgpu.dev/cluster: NAME` picks one
-Cluster of the project by name (required when the project has several). Everything else runs on
-the local backend. The reconciler sees one Backend either way.
+Cluster of the project by name (required when the project has several). A service naming a `sim`
+Cluster goes to the simulated backend (`kgpu.controlplane.simbackend`: placed on virtual nodes,
+no process started). Everything else runs on the local backend. The reconciler sees one Backend
+either way.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from kgpu.api.io import parse_resource
 from kgpu.api.models import Cluster, InferenceService, NodePool
 from kgpu.backends.base import Backend, ReplicaStatus
 from kgpu.backends.kubernetes.cluster import KubernetesBackend, resource_key
+from kgpu.controlplane.simbackend import SimBackend
 
 CLUSTER_ANNOTATION = "kgpu.dev/cluster"
 ANNOTATION_PATH = f"metadata.annotations[{CLUSTER_ANNOTATION}]"
@@ -127,9 +130,11 @@ class ClusterBackends:
         clusters: Callable[[], list[Cluster]],
         default: Cluster | None = None,
         on_event: Callable[[str, str], None] = lambda key, message: None,
+        sim: SimBackend | None = None,
     ) -> None:
         self.local = local
         self.kube = kube
+        self.sim = sim  # services on sim clusters: placed on virtual nodes, never started here
         self._read_clusters = clusters
         self.default = default
         self._on_event = on_event
@@ -167,13 +172,24 @@ class ClusterBackends:
         if cluster is None:
             if self.kube.placed(key):
                 await self.kube.remove(key)
+            if self.sim is not None and self.sim.targets(service, await self.clusters()):
+                if self.local.replicas(key):
+                    await self.local.remove(key)
+                await self.sim.ensure(service, replicas)
+                return
+            if self.sim is not None and self.sim.placed(key):
+                await self.sim.remove(key)
             await self.local.ensure(service, replicas)
             return
         if key in self.local.services():
             await self.local.remove(key)
+        if self.sim is not None and self.sim.placed(key):
+            await self.sim.remove(key)
         await self.kube.ensure_on(cluster, service, replicas)
 
     async def remove(self, key: str) -> None:
+        if self.sim is not None and self.sim.placed(key):
+            await self.sim.remove(key)
         on_cluster = self.kube.placed(key)
         if on_cluster:
             await self.kube.remove(key)
@@ -202,19 +218,25 @@ class ClusterBackends:
                 await self.kube.remove_pool(key)
 
     def service_report(self, key: str, desired: int) -> dict | None:
+        if self.sim is not None and (report := self.sim.service_report(key, desired)) is not None:
+            return report
         return self.kube.service_report(key, desired)
 
     def pool_report(self, key: str) -> dict | None:
         return self.kube.pool_report(key)
 
     def ready_replicas(self, key: str) -> int | None:
+        if self.sim is not None and (ready := self.sim.ready_replicas(key)) is not None:
+            return ready
         return self.kube.ready_replicas(key)
 
     def replicas(self, key: str | None = None) -> list[ReplicaStatus]:
-        return self.local.replicas(key) + self.kube.replicas(key)
+        simulated = self.sim.replicas(key) if self.sim is not None else []
+        return self.local.replicas(key) + self.kube.replicas(key) + simulated
 
     def services(self) -> list[str]:
-        return sorted(set(self.local.services()) | set(self.kube.services()))
+        simulated = self.sim.services() if self.sim is not None else []
+        return sorted(set(self.local.services()) | set(self.kube.services()) | set(simulated))
 
     def log_path(self, replica: str):
         return self.local.log_path(replica)
@@ -222,3 +244,5 @@ class ClusterBackends:
     async def shutdown(self) -> None:
         await self.local.shutdown()
         await self.kube.shutdown()
+        if self.sim is not None:
+            await self.sim.shutdown()

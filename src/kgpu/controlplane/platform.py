@@ -27,6 +27,8 @@ from kgpu.controlplane.clusters import (
 from kgpu.controlplane.events import EventLog
 from kgpu.controlplane.reconciler import Reconciler
 from kgpu.controlplane.resources import ResourceService
+from kgpu.controlplane.simbackend import SimBackend
+from kgpu.controlplane.simnodes import SimNodes
 from kgpu.controlplane.store import ResourceStore, sqlite_url
 from kgpu.gateway.metrics import GatewayMetrics
 from kgpu.gateway.registry import ReplicaRegistry
@@ -97,6 +99,16 @@ class Platform:
         self.registry = ReplicaRegistry()
         self.metrics = GatewayMetrics()
         self.router = Router(self.registry, self.metrics, config.router)
+        # Virtual nodes of sim clusters' pools, and the backend of the services placed on them.
+        self.sim_nodes = SimNodes(self.store.engine)
+        self.sim_backend = SimBackend(
+            self.sim_nodes,
+            self._clusters,
+            self.resources.pools,
+            config.autoscale_interval_s,
+            on_event=self.events.record,
+        )
+        self.router.refuse = self.sim_backend.refusal  # simulated replicas serve nothing
         self.backend = ClusterBackends(
             backend_factory(self.state_dir, self.inventory, self._hooks()),
             KubernetesBackend(
@@ -109,6 +121,7 @@ class Platform:
             self._clusters,
             default=default_cluster,
             on_event=self.events.record,
+            sim=self.sim_backend,
         )
         self.autoscaler = ReplicaAutoscaler(on_event=self.events.record, on_change=self._kick)
         self.reconciler = Reconciler(
@@ -145,6 +158,7 @@ class Platform:
             f" ({self.inventory.note})" if self.inventory.note else "",
         )
         self.reconciler.start()
+        self.sim_backend.start()
         self._autoscale_task = asyncio.create_task(self._autoscale_loop(), name="autoscaler")
 
     async def stop(self) -> None:

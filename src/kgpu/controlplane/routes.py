@@ -482,7 +482,11 @@ def control_routes(platform: Platform, sim_nodes: SimNodes | None = None) -> API
     def nodes(request: Request) -> dict:
         inventory = platform.inventory.to_dict()
         replicas = platform.backend.replicas()
-        inventory["replicas"] = sum(1 for r in replicas if r.phase not in ("Pending", "Terminated"))
+        inventory["replicas"] = sum(
+            1
+            for r in replicas
+            if r.phase not in ("Pending", "Terminated") and not r.extra.get("simulated")  # on virtual nodes
+        )
         inventory["backend"] = "local"
         inventory["pid"] = os.getpid()
         items = [inventory]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
@@ -14,13 +11,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kgpu import __version__
-from kgpu.api.io import parse_resource
 from kgpu.controlplane.auth import AccessControl, AuthStore, quota_check
 from kgpu.controlplane.console import mount_console
 from kgpu.controlplane.openapi import install_resource_schemas
 from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.routes import control_routes
-from kgpu.controlplane.simnodes import SimNodes
 from kgpu.gateway.app import gateway_routes
 
 log = logging.getLogger("kgpu")
@@ -29,18 +24,14 @@ log = logging.getLogger("kgpu")
 def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
     """`auth`: every control-plane and inference route needs a project's token (a server shared by teams)."""
 
-    sim_nodes = SimNodes(platform.store.engine)
+    sim_nodes = platform.sim_nodes  # provisioned and autoscaled by the platform's sim backend
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await platform.start()
-        sim_task = asyncio.create_task(_sim_node_loop(platform, sim_nodes), name="sim-nodes")
         try:
             yield
         finally:
-            sim_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sim_task
             await platform.stop()
 
     app = FastAPI(
@@ -89,30 +80,3 @@ def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
 
     mount_console(app)
     return app
-
-
-async def _sim_node_loop(platform: Platform, sim_nodes: SimNodes) -> None:
-    """Provision and autoscale the virtual nodes of sim clusters' pools."""
-
-    def sync() -> dict:
-        clusters = [parse_resource(s.body) for s in platform.store.list("Cluster")]
-        if not any(c.spec.backend == "sim" for c in clusters) and not sim_nodes.nodes():
-            return {"added": [], "removed": []}  # no sim cluster: nothing to read further
-        return sim_nodes.sync(
-            clusters,
-            [parse_resource(s.body) for s in platform.store.list("NodePool")],
-            [parse_resource(s.body) for s in platform.store.list("InferenceService")],
-            desired=platform.autoscaler.desired,
-            now=time.time(),
-        )
-
-    while True:
-        try:
-            changed = await asyncio.to_thread(sync)
-            for node in changed["added"]:
-                log.info("sim node %s added (joining)", node)
-            for node in changed["removed"]:
-                log.info("sim node %s removed", node)
-        except Exception:  # a bad pass must not stop provisioning for good
-            log.exception("sim node pass failed")
-        await asyncio.sleep(platform.config.autoscale_interval_s)

@@ -6,18 +6,22 @@ advertising what one node of the pool's flavor offers (`pool_status`'s allocatab
 node). A new node joins (turns Ready) after a delay: the cluster's `autoscaler` flag
 `node-join-delay` (`90s`, `5m`), else a default per flavor kind (bare metal boots slower).
 
-Services annotated with the same cluster are placed on the Ready nodes (first fit, by the
-GPU resource they request); replicas that fit nowhere make the node-pool autoscaler
+Services annotated with the same cluster get simulated replicas `<service>-<i>` (see
+`kgpu.controlplane.simbackend`): each is placed on a Ready node (first fit, by the GPU resource
+it requests) and keeps that node while it is there; it turns Ready after the cluster's
+`replica-start-delay` (default 5s). Replicas that fit nowhere stay Pending, with a message
+naming the resource they lack, and make the node-pool autoscaler
 (`kgpu.autoscaling.nodepool.decide_node_pools`) add nodes, and nodes left underused are
 removed, with the cluster-autoscaler flags `scale-down-unneeded-time`,
 `scale-down-delay-after-add` and `scale-down-utilization-threshold` of the Cluster.
 Nodes are rows in the control plane's database, so they survive a restart.
 
-Only placement is simulated: a sim service's replicas are counted on these nodes, not run.
+Only placement is simulated: no process is started for a sim service's replicas.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
@@ -47,6 +51,8 @@ from kgpu.controlplane.pools import gpu_resources_per_node, pool_status
 CLUSTER_ANNOTATION = "kgpu.dev/cluster"
 JOIN_DELAY_S = {"vm": 60.0, "bare-metal": 300.0}
 JOIN_DELAY_FLAG = "node-join-delay"
+START_DELAY_FLAG = "replica-start-delay"
+REPLICA_START_DELAY_S = 5.0
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -85,6 +91,28 @@ class SimNode:
 
     def ready(self, now: float) -> bool:
         return now >= self.ready_at
+
+
+@dataclass(frozen=True)
+class SimReplica:
+    """One simulated replica: where it was placed (None: Pending, and why) and when it turns Ready."""
+
+    name: str
+    service: str  # "<namespace>/<name>"
+    cluster: str
+    template: str
+    resource: str | None = None
+    count: int = 0
+    pool: str | None = None
+    node: str | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    message: str = ""
+
+    def phase(self, now: float) -> str:
+        if self.node is None:
+            return "Pending"
+        return "Ready" if self.ready_at is not None and now >= self.ready_at else "Starting"
 
 
 @dataclass
@@ -144,6 +172,7 @@ class SimNodes:
         self._states: dict[str, PoolState] = {}  # cluster key -> autoscaler memory
         self._placement: dict[tuple[str, str, str], _Placed] = {}  # (namespace, pool, node) -> last placement
         self._pending: dict[str, int] = {}  # service key -> replicas that fit on no Ready node
+        self._replicas: dict[str, tuple[SimReplica, ...]] = {}  # service key -> its replicas, by index
         self._pools: set[tuple[str, str]] = set()  # (namespace, pool) on sim clusters, as of the last sync
 
     # ------------------------------------------------------------ reading
@@ -164,6 +193,19 @@ class SimNodes:
 
     def pending(self, service: str) -> int:
         return self._pending.get(service, 0)
+
+    def replicas(self, service: str | None = None) -> list[SimReplica]:
+        """Replicas of one service (or all), as of the last sync."""
+        if service is not None:
+            return list(self._replicas.get(service, ()))
+        return [r for key in sorted(self._replicas) for r in self._replicas[key]]
+
+    def forget(self, service: str) -> None:
+        """Drop a deleted service's replicas now; the next sync frees their resources on the nodes."""
+        replicas = dict(self._replicas)
+        replicas.pop(service, None)
+        self._replicas = replicas
+        self._pending.pop(service, None)
 
     def pool_status(self, pool: NodePool, now: float | None = None) -> dict:
         """`pool_status` with the pool's actual virtual nodes: totals count Ready nodes only."""
@@ -329,7 +371,13 @@ class SimNodes:
         return {"added": added, "removed": removed}
 
     def _place(self, sim_pools, nodes, clusters, services, desired, now):
-        """First fit of every sim service's replicas onto the Ready nodes of its cluster's pools."""
+        """Place every sim service's replicas on the Ready nodes of its cluster's pools.
+
+        A replica placed earlier keeps its node while the node is there and its template did not
+        change (all of those are taken first, so a new replica never displaces a running one);
+        the others go first fit, in node order. Replicas are `<service>-<i>` for i < desired, so
+        scaling down removes the highest indices and frees what they held.
+        """
         pool_of = {(p.metadata.namespace, p.metadata.name): p for p, _ in sim_pools}
         placement = {
             (n.namespace, n.pool, n.name): _Placed(
@@ -339,13 +387,12 @@ class SimNodes:
             if (n.namespace, n.pool) in pool_of
         }
         pending: dict[str, tuple[Cluster, list[_Need]]] = {_key(c): (c, []) for _, c in sim_pools}
-        counts: dict[str, int] = {}
+        plans = []
         for service in sorted(services, key=lambda s: (s.metadata.namespace, s.metadata.name)):
             cluster = sim_cluster_of(service, clusters)
             if cluster is None:
                 continue
-            cluster_key = _key(cluster)
-            pending.setdefault(cluster_key, (cluster, []))
+            pending.setdefault(_key(cluster), (cluster, []))
             request = service.gpu_request()
             resource, count = request if request else (None, 0)
             accepted = frozenset(service.spec.gpu_models)
@@ -361,13 +408,58 @@ class SimNodes:
                 )
             ]
             key = f"{service.metadata.namespace}/{service.metadata.name}"
-            for _ in range(desired(service)):
-                if any(placed.take(resource, count) for placed in candidates):
+            template = _template_of(service)
+            previous = {r.name: r for r in self._replicas.get(key, ())}
+            replicas: list[SimReplica | None] = []
+            for index in range(desired(service)):
+                before = previous.get(f"{service.metadata.name}-{index}")
+                home = (
+                    placement.get((cluster.metadata.namespace, before.pool, before.node))
+                    if before is not None and before.node is not None and before.template == template
+                    else None
+                )
+                kept = home is not None and home in candidates and home.take(resource, count)
+                replicas.append(before if kept else None)
+            plans.append((service, key, cluster, resource, count, accepted, template, candidates, replicas))
+
+        counts: dict[str, int] = {}
+        placed_replicas: dict[str, tuple[SimReplica, ...]] = {}
+        for service, key, cluster, resource, count, accepted, template, candidates, replicas in plans:
+            start_delay = _flag(cluster, START_DELAY_FLAG, REPLICA_START_DELAY_S)
+            # Every unplaced replica of a service asks for the same thing and free room only
+            # shrinks: once one fits nowhere, the rest are pending for the same reason.
+            blocked: str | None = None
+            for index, replica in enumerate(replicas):
+                if replica is not None:
                     continue
+                name = f"{service.metadata.name}-{index}"
+                common = {
+                    "name": name,
+                    "service": key,
+                    "cluster": cluster.metadata.name,
+                    "template": template,
+                    "resource": resource,
+                    "count": count,
+                }
+                if blocked is None:
+                    home = next((p for p in candidates if p.take(resource, count)), None)
+                    if home is not None:
+                        replicas[index] = SimReplica(
+                            **common,
+                            pool=home.node.pool,
+                            node=home.node.name,
+                            started_at=now,
+                            ready_at=now + start_delay,
+                        )
+                        continue
+                    blocked = _unschedulable(cluster, resource, count, accepted, sim_pools, nodes, now)
+                replicas[index] = SimReplica(**common, message=blocked)
                 counts[key] = counts.get(key, 0) + 1
                 if resource is not None:  # the node-pool autoscaler is judged by GPU requests
-                    pending[cluster_key][1].append(_Need(resource, count, accepted))
+                    pending[_key(cluster)][1].append(_Need(resource, count, accepted))
+            placed_replicas[key] = tuple(r for r in replicas if r is not None)
         self._pending = counts
+        self._replicas = placed_replicas
         return placement, pending
 
     @staticmethod
@@ -468,6 +560,44 @@ def _pending_replica(need: _Need, views: list[PoolView]) -> PendingReplica:
     )
     # No pool offers it: a model name no view has, so it counts as unschedulable.
     return PendingReplica(gpus=need.count, gpu_models=models or ("none|none",))
+
+
+def _unschedulable(cluster, resource, count, accepted, sim_pools, nodes, now) -> str:
+    """Why a replica fits on no node of the cluster, naming what it lacks (like the scheduler's message)."""
+    name = cluster.metadata.name
+    what = f"{count} free {resource}" if resource is not None else "room"
+    models = f" ({', '.join(sorted(accepted))})" if accepted else ""
+    offering = [
+        p
+        for p, c in sim_pools
+        if _key(c) == _key(cluster)
+        and (resource is None or gpu_resources_per_node(p).get(resource, 0) >= count)
+        and (not accepted or p.spec.flavor.gpu_model in accepted)
+    ]
+    if not offering:
+        return (
+            f"Unschedulable: no node pool of sim cluster {name} offers {count} {resource}{models} per node"
+            if resource is not None
+            else f"Unschedulable: sim cluster {name} has no node pool"
+        )
+    own = [n for p in offering for n in _nodes_of(nodes, p)]
+    ready = sum(1 for n in own if n.ready(now))
+    message = (
+        f"Insufficient {resource or 'nodes'}: 0/{ready} Ready nodes of sim cluster {name} have {what}{models}"
+    )
+    joining = len(own) - ready
+    if joining:
+        return f"{message}; {joining} node(s) joining"
+    if all(len(_nodes_of(nodes, p)) >= p.spec.max_nodes for p in offering):
+        pools = ", ".join(p.metadata.name for p in offering)
+        return f"{message}; node pool(s) {pools} at maxNodes"
+    return f"{message}; waiting for the node pool to grow"
+
+
+def _template_of(service: InferenceService) -> str:
+    """What a replica is made from; a replica of another template is placed (and started) again."""
+    spec = service.spec.model_dump_json(include={"model", "runtime", "resources", "gpu_models"})
+    return hashlib.sha256(spec.encode()).hexdigest()[:10]
 
 
 def _key(cluster: Cluster) -> str:

@@ -55,6 +55,9 @@ class Router:
         self._held: dict[str, int] = {}
         # Called with the service key whenever a request has to wait for a replica (wakes a service at zero).
         self.on_hold: Callable[[str], None] | None = None
+        # Called with the service key first: a message means no replica of it can ever serve (a service
+        # on a simulated cluster); the request gets 503 with that message and no Retry-After.
+        self.refuse: Callable[[str], str | None] | None = None
 
     def held(self, service: str) -> int:
         """Requests of the service waiting at the gateway for a ready replica."""
@@ -70,6 +73,10 @@ class Router:
         return result
 
     async def _forward(self, service: str, path: str, body: bytes, content_type: str) -> ProxyResult:
+        refusal = self.refuse(service) if self.refuse is not None else None
+        if refusal is not None:
+            self.metrics.rejected.labels(service=service, reason="simulated").inc()
+            return _error(503, refusal, code="service_simulated")
         deadline = time.monotonic() + self.settings.hold_timeout_s
         failed_urls: set[str] = set()
         busy_urls: set[str] = set()
@@ -134,13 +141,14 @@ class Router:
             return result
 
 
-def _error(status: int, message: str, retry_after: int | None = None) -> ProxyResult:
+def _error(
+    status: int, message: str, retry_after: int | None = None, code: int | str | None = None
+) -> ProxyResult:
     headers = {"content-type": "application/json"}
     if retry_after is not None:
         headers["retry-after"] = str(retry_after)
-    body = json.dumps(
-        {"error": {"message": message, "type": "service_unavailable", "param": None, "code": status}}
-    ).encode()
+    error = {"message": message, "type": "service_unavailable", "param": None, "code": code or status}
+    body = json.dumps({"error": error}).encode()
     return ProxyResult(status=status, body=body, headers=headers)
 
 
