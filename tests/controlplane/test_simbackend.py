@@ -12,7 +12,6 @@ from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
 from typer.testing import CliRunner
 
 from kgpu.cli import client as cli_client
@@ -45,9 +44,11 @@ def body(resource) -> dict:
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, database_url):
+    """The server on SQLite and on PostgreSQL (conftest.py): resources, tokens and virtual nodes."""
     config = PlatformConfig(
         state_dir=tmp_path,
+        database_url=database_url,
         reconcile_interval_s=0.05,
         autoscale_interval_s=0.05,
         router=RouterSettings(hold_timeout_s=0.3),
@@ -161,8 +162,8 @@ def test_sim_service_fills_a_node_grows_the_pool_and_shrinks_it_again(server, mo
     assert platform.backend.local.replicas() == []
 
 
-def test_a_replica_that_no_pool_can_hold_says_why(tmp_path):
-    sim = SimNodes(create_engine(f"sqlite:///{tmp_path / 'sim.db'}"))
+def test_a_replica_that_no_pool_can_hold_says_why(make_engine):
+    sim = SimNodes(make_engine())
     clusters = [cluster(**{"node-join-delay": "0s", "replica-start-delay": "10s"})]
     pools = [pool(min_nodes=1, max_nodes=1)]
     sim.sync(clusters, pools, [], now=0.0)
@@ -185,8 +186,8 @@ def test_a_replica_that_no_pool_can_hold_says_why(tmp_path):
     assert full[0].phase(11.0) == "Ready"  # the cluster's replica-start-delay after placement
 
 
-def test_placed_replicas_keep_their_node_and_a_new_service_does_not_displace_them(tmp_path):
-    sim = SimNodes(create_engine(f"sqlite:///{tmp_path / 'sim.db'}"))
+def test_placed_replicas_keep_their_node_and_a_new_service_does_not_displace_them(make_engine):
+    sim = SimNodes(make_engine())
     clusters = [cluster(**{"node-join-delay": "0s"})]
     pools = [pool(min_nodes=2, max_nodes=2)]
     sim.sync(clusters, pools, [], now=0.0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import create_engine
 
 from kgpu.api.io import parse_resource
 from kgpu.controlplane.simnodes import SimNodes, parse_duration
@@ -52,8 +51,9 @@ def gpu_service(name="llm", replicas=1, gpus=8, on="lab", **spec):
 
 
 @pytest.fixture
-def sim(tmp_path):
-    return SimNodes(create_engine(f"sqlite:///{tmp_path / 'sim.db'}"))
+def sim(make_engine):
+    """Virtual nodes on SQLite and on PostgreSQL (conftest.py)."""
+    return SimNodes(make_engine())
 
 
 def names(sim) -> list[str]:
@@ -162,10 +162,9 @@ def test_replicas_no_pool_can_hold_do_not_grow_anything(sim):
     assert sim.pending("default/local") == 0
 
 
-def test_nodes_survive_a_restart(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'sim.db'}")
-    SimNodes(engine).sync([cluster()], [pool()], [], now=0.0)
-    again = SimNodes(create_engine(f"sqlite:///{tmp_path / 'sim.db'}"))
+def test_nodes_survive_a_restart(make_engine):
+    SimNodes(make_engine()).sync([cluster()], [pool()], [], now=0.0)
+    again = SimNodes(make_engine())
     assert [(n.name, n.ready_at) for n in again.nodes()] == [("h100-0", 300.0), ("h100-1", 300.0)]
     assert again.sync([cluster()], [pool()], [], now=1.0) == {"added": [], "removed": []}
 

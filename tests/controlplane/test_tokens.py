@@ -10,7 +10,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from kgpu.cli.main import app as cli_app
@@ -126,20 +126,25 @@ def test_viewers_and_other_projects_cannot_list_or_revoke_tokens(shared):
     assert shared.get(tokens_path("nope"), headers=bearer(shared.admin)).status_code == 404
 
 
-def test_token_columns_are_added_to_an_older_database(tmp_path):
-    db = tmp_path / "old.db"
-    conn = sqlite3.connect(db)
-    conn.execute(
-        "CREATE TABLE api_tokens (token_id VARCHAR(32) PRIMARY KEY, project VARCHAR(63), role VARCHAR(16),"
-        " salt VARCHAR(64), secret_hash VARCHAR(128), created_at FLOAT)"
-    )
-    conn.commit()
-    conn.close()
-    store = AuthStore(create_engine(f"sqlite:///{db}"))
+def test_token_columns_are_added_to_an_older_database(make_engine):
+    """On SQLite and PostgreSQL (conftest.py): a table of the first release, with a token in it."""
+    with make_engine().begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE api_tokens (token_id VARCHAR(32) PRIMARY KEY, project VARCHAR(63), "
+                "role VARCHAR(16), salt VARCHAR(64), secret_hash VARCHAR(128), created_at FLOAT)"
+            )
+        )
+        conn.execute(text("INSERT INTO api_tokens VALUES ('older', 'p', 'viewer', 'salt', 'hash', 1.0)"))
+    store = AuthStore(make_engine())
     store.create_project("p")
     token = store.create_token("p", "admin", "old")
     assert store.verify(token) is not None
-    assert [t.name for t in store.tokens("p")] == ["old"]
+    assert [(t.token_id, t.name, t.last_used_at) for t in store.tokens("p") if t.token_id == "older"] == [
+        ("older", "viewer-older", None)  # an unnamed token is called by its role and id
+    ]
+    assert "old" in [t.name for t in store.tokens("p")]
+    AuthStore(make_engine())  # a second start finds every column there and adds none
 
 
 def test_token_cli_lists_creates_and_revokes(tmp_path, monkeypatch):
