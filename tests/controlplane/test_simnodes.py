@@ -281,3 +281,9 @@ def test_the_example_sim_cluster(sim):
     pools = [r for r in resources if r.kind == "NodePool"]
     assert sim.sync(clusters, pools, [], now=0.0)["added"] == ["default/h100-0"]
     assert sim.pool_status(pools[0], now=20.0)["readyNodes"] == 1
+    # Its service fills the first node and makes the pool add a second one.
+    services = [r for r in resources if r.kind == "InferenceService"]
+    assert sim.sync(clusters, pools, services, now=20.0)["added"] == ["default/h100-1"]
+    placed = sim.replicas("default/embed-sim")
+    assert [r.node for r in placed] == ["h100-0"] * 8 + [None] * 4
+    assert placed[0].phase(24.0) == "Starting" and placed[0].phase(25.0) == "Ready"  # replica-start-delay: 5s

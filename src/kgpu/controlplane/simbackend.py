@@ -85,9 +85,7 @@ class SimBackend:
 
     def replicas(self, key: str | None = None) -> list[ReplicaStatus]:
         now = self.nodes.clock()
-        return [
-            _status(r, now) for r in self.nodes.replicas(key) if key is not None or r.service in self._wanted
-        ]
+        return [_status(r, now) for r in self.nodes.replicas(key) if r.service in self._wanted]
 
     def services(self) -> list[str]:
         return sorted(self._wanted)
