@@ -187,3 +187,26 @@ async def test_hold_queue_is_bounded_and_overflow_gets_503_at_once():
     assert metrics.rejected.labels(service=SERVICE, reason="hold_queue_full")._value.get() == 1
     registry.add(SERVICE, "minilm-0", "http://127.0.0.1:1001")
     assert [r.status for r in await asyncio.gather(*held)] == [200, 200, 200]
+
+
+async def test_a_refused_service_gets_503_at_once_without_retry_after():
+    """A service on a simulated cluster: no replica is asked, the request is not held, no retry is invited."""
+    asked = []
+    router, registry, metrics = make_router(lambda r: asked.append(r) or ok(r), hold_timeout_s=5.0)
+    registry.add(SERVICE, "minilm-0", "http://127.0.0.1:9001")  # even a routable endpoint is not used
+    router.refuse = lambda service: "runs on a simulated cluster" if service == SERVICE else None
+    result = await asyncio.wait_for(router.forward(SERVICE, "/v1/embeddings", b"{}", "application/json"), 1.0)
+    assert result.status == 503 and "retry-after" not in result.headers
+    error = json.loads(result.body)["error"]
+    assert error == {
+        "message": "runs on a simulated cluster",
+        "type": "service_unavailable",
+        "param": None,
+        "code": "service_simulated",
+    }
+    assert asked == [] and router.held(SERVICE) == 0
+    rejected = metrics.rejected.labels(service=SERVICE, reason="simulated")._value.get()
+    assert rejected == 1
+    # Other services are routed as before.
+    registry.add("default/other", "other-0", "http://127.0.0.1:9002")
+    assert (await router.forward("default/other", "/v1/embeddings", b"{}", "application/json")).status == 200
