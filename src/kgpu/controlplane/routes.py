@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -289,7 +290,15 @@ def control_routes(platform: Platform, sim_nodes: SimNodes | None = None) -> API
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
 
+    # Patches of one resource in this process take turns (striped locks, bounded memory), so
+    # they do not make each other retry; the retry loop is left for writers in other processes.
+    patch_locks = [threading.Lock() for _ in range(64)]
+
     def apply_patch(namespace: str, kind: str, name: str, patch: dict) -> JSONResponse:
+        with patch_locks[hash((kind, namespace, name)) % len(patch_locks)]:
+            return _apply_patch(namespace, kind, name, patch)
+
+    def _apply_patch(namespace: str, kind: str, name: str, patch: dict) -> JSONResponse:
         meta_patch = patch.get("metadata")
         pinned = isinstance(meta_patch, dict) and meta_patch.get("resourceVersion") not in (None, "")
         for _attempt in range(PATCH_ATTEMPTS):
