@@ -7,6 +7,8 @@ import pytest
 
 from kgpu.scheduling import ClusterSnapshot, NodeSpec, PodRequest, make_framework
 from kgpu.scheduling.frag import TypicalPods
+from kgpu.scheduling.framework import Framework
+from kgpu.scheduling.policies import FragmentationGpuSelector, KgpuScore
 
 
 def two_nodes() -> ClusterSnapshot:
@@ -135,3 +137,90 @@ def test_bad_requests_name_the_field(kwargs: dict, message: str) -> None:
 def test_unknown_policy_is_an_error_listing_the_known_ones() -> None:
     with pytest.raises(ValueError, match="known policies: random"):
         make_framework("worst-fit", two_nodes())
+
+
+def _kgpu(snapshot: ClusterSnapshot, workload: list[PodRequest], protect: bool = True) -> Framework:
+    plugin = KgpuScore.for_workload(workload, snapshot)
+    if not protect:
+        plugin.protect_gpus = None
+    return Framework(snapshot, [(plugin, 1.0)], selector=FragmentationGpuSelector(plugin), name="kgpu")
+
+
+def test_kgpu_sends_a_cpu_heavy_pod_to_the_cpu_rich_node_fgd_does_not() -> None:
+    # A GPU-dense node (12 CPUs per GPU, what its whole-GPU pods need) before a CPU-rich one. FGD looks at
+    # one typical pod at a time: 64 CPUs left still run a 12-CPU pod, so both nodes tie and the first wins,
+    # leaving 8 GPUs with CPU for about 5. kgpu counts the GPUs the node could no longer feed.
+    def place(policy: str) -> str:
+        snapshot = ClusterSnapshot(
+            [NodeSpec("dense", 96000, 393216, 8, "G2"), NodeSpec("rich", 104000, 524288, 2, "T4")]
+        )
+        workload = [PodRequest(cpu_milli=12000, memory_mib=49152, gpu_count=1, gpu_milli=1000)] * 8 + [
+            PodRequest(cpu_milli=32000, memory_mib=65536)
+        ] * 2
+        return (
+            make_framework(policy, snapshot, workload)
+            .schedule(PodRequest(cpu_milli=32000, memory_mib=65536))
+            .node_name
+        )
+
+    assert place("fgd") == "dense"
+    assert place("kgpu") == "rich"
+
+
+def test_kgpu_counts_idle_gpu_the_node_cannot_feed() -> None:
+    snapshot = ClusterSnapshot([NodeSpec("n", 96000, 393216, 8, "G2")])
+    # 12 CPUs and 48 GiB per GPU requested by the workload.
+    plugin = KgpuScore.for_workload(
+        [PodRequest(cpu_milli=12000, memory_mib=49152, gpu_count=1, gpu_milli=1000)], snapshot
+    )
+    assert plugin.cpu_per_milli == 12.0 and plugin.memory_per_milli == 49.152
+    idle = np.array([[1000] * 8])
+    # 64 CPUs feed 5.33 GPUs: 2,667 milli-GPU stranded; memory (393,216 MiB = 8 x 48 GiB) strands none.
+    assert plugin.stranded(np.array([64000]), np.array([393216]), idle).round().tolist() == [2667.0]
+    assert plugin.stranded(np.array([96000]), np.array([393216]), idle).tolist() == [0.0]
+    # No CPU asked for anywhere (CPU-only or GPU-only workloads): nothing is stranded by CPU.
+    gpu_only = KgpuScore.for_workload([PodRequest(gpu_count=1, gpu_milli=500)], snapshot)
+    assert gpu_only.stranded(np.array([0]), np.array([0]), idle).tolist() == [0.0]
+    assert make_framework("kgpu", snapshot, [PodRequest(cpu_milli=1000)]).schedule(PodRequest(cpu_milli=1000))
+
+
+def test_kgpu_share_fills_the_plentiful_gap_size_and_keeps_the_rare_one() -> None:
+    # Free shares 500, 600, 600, 600 and a 0.4 share: best-fit takes the tightest (500 -> 100 left); kgpu
+    # takes a 600 (sum of squares of the free-share histogram), keeping the only 0.5 gap for what fits it.
+    workload = [PodRequest(cpu_milli=1000, gpu_count=1, gpu_milli=m) for m in (400, 200, 1000)]
+
+    def gpus(policy: str) -> tuple[int, ...]:
+        snapshot = ClusterSnapshot([NodeSpec("n", 64000, 262144, 4, "T4")])
+        snapshot.gpu_left[0] = [500, 600, 600, 600]
+        snapshot.version[:] += 1
+        return (
+            make_framework(policy, snapshot, workload)
+            .schedule(PodRequest(cpu_milli=1000, gpu_count=1, gpu_milli=400))
+            .gpus
+        )
+
+    assert gpus("best-fit") == (0,)
+    assert gpus("kgpu") in ((1,), (2,), (3,))
+
+
+def test_kgpu_share_does_not_open_an_idle_node_kept_for_multi_gpu_pods() -> None:
+    # The idle 8-GPU node has almost no CPU, so filling it relieves stranding and the fragmentation score
+    # alone (and FGD) would open it for a 0.4 share; the used node can take the share, so kgpu puts it there.
+    workload = [PodRequest(cpu_milli=4000, gpu_count=1, gpu_milli=400)] * 20 + [
+        PodRequest(cpu_milli=64000, gpu_count=8, gpu_milli=1000)
+    ] * 2
+    share = PodRequest(gpu_count=1, gpu_milli=400)
+
+    def snapshot() -> ClusterSnapshot:
+        s = ClusterSnapshot(
+            [NodeSpec("idle", 8000, 262144, 8, "T4"), NodeSpec("used", 64000, 262144, 8, "T4")]
+        )
+        s.gpu_left[1] = [500, 0, 0, 0, 0, 0, 0, 0]
+        s.version[:] += 1
+        return s
+
+    assert make_framework("fgd", snapshot(), workload).schedule(share).node_name == "idle"
+    assert _kgpu(snapshot(), workload, protect=False).schedule(share).node_name == "idle"
+    assert KgpuScore.for_workload(workload, snapshot()).protect_gpus == 8
+    placed = make_framework("kgpu", snapshot(), workload).schedule(share)
+    assert (placed.node_name, placed.gpus) == ("used", (0,))

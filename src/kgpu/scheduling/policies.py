@@ -10,7 +10,8 @@ integer scores in 0..100 like kube-scheduler's, ties broken at random by the fra
 - ``best-fit``: least CPU and GPU left after placement (weights 0.5 / 0.5).
 - ``fgd``: least increase of fragmentation against the typical pods (node and GPU), scored as the
   artifact does: ``int(100 * sigmoid((frag_before - frag_after) / 1000))``.
-- ``kgpu``: see :class:`KgpuScore`.
+- ``kgpu``: FGD's fragmentation plus GPUs stranded by CPU/memory, banded, packing inside a band;
+  shares pick their GPU by the sum of squares of the free-share histogram. See :class:`KgpuScore`.
 """
 
 from __future__ import annotations
@@ -196,28 +197,48 @@ class FragmentationScore:
             entry.seen[stale] = s.version[stale]
         return entry.value[nodes]
 
+    def _fragmentation_before(self, nodes: np.ndarray) -> np.ndarray:
+        """Fragmentation of ``nodes`` as they are now."""
+        return self.frag.get(nodes)
+
+    def _fragmentation_after(
+        self, nodes: np.ndarray, cpu_left: np.ndarray, memory_left: np.ndarray, gpu_left: np.ndarray
+    ) -> np.ndarray:
+        """Fragmentation of ``nodes`` in a hypothetical state (memory does not enter FGD's measure)."""
+        return self.typical.fragmentation(cpu_left, gpu_left, self.snapshot.model_idx[nodes])
+
+    def _share_table(self, ctx: RequestContext, stale: np.ndarray) -> np.ndarray:
+        """Score of the share on each GPU of ``stale`` nodes (-inf where it does not fit)."""
+        s = self.snapshot
+        before = self._fragmentation_before(stale)
+        left = s.gpu_left[stale]
+        need = ctx.need_milli[stale]
+        g = left.shape[1]
+        valid = left >= need[:, None]
+        # GPUs with equal free share give the same result: score only the first of each value.
+        same = left[:, :, None] == left[:, None, :]
+        earlier = np.tril(np.ones((g, g), dtype=bool), k=-1)
+        valid &= ~(same & earlier[None, :, :]).any(axis=2)
+        rows, cols = np.nonzero(valid)
+        after_left = left[rows].copy()
+        after_left[np.arange(len(rows)), cols] -= need[rows]
+        nodes = stale[rows]
+        after = self._fragmentation_after(
+            nodes,
+            s.cpu_left[nodes] - ctx.request.cpu_milli,
+            s.memory_left[nodes] - ctx.request.memory_mib,
+            after_left,
+        )
+        table = np.full(left.shape, -np.inf)
+        table[rows, cols] = self.transform(before[rows] - after, nodes, after_left, ctx)
+        return table
+
     def _compute(self, ctx: RequestContext, stale: np.ndarray, entry: _ShapeEntry) -> None:
         s = self.snapshot
-        before = self.frag.get(stale)
-        cpu_after = s.cpu_left[stale] - ctx.request.cpu_milli
         left = s.gpu_left[stale]
-        models = s.model_idx[stale]
         kind = ctx.kind
         if kind in ("share", "memory-share"):
-            need = ctx.need_milli[stale]
-            g = left.shape[1]
-            valid = left >= need[:, None]
-            # GPUs with equal free share give the same result: score only the first of each value.
-            same = left[:, :, None] == left[:, None, :]
-            earlier = np.tril(np.ones((g, g), dtype=bool), k=-1)
-            valid &= ~(same & earlier[None, :, :]).any(axis=2)
-            rows, cols = np.nonzero(valid)
-            after_left = left[rows].copy()
-            after_left[np.arange(len(rows)), cols] -= need[rows]
-            after = self.typical.fragmentation(cpu_after[rows], after_left, models[rows])
-            value = self.transform(before[rows] - after, stale[rows], after_left, ctx)
-            table = np.full(left.shape, -np.inf)
-            table[rows, cols] = value
+            table = self._share_table(ctx, stale)
             best = np.argmax(table, axis=1)
             entry.value[stale] = table[np.arange(len(stale)), best]
             entry.gpu[stale] = best
@@ -231,7 +252,13 @@ class FragmentationScore:
         else:  # time slices and MIG devices are outside the milli-share model: neutral
             entry.value[stale] = 0.0
             return
-        after = self.typical.fragmentation(cpu_after, after_left, models)
+        before = self._fragmentation_before(stale)
+        after = self._fragmentation_after(
+            stale,
+            s.cpu_left[stale] - ctx.request.cpu_milli,
+            s.memory_left[stale] - ctx.request.memory_mib,
+            after_left,
+        )
         entry.value[stale] = self.transform(before - after, stale, after_left, ctx)
         entry.gpu[stale] = -1
 
@@ -252,21 +279,102 @@ class FragmentationGpuSelector(BestFitGpuSelector):
 
 
 class KgpuScore(FragmentationScore):
-    """kgpu's default: fragmentation descent in coarser bands, packing inside a band.
+    """kgpu's default: fragmentation descent that also counts GPUs stranded by CPU and memory, in
+    coarse bands with packing inside a band; shares choose their GPU by the sum of squares of the
+    cluster's free-share histogram.
 
-    FGD's published result rests on two effects: the fragmentation change, and the fact that its
-    integer sigmoid score makes most nodes tie, so ties go to the first node in a fixed order (a
-    consistent packing order). With exact scores and random ties the same idea allocates about 5
-    points less on the openb trace. kgpu makes both effects explicit: the change is scored in bands
-    twice as wide as FGD's (``band_milli``), and inside a band the node left with the least idle GPU
-    wins (then node order), so partly used nodes fill up before idle ones are opened.
+    1. **What fragmentation counts.** FGD's measure (idle GPU that the typical pods cannot use), with
+       the typical pods weighted by the GPU they request rather than by count (what fragmentation
+       costs is GPUs, and multi-GPU pods then weigh what they ask for), plus the idle GPU a node
+       can no longer feed: ``max(0, idle - cpu_left / c)`` with ``c`` the workload's CPU per
+       milli-GPU (all requested CPU over all requested GPU, CPU-only pods included), and the same
+       for memory. FGD looks at one typical pod at a time, so a node whose CPU is shared out by
+       CPU-heavy pods looks healthy until its last GPUs cannot be given to anyone; this term makes
+       CPU-heavy pods prefer CPU-rich nodes and GPU-heavy, CPU-light pods the CPU-poor ones.
+    2. **How a node scores.** The decrease of that fragmentation, in bands twice as wide as FGD's
+       sigmoid (``band_milli``), then least idle GPU left on the node, then node order: partly
+       used nodes fill up before idle ones are opened (FGD's published result depends on the same
+       consistent order, see the framework).
+    3. **Which GPU a share takes.** Sum of squares (Csirik et al., bin packing with discrete item
+       sizes): ``N[g]`` counts the partly used GPUs with ``g`` milli free; gaps under
+       ``closed_gap_milli`` count as closed. A share moving a GPU from gap ``g`` to ``g - need``
+       changes ``sum N[g]**2``; the score is the band minus that change, which in practice decides
+       the GPU and leaves the band to rank nodes among equal GPU choices. Plentiful gap sizes are
+       filled first and a rare size is kept for the pods that fit it, so free shares do not pile
+       up in a size that few pods can use (FGD's measure, an expectation over one typical pod,
+       cannot tell how many gaps of a size already wait for the same pods).
+    4. **Whole nodes stay whole.** A share does not open an idle node big enough for the largest
+       typical multi-GPU pod (``protect_gpus``) while any other node can take it.
     """
 
     name = "kgpu"
 
-    def __init__(self, typical: TypicalPods, snapshot: ClusterSnapshot, band_milli: float = 2000.0) -> None:
+    def __init__(
+        self,
+        typical: TypicalPods,
+        snapshot: ClusterSnapshot,
+        cpu_per_milli: float = 0.0,
+        memory_per_milli: float = 0.0,
+        band_milli: float = 2000.0,
+        closed_gap_milli: int = 100,
+        protect_gpus: int | None = None,
+    ) -> None:
         self.band_milli = band_milli
+        self.cpu_per_milli = cpu_per_milli
+        self.memory_per_milli = memory_per_milli
+        self.closed_gap_milli = max(1, closed_gap_milli)
+        self.protect_gpus = protect_gpus
+        # Larger than any change of the sum of squares (at most 2 x GPUs + 2) plus a band's spread.
+        self._protect_penalty = 4.0 * float(snapshot.gpu_present.sum()) + 4.0 * MAX_SCORE + 1.0
+        self._tables: dict[tuple, np.ndarray] = {}
         super().__init__(typical, snapshot, transform=self._banded)
+
+    @classmethod
+    def for_workload(
+        cls, workload: Sequence[PodRequest], snapshot: ClusterSnapshot, **kwargs: object
+    ) -> KgpuScore:
+        """Typical pods weighted by GPU, CPU and memory per milli-GPU, all from ``workload``."""
+        try:
+            typical = TypicalPods.from_requests(workload, snapshot, weight_by_gpu=True)
+        except ValueError:  # no GPU request at all: count pods instead
+            typical = TypicalPods.from_requests(workload, snapshot)
+        counted = [r for r in workload if r.kind in ("none", "whole", "share")]
+        gpu = sum(r.total_gpu_milli for r in counted)
+        cpu = sum(r.cpu_milli for r in counted) / gpu if gpu else 0.0
+        memory = sum(r.memory_mib for r in counted) / gpu if gpu else 0.0
+        multi = typical.gpu_count[typical.gpu_milli == MILLI]
+        largest = int(multi.max()) if len(multi) else 0
+        return cls(
+            typical,
+            snapshot,
+            cpu_per_milli=cpu,
+            memory_per_milli=memory,
+            protect_gpus=largest if largest > 1 else None,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def stranded(self, cpu_left: np.ndarray, memory_left: np.ndarray, gpu_left: np.ndarray) -> np.ndarray:
+        """Idle milli-GPU the node's CPU (and memory) cannot feed at the workload's ratio."""
+        idle = gpu_left.sum(axis=1).astype(np.float64)
+        out = np.zeros_like(idle)
+        if self.cpu_per_milli > 0:
+            out += np.maximum(0.0, idle - np.maximum(cpu_left, 0) / self.cpu_per_milli)
+        if self.memory_per_milli > 0:
+            out += np.maximum(0.0, idle - np.maximum(memory_left, 0) / self.memory_per_milli)
+        return out
+
+    def _fragmentation_before(self, nodes: np.ndarray) -> np.ndarray:
+        s = self.snapshot
+        return self.frag.get(nodes) + self.stranded(
+            s.cpu_left[nodes], s.memory_left[nodes], s.gpu_left[nodes]
+        )
+
+    def _fragmentation_after(
+        self, nodes: np.ndarray, cpu_left: np.ndarray, memory_left: np.ndarray, gpu_left: np.ndarray
+    ) -> np.ndarray:
+        return super()._fragmentation_after(nodes, cpu_left, memory_left, gpu_left) + self.stranded(
+            cpu_left, memory_left, gpu_left
+        )
 
     def _banded(
         self, delta: np.ndarray, nodes: np.ndarray, after_left: np.ndarray, ctx: RequestContext
@@ -274,6 +382,48 @@ class KgpuScore(FragmentationScore):
         band = np.floor(MAX_SCORE / (1.0 + np.exp(-delta / self.band_milli)))
         # Idle GPU after placement is at most 8000 milli per node: 1e-6 per milli stays inside one band.
         return band - 1e-6 * after_left.sum(axis=1)
+
+    def _compute(self, ctx: RequestContext, stale: np.ndarray, entry: _ShapeEntry) -> None:
+        if ctx.kind not in ("share", "memory-share"):
+            super()._compute(ctx, stale, entry)
+            return
+        table = self._tables.get(ctx.shape)
+        if table is None:
+            table = self._tables[ctx.shape] = np.full(self.snapshot.gpu_left.shape, -np.inf)
+        table[stale] = self._share_table(ctx, stale)
+
+    def gap_counts(self) -> np.ndarray:
+        """``N[g]``: partly used GPUs with ``g`` milli free (gaps under ``closed_gap_milli`` excluded)."""
+        left = self.snapshot.gpu_left
+        counted = (left >= self.closed_gap_milli) & (left < self.snapshot.gpu_capacity_milli)
+        return np.bincount(left[counted], minlength=MILLI + 1).astype(np.float64)
+
+    def score(self, ctx: RequestContext, nodes: np.ndarray) -> np.ndarray:
+        if ctx.kind not in ("share", "memory-share"):
+            return super().score(ctx, nodes)
+        entry = self._entry(ctx)
+        s = self.snapshot
+        stale = nodes[entry.seen[nodes] != s.version[nodes]]
+        if len(stale):
+            self._compute(ctx, stale, entry)
+            entry.seen[stale] = s.version[stale]
+        counts = self.gap_counts()
+        left = s.gpu_left[nodes]
+        gap_after = left - ctx.need_milli[nodes][:, None]
+        closed = self.closed_gap_milli
+        was_counted = (left >= closed) & (left < s.gpu_capacity_milli[nodes])
+        squares = np.where(was_counted, 1.0 - 2.0 * counts[np.clip(left, 0, MILLI)], 0.0)
+        squares += np.where(gap_after >= closed, 2.0 * counts[np.clip(gap_after, 0, MILLI)] + 1.0, 0.0)
+        combined = self._tables[ctx.shape][nodes] - squares
+        if self.protect_gpus is not None:
+            capacity = s.gpu_capacity_milli[nodes]
+            idle_node = (left == capacity).all(axis=1) & (s.gpu_count[nodes] >= self.protect_gpus)
+            combined -= self._protect_penalty * idle_node[:, None]
+        best = np.argmax(combined, axis=1)
+        entry.gpu[nodes] = best
+        value = combined[np.arange(len(nodes)), best]
+        entry.value[nodes] = value
+        return value
 
 
 @dataclass(frozen=True)
@@ -289,7 +439,10 @@ POLICIES: dict[str, PolicyInfo] = {
     "gpu-clustering": PolicyInfo("gpu-clustering", "nodes running pods of the same GPU kind"),
     "best-fit": PolicyInfo("best-fit", "least CPU and GPU left after placement"),
     "fgd": PolicyInfo("fgd", "fragmentation gradient descent (ATC'23), scored as its artifact"),
-    "kgpu": PolicyInfo("kgpu", "kgpu's default: banded fragmentation descent, packing inside a band"),
+    "kgpu": PolicyInfo(
+        "kgpu",
+        "kgpu's default: fragmentation incl. CPU/memory-stranded GPUs, banded; sum-of-squares GPU choice",
+    ),
 }
 
 
@@ -322,7 +475,7 @@ def make_framework(
             TypicalPods.from_requests(workload, snapshot), snapshot
         )
     else:
-        plugin = KgpuScore(TypicalPods.from_requests(workload, snapshot), snapshot)
+        plugin = KgpuScore.for_workload(workload, snapshot)
     return Framework(
         snapshot, [(plugin, 1.0)], selector=FragmentationGpuSelector(plugin), rng=rng, name=policy
     )
