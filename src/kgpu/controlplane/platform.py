@@ -44,6 +44,8 @@ log = logging.getLogger("kgpu")
 # the largest cost of an API write; a model found recently is not read again for a while.
 _MODEL_FOUND_AT: dict[str, float] = {}
 MODEL_CHECK_REUSE_S = 10.0
+# How often the server moves SQLite's write-ahead log into the database file, off the event loop.
+CHECKPOINT_INTERVAL_S = 2.0
 
 
 def check_model_available(resource: object) -> list[FieldError]:
@@ -132,6 +134,7 @@ class Platform:
         )
         self.router.on_hold = self.autoscaler.wake
         self._autoscale_task: asyncio.Task | None = None
+        self._checkpoint_task: asyncio.Task | None = None
         self.gpu_exporter = GPUExporter(self.device_users, hostname=self.inventory.hostname)
         self.metrics.registry.register(self.gpu_exporter)
 
@@ -160,12 +163,22 @@ class Platform:
         self.reconciler.start()
         self.sim_backend.start()
         self._autoscale_task = asyncio.create_task(self._autoscale_loop(), name="autoscaler")
+        self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(), name="store-checkpoint")
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            try:
+                await asyncio.to_thread(self.store.checkpoint)
+            except Exception:  # a busy or read-only database: try again next time
+                log.exception("store checkpoint failed")
 
     async def stop(self) -> None:
-        if self._autoscale_task is not None:
-            self._autoscale_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._autoscale_task
+        for task in (self._autoscale_task, self._checkpoint_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.reconciler.stop()
         await self.backend.shutdown()
         await self.router.close()

@@ -35,9 +35,21 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.desired: dict[str, int] = {}
+        # Services written or deleted through the API since the current pass read the store:
+        # the pass's older view must not undo what those writes already recorded.
+        self._changed: set[str] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="reconciler")
+
+    def record_write(self, key: str, replicas: int) -> None:
+        """An API write of service `key`: known at once (the gateway routes by it), reconciled next pass."""
+        self.desired[key] = replicas
+        self._changed.add(key)
+
+    def record_delete(self, key: str) -> None:
+        self.desired.pop(key, None)
+        self._changed.add(key)
 
     def kick(self) -> None:
         """Run a pass now (after an apply or delete) instead of at the next tick."""
@@ -67,6 +79,7 @@ class Reconciler:
             self._wake.clear()
 
     async def reconcile_once(self) -> None:
+        self._changed = set()
         # The store read blocks (SQLite/PostgreSQL driver calls): keep it off the event loop.
         services = await asyncio.to_thread(self.resources.services)
         sync_pools = getattr(self.backend, "sync_pools", None)
@@ -75,9 +88,16 @@ class Reconciler:
         desired: dict[str, int] = {}
         for service in services:
             key = service_key(service)
+            if key in self._changed and key not in self.desired:
+                continue  # deleted since the read: do not start its replicas again
             desired[key] = self.desired_replicas(service)
             await self.backend.ensure(service, desired[key])
         for key in self.backend.services():
-            if key not in desired:
+            if key not in desired and key not in self._changed:
                 await self.backend.remove(key)
+        for key in list(self._changed):  # written or deleted while this pass ran: the newer word wins
+            if key in self.desired:
+                desired[key] = self.desired[key]
+            else:
+                desired.pop(key, None)
         self.desired = desired
