@@ -24,6 +24,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -250,6 +251,13 @@ def main() -> None:
         help="PostgreSQL URL for the second run (default: $KGPU_TEST_POSTGRES_URL; none: SQLite only)",
     )
     parser.add_argument("--sqlite-only", action="store_true")
+    parser.add_argument("--postgresql-only", action="store_true")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per database, alternating (shared machines are noisy: the summary gives the median p99)",
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -257,14 +265,48 @@ def main() -> None:
         serve(args.serve, args.state_dir, args.database_url)
         return
 
-    rows = [run_one("SQLite (WAL)", None, args)]
-    if args.database_url and not args.sqlite_only:
-        with PostgresSchema(args.database_url) as url:
-            rows.append(run_one("PostgreSQL", url, args))
+    rows = []
+    for _ in range(max(1, args.repeat)):
+        if not args.postgresql_only:
+            rows.append(run_one("SQLite (WAL)", None, args))
+        if args.database_url and not args.sqlite_only:
+            with PostgresSchema(args.database_url) as url:
+                rows.append(run_one("PostgreSQL", url, args))
     print_table(rows)
+    summary = summarize(rows)
+    if args.repeat > 1:
+        print()
+        print("| database | runs | median achieved req/s | median p99 ms | p99 ms range |")
+        print("|---|---:|---:|---:|---|")
+        for s in summary:
+            print(
+                f"| {s['database']} | {s['runs']} | {s['median_achieved_rate']} | {s['median_p99_ms']} | "
+                f"{s['min_p99_ms']}-{s['max_p99_ms']} |"
+            )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"cpu_count": os.cpu_count(), "runs": rows}, indent=2) + "\n")
+    payload = {"cpu_count": os.cpu_count(), "runs": rows, "summary": summary}
+    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {RESULTS}")
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per database: the median and range of the runs' p99 and achieved rate."""
+    out = []
+    for database in dict.fromkeys(r["database"] for r in rows):
+        runs = [r for r in rows if r["database"] == database]
+        p99 = sorted(r["p99_ms"] for r in runs)
+        achieved = sorted(r["achieved_rate"] for r in runs)
+        out.append(
+            {
+                "database": database,
+                "runs": len(runs),
+                "median_p99_ms": statistics.median(p99),
+                "min_p99_ms": p99[0],
+                "max_p99_ms": p99[-1],
+                "median_achieved_rate": statistics.median(achieved),
+            }
+        )
+    return out
 
 
 if __name__ == "__main__":
