@@ -189,6 +189,10 @@ class FragmentationScore:
         return entry
 
     def score(self, ctx: RequestContext, nodes: np.ndarray) -> np.ndarray:
+        return self._cached_scores(ctx, nodes)
+
+    def _cached_scores(self, ctx: RequestContext, nodes: np.ndarray) -> np.ndarray:
+        """Per-node scores for this request shape, recomputed only for nodes changed since last asked."""
         entry = self._entry(ctx)
         s = self.snapshot
         stale = nodes[entry.seen[nodes] != s.version[nodes]]
@@ -401,12 +405,9 @@ class KgpuScore(FragmentationScore):
     def score(self, ctx: RequestContext, nodes: np.ndarray) -> np.ndarray:
         if ctx.kind not in ("share", "memory-share"):
             return super().score(ctx, nodes)
+        self._cached_scores(ctx, nodes)  # brings this shape's per-GPU tables up to date
         entry = self._entry(ctx)
         s = self.snapshot
-        stale = nodes[entry.seen[nodes] != s.version[nodes]]
-        if len(stale):
-            self._compute(ctx, stale, entry)
-            entry.seen[stale] = s.version[stale]
         counts = self.gap_counts()
         left = s.gpu_left[nodes]
         gap_after = left - ctx.need_milli[nodes][:, None]
