@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
-from urllib.parse import quote
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from kgpu.controlplane.store import Change, ConflictError, ResourceStore, sqlite_url
 
@@ -30,27 +27,17 @@ def sqlite_store(tmp_path):
 
 
 @pytest.fixture
-def postgresql_store():
-    if not POSTGRES_URL:
-        pytest.skip("KGPU_TEST_POSTGRES_URL is not set (a PostgreSQL server URL; .ci/run starts one)")
-    schema = f"kgpu_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    url = f"{POSTGRES_URL}{separator}options={quote(f'-csearch_path={schema}')}"
+def postgresql_store(postgresql_database_url):
+    """Stores over one throwaway PostgreSQL schema (see conftest.py), disposed before it is dropped."""
     stores: list[ResourceStore] = []
 
     def make() -> ResourceStore:
-        stores.append(ResourceStore(url))
+        stores.append(ResourceStore(postgresql_database_url))
         return stores[-1]
 
     yield make
     for store in stores:
         store.engine.dispose()
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
