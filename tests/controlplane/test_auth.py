@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -21,7 +18,7 @@ from kgpu.controlplane.platform import Platform, PlatformConfig
 from kgpu.controlplane.server import create_server_app
 from kgpu.gateway.router import RouterSettings
 from tests.controlplane.test_api import RecordingBackend, cpu_node, service, wait_for
-from tests.e2e.conftest import free_port
+from tests.live_server import serving
 
 API = "/apis/kgpu.dev/v1alpha1"
 
@@ -263,14 +260,7 @@ def test_login_saves_the_token_and_the_client_sends_it(tmp_path, monkeypatch):
 def test_cli_against_a_shared_server_after_login(tmp_path, monkeypatch):
     platform = make_platform(tmp_path / "state")
     server_app = create_server_app(platform, auth=True)
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(server_app, port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    try:
-        while not uv.started:
-            time.sleep(0.02)
-        url = f"http://127.0.0.1:{port}"
+    with serving(server_app) as url:
         admin = bootstrap_cluster_admin(server_app.state.access.store, tmp_path / "state")
         with httpx.Client(base_url=url) as http:
             tokens = setup_projects(http, admin)
@@ -294,6 +284,3 @@ def test_cli_against_a_shared_server_after_login(tmp_path, monkeypatch):
         other = runner.invoke(cli_app, ["get", "services", "-n", "team-b"], env=env)
         assert other.exit_code == 1
         assert 'cannot access project "team-b"' in other.output
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
@@ -18,7 +15,7 @@ from kgpu.controlplane.auth import AuthStore, bootstrap_cluster_admin
 from kgpu.controlplane.server import create_server_app
 from tests.controlplane.test_api import service
 from tests.controlplane.test_auth import API, bearer, make_platform, services_path, setup_projects
-from tests.e2e.conftest import free_port
+from tests.live_server import serving
 
 
 @pytest.fixture
@@ -150,14 +147,7 @@ def test_token_columns_are_added_to_an_older_database(make_engine):
 def test_token_cli_lists_creates_and_revokes(tmp_path, monkeypatch):
     platform = make_platform(tmp_path / "state")
     server_app = create_server_app(platform, auth=True)
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(server_app, port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    try:
-        while not uv.started:
-            time.sleep(0.02)
-        url = f"http://127.0.0.1:{port}"
+    with serving(server_app) as url:
         admin = bootstrap_cluster_admin(server_app.state.access.store, tmp_path / "state")
         with httpx.Client(base_url=url) as http:
             tokens = setup_projects(http, admin)
@@ -192,6 +182,3 @@ def test_token_cli_lists_creates_and_revokes(tmp_path, monkeypatch):
         monkeypatch.setenv("KGPU_TOKEN", tokens["a-viewer"])
         denied = runner.invoke(cli_app, ["token", "list", "-n", "team-a"], env=env)
         assert denied.exit_code == 1 and "only an admin" in denied.output
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.live_server import free_port
 
 SERVICE_YAML = """\
 apiVersion: kgpu.dev/v1alpha1
@@ -26,12 +27,6 @@ spec:
     device: cpu
     maxBatchTokens: 8192
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Platform:

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from kgpu.cli.main import app
 from kgpu.gateway.metrics import _LATENCY_BUCKETS
 from kgpu.telemetry import prometheus_config as pc
-from tests.e2e.conftest import free_port
+from tests.live_server import free_port
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")

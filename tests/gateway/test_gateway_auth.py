@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from contextlib import contextmanager
 
 import httpx
 import openai
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 
 from kgpu.controlplane.auth import bootstrap_cluster_admin
 from kgpu.controlplane.server import create_server_app
 from tests.controlplane.test_api import service
 from tests.controlplane.test_auth import bearer, make_platform, services_path, setup_projects
-from tests.e2e.conftest import free_port
-
-
-@contextmanager
-def serving(app):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+from tests.live_server import serving
 
 
 def replica_app(seen: list[dict]) -> FastAPI:
