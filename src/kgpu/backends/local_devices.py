@@ -128,7 +128,7 @@ class LocalDevices:
         names the resource (``resource``, or one derived from the request) when nothing fits."""
         if replica in self._by_replica:
             return self._by_replica[replica][0]
-        placement = self.machine.schedule(self.framework, request)
+        placement = self.framework.schedule(request)
         if placement is None:
             raise Unschedulable(self._why(request, resource or _resource_of(request)))
         assignment = self._assignment(placement, request)

@@ -9,15 +9,26 @@ published numbers depend on: with random ties its FGD allocates about 5 points l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
 
+from kgpu.gpu.catalog import MigProfile
 from kgpu.scheduling.context import RequestContext
 from kgpu.scheduling.filters import DEFAULT_FILTERS, FilterPlugin, mig_start_on_gpu
 from kgpu.scheduling.requests import MILLI, PodRequest
 from kgpu.scheduling.snapshot import ClusterSnapshot, Placement
+
+MigSlotChooser = Callable[[ClusterSnapshot, int, int, MigProfile], "tuple[int, int] | None"]
+
+
+def _first_allowed_mig_slot(
+    snapshot: ClusterSnapshot, node: int, gpu: int, profile: MigProfile
+) -> tuple[int, int] | None:
+    start = mig_start_on_gpu(snapshot, node, gpu, profile)
+    return None if start is None else (start, profile.memory_slices)
+
 
 __all__ = ["BestFitGpuSelector", "Framework", "GpuSelector", "Placement", "ScorePlugin"]
 
@@ -84,6 +95,10 @@ class Framework:
         self.filters = list(filters)
         self.scores = list(scores)
         self.selector = selector or BestFitGpuSelector()
+        # Where on the chosen GPU a MIG instance goes: (start, memory slices), or None if nowhere.
+        # A simulated GPU creates instances at any allowed start; a real machine replaces this
+        # with its free existing devices (kgpu.scheduling.machine).
+        self.mig_slot: MigSlotChooser = _first_allowed_mig_slot
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.name = name
 
@@ -128,16 +143,12 @@ class Framework:
         if kind == "mig":
             profile = ctx.mig_profile_for(int(self.snapshot.model_idx[node]))
             assert profile is not None
-            start = mig_start_on_gpu(self.snapshot, node, gpus[0], profile)
-            if start is None:
+            slot = self.mig_slot(self.snapshot, node, gpus[0], profile)
+            if slot is None:
                 return None
+            start, size = slot
             placement = Placement(
-                **{
-                    **placement.__dict__,
-                    "mig_profile": profile.name,
-                    "mig_start": start,
-                    "mig_size": profile.memory_slices,
-                }
+                **{**placement.__dict__, "mig_profile": profile.name, "mig_start": start, "mig_size": size}
             )
         return placement
 

@@ -9,8 +9,8 @@ the node-pool advice. The machine becomes one snapshot node per (GPU model, shar
 - GPUs with MIG enabled are ``mig``. Unlike a simulated node, whose MIG instances can be created
   anywhere, a real GPU has the MIG devices its administrator created: a request may only take a free
   existing device of its profile, which :class:`ExistingMigDevice` (a filter) and
-  :class:`MachineGpuSelector` enforce, and :meth:`MachineSnapshot.schedule` reserves that device's
-  memory slices.
+  :class:`MachineGpuSelector` enforce, and :meth:`MachineSnapshot.free_device_slot` (the
+  framework's ``mig_slot``) reserves that device's memory slices.
 
 A CPU-only machine is one node without GPUs: requests without a GPU still go through the cycle.
 Local replicas are processes sharing the host, so they request no CPU or memory here.
@@ -18,13 +18,12 @@ Local replicas are processes sharing the host, so they request no CPU or memory 
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
-from kgpu.gpu.catalog import GPUModel, get_model
+from kgpu.gpu.catalog import GPUModel, MigProfile, get_model
 from kgpu.gpu.discovery import GPUDevice, NodeInventory
 from kgpu.gpu.mig import place_mig_layout
 from kgpu.scheduling.context import RequestContext
@@ -175,26 +174,13 @@ class MachineSnapshot:
         if not any(isinstance(f, ExistingMigDevice) for f in base.filters):
             base.filters.append(ExistingMigDevice(self))
             base.selector = MachineGpuSelector(self, base.selector)
+            base.mig_slot = self.free_device_slot
         return base
 
-    def schedule(self, framework: Framework, request: PodRequest) -> Placement | None:
-        """One cycle (filter, score, pick, reserve) of ``framework``; a MIG request takes a free
-        existing device of its profile. None when nothing fits (the snapshot is unchanged then)."""
-        ctx = framework.context(request)
-        nodes = framework.feasible(ctx)
-        if len(nodes) == 0:
-            return None
-        node = framework.pick(nodes, framework.score(ctx, nodes)) if framework.scores else int(nodes[0])
-        placement = framework.placement_on(ctx, node)
-        if placement is None:
-            return None
-        if placement.kind == "mig":
-            free = self.free_mig_devices(node, placement.gpus[0], placement.mig_profile or "")
-            if not free:
-                return None
-            placement = dataclasses.replace(placement, mig_start=free[0].start, mig_size=free[0].size)
-        framework.reserve(placement, request)
-        return placement
+    def free_device_slot(self, _snapshot, node: int, gpu: int, profile: MigProfile) -> tuple[int, int] | None:
+        """Where a MIG placement goes on this machine: the first free existing device of the profile."""
+        free = self.free_mig_devices(node, gpu, profile.name)
+        return (free[0].start, free[0].size) if free else None
 
     def failing_filter(self, framework: Framework, request: PodRequest) -> str | None:
         """Name of the first filter that rejects every node for ``request`` (None if some node passes)."""
