@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -61,6 +63,17 @@ def setup_projects(client, admin: str) -> dict[str, str]:
         assert response.status_code == 201, response.text
         tokens[key] = response.json()["token"]
     return tokens
+
+
+@contextmanager
+def live_shared_server(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A real `kgpu server --auth` on a port (for the CLI): its URL and setup_projects' tokens."""
+    server_app = create_server_app(make_platform(tmp_path / "state"), auth=True)
+    with serving(server_app) as url:
+        admin = bootstrap_cluster_admin(server_app.state.access.store, tmp_path / "state")
+        with httpx.Client(base_url=url) as http:
+            tokens = setup_projects(http, admin)
+        yield url, tokens
 
 
 @pytest.fixture
@@ -258,12 +271,8 @@ def test_login_saves_the_token_and_the_client_sends_it(tmp_path, monkeypatch):
 
 
 def test_cli_against_a_shared_server_after_login(tmp_path, monkeypatch):
-    platform = make_platform(tmp_path / "state")
-    server_app = create_server_app(platform, auth=True)
-    with serving(server_app) as url:
-        admin = bootstrap_cluster_admin(server_app.state.access.store, tmp_path / "state")
+    with live_shared_server(tmp_path) as (url, tokens):
         with httpx.Client(base_url=url) as http:
-            tokens = setup_projects(http, admin)
             put = http.put(
                 services_path("team-a", "svc-a"), json=service("svc-a"), headers=bearer(tokens["a"])
             )

@@ -14,8 +14,14 @@ from kgpu.cli.main import app as cli_app
 from kgpu.controlplane.auth import AuthStore, bootstrap_cluster_admin
 from kgpu.controlplane.server import create_server_app
 from tests.controlplane.test_api import service
-from tests.controlplane.test_auth import API, bearer, make_platform, services_path, setup_projects
-from tests.live_server import serving
+from tests.controlplane.test_auth import (
+    API,
+    bearer,
+    live_shared_server,
+    make_platform,
+    services_path,
+    setup_projects,
+)
 
 
 @pytest.fixture
@@ -145,12 +151,7 @@ def test_token_columns_are_added_to_an_older_database(make_engine):
 
 
 def test_token_cli_lists_creates_and_revokes(tmp_path, monkeypatch):
-    platform = make_platform(tmp_path / "state")
-    server_app = create_server_app(platform, auth=True)
-    with serving(server_app) as url:
-        admin = bootstrap_cluster_admin(server_app.state.access.store, tmp_path / "state")
-        with httpx.Client(base_url=url) as http:
-            tokens = setup_projects(http, admin)
+    with live_shared_server(tmp_path) as (url, tokens):
         monkeypatch.setenv("KGPU_CONFIG", str(tmp_path / "config.json"))
         monkeypatch.setenv("KGPU_SERVER", url)
         monkeypatch.setenv("KGPU_TOKEN", tokens["a"])
