@@ -172,29 +172,37 @@ class KubernetesBackend:
     def _sync_service(self, api: Any, service: InferenceService, replicas: int) -> dict[str, Any]:
         """Create, replace or scale the custom resource; returns it as the cluster now holds it."""
         namespace, name = service.metadata.namespace, service.metadata.name
-        body = custom_resource(service, replicas)
-        try:
-            current = api.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, SERVICES, name, **self._kw()
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            return (
-                api.create_namespaced_custom_object(GROUP, VERSION, namespace, SERVICES, body, **self._kw())
-                or body
-            )
-        if _comparable(current, InferenceService) != _comparable(body, InferenceService):
-            body["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
-            replaced = api.replace_namespaced_custom_object(
-                GROUP, VERSION, namespace, SERVICES, name, body, **self._kw()
-            )
-            return {**body, "status": current.get("status") or {}, **(replaced or {})}
-        if (current.get("spec") or {}).get("replicas") != replicas:
+        held, unchanged = self._create_or_replace(
+            api, SERVICES, InferenceService, namespace, name, custom_resource(service, replicas)
+        )
+        # The spec matches except perhaps for replicas, which go through the scale subresource.
+        if unchanged and (held.get("spec") or {}).get("replicas") != replicas:
             api.patch_namespaced_custom_object_scale(
                 GROUP, VERSION, namespace, SERVICES, name, {"spec": {"replicas": replicas}}, **self._kw()
             )
-        return current
+        return held
+
+    def _create_or_replace(
+        self, api: Any, plural: str, model: type, namespace: str, name: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """The custom resource as the cluster holds it after this call, and whether it was left as it was
+        (it existed and matched ``body`` apart from status, metadata the server owns and replicas)."""
+        try:
+            current = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, **self._kw())
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            created = api.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, body, **self._kw()
+            )
+            return created or body, False
+        if _comparable(current, model) != _comparable(body, model):
+            body["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
+            replaced = api.replace_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, body, **self._kw()
+            )
+            return {**body, "status": current.get("status") or {}, **(replaced or {})}, False
+        return current, True
 
     def _route(self, key: str, service: InferenceService, placed: _Placed) -> None:
         """In the cluster, the gateway sends the service's requests to its Service (which spreads them)."""
@@ -303,23 +311,7 @@ class KubernetesBackend:
 
     def _sync_pool(self, api: Any, pool: NodePool) -> dict[str, Any]:
         namespace, name = pool.metadata.namespace, pool.metadata.name
-        body = custom_resource(pool)
-        try:
-            current = api.get_namespaced_custom_object(GROUP, VERSION, namespace, POOLS, name, **self._kw())
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            return (
-                api.create_namespaced_custom_object(GROUP, VERSION, namespace, POOLS, body, **self._kw())
-                or body
-            )
-        if _comparable(current, NodePool) != _comparable(body, NodePool):
-            body["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
-            replaced = api.replace_namespaced_custom_object(
-                GROUP, VERSION, namespace, POOLS, name, body, **self._kw()
-            )
-            return {**body, "status": current.get("status") or {}, **(replaced or {})}
-        return current
+        return self._create_or_replace(api, POOLS, NodePool, namespace, name, custom_resource(pool))[0]
 
     async def remove_pool(self, key: str) -> None:
         placed = self._pools.get(key)
