@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pynvml
 
 from kgpu.gpu.catalog import get_model, model_for_product_name
+from tests.fake_nvml_mig import FakeMigCalls
 
 MIB = 1024 * 1024
 H100 = ("NVIDIA H100 80GB HBM3", 81559)
@@ -21,7 +22,8 @@ H200 = ("NVIDIA H200", 143771)
 L4 = ("NVIDIA L4", 23034)
 
 
-class FakeNVMLMachine:
+class FakeNVMLMachine(FakeMigCalls):
+    MIG_PARENT_KEY = "index"  # self.mig is keyed by GPU index here
     NVMLError = pynvml.NVMLError
     NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
 
@@ -80,22 +82,6 @@ class FakeNVMLMachine:
         if handle.get("mig"):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return SimpleNamespace(gpu=0, memory=0)
-
-    def nvmlDeviceGetMigMode(self, handle: dict) -> list[int]:
-        mode = pynvml.NVML_DEVICE_MIG_ENABLE if handle.get("mig") else pynvml.NVML_DEVICE_MIG_DISABLE
-        return [mode, mode]
-
-    def nvmlDeviceGetMaxMigDeviceCount(self, handle: dict) -> int:
-        return 7 if handle.get("mig") else 0
-
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: dict, index: int) -> dict:
-        try:
-            return self.mig[(handle["index"], index)]
-        except KeyError:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND) from None
-
-    def nvmlDeviceGetGpuInstanceId(self, handle: dict) -> int:
-        return handle["gi"]
 
     def nvmlDeviceGetGpuInstanceById(self, handle: dict, gpuInstanceId: int) -> dict:
         if not self.report_placement:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from kgpu.gpu.discovery import discover
+from tests.fake_nvml_mig import FakeMigCalls
 
 MIB = 1024 * 1024
 has_cuda = torch.cuda.is_available()
@@ -35,7 +36,7 @@ def test_host_facts_come_from_this_machine() -> None:
     assert json.loads(json.dumps(inventory.to_dict()))["hostname"] == inventory.hostname
 
 
-class FakeNVML:
+class FakeNVML(FakeMigCalls):
     """Stand-in for the ``pynvml`` module with the real function names and signatures.
 
     NVML cannot run on a machine without an NVIDIA driver, so these tests drive
@@ -91,22 +92,6 @@ class FakeNVML:
         if handle.get("mig"):
             raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return SimpleNamespace(gpu=handle["util"], memory=5)
-
-    def nvmlDeviceGetMigMode(self, device: dict) -> list[int]:
-        mode = pynvml.NVML_DEVICE_MIG_ENABLE if device.get("mig") else pynvml.NVML_DEVICE_MIG_DISABLE
-        return [mode, mode]
-
-    def nvmlDeviceGetMaxMigDeviceCount(self, device: dict) -> int:
-        return 7 if device.get("mig") else 0
-
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: dict, index: int) -> dict:
-        try:
-            return self.mig[(device["uuid"], index)]
-        except KeyError:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND) from None
-
-    def nvmlDeviceGetGpuInstanceId(self, device: dict) -> int:
-        return device["gi"]
 
     def nvmlDeviceGetGpuInstanceById(self, device: dict, gpuInstanceId: int) -> tuple[str, int]:
         return (device["uuid"], gpuInstanceId)

@@ -16,10 +16,12 @@ from typing import Any
 
 import pynvml
 
+from tests.fake_nvml_mig import FakeMigCalls
+
 MIB = 1024 * 1024
 
 
-class FakeNVML:
+class FakeNVML(FakeMigCalls):
     NVMLError = pynvml.NVMLError
     NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
     NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
@@ -124,22 +126,6 @@ class FakeNVML:
 
     def nvmlDeviceGetPcieReplayCounter(self, handle: dict) -> int:
         return handle["replays"]
-
-    def nvmlDeviceGetMigMode(self, device: dict) -> list[int]:
-        mode = pynvml.NVML_DEVICE_MIG_ENABLE if device.get("mig") else pynvml.NVML_DEVICE_MIG_DISABLE
-        return [mode, mode]
-
-    def nvmlDeviceGetMaxMigDeviceCount(self, device: dict) -> int:
-        return 7 if device.get("mig") else 0
-
-    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: dict, index: int) -> dict:
-        try:
-            return self.mig[(device["uuid"], index)]
-        except KeyError:
-            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND) from None
-
-    def nvmlDeviceGetGpuInstanceId(self, device: dict) -> int:
-        return device["gi"]
 
     def nvmlDeviceGetGpuInstanceById(self, device: dict, gpuInstanceId: int) -> tuple[str, int]:
         return (device["uuid"], gpuInstanceId)
