@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
@@ -329,7 +329,7 @@ class ResourceStore:
                     row = conn.execute(_FIND, key).first()
                     if row is None:
                         entry = _Entry(kind, namespace, name, str(uuid.uuid4()), revision, text, now, now)
-                        conn.execute(_INSERT, [_row_values(entry)])
+                        conn.execute(_INSERT, [asdict(entry)])  # its fields are the table's columns
                         created = True
                     else:
                         if create_only:
@@ -374,16 +374,3 @@ class ResourceStore:
             gone = _Entry(kind, namespace, name, row.uid, revision, row.body, row.created_at, row.updated_at)
             self._notify(Change("DELETED", gone.stored()))
         return True
-
-
-def _row_values(entry: _Entry) -> dict:
-    return {
-        "kind": entry.kind,
-        "namespace": entry.namespace,
-        "name": entry.name,
-        "uid": entry.uid,
-        "resource_version": entry.resource_version,
-        "body": entry.body,
-        "created_at": entry.created_at,
-        "updated_at": entry.updated_at,
-    }
