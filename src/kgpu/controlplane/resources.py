@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from kgpu.api.errors import FieldError, ResourceValidationError
 from kgpu.api.io import parse_resource
@@ -24,6 +25,9 @@ ALIASES = {
     "pools": "nodepools",
     "cluster": "clusters",
 }
+
+
+T = TypeVar("T")
 
 
 class NotFoundError(Exception):
@@ -101,18 +105,16 @@ class ResourceService:
         return resource
 
     def services(self) -> list[InferenceService]:
-        out = []
-        for stored in self.store.list("InferenceService"):
-            resource = self.parsed(stored)
-            assert isinstance(resource, InferenceService)
-            out.append(resource)
-        return out
+        return self._typed("InferenceService", InferenceService)
 
     def pools(self) -> list[NodePool]:
+        return self._typed("NodePool", NodePool)
+
+    def _typed(self, kind: str, model: type[T]) -> list[T]:
         out = []
-        for stored in self.store.list("NodePool"):
+        for stored in self.store.list(kind):
             resource = self.parsed(stored)
-            assert isinstance(resource, NodePool)
+            assert isinstance(resource, model)
             out.append(resource)
         return out
 
