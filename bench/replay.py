@@ -3,7 +3,7 @@
 Prints a table, writes bench/results/replay.json and, when matplotlib is installed (the
 `bench` extra), bench/results/replay.png with replicas and gateway queue over time.
 
-    .venv/bin/python bench/replay.py [--trace FILE]
+    .venv/bin/python bench/replay.py [--trace FILE] [--queue deadline|fifo]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kgpu.cli.replay import plot_timelines, results_table, run_policy
+from kgpu.cli.replay import QUEUES, plot_timelines, results_table, run_policy
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, load_azure_trace
 from kgpu.sim.replay import POLICIES, VARIANTS, ServiceModel, default_spec
 
@@ -28,7 +28,9 @@ def main() -> int:
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
     parser.add_argument("--out", type=Path, default=RESULTS / "replay.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "replay.png")
+    parser.add_argument("--queue", choices=QUEUES, default="deadline", help="the gateway queue's order")
     args = parser.parse_args()
+    model = ServiceModel(queue=args.queue)
     console = Console()
     try:
         trace = load_azure_trace(args.trace)
@@ -38,14 +40,15 @@ def main() -> int:
     results, seconds = [], {}
     for policy in (*POLICIES, *VARIANTS):
         started = time.perf_counter()
-        results.append(run_policy(trace, policy))
+        results.append(run_policy(trace, policy, model=model))
         seconds[policy] = time.perf_counter() - started
     by_name = {r.policy: r for r in results}
     static = by_name["static"]
-    console.print(results_table(results, f"replay: {len(trace)} requests over {trace[-1].arrival_s:.0f} s"))
+    title = f"replay: {len(trace)} requests over {trace[-1].arrival_s:.0f} s, {args.queue} queue"
+    console.print(results_table(results, title))
     for r in results:
         if r.policy != "static":
-            console.print(f"{r.policy}: {100 * r.gpu_hours / static.gpu_hours:.0f}% of static's GPU-hours")
+            console.print(f"{r.policy}: {100 * r.gpu_hours / static.gpu_hours:.1f}% of static's GPU-hours")
 
     kgpu = by_name["kgpu"]
     targets = {
@@ -61,7 +64,6 @@ def main() -> int:
     for name, met in targets.items():
         console.print(f"target {name}: {'met' if met else 'MISSED'}")
 
-    model = ServiceModel()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "trace": str(args.trace),

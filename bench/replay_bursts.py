@@ -4,7 +4,7 @@ Shows which bursts set the capacity any policy must have ready when they start (
 longer to start than a request's SLO slack, so only capacity already there can serve a burst).
 Prints a table and writes bench/results/replay_bursts.json.
 
-    .venv/bin/python bench/replay_bursts.py [--trace FILE]
+    .venv/bin/python bench/replay_bursts.py [--trace FILE] [--queue deadline|fifo]
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from kgpu.cli.replay import QUEUES
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, load_azure_trace
-from kgpu.sim.replay import replay
+from kgpu.sim.replay import ServiceModel, replay
 
 RESULTS = Path(__file__).parent / "results"
 BUCKET_S = 30
@@ -30,6 +31,7 @@ def main() -> int:
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
     parser.add_argument("--replicas", type=int, nargs="+", default=list(range(3, 10)))
     parser.add_argument("--out", type=Path, default=RESULTS / "replay_bursts.json")
+    parser.add_argument("--queue", choices=QUEUES, default="deadline", help="the gateway queue's order")
     args = parser.parse_args()
     console = Console()
     try:
@@ -40,7 +42,7 @@ def main() -> int:
     misses: dict[int, Counter[int]] = {}
     totals: dict[int, int] = {}
     for count in args.replicas:
-        result = replay(trace, "static", static_replicas=count)
+        result = replay(trace, "static", ServiceModel(queue=args.queue), static_replicas=count)
         misses[count] = Counter(int(t // BUCKET_S) * BUCKET_S for t in result.missed_arrivals_s)
         totals[count] = len(result.missed_arrivals_s)
     buckets = sorted({b for per in misses.values() for b in per})

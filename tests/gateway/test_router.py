@@ -210,3 +210,111 @@ async def test_a_refused_service_gets_503_at_once_without_retry_after():
     # Other services are routed as before.
     registry.add("default/other", "other-0", "http://127.0.0.1:9002")
     assert (await router.forward("default/other", "/v1/embeddings", b"{}", "application/json")).status == 200
+
+
+def held_router(limit: int, hold_timeout_s: float = 5.0) -> tuple[Router, asyncio.Event]:
+    """One replica with containerConcurrency ``limit`` whose answers wait for the returned event."""
+    release = asyncio.Event()
+
+    async def handler(request: Request) -> UpstreamResponse:
+        await release.wait()
+        return ok(request)
+
+    router, registry, _ = make_router(handler, hold_timeout_s=hold_timeout_s)
+    router.set_concurrency_limit(SERVICE, limit)
+    registry.add(SERVICE, "minilm-0", "http://127.0.0.1:1001")
+    return router, release
+
+
+async def test_container_concurrency_holds_requests_at_the_gateway_until_a_slot_frees():
+    """With containerConcurrency 2, a third request waits at the gateway, not on the replica."""
+    gates: list[asyncio.Event] = []
+    in_flight = []
+
+    async def handler(request: Request) -> UpstreamResponse:
+        gate = asyncio.Event()
+        gates.append(gate)
+        in_flight.append(1)
+        await gate.wait()
+        in_flight.pop()
+        return ok(request)
+
+    router, registry, _ = make_router(handler, hold_timeout_s=5.0)
+    router.set_concurrency_limit(SERVICE, 2)
+    registry.add(SERVICE, "minilm-0", "http://127.0.0.1:1001")
+    tasks = [asyncio.create_task(router.forward(SERVICE, "/x", b"{}", "application/json")) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert len(in_flight) == 2 and router.held(SERVICE) == 1
+    gates[0].set()
+    await asyncio.sleep(0.05)
+    assert len(in_flight) == 2 and router.held(SERVICE) == 0  # the waiting one took the freed slot
+    for gate in gates:
+        gate.set()
+    assert [r.status for r in await asyncio.gather(*tasks)] == [200, 200, 200]
+
+
+async def test_waiting_requests_get_free_slots_earliest_deadline_first():
+    order: list[str] = []
+    router, release = held_router(limit=1)
+
+    async def send(name: str, deadline_ms: float | None) -> None:
+        result = await router.forward(SERVICE, "/x", b"{}", "application/json", deadline_ms)
+        assert result.status == 200
+        order.append(name)
+
+    first = asyncio.create_task(send("first", None))
+    await asyncio.sleep(0.02)
+    # Queued in this order; served by deadline: no header counts as the hold timeout (5 s).
+    waiting = [
+        asyncio.create_task(send("no-deadline", None)),
+        asyncio.create_task(send("3s", 3000)),
+        asyncio.create_task(send("1s", 1000)),
+    ]
+    await asyncio.sleep(0.02)
+    assert router.held(SERVICE) == 3
+    release.set()
+    await asyncio.gather(first, *waiting)
+    assert order == ["first", "1s", "3s", "no-deadline"]
+
+
+async def test_a_new_request_does_not_overtake_requests_already_waiting():
+    order: list[str] = []
+    router, release = held_router(limit=1)
+
+    async def send(name: str) -> None:
+        await router.forward(SERVICE, "/x", b"{}", "application/json")
+        order.append(name)
+
+    tasks = [asyncio.create_task(send("a"))]
+    await asyncio.sleep(0.02)
+    tasks.append(asyncio.create_task(send("b")))
+    await asyncio.sleep(0.02)
+    release.set()  # "a" finishes and hands its slot to "b"; "c" arrives right then
+    tasks.append(asyncio.create_task(send("c")))
+    await asyncio.gather(*tasks)
+    assert order == ["a", "b", "c"]
+
+
+async def test_requests_waiting_for_a_slot_get_503_after_the_hold_timeout():
+    router, release = held_router(limit=1, hold_timeout_s=0.2)
+    busy = asyncio.create_task(router.forward(SERVICE, "/x", b"{}", "application/json"))
+    await asyncio.sleep(0.02)
+    waited = await router.forward(SERVICE, "/x", b"{}", "application/json")
+    assert waited.status == 503 and int(waited.headers["retry-after"]) > 0
+    assert router.held(SERVICE) == 0
+    release.set()
+    assert (await busy).status == 200
+
+
+async def test_a_cancelled_waiter_passes_its_turn_on():
+    router, release = held_router(limit=1)
+    busy = asyncio.create_task(router.forward(SERVICE, "/x", b"{}", "application/json"))
+    await asyncio.sleep(0.02)
+    gone = asyncio.create_task(router.forward(SERVICE, "/x", b"{}", "application/json", 100))
+    kept = asyncio.create_task(router.forward(SERVICE, "/x", b"{}", "application/json", 4000))
+    await asyncio.sleep(0.02)
+    gone.cancel()  # the client went away while waiting
+    release.set()
+    assert (await asyncio.wait_for(kept, 2.0)).status == 200
+    assert (await busy).status == 200
+    assert router.held(SERVICE) == 0

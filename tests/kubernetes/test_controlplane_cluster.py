@@ -237,6 +237,7 @@ def expected_custom_resource(replicas: int = 2) -> dict[str, Any]:
             "resources": {"requests": {}, "limits": {"nvidia.com/gpu": 1, "memory": "8Gi"}},
             "replicas": replicas,
             "gpuModels": ["H100-80GB"],
+            "containerConcurrency": 0,
         },
     }
 

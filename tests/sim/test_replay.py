@@ -124,3 +124,31 @@ def test_trace_is_read_relative_to_the_first_request(tmp_path):
     bad.write_text("TIMESTAMP,ContextTokens\n")
     with pytest.raises(TraceError, match="GeneratedTokens"):
         load_azure_trace(bad)
+
+
+ONE_AT_A_TIME = {"max_in_flight": 1, "full_speed_batch": 1}
+
+
+def test_gateway_queue_serves_the_earliest_client_deadline_first():
+    # One request at a time. A runs 0-1 s; a long request L (5000 units, deadline 12.1 s) and a
+    # short one S (1000 units, deadline 4.2 s) wait for it.
+    trace = [req(0, 1000), req(0.1, 5000), req(0.2, 1000)]
+    fifo = replay(trace, "static", ServiceModel(queue="fifo", **ONE_AT_A_TIME), static_replicas=1)
+    edf = replay(trace, "static", ServiceModel(queue="deadline", **ONE_AT_A_TIME), static_replicas=1)
+    # FIFO: L 1-6 s, S 6-7 s (latency 6.8 s > 4 s). Deadline order: S 1-2 s, L 2-7 s (6.9 s <= 12 s).
+    assert fifo.missed_arrivals_s == [0.2]
+    assert edf.missed_arrivals_s == []
+    assert edf.max_latency_s == pytest.approx(6.9)
+
+
+def test_a_request_already_past_its_deadline_waits_behind_those_that_can_make_it():
+    # A runs 0-3 s. H (400 units, deadline 0.1 + 2 + 0.8 = 2.9 s) is late when A ends;
+    # B (1000 units, deadline 4.2 s) can still make it if it goes first.
+    trace = [req(0, 3000), req(0.1, 400), req(0.2, 1000)]
+    result = replay(trace, "static", ServiceModel(queue="deadline", **ONE_AT_A_TIME), static_replicas=1)
+    # B 3-4 s (latency 3.8 s, met), then H 4-4.4 s (latency 4.3 s, missed but served).
+    assert result.missed_arrivals_s == [0.1]
+    assert result.completed == 3 and result.failed_requests == 0
+    # In arrival order H would go first and make B late as well (B done at 4.4 s: 4.2 s > 4 s).
+    fifo = replay(trace, "static", ServiceModel(queue="fifo", **ONE_AT_A_TIME), static_replicas=1)
+    assert fifo.missed_arrivals_s == [0.1, 0.2]

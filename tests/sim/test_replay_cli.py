@@ -28,3 +28,23 @@ def test_replay_errors_name_the_cause(tmp_path):
     assert missing.exit_code == 1 and "AzurePublicDataset" in missing.output
     bad = runner.invoke(sim_app, ["replay", "--trace", str(tmp_path / "x.csv"), "--policy", "fast"])
     assert bad.exit_code == 2 and "unknown policy 'fast'" in bad.output
+    queue = runner.invoke(sim_app, ["replay", "--trace", str(tmp_path / "x.csv"), "--queue", "lifo"])
+    assert queue.exit_code == 2 and "unknown queue 'lifo'" in queue.output
+
+
+def test_replay_queue_option_picks_the_gateway_queue(tmp_path):
+    path = tmp_path / "trace.csv"
+    # 16 requests of 1000..16000 units fill the one replica; the first finishes at 2 s. A long
+    # request (0.1 s) and a short one (0.2 s, deadline 2.4 s) wait: only deadline order serves
+    # the short one in the slot that frees at 2 s, in time.
+    rows = [f"2023-11-16 18:17:00.0000000,{1000 * (i + 1)},0" for i in range(16)]
+    rows += ["2023-11-16 18:17:00.1000000,8000,0", "2023-11-16 18:17:00.2000000,100,0"]
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+    met = {}
+    for queue in ("fifo", "deadline"):
+        out = CliRunner().invoke(
+            sim_app, ["replay", "--trace", str(path), "--policy", "hpa", "--queue", queue, "--json"]
+        )
+        assert out.exit_code == 0, out.output
+        met[queue] = json.loads(out.output)["slo_met"]
+    assert met == {"fifo": 17, "deadline": 18}

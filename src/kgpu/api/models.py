@@ -147,6 +147,10 @@ class InferenceServiceSpec(KgpuModel):
     replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
     autoscaling: AutoscalingSpec | None = None
     gpu_models: list[str] = Field(default_factory=list)
+    # Knative's containerConcurrency: the most requests the gateway keeps in flight on one
+    # replica; more wait in the gateway's queue (earliest deadline first). 0: no limit, the
+    # replica's own queue (runtime.maxQueue) bounds it.
+    container_concurrency: int = Field(0, ge=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> InferenceServiceSpec:

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from kgpu.cli.plotting import pyplot
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, load_azure_trace
-from kgpu.sim.replay import POLICIES, ReplayResult, find_static
+from kgpu.sim.replay import POLICIES, ReplayResult, ServiceModel, find_static
 from kgpu.sim.replay import replay as run_replay
 
 console = Console()
@@ -32,11 +32,16 @@ COLUMNS = (
 )
 
 
-def run_policy(trace: Sequence, policy: str, timeline_every_s: float = 10.0) -> ReplayResult:
+QUEUES = ("deadline", "fifo")
+
+
+def run_policy(
+    trace: Sequence, policy: str, timeline_every_s: float = 10.0, model: ServiceModel = ServiceModel()
+) -> ReplayResult:
     """One policy on a loaded trace; ``static`` searches its replica count first."""
     if policy == "static":
-        return find_static(trace, timeline_every_s=timeline_every_s)
-    return run_replay(trace, policy, timeline_every_s=timeline_every_s)
+        return find_static(trace, model, timeline_every_s=timeline_every_s)
+    return run_replay(trace, policy, model, timeline_every_s=timeline_every_s)
 
 
 def results_table(results: Sequence[ReplayResult], title: str) -> Table:
@@ -80,14 +85,20 @@ def replay(
     policy: str = typer.Option("kgpu", "--policy", help=f"one of: {', '.join(POLICIES)}"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
     plot: Path | None = typer.Option(None, "--plot", help="write replicas and queue over time to this PNG"),
+    queue: str = typer.Option(
+        "deadline", "--queue", help="gateway queue: deadline (kgpu's, earliest deadline first) or fifo"
+    ),
 ) -> None:
     """Replay the Azure LLM trace at its real timing under one autoscaling policy (virtual clock)."""
     if policy not in POLICIES:
         err.print(f"[red]error:[/red] --policy: unknown policy {policy!r}; known: {', '.join(POLICIES)}")
         raise typer.Exit(2)
+    if queue not in QUEUES:
+        err.print(f"[red]error:[/red] --queue: unknown queue {queue!r}; known: {', '.join(QUEUES)}")
+        raise typer.Exit(2)
     try:
         requests = load_azure_trace(trace)
-        result = run_policy(requests, policy)
+        result = run_policy(requests, policy, model=ServiceModel(queue=queue))
         if plot is not None:
             plot_timelines([result], plot)
     except (TraceError, ValueError) as exc:

@@ -131,6 +131,7 @@ class Platform:
             self.backend,
             config.reconcile_interval_s,
             desired_replicas=self.autoscaler.desired,
+            on_service=self._route_settings,
         )
         self.router.on_hold = self.autoscaler.wake
         self._autoscale_task: asyncio.Task | None = None
@@ -189,6 +190,13 @@ class Platform:
 
     def _kick(self) -> None:
         self.reconciler.kick()
+
+    def _route_settings(self, service: InferenceService) -> None:
+        key = f"{service.metadata.namespace}/{service.metadata.name}"
+        # On a Kubernetes cluster the gateway sees one endpoint per service (its Service), not
+        # the replicas: a per-replica limit there would cap the whole service.
+        per_replica = self.backend.ready_replicas(key) is None
+        self.router.set_concurrency_limit(key, service.spec.container_concurrency if per_replica else 0)
 
     def observe(self, key: str) -> Observation:
         replicas = self.backend.replicas(key)

@@ -27,10 +27,13 @@ class Reconciler:
         backend: Backend,
         interval_s: float = 0.5,
         desired_replicas: Callable[[InferenceService], int] = lambda s: s.spec.replicas,
+        on_service: Callable[[InferenceService], None] = lambda s: None,
     ) -> None:
+        """``on_service`` sees every service after each pass has converged it (routing settings)."""
         self.resources = resources
         self.backend = backend
         self.desired_replicas = desired_replicas
+        self.on_service = on_service
         self.interval_s = interval_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -92,6 +95,7 @@ class Reconciler:
                 continue  # deleted since the read: do not start its replicas again
             desired[key] = self.desired_replicas(service)
             await self.backend.ensure(service, desired[key])
+            self.on_service(service)
         for key in self.backend.services():
             if key not in desired and key not in self._changed:
                 await self.backend.remove(key)

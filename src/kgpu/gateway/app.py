@@ -26,6 +26,8 @@ from kgpu.gateway.router import ProxyResult, Router
 ServiceResolver = Callable[[str], "str | None"]
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+# The client's deadline in milliseconds from arrival: orders requests waiting for a replica.
+DEADLINE_HEADER = "x-kgpu-deadline-ms"
 
 
 class Caller(Protocol):
@@ -103,6 +105,22 @@ def gateway_routes(
             return models
         return sorted(m.rpartition("/")[2] for m in models if _namespace(m) == caller.project)
 
+    def deadline_ms(request: Request) -> tuple[float | None, str | None]:
+        """The client's deadline header: (milliseconds or None, error message or None)."""
+        text = request.headers.get(DEADLINE_HEADER)
+        if text is None:
+            return None, None
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 < value < 1e12:  # also rejects nan and inf
+            return (
+                None,
+                f"header {DEADLINE_HEADER} must be a positive number of milliseconds, got {text[:40]!r}",
+            )
+        return value, None
+
     async def _read_body(request: Request) -> bytes | JSONResponse:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -117,6 +135,9 @@ def gateway_routes(
         caller = await caller_of(request)
         if isinstance(caller, JSONResponse):
             return caller
+        deadline, bad_deadline = deadline_ms(request)
+        if bad_deadline is not None:
+            return _openai_error(400, bad_deadline, "invalid_deadline", DEADLINE_HEADER)
         body = await _read_body(request)
         if isinstance(body, JSONResponse):
             return body
@@ -141,7 +162,7 @@ def gateway_routes(
         if model != served_name:  # "team-a/minilm": replicas know their service by its plain name
             payload["model"] = served_name
             body = orjson.dumps(payload)
-        result = await router.forward(service, "/v1/embeddings", body, "application/json")
+        result = await router.forward(service, "/v1/embeddings", body, "application/json", deadline)
         return _to_response(result)
 
     @api.get("/v1/models", summary="List served models (OpenAI-compatible)")
@@ -160,6 +181,9 @@ def gateway_routes(
         service = resolve_for(model, caller)
         if service is None:
             return JSONResponse({"error": f"model {model!r} is not served here"}, status_code=404)
+        deadline, bad_deadline = deadline_ms(request)
+        if bad_deadline is not None:
+            return JSONResponse({"error": bad_deadline}, status_code=400)
         body = await _read_body(request)
         if isinstance(body, JSONResponse):
             return JSONResponse({"error": "request body too large"}, status_code=413)
@@ -168,6 +192,7 @@ def gateway_routes(
             f"/v2/models/{service.split('/', 1)[1]}/infer",
             body,
             request.headers.get("content-type", "application/json"),
+            deadline,
         )
         return _to_response(result)
 

@@ -7,7 +7,7 @@ event loop, so plain attributes are enough (no locks).
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -30,7 +30,6 @@ class Endpoint:
 @dataclass
 class _ServiceEntry:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ReplicaRegistry:
@@ -38,6 +37,8 @@ class ReplicaRegistry:
 
     def __init__(self) -> None:
         self._services: dict[str, _ServiceEntry] = {}
+        # Called with the service key when its replica set changes (the router admits waiters).
+        self.on_change: Callable[[str], None] = lambda service: None
 
     def _entry(self, service: str) -> _ServiceEntry:
         entry = self._services.get(service)
@@ -46,9 +47,7 @@ class ReplicaRegistry:
         return entry
 
     def _notify(self, service: str) -> None:
-        entry = self._entry(service)
-        entry.changed.set()
-        entry.changed = asyncio.Event()
+        self.on_change(service)
 
     def add(self, service: str, replica: str, url: str) -> Endpoint:
         entry = self._entry(service)
@@ -79,26 +78,31 @@ class ReplicaRegistry:
     def get(self, service: str, replica: str) -> Endpoint | None:
         return self._entry(service).endpoints.get(replica)
 
-    def pick(self, service: str, exclude_urls: set[str] | frozenset[str] = frozenset()) -> Endpoint | None:
+    def pick(
+        self, service: str, exclude_urls: set[str] | frozenset[str] = frozenset(), limit: int = 0
+    ) -> Endpoint | None:
         """The routable replica with the fewest outstanding requests (ties: fewest served).
 
-        Exclusion is by URL, not name: a restarted replica keeps its name but gets a
-        new port, and a request that failed on the old process may try the new one.
+        ``limit`` > 0 skips replicas that already have that many requests outstanding
+        (the service's containerConcurrency). Exclusion is by URL, not name: a restarted
+        replica keeps its name but gets a new port, and a request that failed on the old
+        process may try the new one.
         """
         candidates = [
-            e for e in self._entry(service).endpoints.values() if e.routable and e.url not in exclude_urls
+            e
+            for e in self._entry(service).endpoints.values()
+            if e.routable and e.url not in exclude_urls and (limit <= 0 or e.outstanding < limit)
         ]
         if not candidates:
             return None
         return min(candidates, key=lambda e: (e.outstanding, e.served))
 
-    async def wait_for_change(self, service: str, timeout: float) -> None:
-        """Sleep until the service's replica set changes or the timeout passes."""
-        event = self._entry(service).changed
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+    def free_slots(self, service: str, limit: int = 0) -> int | float:
+        """Requests the service's routable replicas can take now (unbounded without a limit)."""
+        routable = [e for e in self._entry(service).endpoints.values() if e.routable]
+        if limit <= 0:
+            return float("inf") if routable else 0
+        return sum(max(0, limit - e.outstanding) for e in routable)
 
     def outstanding(self, service: str) -> int:
         return sum(e.outstanding for e in self._entry(service).endpoints.values())

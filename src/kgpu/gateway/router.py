@@ -2,18 +2,28 @@
 
 Embedding and inference requests have no side effects, so sending the same body to
 another replica after a connection failure is safe: the client sees one answer.
+
+The activator's part: when a service has no ready replica, or every ready replica already
+has the service's ``containerConcurrency`` requests in flight, a request waits in the
+service's bounded queue until a replica (or a slot on one) frees up. Waiting requests get
+their turn earliest deadline first, late ones last (``deadline_queue``); a client states its
+deadline with the ``X-Kgpu-Deadline-Ms`` header (milliseconds from arrival), and without one
+its deadline is the hold timeout, so such requests go in arrival order. Past the queue's
+bound or the hold timeout a request gets 503 with Retry-After.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kgpu.gateway.deadline_queue import DeadlineQueue
 from kgpu.gateway.metrics import GatewayMetrics
-from kgpu.gateway.registry import ReplicaRegistry
+from kgpu.gateway.registry import Endpoint, ReplicaRegistry
 from kgpu.gateway.upstream import AiohttpUpstream, ReplicaGone, Upstream
 
 log = logging.getLogger("kgpu.gateway")
@@ -53,6 +63,11 @@ class Router:
         self.settings = settings or RouterSettings()
         self.upstream = upstream or AiohttpUpstream(self.settings.upstream_timeout_s)
         self._held: dict[str, int] = {}
+        self._waiting: dict[str, DeadlineQueue[asyncio.Future[None]]] = {}
+        # Waiters given a turn that have not resumed yet: new arrivals queue behind them.
+        self._granted: dict[str, int] = {}
+        self._limits: dict[str, int] = {}  # service -> containerConcurrency (0: no limit)
+        registry.on_change = self._admit
         # Called with the service key whenever a request has to wait for a replica (wakes a service at zero).
         self.on_hold: Callable[[str], None] | None = None
         # Called with the service key first: a message means no replica of it can ever serve (a service
@@ -63,31 +78,89 @@ class Router:
         """Requests of the service waiting at the gateway for a ready replica."""
         return self._held.get(service, 0)
 
+    def set_concurrency_limit(self, service: str, limit: int) -> None:
+        """At most ``limit`` requests in flight per replica of the service (0: no limit)."""
+        if self._limits.get(service, 0) != limit:
+            self._limits[service] = limit
+            self._admit(service)
+
+    def _pick(self, service: str, exclude_urls: set[str]) -> Endpoint | None:
+        return self.registry.pick(service, exclude_urls, limit=self._limits.get(service, 0))
+
+    def _admit(self, service: str) -> None:
+        """Give waiting requests their turn while the service has free slots, best deadline first."""
+        queue = self._waiting.get(service)
+        if not queue:
+            return
+        # A turn given but not yet taken holds its slot.
+        free = self.registry.free_slots(service, self._limits.get(service, 0)) - self._granted.get(service, 0)
+        now = time.monotonic()
+        while queue and free > 0:
+            waiter = queue.pop(now)
+            if not waiter.done():
+                waiter.set_result(None)
+                self._granted[service] = self._granted.get(service, 0) + 1
+                free -= 1
+
+    async def _wait_turn(self, service: str, arrival: float, deadline: float, timeout: float) -> bool:
+        """Wait in the service's queue; True when given a turn, False after ``timeout``."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._waiting.setdefault(service, DeadlineQueue())
+        handle = queue.push(waiter, arrival, deadline)
+        self._admit(service)  # a slot may have freed between the pick and now
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except asyncio.TimeoutError:
+            pass
+        except BaseException:  # cancelled (client gone): leave, and pass on a turn given meanwhile
+            if not queue.discard(handle):
+                self._granted[service] -= 1
+                self._admit(service)
+            raise
+        if queue.discard(handle):  # still queued: the wait timed out
+            return False
+        self._granted[service] -= 1
+        return True
+
     async def close(self) -> None:
         await self.upstream.close()
 
-    async def forward(self, service: str, path: str, body: bytes, content_type: str) -> ProxyResult:
+    async def forward(
+        self, service: str, path: str, body: bytes, content_type: str, deadline_ms: float | None = None
+    ) -> ProxyResult:
+        """``deadline_ms``: the client's deadline, milliseconds from now (orders the wait queue)."""
         started = time.perf_counter()
-        result = await self._forward(service, path, body, content_type)
+        result = await self._forward(service, path, body, content_type, deadline_ms)
         self.metrics.observe(service, result.status, time.perf_counter() - started)
         return result
 
-    async def _forward(self, service: str, path: str, body: bytes, content_type: str) -> ProxyResult:
+    async def _forward(
+        self, service: str, path: str, body: bytes, content_type: str, deadline_ms: float | None
+    ) -> ProxyResult:
         refusal = self.refuse(service) if self.refuse is not None else None
         if refusal is not None:
             self.metrics.rejected.labels(service=service, reason="simulated").inc()
             return _error(503, refusal, code="service_simulated")
-        deadline = time.monotonic() + self.settings.hold_timeout_s
+        arrival = time.monotonic()
+        hold_until = arrival + self.settings.hold_timeout_s
+        client_deadline = hold_until if deadline_ms is None else arrival + deadline_ms / 1000.0
         failed_urls: set[str] = set()
         busy_urls: set[str] = set()
         last_busy: ProxyResult | None = None
         attempts = 0
+        my_turn = False  # given a turn by the queue: may take a slot although others wait
         while True:
-            endpoint = self.registry.pick(service, exclude_urls=failed_urls | busy_urls)
+            queued_ahead = bool(self._waiting.get(service)) or self._granted.get(service, 0) > 0
+            endpoint = None if queued_ahead and not my_turn else self._pick(service, failed_urls | busy_urls)
+            if endpoint is None and my_turn:
+                # The turn found no replica this request may use (all it may try said busy or
+                # failed): back off a moment so it does not take every turn it passes on.
+                await asyncio.sleep(0.05)
+            my_turn = False
             if endpoint is None:
                 if last_busy is not None:
                     return last_busy  # every replica said 429: pass the overload on
-                remaining = deadline - time.monotonic()
+                remaining = hold_until - time.monotonic()
                 if remaining <= 0:
                     return _unavailable(service)
                 if self._held.get(service, 0) >= self.settings.max_held_per_service:
@@ -103,7 +176,7 @@ class Router:
                 self._held[service] = self._held.get(service, 0) + 1
                 self.metrics.holding.labels(service=service).inc()
                 try:
-                    await self.registry.wait_for_change(service, min(remaining, 1.0))
+                    my_turn = await self._wait_turn(service, arrival, client_deadline, remaining)
                 finally:
                     self._held[service] -= 1
                     self.metrics.holding.labels(service=service).dec()
@@ -125,6 +198,7 @@ class Router:
             finally:
                 endpoint.outstanding -= 1
                 self.metrics.outstanding.labels(service=service).dec()
+                self._admit(service)  # a slot freed up
 
             if response.status == 503 and attempts < self.settings.max_attempts:
                 # A replica that is draining or restarting answers 503: try a live one.

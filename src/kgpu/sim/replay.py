@@ -5,8 +5,12 @@ Service model (fixed, so results compare across policies):
 - a request's work is ``ContextTokens + 10 * GeneratedTokens`` units;
 - a replica holds at most 16 requests in flight; with n in flight each progresses at
   ``1000 * min(1, 8 / n)`` units/s (batching: 8 at full speed, then they share);
-- requests beyond that wait in the gateway queue, first in first out, and go to the ready
-  replica with the fewest in flight; a request that waited ``queue_timeout_s`` fails;
+- requests beyond that wait in the gateway queue and go to the ready replica with the fewest in
+  flight; a request that waited ``queue_timeout_s`` fails. The queue is kgpu's gateway queue
+  (``kgpu.gateway.deadline_queue``): each client sends its deadline, arrival + the SLO computed
+  from what it knows before the answer (its context tokens, not the tokens it will get back),
+  and the earliest deadline goes first, late requests last; ``queue="fifo"`` replays a plain
+  first-in-first-out queue instead;
 - one replica per GPU; a replica serves 20 s after it starts; a node (8 GPUs) joins 120 s
   after it is asked for; the pool has 0-4 nodes and starts with one;
 - a request meets its SLO when arrival-to-completion latency <= 2 s + 2 * work / 1000 s;
@@ -25,6 +29,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.hpa import HPAState, hpa_decide
@@ -32,6 +37,7 @@ from kgpu.autoscaling.kpa import KPAState, kpa_decide
 from kgpu.autoscaling.nodepool import NodeView, PendingReplica, PoolState, PoolView, decide_node_pools
 from kgpu.autoscaling.predictive import PredictiveState, predictive_decide
 from kgpu.autoscaling.window import Sample
+from kgpu.gateway.deadline_queue import DeadlineQueue
 from kgpu.sim.azure_trace import TraceRequest
 
 POLICIES = ("kgpu", "kpa", "hpa", "static")
@@ -55,6 +61,7 @@ class ServiceModel:
     slo_base_s: float = 2.0
     slo_factor: float = 2.0
     queue_timeout_s: float = 600.0
+    queue: Literal["deadline", "fifo"] = "deadline"
 
     def work(self, request: TraceRequest) -> float:
         return request.context_tokens + self.generated_token_weight * request.generated_tokens
@@ -66,6 +73,12 @@ class ServiceModel:
     def slo_s(self, work: float) -> float:
         return self.slo_base_s + self.slo_factor * work / self.units_per_s
 
+    def client_deadline(self, request: TraceRequest) -> float:
+        """The deadline a client sends with its request: it knows its prompt, not the answer's length."""
+        if self.queue == "fifo":
+            return request.arrival_s  # same budget for everyone: arrival order
+        return request.arrival_s + self.slo_s(request.context_tokens)
+
 
 def default_spec(policy: str, model: ServiceModel = ServiceModel()) -> AutoscalingSpec:
     """The settings each policy replays with: Knative's and Kubernetes' defaults, kgpu's own."""
@@ -76,24 +89,24 @@ def default_spec(policy: str, model: ServiceModel = ServiceModel()) -> Autoscali
     if policy == "hpa":
         return AutoscalingSpec(policy="hpa", min_replicas=1, **common)
     if policy == "kgpu":
-        # SLO first: a floor of six and a 5-minute memory of bursts at 90% of the in-flight cap.
+        # SLO first: a floor of five and a 5-minute memory of bursts at the full in-flight cap.
         # The trace's bursts follow minutes of silence and peak within seconds, far inside a
         # replica's start-up, so only capacity held from the previous burst can serve them.
         return AutoscalingSpec(
             policy="kgpu",
-            min_replicas=6,
-            target_utilization=0.9,
+            min_replicas=5,
+            target_utilization=1.0,
             scale_down_stabilization_seconds=300.0,
             scale_to_zero_idle_seconds=600.0,
             **common,
         )
     if policy == "kgpu-lean":
-        # GPU-hours first: a floor of three and a one-minute memory at the full in-flight cap.
+        # GPU-hours first: a floor of four and a 30-second memory at the full in-flight cap.
         return AutoscalingSpec(
             policy="kgpu",
-            min_replicas=3,
+            min_replicas=4,
             target_utilization=1.0,
-            scale_down_stabilization_seconds=60.0,
+            scale_down_stabilization_seconds=30.0,
             scale_to_zero_idle_seconds=600.0,
             **common,
         )
@@ -190,7 +203,7 @@ class _Replay:
         self.work = [model.work(r) for r in self.requests]
         self.done_at: list[float | None] = [None] * len(self.requests)
         self.failed = 0
-        self.queue: deque[int] = deque()
+        self.queue: DeadlineQueue[int] = DeadlineQueue()
         self.replicas: list[_Replica] = []
         self.nodes: list[_Node] = []
         self.pending = 0  # replicas wanted that have no GPU yet
@@ -314,7 +327,7 @@ class _Replay:
             if not ready:
                 return
             r = min(ready, key=lambda r: (r.n(), r.id))
-            index = self.queue.popleft()
+            index = self.queue.pop(now)
             self._advance(r, now)
             heapq.heappush(r.heap, (r.served + self.work[index], index))
 
@@ -444,9 +457,8 @@ class _Replay:
                         completion, who = t, r
             readies = [r.ready_at for r in self.replicas if r.stopped_at is None and r.ready_at > now]
             joins = [n.ready_at for n in self.nodes if n.removed_at is None and n.ready_at > now]
-            timeout = (
-                self.requests[self.queue[0]].arrival_s + model.queue_timeout_s if self.queue else math.inf
-            )
+            oldest = self.queue.oldest_arrival()
+            timeout = math.inf if oldest is None else oldest + model.queue_timeout_s
             t = min(arrival, completion, next_tick, next_scan, next_frame, timeout, *readies, *joins)
             self._accumulate(t, now)
             now = t
@@ -458,14 +470,14 @@ class _Replay:
                 remaining -= 1
                 if who.draining and not who.heap:
                     who.stopped_at = now
-            while self.queue and self.requests[self.queue[0]].arrival_s + model.queue_timeout_s <= now:
-                self.queue.popleft()
-                self.failed += 1
-                remaining -= 1
+            expired = len(self.queue.expire(now - model.queue_timeout_s))
+            self.failed += expired
+            remaining -= expired
             if joins and min(joins) <= now:
                 self._place_pending(now)
             while next_arrival < total and self.requests[next_arrival].arrival_s <= now:
-                self.queue.append(next_arrival)
+                request = self.requests[next_arrival]
+                self.queue.push(next_arrival, request.arrival_s, model.client_deadline(request))
                 self.acc_arrivals += 1
                 self.acc_arrived_work += self.work[next_arrival]
                 next_arrival += 1
