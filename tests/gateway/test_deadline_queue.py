@@ -79,3 +79,13 @@ def test_pop_order_is_on_time_by_deadline_then_late_by_deadline(items, now):
     assert [deadlines[i] for i in on_time] == sorted(deadlines[i] for i in on_time)
     assert [deadlines[i] for i in late] == sorted(deadlines[i] for i in late)
     assert sorted(popped) == list(range(len(items)))
+
+
+def test_served_and_discarded_entries_do_not_pile_up():
+    queue: DeadlineQueue[int] = DeadlineQueue()
+    for round_ in range(100):
+        handles = [queue.push(i, arrival=float(round_), deadline=float(round_ + i)) for i in range(10)]
+        queue.discard(handles[3])
+        while queue:
+            queue.pop(now=float(round_))
+    assert (len(queue._on_time), len(queue._late), len(queue._by_arrival)) == (0, 0, 0)

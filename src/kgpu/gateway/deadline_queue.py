@@ -95,6 +95,14 @@ class DeadlineQueue(Generic[T]):
     def _take(self, entry: _Entry[T]) -> T:
         entry.gone = True
         self._size -= 1
+        if self._size == 0:
+            # Served and discarded entries are dropped lazily; an empty queue drops them all,
+            # so a long-lived queue holds no more than one busy period's worth of them.
+            self._on_time.clear()
+            self._late.clear()
+            self._by_arrival.clear()
+        else:
+            self._drop_gone_front()
         return entry.item
 
     def _drop_gone_front(self) -> None:
