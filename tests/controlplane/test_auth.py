@@ -170,7 +170,7 @@ def test_a_viewer_reads_but_cannot_write(shared):
 
 def test_tokens_are_stored_hashed(shared):
     token = shared.tokens["a"]
-    secret = token.rsplit("_", 1)[1]
+    secret = token.removeprefix("kgpu_").split("_", 1)[1]
     db = sqlite3.connect(shared.state_dir / "kgpu.db")
     rows = db.execute("SELECT token_id, salt, secret_hash FROM api_tokens").fetchall()
     db.close()
