@@ -75,7 +75,7 @@ class Router:
         self.refuse: Callable[[str], str | None] | None = None
 
     def held(self, service: str) -> int:
-        """Requests of the service waiting at the gateway for a ready replica."""
+        """Requests of the service waiting at the gateway for a ready replica or a free slot on one."""
         return self._held.get(service, 0)
 
     def set_concurrency_limit(self, service: str, limit: int) -> None:
