@@ -40,7 +40,8 @@ class DeadlineQueue(Generic[T]):
     def __init__(self) -> None:
         self._on_time: list[_Entry[T]] = []  # heap by deadline
         self._late: list[_Entry[T]] = []  # heap by deadline: passed, served when nothing else waits
-        self._by_arrival: deque[_Entry[T]] = deque()  # for expiry; entries already served are skipped
+        # For expiry, in arrival order; _take keeps its front an entry still waiting.
+        self._by_arrival: deque[_Entry[T]] = deque()
         self._seq = itertools.count()
         self._size = 0
 
@@ -80,16 +81,13 @@ class DeadlineQueue(Generic[T]):
         return True
 
     def oldest_arrival(self) -> float | None:
-        self._drop_gone_front()
         return self._by_arrival[0].arrival if self._by_arrival else None
 
     def expire(self, arrived_by: float) -> list[T]:
         """Take out every request that arrived at or before ``arrived_by`` (waited too long)."""
         expired = []
-        self._drop_gone_front()
         while self._by_arrival and self._by_arrival[0].arrival <= arrived_by:
             expired.append(self._take(self._by_arrival[0]))
-            self._drop_gone_front()
         return expired
 
     def _take(self, entry: _Entry[T]) -> T:

@@ -62,7 +62,6 @@ class Router:
         self.metrics = metrics
         self.settings = settings or RouterSettings()
         self.upstream = upstream or AiohttpUpstream(self.settings.upstream_timeout_s)
-        self._held: dict[str, int] = {}
         self._waiting: dict[str, DeadlineQueue[asyncio.Future[None]]] = {}
         # Waiters given a turn that have not resumed yet: new arrivals queue behind them.
         self._granted: dict[str, int] = {}
@@ -76,7 +75,8 @@ class Router:
 
     def held(self, service: str) -> int:
         """Requests of the service waiting at the gateway for a ready replica or a free slot on one."""
-        return self._held.get(service, 0)
+        # Queued, or given a turn not yet taken: exactly the requests inside _wait_turn.
+        return len(self._waiting.get(service, ())) + self._granted.get(service, 0)
 
     def set_concurrency_limit(self, service: str, limit: int) -> None:
         """At most ``limit`` requests in flight per replica of the service (0: no limit)."""
@@ -96,11 +96,10 @@ class Router:
         free = self.registry.free_slots(service, self._limits.get(service, 0)) - self._granted.get(service, 0)
         now = time.monotonic()
         while queue and free > 0:
-            waiter = queue.pop(now)
-            if not waiter.done():
-                waiter.set_result(None)
-                self._granted[service] = self._granted.get(service, 0) + 1
-                free -= 1
+            # Only live waiters are queued: a waiter that times out or is cancelled leaves first.
+            queue.pop(now).set_result(None)
+            self._granted[service] = self._granted.get(service, 0) + 1
+            free -= 1
 
     async def _wait_turn(self, service: str, arrival: float, deadline: float, timeout: float) -> bool:
         """Wait in the service's queue; True when given a turn, False after ``timeout``."""
@@ -163,22 +162,21 @@ class Router:
                 remaining = hold_until - time.monotonic()
                 if remaining <= 0:
                     return _unavailable(service)
-                if self._held.get(service, 0) >= self.settings.max_held_per_service:
+                held = self.held(service)
+                if held >= self.settings.max_held_per_service:
                     self.metrics.rejected.labels(service=service, reason="hold_queue_full").inc()
                     return _error(
                         503,
-                        f"service {service!r} has {self._held[service]} requests waiting for a replica; retry later",
+                        f"service {service!r} has {held} requests waiting for a replica; retry later",
                         retry_after=5,
                     )
                 waited = time.monotonic()
                 if self.on_hold is not None:
                     self.on_hold(service)
-                self._held[service] = self._held.get(service, 0) + 1
                 self.metrics.holding.labels(service=service).inc()
                 try:
                     my_turn = await self._wait_turn(service, arrival, client_deadline, remaining)
                 finally:
-                    self._held[service] -= 1
                     self.metrics.holding.labels(service=service).dec()
                 self.metrics.hold_seconds.labels(service=service).observe(time.monotonic() - waited)
                 continue

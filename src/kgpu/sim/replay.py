@@ -76,7 +76,8 @@ class ServiceModel:
     def client_deadline(self, request: TraceRequest) -> float:
         """The deadline a client sends with its request: it knows its prompt, not the answer's length."""
         if self.queue == "fifo":
-            return request.arrival_s  # same budget for everyone: arrival order
+            # No deadline sent: the gateway uses its hold timeout, the same for everyone (arrival order).
+            return request.arrival_s + self.queue_timeout_s
         return request.arrival_s + self.slo_s(request.context_tokens)
 
 
