@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -37,13 +39,46 @@ def test_batch_order_and_padding_do_not_change_results(engine: EmbeddingEngine) 
     np.testing.assert_allclose(together, np.stack(alone), atol=1e-5)
 
 
-def test_forward_chunks_keep_padding_within_budget(engine: EmbeddingEngine) -> None:
-    batch = [[1] * n for n in (3, 200, 17, 64, 5, 150)]
+def test_forward_chunks_keep_padding_within_budget(engine: EmbeddingEngine, monkeypatch) -> None:
+    batch = [[1] * n for n in (3, 200, 17, 64, 5, 150, 9, 30, 40, 41)]
     order = sorted(range(len(batch)), key=lambda i: len(batch[i]), reverse=True)
-    chunks = engine._forward_chunks(order, batch)
-    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(batch)))
-    for chunk in chunks:
-        assert len(chunk) == 1 or len(chunk) * max(len(batch[i]) for i in chunk) <= engine._max_forward_tokens
+
+    def check(tokens) -> list[list[int]]:
+        chunks = engine._forward_chunks(order, batch)
+        assert [i for chunk in chunks for i in chunk] == order  # consecutive runs, nothing lost
+        for chunk in chunks:
+            assert len(chunk) == 1 or tokens(chunk) <= engine._max_forward_tokens
+        # Greedy: each chunk but the last was cut because the next sequence would not fit.
+        for chunk, after in itertools.pairwise(chunks):
+            assert tokens([*chunk, after[0]]) > engine._max_forward_tokens
+        return chunks
+
+    monkeypatch.setattr(engine, "_max_forward_tokens", 256)
+    assert engine.unpadded
+    unpadded = check(lambda chunk: sum(len(batch[i]) for i in chunk))
+    monkeypatch.setattr(engine, "_unpadded", None)
+    padded = check(lambda chunk: len(chunk) * len(batch[chunk[0]]))
+    assert len(unpadded) < len(padded)  # real tokens fill a pass better than padded ones
+
+
+def test_unpadded_forward_matches_the_padded_model(engine: EmbeddingEngine) -> None:
+    """PyTorch's encoder fast path on the real tokens gives the Hugging Face model's padded result."""
+    assert engine.unpadded
+    ids = [*engine.tokenize(SAMPLE_TEXTS), [101, 7592, 102], [101, *[2088] * 40, 102]]
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+    sequences = [ids[i] for i in order]
+    lengths = torch.tensor([len(s) for s in sequences])
+    input_ids = torch.zeros(len(sequences), int(lengths.max()), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, : len(sequence)] = torch.tensor(sequence)
+    mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
+    with torch.inference_mode():
+        reference = engine._model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        unpadded = engine._unpadded(input_ids, mask)
+    assert unpadded.is_nested is False and unpadded.shape == reference.shape
+    real = mask.bool()
+    torch.testing.assert_close(unpadded[real], reference[real], atol=1e-4, rtol=1e-4)
+    assert torch.count_nonzero(unpadded[~real]) == 0  # padding positions were never computed
 
 
 def test_prepare_ids_validates_and_truncates(engine: EmbeddingEngine) -> None:

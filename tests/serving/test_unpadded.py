@@ -1,0 +1,59 @@
+"""Which encoders run unpadded, on small random BERT models built from a config (no weights to fetch)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from kgpu.serving.unpadded import unpadded_bert, why_not_unpadded
+
+
+def tiny_bert(**overrides) -> BertModel:
+    settings = {
+        "vocab_size": 100,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+    }
+    config = BertConfig(**{**settings, **overrides}, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    return BertModel(config).eval()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"position_embedding_type": "relative_key"}, "position embeddings are 'relative_key'"),
+        ({"hidden_act": "gelu_new"}, "activation 'gelu_new' is not exact GELU"),
+        ({"num_attention_heads": 1}, "odd number of attention heads"),
+        ({"is_decoder": True}, "decoder"),
+    ],
+)
+def test_encoders_outside_the_fast_path_keep_the_padded_forward(overrides, reason) -> None:
+    model = tiny_bert(**overrides)
+    assert reason in why_not_unpadded(model)
+    assert unpadded_bert(model) is None
+
+
+def test_a_model_that_is_not_bert_keeps_the_padded_forward() -> None:
+    assert "is not 'bert'" in why_not_unpadded(torch.nn.Linear(2, 2))
+
+
+def test_unpadded_copy_of_a_random_bert_matches_it_on_every_real_token() -> None:
+    model = tiny_bert()
+    assert why_not_unpadded(model) is None
+    fast = unpadded_bert(model)
+    assert fast is not None
+    lengths = torch.tensor([9, 5, 2])
+    input_ids = torch.randint(1, 100, (3, 9))
+    mask = (torch.arange(9)[None, :] < lengths[:, None]).long()
+    input_ids[mask == 0] = 0
+    with torch.inference_mode():
+        reference = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        ours = fast(input_ids, mask)
+    real = mask.bool()
+    torch.testing.assert_close(ours[real], reference[real], atol=1e-5, rtol=1e-4)
+    assert torch.count_nonzero(ours[~real]) == 0
