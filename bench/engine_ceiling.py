@@ -5,7 +5,7 @@ duration after a warm-up; throughput is sentences per second and latency is the 
 tokenize + embed call for the whole batch. serving.py runs this in its own process so the load
 generator's process stays free of torch and the device memory is released before servers start.
 
-Run: python bench/engine_ceiling.py --model-dir DIR --json-out PATH [--device ...] [--dtype ...]
+Run: python bench/engine_ceiling.py --model-dir DIR --json-out PATH [--device ...] [--dtype ...] [--padded]
 """
 
 from __future__ import annotations
@@ -72,13 +72,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--sentences", type=int, default=4096)
+    parser.add_argument(
+        "--padded", action="store_true", help="keep the padded forward (compare with the unpadded one)"
+    )
     args = parser.parse_args()
 
     from kgpu.serving.engine import EmbeddingEngine
 
     sentences = make_sentences(args.sentences, args.seed, load_vocabulary(args.model_dir))
     t0 = time.perf_counter()
-    engine = EmbeddingEngine(args.model_dir, device=args.device, dtype=args.dtype)
+    engine = EmbeddingEngine(args.model_dir, device=args.device, dtype=args.dtype, unpadded=not args.padded)
     load_s = time.perf_counter() - t0
     if hasattr(engine, "warmup"):
         engine.warmup()  # first-call costs (allocator, kernel selection) stay out of every batch size
@@ -95,6 +98,7 @@ def main() -> None:
             "dim": int(engine.dim),
             "max_seq_len": int(engine.max_seq_len),
             "load_s": round(load_s, 2),
+            "unpadded": engine.unpadded,
         },
         "batch_sizes": results,
     }

@@ -42,6 +42,7 @@ class EmbeddingEngine:
         device: str = "auto",
         dtype: str = "auto",
         max_forward_tokens: int | None = None,
+        unpadded: bool = True,
     ) -> None:
         self._layout: ModelLayout = read_model_layout(Path(model_dir))
         self._model_dir = Path(model_dir)
@@ -57,7 +58,9 @@ class EmbeddingEngine:
         # Padding is a fifth to a third of the work of a CPU batch of mixed sentences, so BERT models run
         # on their real tokens there. The GPU keeps the padded forward: the unpadded one is not measured
         # on a GPU yet.
-        self._unpadded = unpadded_bert(self._model) if self._device.type == "cpu" else None
+        # ``unpadded=False`` keeps the padded forward everywhere (to compare the two).
+        cpu = self._device.type == "cpu"
+        self._unpadded = unpadded_bert(self._model) if unpadded and cpu else None
         self._vocab_size = self._layout.vocab_size or self._tokenizer.get_vocab_size(with_added_tokens=True)
         self._dim = self._layout.hidden_size * len(self._layout.pooling_modes)
         self._warmed = False
