@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# GPU checks for kgpu on one machine with an NVIDIA GPU and no network, in about 4-5 minutes:
+# GPU checks for kgpu on one machine with an NVIDIA GPU and no network, in about 5-6 minutes:
 #   1. nvidia-smi                      (what the machine is)
 #   2. pytest -m gpu                   (the GPU tests)
 #   3. kgpu with 32 inputs per request (concurrency 8 and 32; target >= 30,000 embeddings/s)
 #   4. bench/serving.py on cuda/bf16   (engine, kgpu, naive, litserve at concurrency 1,8,64,256)
+#   5. bench/unpadded.py on cuda/bf16  (padded vs unpadded forward, paired; decides the GPU default)
 # Each phase has its own time limit and a failing phase does not stop the next. Everything it writes
 # (logs, JSON, a summary) goes to ${OUT:-bench/results}. Run from anywhere: bash bench/gpu.sh
 #
@@ -84,6 +85,9 @@ for result in "$OUT/serving-cuda.json" "$OUT/serving-cuda-inputs32.json"; do
         "$PY" bench/serving.py --report "$result" 2>&1 | tee -a "$OUT/partial-report.log"
     fi
 done
+
+phase unpadded 60 "$PY" bench/unpadded.py --device cuda --dtype bfloat16 \
+    --batch-sizes 1,32,128,512 --rounds 20 --out "$OUT/unpadded-cuda.json"
 
 phase nvidia-smi-after 20 nvidia-smi
 

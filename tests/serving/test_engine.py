@@ -120,3 +120,12 @@ def test_cuda_bf16_matches_cpu_fp32(model_dir, engine: EmbeddingEngine) -> None:
     gpu.warmup()
     cosines = (gpu.embed_texts(SAMPLE_TEXTS) * engine.embed_texts(SAMPLE_TEXTS)).sum(axis=1)
     assert cosines.min() >= 0.99, cosines
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_unpadded_matches_cpu_fp32(model_dir, engine: EmbeddingEngine) -> None:
+    gpu = EmbeddingEngine(model_dir, device="cuda", dtype="auto", unpadded=True)
+    assert gpu.unpadded
+    cosines = (gpu.embed_texts(SAMPLE_TEXTS) * engine.embed_texts(SAMPLE_TEXTS)).sum(axis=1)
+    assert cosines.min() >= 0.99, cosines

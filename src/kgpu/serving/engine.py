@@ -42,7 +42,7 @@ class EmbeddingEngine:
         device: str = "auto",
         dtype: str = "auto",
         max_forward_tokens: int | None = None,
-        unpadded: bool = True,
+        unpadded: bool | None = None,
     ) -> None:
         self._layout: ModelLayout = read_model_layout(Path(model_dir))
         self._model_dir = Path(model_dir)
@@ -55,12 +55,12 @@ class EmbeddingEngine:
         self._tokenizer = _load_tokenizer(self._layout)
         self._pad_id = _pad_id(self._tokenizer, self._layout)
         self._model = _load_model(self._layout, self._device, self._dtype)
-        # Padding is a fifth to a third of the work of a CPU batch of mixed sentences, so BERT models run
-        # on their real tokens there. The GPU keeps the padded forward: the unpadded one is not measured
-        # on a GPU yet.
-        # ``unpadded=False`` keeps the padded forward everywhere (to compare the two).
-        cpu = self._device.type == "cpu"
-        self._unpadded = unpadded_bert(self._model) if unpadded and cpu else None
+        # Padding is a fifth to a third of the work of a CPU batch of mixed sentences, so by default BERT
+        # models run on their real tokens there. The GPU keeps the padded forward until the unpadded one
+        # is measured there (bench/unpadded.py); True asks for it on any device, False never.
+        if unpadded is None:
+            unpadded = self._device.type == "cpu"
+        self._unpadded = unpadded_bert(self._model) if unpadded else None
         self._vocab_size = self._layout.vocab_size or self._tokenizer.get_vocab_size(with_added_tokens=True)
         self._dim = self._layout.hidden_size * len(self._layout.pooling_modes)
         self._warmed = False
