@@ -3,7 +3,7 @@
 Prints a table, writes bench/results/replay.json and, when matplotlib is installed (the
 `bench` extra), bench/results/replay.png with replicas and gateway queue over time.
 
-    .venv/bin/python bench/replay.py [--trace FILE] [--queue deadline|fifo]
+    .venv/bin/python bench/replay.py [--trace FILE] [--queue deadline|fifo] [--container-concurrency N]
 """
 
 from __future__ import annotations
@@ -29,8 +29,16 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "replay.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "replay.png")
     parser.add_argument("--queue", choices=QUEUES, default="deadline", help="the gateway queue's order")
+    parser.add_argument(
+        "--container-concurrency",
+        type=int,
+        default=0,
+        help="requests the gateway lets one replica hold (spec.containerConcurrency); 0: the replica's own limit",
+    )
     args = parser.parse_args()
-    model = ServiceModel(queue=args.queue)
+    if args.container_concurrency < 0:
+        parser.error(f"--container-concurrency must be >= 0, got {args.container_concurrency}")
+    model = ServiceModel(queue=args.queue, container_concurrency=args.container_concurrency)
     console = Console()
     try:
         trace = load_azure_trace(args.trace)
@@ -45,6 +53,8 @@ def main() -> int:
     by_name = {r.policy: r for r in results}
     static = by_name["static"]
     title = f"replay: {len(trace)} requests over {trace[-1].arrival_s:.0f} s, {args.queue} queue"
+    if args.container_concurrency:
+        title += f", containerConcurrency {args.container_concurrency}"
     console.print(results_table(results, title))
     for r in results:
         if r.policy != "static":
@@ -68,7 +78,7 @@ def main() -> int:
     payload = {
         "trace": str(args.trace),
         "service_model": model.__dict__,
-        "settings": {p: default_spec(p).model_dump() for p in ("kgpu", "kpa", "hpa", *VARIANTS)},
+        "settings": {p: default_spec(p, model).model_dump() for p in ("kgpu", "kpa", "hpa", *VARIANTS)},
         "results": [r.to_dict() for r in results],
         "targets": targets,
         "seconds": seconds,

@@ -4,7 +4,7 @@ Shows which bursts set the capacity any policy must have ready when they start (
 longer to start than a request's SLO slack, so only capacity already there can serve a burst).
 Prints a table and writes bench/results/replay_bursts.json.
 
-    .venv/bin/python bench/replay_bursts.py [--trace FILE] [--queue deadline|fifo]
+    .venv/bin/python bench/replay_bursts.py [--trace FILE] [--queue deadline|fifo] [--container-concurrency N]
 """
 
 from __future__ import annotations
@@ -32,7 +32,16 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, nargs="+", default=list(range(3, 10)))
     parser.add_argument("--out", type=Path, default=RESULTS / "replay_bursts.json")
     parser.add_argument("--queue", choices=QUEUES, default="deadline", help="the gateway queue's order")
+    parser.add_argument(
+        "--container-concurrency",
+        type=int,
+        default=0,
+        help="the gateway's limit per replica; 0: the replica's own",
+    )
     args = parser.parse_args()
+    if args.container_concurrency < 0:
+        parser.error(f"--container-concurrency must be >= 0, got {args.container_concurrency}")
+    model = ServiceModel(queue=args.queue, container_concurrency=args.container_concurrency)
     console = Console()
     try:
         trace = load_azure_trace(args.trace)
@@ -42,7 +51,7 @@ def main() -> int:
     misses: dict[int, Counter[int]] = {}
     totals: dict[int, int] = {}
     for count in args.replicas:
-        result = replay(trace, "static", ServiceModel(queue=args.queue), static_replicas=count)
+        result = replay(trace, "static", model, static_replicas=count)
         misses[count] = Counter(int(t // BUCKET_S) * BUCKET_S for t in result.missed_arrivals_s)
         totals[count] = len(result.missed_arrivals_s)
     buckets = sorted({b for per in misses.values() for b in per})

@@ -6,7 +6,7 @@ import pytest
 
 from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.sim.azure_trace import TraceError, TraceRequest, load_azure_trace
-from kgpu.sim.replay import ServiceModel, find_static, replay
+from kgpu.sim.replay import ServiceModel, default_spec, find_static, replay
 
 
 def req(t: float, context: int, generated: int = 0) -> TraceRequest:
@@ -152,3 +152,30 @@ def test_a_request_already_past_its_deadline_waits_behind_those_that_can_make_it
     # In arrival order H would go first and make B late as well (B done at 4.4 s: 4.2 s > 4 s).
     fifo = replay(trace, "static", ServiceModel(queue="fifo", **ONE_AT_A_TIME), static_replicas=1)
     assert fifo.missed_arrivals_s == [0.1, 0.2]
+
+
+def test_container_concurrency_holds_the_excess_at_the_gateway_in_deadline_order():
+    # Replicas that could hold two requests, sharing one unit of speed; the gateway lets them hold one.
+    trace = [req(0, 1000), req(0.1, 5000), req(0.2, 1000)]
+    shared = ServiceModel(max_in_flight=2, full_speed_batch=1)
+    limited = ServiceModel(max_in_flight=2, full_speed_batch=1, container_concurrency=1)
+    assert (shared.per_replica_limit, limited.per_replica_limit) == (2, 1)
+    both = replay(trace, "static", shared, static_replicas=1, timeline_every_s=0.05)
+    one = replay(trace, "static", limited, static_replicas=1, timeline_every_s=0.05)
+    assert max(f["in_flight"] for f in both.timeline) == 2
+    assert max(f["in_flight"] for f in one.timeline) == 1
+    assert max(f["queue"] for f in one.timeline) == 2
+    # One at a time, earliest deadline first: A 0-1 s, S 1-2 s, L 2-7 s; latencies 1, 1.8, 6.9 s.
+    assert one.missed_arrivals_s == [] and one.max_latency_s == pytest.approx(6.9)
+    assert one.p50_latency_s == pytest.approx(1.8)
+    # Two at a time: A and L share until A ends at 1.9 s, then S and L until S ends at 3.9 s (3.7 s).
+    assert both.max_latency_s == pytest.approx(6.9) and both.p50_latency_s == pytest.approx(3.7)
+
+
+def test_knative_and_hpa_targets_follow_container_concurrency_and_kgpus_does_not():
+    model = ServiceModel(container_concurrency=8)
+    assert default_spec("kpa", model).target == 8 and default_spec("hpa", model).target == 8
+    assert default_spec("kgpu", model).target == 16 == default_spec("kpa").target
+    assert default_spec("kgpu-min4", model).min_replicas == 4
+    with pytest.raises(ValueError, match="container_concurrency must be >= 0, got -2"):
+        ServiceModel(container_concurrency=-2)

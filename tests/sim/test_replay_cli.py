@@ -30,6 +30,10 @@ def test_replay_errors_name_the_cause(tmp_path):
     assert bad.exit_code == 2 and "unknown policy 'fast'" in bad.output
     queue = runner.invoke(sim_app, ["replay", "--trace", str(tmp_path / "x.csv"), "--queue", "lifo"])
     assert queue.exit_code == 2 and "unknown queue 'lifo'" in queue.output
+    limit = runner.invoke(
+        sim_app, ["replay", "--trace", str(tmp_path / "x.csv"), "--container-concurrency", "-1"]
+    )
+    assert limit.exit_code == 2 and "--container-concurrency: must be >= 0, got -1" in limit.output
 
 
 def test_replay_queue_option_picks_the_gateway_queue(tmp_path):

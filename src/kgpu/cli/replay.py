@@ -88,6 +88,11 @@ def replay(
     queue: str = typer.Option(
         "deadline", "--queue", help="gateway queue: deadline (kgpu's, earliest deadline first) or fifo"
     ),
+    container_concurrency: int = typer.Option(
+        0,
+        "--container-concurrency",
+        help="requests the gateway lets one replica hold (spec.containerConcurrency); 0: the replica's 16",
+    ),
 ) -> None:
     """Replay the Azure LLM trace at its real timing under one autoscaling policy (virtual clock)."""
     if policy not in POLICIES:
@@ -96,9 +101,13 @@ def replay(
     if queue not in QUEUES:
         err.print(f"[red]error:[/red] --queue: unknown queue {queue!r}; known: {', '.join(QUEUES)}")
         raise typer.Exit(2)
+    if container_concurrency < 0:
+        err.print(f"[red]error:[/red] --container-concurrency: must be >= 0, got {container_concurrency}")
+        raise typer.Exit(2)
     try:
         requests = load_azure_trace(trace)
-        result = run_policy(requests, policy, model=ServiceModel(queue=queue))
+        model = ServiceModel(queue=queue, container_concurrency=container_concurrency)
+        result = run_policy(requests, policy, model=model)
         if plot is not None:
             plot_timelines([result], plot)
     except (TraceError, ValueError) as exc:

@@ -6,7 +6,9 @@ Service model (fixed, so results compare across policies):
 - a replica holds at most 16 requests in flight; with n in flight each progresses at
   ``1000 * min(1, 8 / n)`` units/s (batching: 8 at full speed, then they share);
 - requests beyond that wait in the gateway queue and go to the ready replica with the fewest in
-  flight; a request that waited ``queue_timeout_s`` fails. The queue is kgpu's gateway queue
+  flight; a request that waited ``queue_timeout_s`` fails. ``container_concurrency`` (the service's
+  ``spec.containerConcurrency``) makes the gateway hold requests at a lower count per replica;
+  0 leaves the replica's own limit. The queue is kgpu's gateway queue
   (``kgpu.gateway.deadline_queue``): each client sends its deadline, arrival + the SLO computed
   from what it knows before the answer (its context tokens, not the tokens it will get back),
   and the earliest deadline goes first, late requests last; ``queue="fifo"`` replays a plain
@@ -41,7 +43,7 @@ from kgpu.gateway.deadline_queue import DeadlineQueue
 from kgpu.sim.azure_trace import TraceRequest
 
 POLICIES = ("kgpu", "kpa", "hpa", "static")
-VARIANTS = ("kgpu-lean",)  # other settings of a policy, replayed by the benchmark
+VARIANTS = ("kgpu-lean", "kgpu-min4")  # other settings of a policy, replayed by the benchmark
 NODE_SCAN_S = 10.0
 SAMPLE_KEEP_S = 900.0
 
@@ -62,6 +64,18 @@ class ServiceModel:
     slo_factor: float = 2.0
     queue_timeout_s: float = 600.0
     queue: Literal["deadline", "fifo"] = "deadline"
+    container_concurrency: int = 0  # the gateway's limit per replica; 0: the replica's max_in_flight
+
+    def __post_init__(self) -> None:
+        if self.container_concurrency < 0:
+            raise ValueError(f"container_concurrency must be >= 0, got {self.container_concurrency}")
+
+    @property
+    def per_replica_limit(self) -> int:
+        """Requests the gateway lets one replica hold at once."""
+        if self.container_concurrency:
+            return min(self.container_concurrency, self.max_in_flight)
+        return self.max_in_flight
 
     def work(self, request: TraceRequest) -> float:
         return request.context_tokens + self.generated_token_weight * request.generated_tokens
@@ -85,11 +99,16 @@ def default_spec(policy: str, model: ServiceModel = ServiceModel()) -> Autoscali
     """The settings each policy replays with: Knative's and Kubernetes' defaults, kgpu's own."""
     max_replicas = model.max_nodes * model.gpus_per_node
     common = {"max_replicas": max_replicas, "target": float(model.max_in_flight)}
+    # Knative's target follows containerConcurrency when it is set; the HPA's metric is the in-flight
+    # count a replica reports, which the limit caps, so its target follows it too.
+    limited = {**common, "target": float(model.per_replica_limit)}
     if policy == "kpa":
-        return AutoscalingSpec(policy="kpa", min_replicas=0, **common)
+        return AutoscalingSpec(policy="kpa", min_replicas=0, **limited)
     if policy == "hpa":
-        return AutoscalingSpec(policy="hpa", min_replicas=1, **common)
+        return AutoscalingSpec(policy="hpa", min_replicas=1, **limited)
     if policy == "kgpu":
+        # kgpu's target counts what waits at the gateway too, so it stays the replica's capacity
+        # whatever the gateway's limit.
         # SLO first: a floor of five and a 5-minute memory of bursts at the full in-flight cap.
         # The trace's bursts follow minutes of silence and peak within seconds, far inside a
         # replica's start-up, so only capacity held from the previous burst can serve them.
@@ -111,6 +130,9 @@ def default_spec(policy: str, model: ServiceModel = ServiceModel()) -> Autoscali
             scale_to_zero_idle_seconds=600.0,
             **common,
         )
+    if policy == "kgpu-min4":
+        # kgpu's settings with a floor of four.
+        return default_spec("kgpu", model).model_copy(update={"min_replicas": 4})
     raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
 
 
@@ -323,7 +345,7 @@ class _Replay:
                 if r.stopped_at is None
                 and not r.draining
                 and r.ready_at <= now
-                and r.n() < self.model.max_in_flight
+                and r.n() < self.model.per_replica_limit
             ]
             if not ready:
                 return
