@@ -42,18 +42,30 @@ def test_a_model_that_is_not_bert_keeps_the_padded_forward() -> None:
     assert "is not 'bert'" in why_not_unpadded(torch.nn.Linear(2, 2))
 
 
-def test_unpadded_copy_of_a_random_bert_matches_it_on_every_real_token() -> None:
+def test_unpadded_encoder_of_a_random_bert_matches_it_on_every_real_token() -> None:
     model = tiny_bert()
     assert why_not_unpadded(model) is None
-    fast = unpadded_bert(model)
-    assert fast is not None
     lengths = torch.tensor([9, 5, 2])
     input_ids = torch.randint(1, 100, (3, 9))
     mask = (torch.arange(9)[None, :] < lengths[:, None]).long()
     input_ids[mask == 0] = 0
     with torch.inference_mode():
-        reference = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        before = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+    fast = unpadded_bert(model)
+    assert fast is not None
+    with torch.inference_mode():
+        after = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
         ours = fast(input_ids, mask)
+    torch.testing.assert_close(after, before)  # sharing the weights left the model as it was
     real = mask.bool()
-    torch.testing.assert_close(ours[real], reference[real], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ours[real], before[real], atol=1e-5, rtol=1e-4)
     assert torch.count_nonzero(ours[~real]) == 0
+
+
+def test_unpadded_encoder_shares_the_models_weights() -> None:
+    model = tiny_bert()
+    fast = unpadded_bert(model)
+    assert fast is not None
+    assert not any(p.is_meta for p in fast.parameters())
+    model_memory = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert {p.untyped_storage().data_ptr() for p in fast.parameters()} <= model_memory

@@ -56,28 +56,33 @@ def why_not_unpadded(model: nn.Module) -> str | None:
 
 
 def unpadded_bert(model: nn.Module) -> UnpaddedBertEncoder | None:
-    """An unpadded copy of a Hugging Face BERT encoder's weights, or None when the model does not fit."""
+    """The model's encoder as a PyTorch fast-path encoder over the same weights, or None when it does not fit.
+
+    The weights are shared, not copied: the fast layers hold the model's own linear and norm modules,
+    and the model's query, key and value weights become views of the fast layer's packed projection.
+    """
     reason = why_not_unpadded(model)
     if reason is not None:
         log.info("padded forward: %s", reason)
         return None
     config = model.config
-    layers = nn.ModuleList(_encoder_layer(layer, config) for layer in model.encoder.layer)
-    # The engine pads on the right, so PyTorch's check that the mask is left-aligned is skipped.
+    # The constructor clones its template once per layer; on the meta device that costs nothing.
+    template = _meta_layer(config)
     encoder = nn.TransformerEncoder(
-        layers[0], num_layers=len(layers), enable_nested_tensor=True, mask_check=False
+        template,
+        num_layers=len(model.encoder.layer),
+        enable_nested_tensor=True,
+        mask_check=False,  # the engine pads on the right, so the mask is left-aligned by construction
     )
-    encoder.layers = layers  # the constructor deep-copies its template; these hold the real weights
     if not encoder.use_nested_tensor:
         log.info("padded forward: PyTorch's encoder fast path is not available for this model")
         return None
-    first = next(model.parameters())
-    return UnpaddedBertEncoder(model.embeddings, encoder).to(first.device, first.dtype).eval()
+    encoder.layers = nn.ModuleList(_shared_layer(layer, config) for layer in model.encoder.layer)
+    return UnpaddedBertEncoder(model.embeddings, encoder).eval()
 
 
-def _encoder_layer(layer: nn.Module, config) -> nn.TransformerEncoderLayer:
-    attention = layer.attention
-    fast = nn.TransformerEncoderLayer(
+def _meta_layer(config) -> nn.TransformerEncoderLayer:
+    return nn.TransformerEncoderLayer(
         config.hidden_size,
         config.num_attention_heads,
         config.intermediate_size,
@@ -86,14 +91,29 @@ def _encoder_layer(layer: nn.Module, config) -> nn.TransformerEncoderLayer:
         layer_norm_eps=config.layer_norm_eps,
         batch_first=True,
         norm_first=False,
+        device="meta",
     )
-    query, key, value = attention.self.query, attention.self.key, attention.self.value
+
+
+def _shared_layer(layer: nn.Module, config) -> nn.TransformerEncoderLayer:
+    attention = layer.attention
+    fast = _meta_layer(config)
+    fast.self_attn.out_proj = attention.output.dense
+    fast.norm1 = attention.output.LayerNorm
+    fast.linear1 = layer.intermediate.dense
+    fast.linear2 = layer.output.dense
+    fast.norm2 = layer.output.LayerNorm
+    # PyTorch's attention wants query, key and value as one packed projection. The model's three
+    # then read their rows of it, so the weights still exist once.
+    projections = (attention.self.query, attention.self.key, attention.self.value)
     with torch.no_grad():
-        fast.self_attn.in_proj_weight.copy_(torch.cat([query.weight, key.weight, value.weight]))
-        fast.self_attn.in_proj_bias.copy_(torch.cat([query.bias, key.bias, value.bias]))
-        fast.self_attn.out_proj.load_state_dict(attention.output.dense.state_dict())
-        fast.norm1.load_state_dict(attention.output.LayerNorm.state_dict())
-        fast.linear1.load_state_dict(layer.intermediate.dense.state_dict())
-        fast.linear2.load_state_dict(layer.output.dense.state_dict())
-        fast.norm2.load_state_dict(layer.output.LayerNorm.state_dict())
+        packed_weight = torch.cat([p.weight for p in projections])
+        packed_bias = torch.cat([p.bias for p in projections])
+    fast.self_attn.in_proj_weight = nn.Parameter(packed_weight, requires_grad=False)
+    fast.self_attn.in_proj_bias = nn.Parameter(packed_bias, requires_grad=False)
+    size = config.hidden_size
+    for index, projection in enumerate(projections):
+        rows = slice(index * size, (index + 1) * size)
+        projection.weight = nn.Parameter(fast.self_attn.in_proj_weight[rows], requires_grad=False)
+        projection.bias = nn.Parameter(fast.self_attn.in_proj_bias[rows], requires_grad=False)
     return fast
