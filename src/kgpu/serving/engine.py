@@ -152,8 +152,12 @@ class EmbeddingEngine:
         if self._warmed:
             return 0.0
         started = time.perf_counter()
+        token = (self._pad_id + 1) % self._vocab_size
         for length, count in ((8, 1), (32, 16), (self.max_seq_len, 4)):
-            self.embed([[(self._pad_id + 1) % self._vocab_size] * length] * count)
+            self.embed([[token] * length] * count)
+        self.embed(
+            [[token] * length for length in (32, 24, 16, 8)]
+        )  # mixed lengths: the padded/unpadded path
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
         self._warmed = True
