@@ -155,9 +155,8 @@ class EmbeddingEngine:
         token = (self._pad_id + 1) % self._vocab_size
         for length, count in ((8, 1), (32, 16), (self.max_seq_len, 4)):
             self.embed([[token] * length] * count)
-        self.embed(
-            [[token] * length for length in (32, 24, 16, 8)]
-        )  # mixed lengths: the padded/unpadded path
+        # Mixed lengths take the masked (or, on CPU, unpadded) path, which uniform batches never do.
+        self.embed([[token] * length for length in (32, 24, 16, 8)])
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
         self._warmed = True
