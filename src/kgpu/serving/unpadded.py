@@ -4,8 +4,8 @@ A padded batch computes every layer on every padding position too. With the serv
 sentences, sorted into chunks by length, 17-27 % of the tokens of a batch of 32-64 are padding
 (bench/README.md). ``torch.nn.TransformerEncoder`` has an inference fast path that turns a padded
 batch and its padding mask into a nested tensor and runs each layer on the real tokens only. This
-module copies a Hugging Face BERT encoder's layer weights into one; the model's own embeddings run
-before it, and pooling after it as before.
+module builds one over a Hugging Face BERT encoder's own weights (shared, not copied); the model's
+embeddings run before it, and pooling after it as before.
 
 Only encoders whose layers are exactly a ``TransformerEncoderLayer`` qualify: BERT with absolute
 position embeddings, exact GELU and post-layer norm. Anything else keeps the Hugging Face forward.
