@@ -2,10 +2,13 @@
 
 Each batch size is run over the same sentence mix as the servers, tokenization included, for a fixed
 duration after a warm-up; throughput is sentences per second and latency is the time of one
-tokenize + embed call for the whole batch. serving.py runs this in its own process so the load
+tokenize + embed call for the whole batch. Each batch size runs with one caller and with as many
+concurrent callers as a replica has engine workers on this device, so the ceiling is the engine's
+best layout, not only its best batch size. serving.py runs this in its own process so the load
 generator's process stays free of torch and the device memory is released before servers start.
 
 Run: python bench/engine_ceiling.py --model-dir DIR --json-out PATH [--device ...] [--dtype ...] [--padded]
+     [--workers 1,auto]
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -28,33 +32,55 @@ MIN_BATCHES = 3  # a slow batch size still yields a number instead of an empty w
 
 
 def measure_batch_size(
-    engine, sentences: list[str], batch_size: int, duration_s: float, warmup_s: float
+    engine, sentences: list[str], batch_size: int, duration_s: float, warmup_s: float, workers: int = 1
 ) -> dict:
-    latencies: list[float] = []
-    k = 0
+    """Sequences/s of ``workers`` threads each embedding batches of ``batch_size`` back to back.
 
-    def one_batch() -> float:
-        nonlocal k
+    One worker is the engine alone; several are the replica's engine workers (the batcher computes
+    that many batches at once), each thread taking its share of the CPU threads first.
+    """
+    latencies: list[list[float]] = [[] for _ in range(workers)]
+    windows: list[tuple[float, float]] = []
+
+    def one_batch(worker: int, k: int) -> float:
         batch = [sentences[(k + i) % len(sentences)] for i in range(batch_size)]
-        k += batch_size
         t0 = time.perf_counter()
         engine.embed(engine.tokenize(batch))  # embed returns a host array, so device work has finished
         return time.perf_counter() - t0
 
+    def worker_loop(worker: int, warm_until: float, measure_until: float) -> None:
+        if workers > 1:
+            engine.init_worker_thread(workers)
+        k = worker * len(sentences) // workers  # workers start at different sentences
+        one_batch(worker, k)
+        while time.perf_counter() < warm_until:
+            k += batch_size
+            one_batch(worker, k)
+        started = time.perf_counter()
+        mine = latencies[worker]
+        while time.perf_counter() < measure_until or len(mine) < MIN_BATCHES:
+            k += batch_size
+            mine.append(one_batch(worker, k))
+        windows.append((started, time.perf_counter()))
+
     warm_until = time.perf_counter() + warmup_s
-    one_batch()
-    while time.perf_counter() < warm_until:
-        one_batch()
-    measure_until = time.perf_counter() + duration_s
-    while time.perf_counter() < measure_until or len(latencies) < MIN_BATCHES:
-        latencies.append(one_batch())
-    sequences = len(latencies) * batch_size
-    measured = sum(latencies)
-    ordered = sorted(latencies)
+    measure_until = warm_until + duration_s
+    threads = [
+        threading.Thread(target=worker_loop, args=(w, warm_until, measure_until)) for w in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ordered = sorted(x for mine in latencies for x in mine)
+    sequences = len(ordered) * batch_size
+    # Wall time from the first measured batch to the last one's end: with one worker the loop does
+    # nothing between calls but build the next batch list, so this is its busy time.
+    measured = max(end for _, end in windows) - min(start for start, _ in windows)
     return {
         "batch_size": batch_size,
-        "batches": len(latencies),
-        # Over busy time: the loop does nothing but build the next batch list between calls.
+        "workers": workers,
+        "batches": len(ordered),
         "seq_per_s": round(sequences / measured, 2) if measured else 0.0,
         "p50_ms": round(percentile(ordered, 0.5) * 1000, 3) if ordered else None,
         "p99_ms": round(percentile(ordered, 0.99) * 1000, 3) if ordered else None,
@@ -73,6 +99,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--sentences", type=int, default=4096)
     parser.add_argument(
+        "--workers",
+        default="1,auto",
+        help="engine workers computing batches at once; auto: what a replica uses on this device",
+    )
+    parser.add_argument(
         "--padded", action="store_true", help="keep the padded forward (compare with the unpadded one)"
     )
     args = parser.parse_args()
@@ -85,11 +116,17 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     if hasattr(engine, "warmup"):
         engine.warmup()  # first-call costs (allocator, kernel selection) stay out of every batch size
+    layouts = [engine.default_workers() if w.strip() == "auto" else int(w) for w in args.workers.split(",")]
     results = []
-    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-        row = measure_batch_size(engine, sentences, batch_size, args.duration, args.warmup)
-        print(f"engine batch {batch_size}: {row['seq_per_s']:.1f} seq/s, p50 {row['p50_ms']} ms", flush=True)
-        results.append(row)
+    for workers in dict.fromkeys(layouts):  # in order, once each
+        for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+            row = measure_batch_size(engine, sentences, batch_size, args.duration, args.warmup, workers)
+            print(
+                f"engine batch {batch_size} x{workers} worker(s): {row['seq_per_s']:.1f} seq/s, "
+                f"p50 {row['p50_ms']} ms",
+                flush=True,
+            )
+            results.append(row)
     report = {
         "engine": {
             "name": str(engine.name),

@@ -205,7 +205,8 @@ def run_engine(args: argparse.Namespace, mdir: str) -> dict:
             "--seed",
             str(args.seed),
         ]
-        budget = len(args.engine_batch_sizes) * (args.duration + args.warmup + 60) + READY_TIMEOUT_S
+        # Every batch size runs with one worker and with the replica's workers (engine_ceiling.py).
+        budget = 2 * len(args.engine_batch_sizes) * (args.duration + args.warmup + 60) + READY_TIMEOUT_S
         with log_path.open("w") as log:
             try:
                 done = subprocess.run(
@@ -358,8 +359,10 @@ def print_report(report: dict) -> None:
         best = targets.engine_ceiling(systems)
         for row in engine["batch_sizes"]:
             mark = " (best)" if row["seq_per_s"] == best else ""
+            workers = row.get("workers", 1)  # results saved before engine workers have none
+            layout = f" x{workers}" if workers > 1 else ""
             table.add_row(
-                f"engine b={row['batch_size']}{mark}",
+                f"engine b={row['batch_size']}{layout}{mark}",
                 "-",
                 str(row["batch_size"]),
                 "-",
@@ -514,7 +517,7 @@ def finish(report: dict) -> None:
     if (report["systems"].get("engine") or {}).get("ok"):
         findings.append(
             "engine rows: kgpu's EmbeddingEngine in-process (tokenize + embed), no HTTP; emb/s = sequences/s, "
-            "latency = one whole batch"
+            "latency = one whole batch; xN = N batches computed at once, as a replica's engine workers do"
         )
     findings += agreement_notes(report["systems"])
     for name, record in report["systems"].items():

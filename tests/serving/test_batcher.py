@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -123,6 +124,8 @@ async def test_empty_submit_and_invalid_limits() -> None:
     await batcher.stop()
     with pytest.raises(ValueError, match=">= 1"):
         DynamicBatcher(FakeEngine(), max_batch_tokens=0, max_batch_size=4, max_queue=4)
+    with pytest.raises(ValueError, match="workers must all be >= 1"):
+        DynamicBatcher(FakeEngine(), workers=0)
 
 
 async def test_real_engine_batched_results_equal_direct_results(engine) -> None:
@@ -137,3 +140,69 @@ async def test_real_engine_batched_results_equal_direct_results(engine) -> None:
     direct = engine.embed(ids)
     np.testing.assert_allclose(np.concatenate(results), direct, atol=1e-4)
     assert all(s.padded_tokens <= 2048 or s.size == 1 for s in stats)
+
+
+class _CountingEngine(FakeEngine):
+    """Records how many embed calls overlap, and which threads ran them."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay=delay)
+        self._lock = threading.Lock()
+        self.active = 0
+        self.most_active = 0
+        self.threads: set[int] = set()
+        self.initialized: list[int] = []
+
+    def init_thread(self) -> None:
+        self.initialized.append(threading.get_ident())
+
+    def embed(self, batch):
+        with self._lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            self.threads.add(threading.get_ident())
+        try:
+            return super().embed(batch)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+async def test_workers_compute_that_many_batches_at_once_and_no_more() -> None:
+    engine = _CountingEngine(delay=0.02)
+    batcher = DynamicBatcher(
+        engine, max_batch_size=2, max_queue=100, workers=3, worker_init=engine.init_thread
+    )
+    await batcher.start()
+    assert batcher.workers == 3
+    results = await asyncio.gather(*(batcher.submit([[i + 1, 5], [i + 1]]) for i in range(30)))
+    await batcher.stop()
+    for i, result in enumerate(results):  # each request's rows, in order, whichever worker ran them
+        assert result[:, 1].tolist() == [i + 1, i + 1] and result[:, 0].tolist() == [2, 1]
+    assert engine.most_active == 3
+    assert len(engine.threads) == 3 and sorted(engine.initialized) == sorted(engine.threads)
+
+
+async def test_one_worker_computes_one_batch_at_a_time() -> None:
+    engine = _CountingEngine(delay=0.01)
+    batcher = DynamicBatcher(engine, max_batch_size=1, max_queue=100)
+    await batcher.start()
+    await asyncio.gather(*(batcher.submit([[i + 1]]) for i in range(10)))
+    await batcher.stop()
+    assert engine.most_active == 1 and len(engine.batches) == 10
+
+
+async def test_stop_timeout_fails_the_batches_still_computing() -> None:
+    engine = FakeEngine()
+    engine.block()
+    batcher = DynamicBatcher(engine, max_batch_size=1, workers=2)
+    await batcher.start()
+    first = asyncio.create_task(batcher.submit([[1]]))
+    second = asyncio.create_task(batcher.submit([[2]]))
+    third = asyncio.create_task(batcher.submit([[3]]))
+    await _wait_for(engine.entered)
+    await batcher.stop(timeout=0.2)
+    for task in (first, second, third):
+        with pytest.raises(BatcherClosedError):
+            await task
+    engine.release.set()

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -129,3 +131,30 @@ def test_cuda_bf16_unpadded_matches_cpu_fp32(model_dir, engine: EmbeddingEngine)
     assert gpu.unpadded
     cosines = (gpu.embed_texts(SAMPLE_TEXTS) * engine.embed_texts(SAMPLE_TEXTS)).sum(axis=1)
     assert cosines.min() >= 0.99, cosines
+
+
+def test_concurrent_embeds_from_worker_threads_equal_sequential_ones(engine: EmbeddingEngine) -> None:
+    """The batcher's engine workers call embed at the same time; results must not mix."""
+    batches = [engine.tokenize(SAMPLE_TEXTS[i:] + SAMPLE_TEXTS[:i]) for i in range(len(SAMPLE_TEXTS))]
+    sequential = [engine.embed(batch) for batch in batches]
+    with ThreadPoolExecutor(3, initializer=engine.init_worker_thread, initargs=(3,)) as pool:
+        concurrent = list(pool.map(engine.embed, batches * 3))
+    for index, result in enumerate(concurrent):
+        np.testing.assert_allclose(result, sequential[index % len(batches)], atol=1e-5)
+
+
+def test_worker_layout_shares_the_cpu_threads(engine: EmbeddingEngine, monkeypatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert engine.default_workers() == 4  # four batches side by side at most
+    seen: list[int] = []
+
+    def worker() -> None:
+        engine.init_worker_thread(4)
+        seen.append(torch.get_num_threads())
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == [2]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert engine.default_workers() == 1

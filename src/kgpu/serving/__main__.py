@@ -38,6 +38,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=256)
     parser.add_argument("--max-queue", type=int, default=1024)
     parser.add_argument("--max-inputs", type=int, default=2048)
+    parser.add_argument(
+        "--engine-workers", type=int, default=None, help="batches computed at once (default: by device)"
+    )
     parser.add_argument("--replica", default="replica-0")
     parser.add_argument("--service", default="")
     parser.add_argument("--project", default="default")
@@ -56,6 +59,7 @@ def config_from_args(args: argparse.Namespace) -> ReplicaConfig:
         max_batch_size=args.max_batch_size,
         max_queue=args.max_queue,
         max_inputs=args.max_inputs,
+        engine_workers=args.engine_workers,
         replica=args.replica,
         service=args.service,
         project=args.project,

@@ -1,10 +1,12 @@
 """Dynamic batching: group whatever requests are queued into one engine call, bounded by a token budget.
 
-There is no wait timer (as in TEI and Triton's default): the moment the engine is free, the scheduler takes
-as many queued sequences as fit `max_batch_tokens` (padded: sequences x longest) and `max_batch_size`.
-Under light load a request runs alone at once; under heavy load batches fill up while the previous batch
-computes, which is exactly when batching pays. The engine runs in one dedicated worker thread so the event
-loop keeps accepting, tokenizing and answering requests meanwhile.
+There is no wait timer (as in TEI and Triton's default): the moment an engine worker is free, the scheduler
+takes as many queued sequences as fit `max_batch_tokens` (padded: sequences x longest) and `max_batch_size`.
+Under light load a request runs alone at once; under heavy load batches fill up while the previous batches
+compute, which is exactly when batching pays. The engine runs in dedicated worker threads so the event loop
+keeps accepting, tokenizing and answering requests meanwhile. With several workers (Triton's instance count)
+that many batches compute at once: on CPUs, a few batches side by side get more from the cores than one
+batch spread over all of them (bench/README.md).
 """
 
 from __future__ import annotations
@@ -70,17 +72,23 @@ class DynamicBatcher:
         max_batch_size: int = 256,
         max_queue: int = 1024,
         on_batch: Callable[[BatchStats], None] | None = None,
+        workers: int = 1,
+        worker_init: Callable[[], None] | None = None,
     ) -> None:
-        if max_batch_tokens < 1 or max_batch_size < 1 or max_queue < 1:
-            raise ValueError("max_batch_tokens, max_batch_size and max_queue must all be >= 1")
+        """``workers`` batches compute at once, each in its own thread; ``worker_init`` runs first in each."""
+        if min(max_batch_tokens, max_batch_size, max_queue, workers) < 1:
+            raise ValueError("max_batch_tokens, max_batch_size, max_queue and workers must all be >= 1")
         self._engine = engine
         self._max_batch_tokens = max_batch_tokens
         self._max_batch_size = max_batch_size
         self._max_queue = max_queue
         self._on_batch = on_batch
+        self._workers = workers
+        self._worker_init = worker_init
         self._queue: deque[_Request] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._computing: set[asyncio.Task[None]] = set()  # batches handed to the workers
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
 
@@ -90,13 +98,19 @@ class DynamicBatcher:
         return len(self._queue)
 
     @property
+    def workers(self) -> int:
+        return self._workers
+
+    @property
     def running(self) -> bool:
         return self._task is not None and not self._closing
 
     async def start(self) -> None:
         if self._task is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgpu-engine")
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._workers, thread_name_prefix="kgpu-engine", initializer=self._worker_init
+        )
         self._task = asyncio.create_task(self._schedule(), name="kgpu-batcher")
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -110,8 +124,10 @@ class DynamicBatcher:
         except asyncio.TimeoutError:
             log.warning("batcher drain timed out after %ss; failing %d queued requests", timeout, self.depth)
             self._task.cancel()
+            for computing in list(self._computing):  # their requests fail with the queued ones
+                computing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await asyncio.gather(self._task, *self._computing, return_exceptions=True)
             self._fail_queued(BatcherClosedError("server is shutting down"))
         finally:
             if self._executor is not None:
@@ -132,29 +148,39 @@ class DynamicBatcher:
         return await request.future
 
     async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
+            if self._queue and len(self._computing) < self._workers:
+                batch, queue_seconds = self._take_batch()
+                if batch:  # empty when everything at the head had been cancelled
+                    task = asyncio.create_task(self._compute(batch, queue_seconds))
+                    self._computing.add(task)
+                    task.add_done_callback(self._computed)
                 continue
-            batch, queue_seconds = self._take_batch()
-            if not batch:
-                continue  # everything at the head had been cancelled
-            sequences = [request.sequences[index] for request, index in batch]
-            started = time.perf_counter()
-            try:
-                vectors = await loop.run_in_executor(self._executor, self._engine.embed, sequences)
-            except Exception as exc:  # an engine failure fails this batch's requests, never the loop
-                log.exception("batch of %d sequences failed", len(sequences))
-                for request in {id(r): r for r, _ in batch}.values():
-                    self._fail(request, exc)
-                continue
-            compute_seconds = time.perf_counter() - started
-            self._deliver(batch, vectors)
-            self._report(sequences, compute_seconds, queue_seconds)
+            if self._closing and not self._queue and not self._computing:
+                return
+            self._wake.clear()
+            await self._wake.wait()  # a new request, or a worker freed
+
+    def _computed(self, task: asyncio.Task[None]) -> None:
+        self._computing.discard(task)
+        self._wake.set()
+
+    async def _compute(self, batch: list[tuple[_Request, int]], queue_seconds: list[float]) -> None:
+        sequences = [request.sequences[index] for request, index in batch]
+        started = time.perf_counter()
+        try:
+            loop = asyncio.get_running_loop()
+            vectors = await loop.run_in_executor(self._executor, self._engine.embed, sequences)
+        except asyncio.CancelledError:
+            self._fail_batch(batch, BatcherClosedError("server is shutting down"))
+            raise
+        except Exception as exc:  # an engine failure fails this batch's requests, never the loop
+            log.exception("batch of %d sequences failed", len(sequences))
+            self._fail_batch(batch, exc)
+            return
+        compute_seconds = time.perf_counter() - started
+        self._deliver(batch, vectors)
+        self._report(sequences, compute_seconds, queue_seconds)
 
     def _take_batch(self) -> tuple[list[tuple[_Request, int]], list[float]]:
         """FIFO over queued sequences while the padded size fits; always at least one sequence."""
@@ -201,6 +227,10 @@ class DynamicBatcher:
             self._on_batch(stats)
         except Exception:  # metrics must never stop serving
             log.exception("batch metrics callback failed")
+
+    def _fail_batch(self, batch: list[tuple[_Request, int]], exc: BaseException) -> None:
+        for request in {id(r): r for r, _ in batch}.values():
+            self._fail(request, exc)
 
     def _fail(self, request: _Request, exc: BaseException) -> None:
         if not request.future.done():

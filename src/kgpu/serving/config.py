@@ -25,6 +25,9 @@ class ReplicaConfig(BaseModel):
     project: str = "default"
     drain_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for queued work")
     tokenizer_threads: int | None = Field(None, ge=1, description="default: min(8, CPU cores)")
+    engine_workers: int | None = Field(
+        None, ge=1, description="batches computed at once; default: min(4, CPU cores) on CPU, 1 on GPU"
+    )
 
     @model_validator(mode="after")
     def _default_service(self) -> ReplicaConfig:

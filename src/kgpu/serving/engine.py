@@ -1,7 +1,7 @@
 """The embedding engine: tokenizer plus a transformers encoder, pooled and normalized like sentence-transformers.
 
-One engine instance is used by one thread at a time (the batcher's worker); tokenization is thread-safe
-and may be called from any thread, since the Rust tokenizer releases the GIL.
+``embed`` may run in several threads at once (the batcher's engine workers): inference reads the weights
+and keeps no state between calls. Tokenization is thread-safe too, and the Rust tokenizer releases the GIL.
 """
 
 from __future__ import annotations
@@ -91,6 +91,21 @@ class EmbeddingEngine:
     @property
     def dtype(self) -> str:
         return str(self._dtype).removeprefix("torch.")
+
+    def default_workers(self) -> int:
+        """How many batches are worth computing at once (the batcher's engine workers).
+
+        On CPU, batches side by side on their own cores beat one batch over every core: a small model's
+        many small operations leave cores waiting on each other (2 cores: 1.4-2x, bench/README.md). Four
+        at most, so one request's latency still gets a share of a big machine. GPUs compute one batch
+        at a time.
+        """
+        return min(4, cpu_threads()) if self._device.type == "cpu" else 1
+
+    def init_worker_thread(self, workers: int) -> None:
+        """Run once in each engine worker thread: its share of the CPU threads (torch's count is per thread)."""
+        if self._device.type == "cpu":
+            torch.set_num_threads(max(1, cpu_threads() // workers))
 
     @property
     def unpadded(self) -> bool:
@@ -249,13 +264,17 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+def cpu_threads() -> int:
+    """CPU threads this process may use: an explicit OMP_NUM_THREADS (e.g. several replicas sharing one
+    host), else every core it may run on, which torch's default can undercount inside containers."""
+    explicit = os.environ.get("OMP_NUM_THREADS", "")
+    if explicit.isdigit() and int(explicit) > 0:
+        return int(explicit)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _use_all_cpu_cores() -> None:
-    # An explicit OMP_NUM_THREADS wins (e.g. several replicas sharing one host); otherwise use every core
-    # this process may run on, which torch's default can undercount inside containers.
-    if os.environ.get("OMP_NUM_THREADS"):
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores))
+    torch.set_num_threads(cpu_threads())
 
 
 def _load_tokenizer(layout: ModelLayout) -> Tokenizer:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ import numpy as np
 
 from kgpu.serving.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
 from kgpu.serving.config import ReplicaConfig
-from kgpu.serving.engine import EmbeddingEngine, InvalidInputError
+from kgpu.serving.engine import EmbeddingEngine, InvalidInputError, cpu_threads
 from kgpu.serving.errors import ApiError
 from kgpu.serving.metrics import ReplicaMetrics
 from kgpu.serving.model_source import resolve_model_uri
@@ -31,6 +30,11 @@ EngineFactory = Callable[[ReplicaConfig], Any]
 
 def build_engine(config: ReplicaConfig) -> EmbeddingEngine:
     return EmbeddingEngine(resolve_model_uri(config.model_uri), device=config.device, dtype=config.dtype)
+
+
+def _default_workers(engine: Any) -> int:
+    default = getattr(engine, "default_workers", None)  # stand-in engines in tests may not say
+    return default() if default is not None else 1
 
 
 class ReplicaRuntime:
@@ -46,9 +50,8 @@ class ReplicaRuntime:
         self._load_task: asyncio.Task[None] | None = None
         # Tokenization happens off the event loop: the Rust tokenizer releases the GIL, so these threads
         # tokenize in parallel with each other and with the engine thread.
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self._tokenize_pool = ThreadPoolExecutor(
-            max_workers=config.tokenizer_threads or min(8, cores), thread_name_prefix="kgpu-tokenize"
+            max_workers=config.tokenizer_threads or min(8, cpu_threads()), thread_name_prefix="kgpu-tokenize"
         )
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -83,14 +86,19 @@ class ReplicaRuntime:
             warmup = getattr(engine, "warmup", None)
             if warmup is not None:
                 log.info("warmed up in %.2fs", await asyncio.to_thread(warmup))
+            workers = config.engine_workers or _default_workers(engine)
+            init = getattr(engine, "init_worker_thread", None)
             batcher = DynamicBatcher(
                 engine,
                 max_batch_tokens=config.max_batch_tokens,
                 max_batch_size=config.max_batch_size,
                 max_queue=config.max_queue,
                 on_batch=self.metrics.observe_batch,
+                workers=workers,
+                worker_init=None if init is None else (lambda: init(workers)),
             )
             await batcher.start()
+            log.info("%d engine worker(s)", workers)
             self.metrics.track_queue_depth(lambda: batcher.depth)
             self.engine, self.batcher = engine, batcher
             log.info(
