@@ -37,7 +37,7 @@ def measure_batch_size(
     """Sequences/s of ``workers`` threads each embedding batches of ``batch_size`` back to back.
 
     One worker is the engine alone; several are the replica's engine workers (the batcher computes
-    that many batches at once), each thread taking its share of the CPU threads first.
+    that many batches at once; the engine shares the CPU threads among calls running together).
     """
     latencies: list[list[float]] = [[] for _ in range(workers)]
     windows: list[tuple[float, float]] = []
@@ -49,8 +49,6 @@ def measure_batch_size(
         return time.perf_counter() - t0
 
     def worker_loop(worker: int, warm_until: float, measure_until: float) -> None:
-        if workers > 1:
-            engine.init_worker_thread(workers)
         k = worker * len(sentences) // workers  # workers start at different sentences
         one_batch(worker, k)
         while time.perf_counter() < warm_until:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -137,24 +138,39 @@ def test_concurrent_embeds_from_worker_threads_equal_sequential_ones(engine: Emb
     """The batcher's engine workers call embed at the same time; results must not mix."""
     batches = [engine.tokenize(SAMPLE_TEXTS[i:] + SAMPLE_TEXTS[:i]) for i in range(len(SAMPLE_TEXTS))]
     sequential = [engine.embed(batch) for batch in batches]
-    with ThreadPoolExecutor(3, initializer=engine.init_worker_thread, initargs=(3,)) as pool:
+    with ThreadPoolExecutor(3) as pool:
         concurrent = list(pool.map(engine.embed, batches * 3))
     for index, result in enumerate(concurrent):
         np.testing.assert_allclose(result, sequential[index % len(batches)], atol=1e-5)
 
 
-def test_worker_layout_shares_the_cpu_threads(engine: EmbeddingEngine, monkeypatch) -> None:
+def test_calls_running_at_once_share_the_cpu_threads(engine: EmbeddingEngine, monkeypatch) -> None:
+    monkeypatch.setattr(engine, "_cpu_threads", 8)
     monkeypatch.setenv("OMP_NUM_THREADS", "8")
     assert engine.default_workers() == 4  # four batches side by side at most
-    seen: list[int] = []
+    seen: dict[str, int] = {}
+    release = threading.Event()
 
-    def worker() -> None:
-        engine.init_worker_thread(4)
-        seen.append(torch.get_num_threads())
+    def call(name: str, wait: bool) -> None:
+        with engine._share_cpu():
+            seen[name] = torch.get_num_threads()  # torch's count belongs to the calling thread
+            if wait:
+                release.wait(5)
 
-    thread = threading.Thread(target=worker)
-    thread.start()
-    thread.join()
-    assert seen == [2]
+    alone = threading.Thread(target=call, args=("alone", False))
+    alone.start()
+    alone.join()
+    first = threading.Thread(target=call, args=("first", True))
+    first.start()
+    while "first" not in seen:
+        time.sleep(0.01)
+    second = threading.Thread(target=call, args=("second", False))
+    second.start()
+    second.join()
+    release.set()
+    first.join()
+    torch.set_num_threads(torch.get_num_threads())  # the main thread's count is the process default again
+    assert seen == {"alone": 8, "first": 8, "second": 4}
+    assert engine._calls == 0
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert engine.default_workers() == 1

@@ -73,9 +73,8 @@ class DynamicBatcher:
         max_queue: int = 1024,
         on_batch: Callable[[BatchStats], None] | None = None,
         workers: int = 1,
-        worker_init: Callable[[], None] | None = None,
     ) -> None:
-        """``workers`` batches compute at once, each in its own thread; ``worker_init`` runs first in each."""
+        """``workers`` batches compute at once, each in its own thread."""
         if min(max_batch_tokens, max_batch_size, max_queue, workers) < 1:
             raise ValueError("max_batch_tokens, max_batch_size, max_queue and workers must all be >= 1")
         self._engine = engine
@@ -84,7 +83,6 @@ class DynamicBatcher:
         self._max_queue = max_queue
         self._on_batch = on_batch
         self._workers = workers
-        self._worker_init = worker_init
         self._queue: deque[_Request] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -108,9 +106,7 @@ class DynamicBatcher:
     async def start(self) -> None:
         if self._task is not None:
             return
-        self._executor = ThreadPoolExecutor(
-            max_workers=self._workers, thread_name_prefix="kgpu-engine", initializer=self._worker_init
-        )
+        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="kgpu-engine")
         self._task = asyncio.create_task(self._schedule(), name="kgpu-batcher")
 
     async def stop(self, timeout: float | None = None) -> None:

@@ -6,10 +6,12 @@ and keeps no state between calls. Tokenization is thread-safe too, and the Rust 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +50,11 @@ class EmbeddingEngine:
         self._model_dir = Path(model_dir)
         self._device = _resolve_device(device)
         self._dtype = _resolve_dtype(dtype, self._device)
+        self._cpu_threads = cpu_threads()
+        self._calls = 0  # embed calls running now, in any thread
+        self._calls_lock = threading.Lock()
         if self._device.type == "cpu":
-            _use_all_cpu_cores()
+            torch.set_num_threads(self._cpu_threads)
         self._max_forward_tokens = max_forward_tokens or _FORWARD_TOKENS.get(self._device.type, 16384)
 
         self._tokenizer = _load_tokenizer(self._layout)
@@ -96,16 +101,11 @@ class EmbeddingEngine:
         """How many batches are worth computing at once (the batcher's engine workers).
 
         On CPU, batches side by side on their own cores beat one batch over every core: a small model's
-        many small operations leave cores waiting on each other (2 cores: 1.4-2x, bench/README.md). Four
-        at most, so one request's latency still gets a share of a big machine. GPUs compute one batch
-        at a time.
+        many small operations leave cores waiting on each other (2 cores: 1.4-2x, bench/README.md). Calls
+        running at once share the threads (``_share_cpu``), and a call alone still gets every thread.
+        Four at most, so each batch keeps a share of a big machine. GPUs compute one batch at a time.
         """
         return min(4, cpu_threads()) if self._device.type == "cpu" else 1
-
-    def init_worker_thread(self, workers: int) -> None:
-        """Run once in each engine worker thread: its share of the CPU threads (torch's count is per thread)."""
-        if self._device.type == "cpu":
-            torch.set_num_threads(max(1, cpu_threads() // workers))
 
     @property
     def unpadded(self) -> bool:
@@ -148,7 +148,7 @@ class EmbeddingEngine:
             return out
         # Longest first, so each forward pass pads only to its own longest and similar lengths share one.
         order = sorted(range(len(batch)), key=lambda i: len(batch[i]), reverse=True)
-        with torch.inference_mode():
+        with self._share_cpu(), torch.inference_mode():
             # Results stay on the device until every chunk is queued: the host pads chunk k+1 while the GPU
             # still runs chunk k, and there is one device-to-host copy (one sync) per call.
             chunks = self._forward_chunks(order, batch)
@@ -176,6 +176,24 @@ class EmbeddingEngine:
             torch.cuda.synchronize(self._device)
         self._warmed = True
         return time.perf_counter() - started
+
+    @contextlib.contextmanager
+    def _share_cpu(self) -> Iterator[None]:
+        """On CPU, calls running at once split the threads: a call alone gets all of them (the lowest
+        latency for one request), two calls half each (more throughput together, see default_workers).
+        Torch's thread count belongs to the calling thread, so each call sets its own as it starts."""
+        if self._device.type != "cpu":
+            yield
+            return
+        with self._calls_lock:
+            self._calls += 1
+            calls = self._calls
+        torch.set_num_threads(max(1, self._cpu_threads // calls))
+        try:
+            yield
+        finally:
+            with self._calls_lock:
+                self._calls -= 1
 
     def _forward_chunks(self, order: list[int], batch: Sequence[Sequence[int]]) -> list[list[int]]:
         """Consecutive runs of ``order`` (longest first) whose forward pass stays within the token budget.
@@ -271,10 +289,6 @@ def cpu_threads() -> int:
     if explicit.isdigit() and int(explicit) > 0:
         return int(explicit)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def _use_all_cpu_cores() -> None:
-    torch.set_num_threads(cpu_threads())
 
 
 def _load_tokenizer(layout: ModelLayout) -> Tokenizer:

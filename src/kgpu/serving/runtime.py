@@ -87,7 +87,6 @@ class ReplicaRuntime:
             if warmup is not None:
                 log.info("warmed up in %.2fs", await asyncio.to_thread(warmup))
             workers = config.engine_workers or _default_workers(engine)
-            init = getattr(engine, "init_worker_thread", None)
             batcher = DynamicBatcher(
                 engine,
                 max_batch_tokens=config.max_batch_tokens,
@@ -95,7 +94,6 @@ class ReplicaRuntime:
                 max_queue=config.max_queue,
                 on_batch=self.metrics.observe_batch,
                 workers=workers,
-                worker_init=None if init is None else (lambda: init(workers)),
             )
             await batcher.start()
             log.info("%d engine worker(s)", workers)
