@@ -49,7 +49,7 @@ class ReplicaRuntime:
         self._engine_factory = engine_factory or build_engine
         self._load_task: asyncio.Task[None] | None = None
         # Tokenization happens off the event loop: the Rust tokenizer releases the GIL, so these threads
-        # tokenize in parallel with each other and with the engine thread.
+        # tokenize in parallel with each other and with the engine workers.
         self._tokenize_pool = ThreadPoolExecutor(
             max_workers=config.tokenizer_threads or min(8, cpu_threads()), thread_name_prefix="kgpu-tokenize"
         )
