@@ -16,9 +16,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kgpu.cli.replay import QUEUES, plot_timelines, results_table, run_policy
+from kgpu.cli.replay import add_gateway_arguments, gateway_model, plot_timelines, results_table, run_policy
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, load_azure_trace
-from kgpu.sim.replay import POLICIES, VARIANTS, ServiceModel, default_spec
+from kgpu.sim.replay import POLICIES, VARIANTS, default_spec
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -28,17 +28,9 @@ def main() -> int:
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
     parser.add_argument("--out", type=Path, default=RESULTS / "replay.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "replay.png")
-    parser.add_argument("--queue", choices=QUEUES, default="deadline", help="the gateway queue's order")
-    parser.add_argument(
-        "--container-concurrency",
-        type=int,
-        default=0,
-        help="requests the gateway lets one replica hold (spec.containerConcurrency); 0: the replica's own limit",
-    )
+    add_gateway_arguments(parser)
     args = parser.parse_args()
-    if args.container_concurrency < 0:
-        parser.error(f"--container-concurrency must be >= 0, got {args.container_concurrency}")
-    model = ServiceModel(queue=args.queue, container_concurrency=args.container_concurrency)
+    model = gateway_model(parser, args)
     console = Console()
     try:
         trace = load_azure_trace(args.trace)

@@ -18,9 +18,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from kgpu.cli.replay import QUEUES
+from kgpu.cli.replay import add_gateway_arguments, gateway_model
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, load_azure_trace
-from kgpu.sim.replay import ServiceModel, replay
+from kgpu.sim.replay import replay
 
 RESULTS = Path(__file__).parent / "results"
 BUCKET_S = 30
@@ -31,17 +31,9 @@ def main() -> int:
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
     parser.add_argument("--replicas", type=int, nargs="+", default=list(range(3, 10)))
     parser.add_argument("--out", type=Path, default=RESULTS / "replay_bursts.json")
-    parser.add_argument("--queue", choices=QUEUES, default="deadline", help="the gateway queue's order")
-    parser.add_argument(
-        "--container-concurrency",
-        type=int,
-        default=0,
-        help="the gateway's limit per replica; 0: the replica's own",
-    )
+    add_gateway_arguments(parser)
     args = parser.parse_args()
-    if args.container_concurrency < 0:
-        parser.error(f"--container-concurrency must be >= 0, got {args.container_concurrency}")
-    model = ServiceModel(queue=args.queue, container_concurrency=args.container_concurrency)
+    model = gateway_model(parser, args)
     console = Console()
     try:
         trace = load_azure_trace(args.trace)

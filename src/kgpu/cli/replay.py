@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,24 @@ COLUMNS = (
 
 
 QUEUES = ("deadline", "fifo")
+
+
+def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--queue`` and ``--container-concurrency`` for the benchmark scripts that replay the trace."""
+    parser.add_argument("--queue", choices=QUEUES, default="deadline", help="the gateway queue's order")
+    parser.add_argument(
+        "--container-concurrency",
+        type=int,
+        default=0,
+        help="requests the gateway lets one replica hold (spec.containerConcurrency); 0: the replica's own limit",
+    )
+
+
+def gateway_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> ServiceModel:
+    """The service model behind the gateway those arguments describe (a bad value exits with its name)."""
+    if args.container_concurrency < 0:
+        parser.error(f"--container-concurrency must be >= 0, got {args.container_concurrency}")
+    return ServiceModel(queue=args.queue, container_concurrency=args.container_concurrency)
 
 
 def run_policy(
