@@ -39,6 +39,14 @@ def test_camel_case_yaml_fields_become_snake_case_attributes() -> None:
         _ = svc.spec.noSuchField
 
 
+def test_engine_workers_are_optional_and_bounded() -> None:
+    assert parse_resource(service()).spec.runtime.engine_workers is None
+    assert parse_resource(service(runtime={"engineWorkers": 2})).spec.runtime.engine_workers == 2
+    assert error_lines(service(runtime={"engineWorkers": 0})) == [
+        "spec.runtime.engineWorkers: Invalid value: 0: must be greater than or equal to 1"
+    ]
+
+
 def test_models_can_be_built_in_python_by_field_name() -> None:
     svc = InferenceService(
         metadata=ObjectMeta(name="a"),
@@ -55,8 +63,8 @@ def test_unknown_spec_field_is_rejected_with_a_suggestion() -> None:
 
 def test_unknown_nested_field_lists_the_known_ones() -> None:
     assert error_lines(service(runtime={"zzz": 1})) == [
-        'spec.runtime.zzz: unknown field "zzz"; known fields: device, dtype, maxBatchSize, maxBatchTokens, '
-        "maxInputs, maxQueue"
+        'spec.runtime.zzz: unknown field "zzz"; known fields: device, dtype, engineWorkers, maxBatchSize, '
+        "maxBatchTokens, maxInputs, maxQueue"
     ]
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kgpu.backends.local import LocalBackend
+from kgpu.backends.local import LocalBackend, serving_args
 from kgpu.backends.local_devices import LocalDevices, Unschedulable
 from kgpu.gpu.discovery import NodeInventory, discover
 from kgpu.scheduling.machine import MachineSnapshot
@@ -374,3 +374,12 @@ async def test_fake_nvml_backend_on_a_time_sliced_machine_gives_slices_with_thei
     assert [r.message for r in b.replicas("default/m") if r.phase == "Pending"] == [
         "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.shared."
     ]
+
+
+def test_engine_workers_reach_the_local_replica_only_when_the_spec_sets_them():
+    plain = service()
+    assert "--engine-workers" not in serving_args(plain, "m-0", "cpu")
+    tuned = service().model_copy(deep=True)
+    tuned.spec.runtime.engine_workers = 3
+    args = serving_args(tuned, "m-0", "cpu")
+    assert args[args.index("--engine-workers") + 1] == "3"

@@ -120,6 +120,15 @@ def test_container_args_are_ones_the_replica_accepts():
         8000,
     )
     assert args.replica == "mps-7d9c-x2" and args.service == "mps" and args.project == "default"
+    assert args.engine_workers is None  # unset in the spec: the replica picks by device
+
+
+def test_engine_workers_from_the_spec_reach_the_replica():
+    from tests.kubernetes._matrix import service
+
+    tuned = service("tuned", {"cpu": "4"}, runtime={"device": "cpu", "engineWorkers": 3})
+    c = render_deployment(tuned, 1)["spec"]["template"]["spec"]["containers"][0]
+    assert parse_args([a.replace("$(POD_NAME)", "tuned-1") for a in c["args"]]).engine_workers == 3
 
 
 def test_replicas_follow_the_spec_within_autoscaling_bounds():

@@ -32,6 +32,8 @@ def test_flags_map_onto_the_replica_config() -> None:
             "32",
             "--max-queue",
             "8",
+            "--engine-workers",
+            "2",
             "--replica",
             "minilm-1",
             "--service",
@@ -42,7 +44,7 @@ def test_flags_map_onto_the_replica_config() -> None:
     assert args.port == 9001
     assert (config.served_name, config.device, config.dtype) == ("minilm", "cpu", "float32")
     assert (config.max_batch_tokens, config.max_batch_size, config.max_queue) == (4096, 32, 8)
-    assert (config.replica, config.service) == ("minilm-1", "search")
+    assert (config.replica, config.service, config.engine_workers) == ("minilm-1", "search", 2)
     assert config_from_args(parse_args(["--model-uri", "m", "--served-name", "s"])).service == "s"
 
 

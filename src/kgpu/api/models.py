@@ -122,6 +122,8 @@ class RuntimeSpec(KgpuModel):
     max_queue: int = Field(1024, ge=1, le=1_000_000)  # requests waiting for the engine
     max_inputs: int = Field(2048, ge=1, le=65536)  # inputs in one request
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Batches a replica computes at once; unset: min(4, cores) on CPU, 1 on GPU (kgpu.serving.engine).
+    engine_workers: int | None = Field(None, ge=1, le=64)
 
 
 class ResourceRequirements(KgpuModel):

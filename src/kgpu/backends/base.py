@@ -6,7 +6,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from kgpu.api.models import InferenceService
+from kgpu.api.models import InferenceService, RuntimeSpec
+
+
+def engine_workers_args(runtime: RuntimeSpec) -> list[str]:
+    """``--engine-workers`` for the replica when the spec sets it; otherwise the replica picks by device."""
+    return [] if runtime.engine_workers is None else ["--engine-workers", str(runtime.engine_workers)]
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kgpu.api.models import InferenceService
-from kgpu.backends.base import ReplicaStatus
+from kgpu.backends.base import ReplicaStatus, engine_workers_args
 from kgpu.backends.local_devices import DEFAULT_SHARED_SLOTS, LocalDevices, Unschedulable
 from kgpu.backends.local_replica import LocalReplica, ReplicaHooks
 from kgpu.gpu.discovery import NodeInventory
@@ -40,6 +40,7 @@ def serving_args(service: InferenceService, replica: str, device: str) -> list[s
         "--max-inputs", str(runtime.max_inputs),
         "--replica", replica,
         "--service", service_key(service),
+        *engine_workers_args(runtime),
     ]  # fmt: skip
 
 
