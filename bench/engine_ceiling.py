@@ -42,7 +42,7 @@ def measure_batch_size(
     latencies: list[list[float]] = [[] for _ in range(workers)]
     windows: list[tuple[float, float]] = []
 
-    def one_batch(worker: int, k: int) -> float:
+    def one_batch(k: int) -> float:
         batch = [sentences[(k + i) % len(sentences)] for i in range(batch_size)]
         t0 = time.perf_counter()
         engine.embed(engine.tokenize(batch))  # embed returns a host array, so device work has finished
@@ -50,15 +50,15 @@ def measure_batch_size(
 
     def worker_loop(worker: int, warm_until: float, measure_until: float) -> None:
         k = worker * len(sentences) // workers  # workers start at different sentences
-        one_batch(worker, k)
+        one_batch(k)
         while time.perf_counter() < warm_until:
             k += batch_size
-            one_batch(worker, k)
+            one_batch(k)
         started = time.perf_counter()
         mine = latencies[worker]
         while time.perf_counter() < measure_until or len(mine) < MIN_BATCHES:
             k += batch_size
-            mine.append(one_batch(worker, k))
+            mine.append(one_batch(k))
         windows.append((started, time.perf_counter()))
 
     warm_until = time.perf_counter() + warmup_s

@@ -31,6 +31,9 @@ class FakeEngine:
         self.entered.clear()
         self.release.clear()
 
+    def default_workers(self) -> int:
+        return 1
+
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         return [[101, *(len(word) for word in text.split()), 102] for text in texts]
 

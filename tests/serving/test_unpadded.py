@@ -28,7 +28,6 @@ def tiny_bert(**overrides) -> BertModel:
     [
         ({"position_embedding_type": "relative_key"}, "position embeddings are 'relative_key'"),
         ({"hidden_act": "gelu_new"}, "activation 'gelu_new' is not exact GELU"),
-        ({"num_attention_heads": 1}, "odd number of attention heads"),
         ({"is_decoder": True}, "decoder"),
     ],
 )
@@ -36,6 +35,14 @@ def test_encoders_outside_the_fast_path_keep_the_padded_forward(overrides, reaso
     model = tiny_bert(**overrides)
     assert reason in why_not_unpadded(model)
     assert unpadded_bert(model) is None
+
+
+def test_pytorchs_own_fast_path_checks_decide_and_its_reason_is_logged(caplog) -> None:
+    model = tiny_bert(num_attention_heads=1)  # fine for BERT, not for PyTorch's nested-tensor path
+    assert why_not_unpadded(model) is None
+    with caplog.at_level("INFO", logger="kgpu.serving.unpadded"):
+        assert unpadded_bert(model) is None
+    assert "num_heads is odd" in caplog.text
 
 
 def test_a_model_that_is_not_bert_keeps_the_padded_forward() -> None:

@@ -110,6 +110,7 @@ def replay(
     container_concurrency: int = typer.Option(
         0,
         "--container-concurrency",
+        min=0,
         help="requests the gateway lets one replica hold (spec.containerConcurrency); 0: the replica's 16",
     ),
 ) -> None:
@@ -119,9 +120,6 @@ def replay(
         raise typer.Exit(2)
     if queue not in QUEUES:
         err.print(f"[red]error:[/red] --queue: unknown queue {queue!r}; known: {', '.join(QUEUES)}")
-        raise typer.Exit(2)
-    if container_concurrency < 0:
-        err.print(f"[red]error:[/red] --container-concurrency: must be >= 0, got {container_concurrency}")
         raise typer.Exit(2)
     try:
         requests = load_azure_trace(trace)

@@ -32,11 +32,6 @@ def build_engine(config: ReplicaConfig) -> EmbeddingEngine:
     return EmbeddingEngine(resolve_model_uri(config.model_uri), device=config.device, dtype=config.dtype)
 
 
-def _default_workers(engine: Any) -> int:
-    default = getattr(engine, "default_workers", None)  # stand-in engines in tests may not say
-    return default() if default is not None else 1
-
-
 class ReplicaRuntime:
     def __init__(self, config: ReplicaConfig, engine_factory: EngineFactory | None = None) -> None:
         self.config = config
@@ -86,7 +81,7 @@ class ReplicaRuntime:
             warmup = getattr(engine, "warmup", None)
             if warmup is not None:
                 log.info("warmed up in %.2fs", await asyncio.to_thread(warmup))
-            workers = config.engine_workers or _default_workers(engine)
+            workers = config.engine_workers or engine.default_workers()
             batcher = DynamicBatcher(
                 engine,
                 max_batch_tokens=config.max_batch_tokens,

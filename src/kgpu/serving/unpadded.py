@@ -50,9 +50,7 @@ def why_not_unpadded(model: nn.Module) -> str | None:
         return f"activation {config.hidden_act!r} is not exact GELU"
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
         return "the model is a decoder"
-    if config.num_attention_heads % 2:
-        return "an odd number of attention heads leaves PyTorch's fast path"
-    return None
+    return None  # what PyTorch's fast path itself requires, it checks in unpadded_bert
 
 
 def unpadded_bert(model: nn.Module) -> UnpaddedBertEncoder | None:
@@ -67,15 +65,18 @@ def unpadded_bert(model: nn.Module) -> UnpaddedBertEncoder | None:
         return None
     config = model.config
     # The constructor clones its template once per layer; on the meta device that costs nothing.
-    template = _meta_layer(config)
-    encoder = nn.TransformerEncoder(
-        template,
-        num_layers=len(model.encoder.layer),
-        enable_nested_tensor=True,
-        mask_check=False,  # the engine pads on the right, so the mask is left-aligned by construction
-    )
+    # It also checks what its fast path needs (an even head count, ...) and warns why not.
+    with warnings.catch_warnings(record=True) as refusals:
+        warnings.simplefilter("always")
+        encoder = nn.TransformerEncoder(
+            _meta_layer(config),
+            num_layers=len(model.encoder.layer),
+            enable_nested_tensor=True,
+            mask_check=False,  # the engine pads on the right, so the mask is left-aligned by construction
+        )
     if not encoder.use_nested_tensor:
-        log.info("padded forward: PyTorch's encoder fast path is not available for this model")
+        reason = "; ".join(str(w.message) for w in refusals) or "PyTorch's encoder fast path refused it"
+        log.info("padded forward: %s", reason)
         return None
     encoder.layers = nn.ModuleList(_shared_layer(layer, config) for layer in model.encoder.layer)
     return UnpaddedBertEncoder(model.embeddings, encoder).eval()
