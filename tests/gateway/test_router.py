@@ -318,3 +318,29 @@ async def test_a_cancelled_waiter_passes_its_turn_on():
     assert (await asyncio.wait_for(kept, 2.0)).status == 200
     assert (await busy).status == 200
     assert router.held(SERVICE) == 0
+
+
+async def test_a_deleted_service_leaves_no_state_behind_at_the_gateway():
+    """Wait queues, turn counts and endpoint entries go once unused: services come and go for days."""
+    router, release = held_router(limit=1, hold_timeout_s=0.3)
+    registry = router.registry
+    busy = asyncio.create_task(router.forward(SERVICE, "/x", b"{}", "application/json"))
+    await asyncio.sleep(0.02)
+    served = asyncio.create_task(router.forward(SERVICE, "/x", b"{}", "application/json", 200))
+    gone = asyncio.create_task(router.forward(SERVICE, "/x", b"{}", "application/json", 100))
+    last = asyncio.create_task(router.forward(SERVICE, "/x", b"{}", "application/json", 5000))
+    await asyncio.sleep(0.02)
+    gone.cancel()
+    await asyncio.sleep(0.02)
+    release.set()  # "busy" ends, "served" takes the slot; its answer is instant now
+    assert (await busy).status == 200 and (await served).status == 200
+    assert (await last).status == 200
+    registry.remove(SERVICE, "minilm-0")
+    assert SERVICE not in router._waiting and SERVICE not in router._granted
+    assert SERVICE not in registry._services
+    # A service nobody has seen gets no entry from being looked at either.
+    assert registry.pick("default/never") is None and registry.free_slots("default/never") == 0
+    assert registry.endpoints("default/never") == [] and "default/never" not in registry._services
+    # The service works again when a replica comes back.
+    registry.add(SERVICE, "minilm-1", "http://127.0.0.1:1002")
+    assert (await router.forward(SERVICE, "/x", b"{}", "application/json")).status == 200

@@ -46,6 +46,11 @@ class ReplicaRegistry:
             entry = self._services[service] = _ServiceEntry()
         return entry
 
+    def _endpoints(self, service: str) -> dict[str, Endpoint]:
+        """A service's endpoints; reading never creates an entry (no state for unknown services)."""
+        entry = self._services.get(service)
+        return entry.endpoints if entry is not None else {}
+
     def _notify(self, service: str) -> None:
         self.on_change(service)
 
@@ -60,23 +65,26 @@ class ReplicaRegistry:
         return endpoint
 
     def remove(self, service: str, replica: str) -> None:
-        entry = self._entry(service)
-        if entry.endpoints.pop(replica, None) is not None:
-            self._notify(service)
+        entry = self._services.get(service)
+        if entry is None or entry.endpoints.pop(replica, None) is None:
+            return
+        if not entry.endpoints:  # a deleted service leaves nothing behind
+            del self._services[service]
+        self._notify(service)
 
     def start_draining(self, service: str, replica: str) -> Endpoint | None:
         """Stop sending new requests to a replica; in-flight ones finish."""
-        endpoint = self._entry(service).endpoints.get(replica)
+        endpoint = self._endpoints(service).get(replica)
         if endpoint is not None:
             endpoint.draining = True
             self._notify(service)
         return endpoint
 
     def endpoints(self, service: str) -> list[Endpoint]:
-        return list(self._entry(service).endpoints.values())
+        return list(self._endpoints(service).values())
 
     def get(self, service: str, replica: str) -> Endpoint | None:
-        return self._entry(service).endpoints.get(replica)
+        return self._endpoints(service).get(replica)
 
     def pick(
         self, service: str, exclude_urls: set[str] | frozenset[str] = frozenset(), limit: int = 0
@@ -90,7 +98,7 @@ class ReplicaRegistry:
         """
         candidates = [
             e
-            for e in self._entry(service).endpoints.values()
+            for e in self._endpoints(service).values()
             if e.routable and e.url not in exclude_urls and (limit <= 0 or e.outstanding < limit)
         ]
         if not candidates:
@@ -99,10 +107,10 @@ class ReplicaRegistry:
 
     def free_slots(self, service: str, limit: int = 0) -> int | float:
         """Requests the service's routable replicas can take now (unbounded without a limit)."""
-        routable = [e for e in self._entry(service).endpoints.values() if e.routable]
+        routable = [e for e in self._endpoints(service).values() if e.routable]
         if limit <= 0:
             return float("inf") if routable else 0
         return sum(max(0, limit - e.outstanding) for e in routable)
 
     def outstanding(self, service: str) -> int:
-        return sum(e.outstanding for e in self._entry(service).endpoints.values())
+        return sum(e.outstanding for e in self._endpoints(service).values())

@@ -113,13 +113,30 @@ class Router:
             pass
         except BaseException:  # cancelled (client gone): leave, and pass on a turn given meanwhile
             if not queue.discard(handle):
-                self._granted[service] -= 1
+                self._take_turn(service)
                 self._admit(service)
+            self._forget_if_idle(service)
             raise
         if queue.discard(handle):  # still queued: the wait timed out
+            self._forget_if_idle(service)
             return False
-        self._granted[service] -= 1
+        self._take_turn(service)
+        self._forget_if_idle(service)
         return True
+
+    def _take_turn(self, service: str) -> None:
+        """A turn given to a waiter is taken (or given up): it no longer holds a slot."""
+        left = self._granted[service] - 1
+        if left:
+            self._granted[service] = left
+        else:
+            del self._granted[service]
+
+    def _forget_if_idle(self, service: str) -> None:
+        """Drop the service's wait queue once nobody waits: deleted services leave nothing behind."""
+        queue = self._waiting.get(service)
+        if queue is not None and not queue:
+            del self._waiting[service]
 
     async def close(self) -> None:
         await self.upstream.close()
