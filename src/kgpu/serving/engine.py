@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
+from kgpu.serving.cpus import cpu_threads
 from kgpu.serving.model_layout import ModelLayout, read_model_layout
 from kgpu.serving.unpadded import unpadded_bert
 
@@ -280,15 +280,6 @@ def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
     return _DTYPES[dtype]
-
-
-def cpu_threads() -> int:
-    """CPU threads this process may use: an explicit OMP_NUM_THREADS (e.g. several replicas sharing one
-    host), else every core it may run on, which torch's default can undercount inside containers."""
-    explicit = os.environ.get("OMP_NUM_THREADS", "")
-    if explicit.isdigit() and int(explicit) > 0:
-        return int(explicit)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _load_tokenizer(layout: ModelLayout) -> Tokenizer:

@@ -18,7 +18,8 @@ import numpy as np
 
 from kgpu.serving.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
 from kgpu.serving.config import ReplicaConfig
-from kgpu.serving.engine import EmbeddingEngine, InvalidInputError, cpu_threads
+from kgpu.serving.cpus import cpu_threads
+from kgpu.serving.engine import EmbeddingEngine, InvalidInputError
 from kgpu.serving.errors import ApiError
 from kgpu.serving.metrics import ReplicaMetrics
 from kgpu.serving.model_source import resolve_model_uri
