@@ -41,8 +41,8 @@ def server(tmp_path):
     thread.join(timeout=10)
 
 
-def run(args: list[str], url: str):
-    return CliRunner().invoke(app, args, env={"KGPU_SERVER": url, "COLUMNS": "200"})
+def run(args: list[str], url: str, columns: int = 200):
+    return CliRunner().invoke(app, args, env={"KGPU_SERVER": url, "COLUMNS": str(columns)})
 
 
 def test_apply_get_scale_delete(server, tmp_path):
@@ -66,6 +66,20 @@ def test_apply_get_scale_delete(server, tmp_path):
     assert out.exit_code == 0 and "inferenceservice/minilm deleted" in out.output
     out = run(["get", "services", "minilm"], url)
     assert out.exit_code == 1 and "not found" in out.output
+
+
+def test_tables_keep_full_names_on_a_narrow_terminal_or_a_pipe(server, tmp_path):
+    """Like kubectl: a long line wraps, a name is never cut to "minilm…" (it must stay copyable)."""
+    url, platform = server
+    spec = tmp_path / "svc.yaml"
+    spec.write_text(GOOD.format(replicas=1))
+    assert run(["apply", "-f", str(spec)], url).exit_code == 0
+    out = run(["get", "services", "-o", "wide"], url, columns=40)
+    assert out.exit_code == 0, out.output
+    assert "…" not in out.output
+    header, row = out.output.splitlines()[:2]
+    assert header.split()[:4] == ["NAMESPACE", "NAME", "MODEL", "READY"]
+    assert row.split()[:2] == ["default", "minilm"] and len(row) > 40
 
 
 def test_apply_of_an_invalid_file_names_the_field_and_changes_nothing(server, tmp_path):

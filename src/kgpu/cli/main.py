@@ -130,14 +130,14 @@ def get(
             if output in ("yaml", "json"):
                 console.print(render.structured(items, output), markup=False, highlight=False)
             else:
-                console.print(render.replicas_table(items, wide))
+                render.print_table(console, render.replicas_table(items, wide))
             return
         if plural in ("nodes", "node"):
             items = client.nodes()
             if output in ("yaml", "json"):
                 console.print(render.structured(items, output), markup=False, highlight=False)
             else:
-                console.print(render.nodes_table(items, wide))
+                render.print_table(console, render.nodes_table(items, wide))
             return
         if name:
             items = [client.get(plural, namespace, name)]
@@ -148,7 +148,7 @@ def get(
     if output in ("yaml", "json"):
         console.print(render.structured(items, output), markup=False, highlight=False)
     elif plural == "inferenceservices":
-        console.print(render.services_table(items, client.replicas(), wide))
+        render.print_table(console, render.services_table(items, client.replicas(), wide))
     else:
         console.print(render.structured(items, "yaml"), markup=False, highlight=False)
 

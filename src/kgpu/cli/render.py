@@ -6,6 +6,8 @@ import json
 import time
 
 import yaml
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 _PHASE_STYLE = {
@@ -19,6 +21,22 @@ _PHASE_STYLE = {
     "ScaledToZero": "dim",
     "Terminated": "dim",
 }
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print a table at its full width, as kubectl does: a narrow terminal (or a pipe, which rich
+    treats as 80 columns) wraps long lines instead of cutting names to "minilm…", which
+    could then not be copied into the next command."""
+    natural = Measurement.get(console, console.options.update_width(100_000), table).maximum
+    if natural <= console.width:
+        console.print(table)
+        return
+    width = console.width
+    console.width = natural  # print() caps its own width argument at the console's
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def age(since: float | None, now: float | None = None) -> str:
