@@ -70,7 +70,7 @@ def test_apply_get_scale_delete(server, tmp_path):
 
 def test_tables_keep_full_names_on_a_narrow_terminal_or_a_pipe(server, tmp_path):
     """Like kubectl: a long line wraps, a name is never cut to "minilm…" (it must stay copyable)."""
-    url, platform = server
+    url, _ = server
     spec = tmp_path / "svc.yaml"
     spec.write_text(GOOD.format(replicas=1))
     assert run(["apply", "-f", str(spec)], url).exit_code == 0
