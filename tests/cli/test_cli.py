@@ -82,6 +82,28 @@ def test_tables_keep_full_names_on_a_narrow_terminal_or_a_pipe(server, tmp_path)
     assert row.split()[:2] == ["default", "minilm"] and len(row) > 40
 
 
+def test_nodepools_and_clusters_are_tables_that_say_where_and_how_big(server, tmp_path):
+    url, _ = server
+    out = run(["apply", "-f", "examples/sim-cluster.yaml"], url)
+    assert out.exit_code == 0, out.output
+    deadline = time.monotonic() + 5
+    out = run(["get", "nodepools", "-o", "wide"], url)
+    while "h100-0" not in out.output and time.monotonic() < deadline:  # the pool's node is created
+        time.sleep(0.05)
+        out = run(["get", "nodepools", "-o", "wide"], url)
+    assert out.exit_code == 0, out.output
+    header, row = (line.split() for line in out.output.splitlines()[:2])
+    assert header[:5] == ["NAMESPACE", "NAME", "CLUSTER", "FLAVOR", "GPUS/NODE"]
+    # default h100 lab bm3-ai-1xlarge-h100-80-8 8x H100-80GB NODES MIN MAX SHARING ...
+    assert row[:6] == ["default", "h100", "lab", "bm3-ai-1xlarge-h100-80-8", "8x", "H100-80GB"]
+    # No node has joined yet (20 s); the 12 one-GPU replicas may already have asked for a second.
+    assert row[6] in ("0/1", "0/2") and row[7:10] == ["1", "4", "exclusive"]
+    assert row[-1] in ("h100-0=Joining", "h100-0=Joining,h100-1=Joining")
+    out = run(["get", "clusters"], url)
+    assert out.exit_code == 0, out.output
+    assert out.output.splitlines()[1].split()[:5] == ["default", "lab", "sim", "-", "h100"]
+
+
 def test_apply_of_an_invalid_file_names_the_field_and_changes_nothing(server, tmp_path):
     url, platform = server
     spec = tmp_path / "bad.yaml"

@@ -337,6 +337,8 @@ class Cluster(KgpuModel):
 
 
 Resource = InferenceService | NodePool | Cluster
+# Names the Cluster (same namespace) that runs a service or pool; without it, the control plane's own.
+CLUSTER_ANNOTATION = "kgpu.dev/cluster"
 RESOURCE_KINDS: dict[str, type[InferenceService] | type[NodePool] | type[Cluster]] = {
     "Cluster": Cluster,
     "InferenceService": InferenceService,

@@ -149,8 +149,14 @@ def get(
         console.print(render.structured(items, output), markup=False, highlight=False)
     elif plural == "inferenceservices":
         render.print_table(console, render.services_table(items, client.replicas(), wide))
+    elif plural == "nodepools":
+        render.print_table(console, render.nodepools_table(items, wide))
     else:
-        console.print(render.structured(items, "yaml"), markup=False, highlight=False)
+        try:
+            pools = client.list("nodepools", None)  # the POOLS column: which pools run on each cluster
+        except ApiError as exc:
+            _report_api_error(exc)
+        render.print_table(console, render.clusters_table(items, pools, wide))
 
 
 @app.command()

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from kgpu.api.models import CLUSTER_ANNOTATION
+
 _PHASE_STYLE = {
     "Ready": "green",
     "Progressing": "yellow",
@@ -181,5 +183,89 @@ def nodes_table(items: list[dict], wide: bool) -> Table:
             )
             allocated = ",".join(f"{k}={v}" for k, v in (n.get("allocated") or {}).items()) or "-"
             row += [n.get("driver_version") or "-", mig, allocated, n.get("note") or ""]
+        table.add_row(*row)
+    return table
+
+
+def _gpu_resource(resources: dict) -> tuple[str, int] | None:
+    """The GPU entry of a resource map (nvidia.com/gpu, amd.com/gpu, a MIG profile...): name, count."""
+    for name, value in resources.items():
+        if name not in ("cpu", "memory") and isinstance(value, int):
+            return name, value
+    return None
+
+
+def nodepools_table(items: list[dict], wide: bool) -> Table:
+    """Is the pool at the size it should be, and how full are its GPUs."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = ["NAMESPACE", "NAME", "CLUSTER", "FLAVOR", "GPUS/NODE", "NODES", "MIN", "MAX", "SHARING", "AGE"]
+    if wide:
+        columns += ["GPUS ALLOCATED", "MIG CONFIG", "NODE LIST"]
+    for c in columns:
+        table.add_column(c, no_wrap=c != "NODE LIST")
+    for item in items:
+        meta, spec, status = item["metadata"], item["spec"], item.get("status") or {}
+        flavor = spec["flavor"]
+        gpus = f"{flavor.get('gpuCount', 0)}x {flavor['gpuModel']}" if flavor.get("gpuModel") else "0"
+        nodes = status.get("nodes", "-")
+        if "readyNodes" in status:
+            nodes = f"{status['readyNodes']}/{status['nodes']}"
+        row = [
+            meta.get("namespace", "default"),
+            meta["name"],
+            (meta.get("annotations") or {}).get(CLUSTER_ANNOTATION, "-"),
+            flavor["name"],
+            gpus,
+            str(nodes),
+            str(spec.get("minNodes", 0)),
+            str(spec.get("maxNodes", 1)),
+            (spec.get("sharing") or {}).get("mode", "exclusive"),
+            age(meta.get("creationTimestamp")),
+        ]
+        if wide:
+            node_list = status.get("nodeList") or []
+            total = _gpu_resource(status.get("allocatable") or {})
+            used = sum((_gpu_resource(n.get("allocated") or {}) or ("", 0))[1] for n in node_list)
+            row += [
+                f"{used}/{total[1]} {total[0]}" if total and node_list else "-",
+                status.get("migConfigState", "-"),
+                ",".join(f"{n['name']}={n['status']}" for n in node_list) or "-",
+            ]
+        table.add_row(*row)
+    return table
+
+
+def clusters_table(items: list[dict], pools: list[dict], wide: bool) -> Table:
+    """Where each cluster is and which pools run on it."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = ["NAMESPACE", "NAME", "BACKEND", "CONTEXT", "POOLS", "AGE"]
+    if wide:
+        columns += ["VERSION", "KUBECONFIG", "AUTOSCALER"]
+    for c in columns:
+        table.add_column(c, no_wrap=c != "AUTOSCALER")
+    for item in items:
+        meta, spec = item["metadata"], item.get("spec") or {}
+        namespace = meta.get("namespace", "default")
+        own = sorted(
+            p["metadata"]["name"]
+            for p in pools
+            if p["metadata"].get("namespace", "default") == namespace
+            and (p["metadata"].get("annotations") or {}).get(CLUSTER_ANNOTATION) == meta["name"]
+        )
+        row = [
+            namespace,
+            meta["name"],
+            spec.get("backend", "local"),
+            spec.get("kubeContext") or "-",
+            ",".join(own) or "-",
+            age(meta.get("creationTimestamp")),
+        ]
+        if wide:
+            flags = spec.get("autoscaler") or {}
+            row += [
+                spec.get("version") or "-",
+                spec.get("kubeconfig") or "-",
+                ",".join(f"{k}={v}" for k, v in flags.items()) or "-",
+            ]
         table.add_row(*row)
     return table

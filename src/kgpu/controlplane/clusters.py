@@ -18,12 +18,11 @@ from typing import Any
 
 from kgpu.api.errors import FieldError
 from kgpu.api.io import parse_resource
-from kgpu.api.models import Cluster, InferenceService, NodePool
+from kgpu.api.models import CLUSTER_ANNOTATION, Cluster, InferenceService, NodePool
 from kgpu.backends.base import Backend, ReplicaStatus
 from kgpu.backends.kubernetes.cluster import KubernetesBackend, resource_key
 from kgpu.controlplane.simbackend import SimBackend
 
-CLUSTER_ANNOTATION = "kgpu.dev/cluster"
 ANNOTATION_PATH = f"metadata.annotations[{CLUSTER_ANNOTATION}]"
 CLUSTER_CACHE_S = 0.5
 

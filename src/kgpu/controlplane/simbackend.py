@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from kgpu.api.models import Cluster, InferenceService, NodePool
+from kgpu.api.models import CLUSTER_ANNOTATION, Cluster, InferenceService, NodePool
 from kgpu.backends.base import ReplicaStatus
 from kgpu.backends.local import service_key
 from kgpu.controlplane.simnodes import SimNodes, SimReplica, sim_cluster_of
@@ -58,7 +58,7 @@ class SimBackend:
         wanted = self._wanted.get(key)
         if wanted is None:
             return None
-        cluster = wanted[0].metadata.annotations.get("kgpu.dev/cluster")
+        cluster = wanted[0].metadata.annotations.get(CLUSTER_ANNOTATION)
         return (
             f"service {key!r} runs on the simulated cluster {cluster!r}: its replicas are placed on "
             "virtual nodes and run no model, so no request can be served (retrying will not help); "
@@ -130,7 +130,7 @@ class SimBackend:
                 nodes[r.node] = nodes.get(r.node, 0) + 1
         return {
             "phase": phase,
-            "cluster": wanted[0].metadata.annotations.get("kgpu.dev/cluster"),
+            "cluster": wanted[0].metadata.annotations.get(CLUSTER_ANNOTATION),
             "simulated": True,
             "replicas": desired,
             "readyReplicas": ready,

@@ -32,7 +32,7 @@ from sqlalchemy import Float, String, delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from kgpu.api.models import Cluster, InferenceService, NodePool
+from kgpu.api.models import CLUSTER_ANNOTATION, Cluster, InferenceService, NodePool
 from kgpu.api.quantity import parse_quantity
 from kgpu.autoscaling.nodepool import (
     COOLDOWN_AFTER_ADD_S,
@@ -48,7 +48,6 @@ from kgpu.controlplane.pools import gpu_resources_per_node, pool_status
 
 # The annotation that places a pool or a service on a Cluster of its project (the same one the
 # Kubernetes clusters use).
-CLUSTER_ANNOTATION = "kgpu.dev/cluster"
 JOIN_DELAY_S = {"vm": 60.0, "bare-metal": 300.0}
 JOIN_DELAY_FLAG = "node-join-delay"
 START_DELAY_FLAG = "replica-start-delay"
