@@ -157,3 +157,17 @@ def test_real_discovery_counts_the_gpus_torch_sees() -> None:
         assert len(inventory.gpus) == torch.cuda.device_count()
     else:
         assert torch.cuda.device_count() >= 1
+
+
+def test_memory_reads_nvml_v2_so_used_excludes_the_driver_reservation_and_falls_back_to_v1() -> None:
+    from kgpu.gpu.discovery import MemoryReading, read_memory
+    from tests.telemetry.fake_nvml import FakeNVML
+
+    fake = FakeNVML()
+    h200, old_driver = fake.gpus
+    assert read_memory(fake, h200) == MemoryReading(
+        total=143771, used=1024, free=143771 - 552 - 1024, reserved=552
+    )
+    assert read_memory(fake, old_driver) == MemoryReading(
+        total=143771, used=2048, free=143771 - 2048, reserved=None
+    )

@@ -25,6 +25,7 @@ class FakeNVML(FakeMigCalls):
     NVMLError = pynvml.NVMLError
     NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
     NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
+    nvmlMemory_v2 = pynvml.nvmlMemory_v2
     NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
     NVML_CLOCK_MEM = pynvml.NVML_CLOCK_MEM
     NVML_FI_DEV_MEMORY_TEMP = pynvml.NVML_FI_DEV_MEMORY_TEMP
@@ -48,7 +49,7 @@ class FakeNVML(FakeMigCalls):
         self.gpus = [
             {
                 "name": "NVIDIA H200", "uuid": "GPU-0", "bus": "00000000:19:00.0", "total": 143771 * MIB,
-                "used": 1024 * MIB, "util": 37, "mem_util": 12, "power_mw": 123456, "energy_mj": 987654321,
+                "used": 1024 * MIB, "reserved": 552 * MIB, "util": 37, "mem_util": 12, "power_mw": 123456, "energy_mj": 987654321,
                 "temp": 41, "mem_temp": 39, "sm_clock": 1980, "mem_clock": 3201, "replays": 3,
             },
             {
@@ -93,8 +94,18 @@ class FakeNVML(FakeMigCalls):
         return SimpleNamespace(busId=handle["bus"].encode())
 
     def nvmlDeviceGetMemoryInfo(self, handle: dict, version: Any = None) -> SimpleNamespace:
+        """v1 counts the driver's reservation as used; v2 reports it apart (GPU 0 only: the others
+        behave like a driver without nvmlDeviceGetMemoryInfo_v2)."""
+        reserved = handle.get("reserved")
+        if version is None:
+            used = handle["used"] + (reserved or 0)
+            return SimpleNamespace(total=handle["total"], used=used, free=handle["total"] - used)
+        assert version == pynvml.nvmlMemory_v2
+        if reserved is None:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+        free = handle["total"] - reserved - handle["used"]
         return SimpleNamespace(
-            total=handle["total"], used=handle["used"], free=handle["total"] - handle["used"]
+            version=version, total=handle["total"], reserved=reserved, used=handle["used"], free=free
         )
 
     def nvmlDeviceGetUtilizationRates(self, handle: dict) -> SimpleNamespace:

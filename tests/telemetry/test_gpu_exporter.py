@@ -56,8 +56,13 @@ def test_exporter_with_fake_nvml_uses_dcgm_names_units_and_labels() -> None:
         "modelName": "NVIDIA H200", "Hostname": "node-a",
         "project": "default", "service": "default/minilm", "replica": "minilm-0,minilm-1",
     }  # fmt: skip
+    # As nvidia-smi and DCGM: used excludes what the driver reserves, which is reported apart.
     assert one(metrics["DCGM_FI_DEV_FB_USED"], gpu="0") == 1024  # MiB
-    assert one(metrics["DCGM_FI_DEV_FB_FREE"], gpu="0") == 143771 - 1024
+    assert one(metrics["DCGM_FI_DEV_FB_RESERVED"], gpu="0") == 552
+    assert one(metrics["DCGM_FI_DEV_FB_FREE"], gpu="0") == 143771 - 552 - 1024
+    # A driver without the v2 query: used includes the reservation (NVML v1), no FB_RESERVED series.
+    assert [lb["gpu"] for lb, _ in metrics["DCGM_FI_DEV_FB_RESERVED"]] == ["0"]
+    assert one(metrics["DCGM_FI_DEV_FB_USED"], gpu="1", GPU_I_ID="") == 2048
     assert one(metrics["DCGM_FI_DEV_POWER_USAGE"], gpu="0") == pytest.approx(123.456)  # mW -> W
     assert one(metrics["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"], gpu="0") == 987654321  # mJ
     assert one(metrics["DCGM_FI_DEV_GPU_TEMP"], gpu="1") == 30

@@ -90,6 +90,35 @@ def _optional(nvml: ModuleType, fn_name: str, *args: Any) -> Any:
         return None
 
 
+@dataclass(frozen=True)
+class MemoryReading:
+    """Frame buffer of a GPU or MIG device, in MiB.
+
+    ``used`` is what processes allocated, without what the driver and firmware reserve: nvidia-smi's
+    "Used" and DCGM's FB_USED (drivers from R510 report the reservation apart). ``reserved`` is None
+    on drivers without ``nvmlDeviceGetMemoryInfo_v2``; ``used`` then includes it, as NVML's v1 says.
+    """
+
+    total: int
+    used: int
+    free: int
+    reserved: int | None
+
+
+def read_memory(nvml: ModuleType, handle: Any) -> MemoryReading | None:
+    """The device's memory through NVML's v2 query, else v1; None when neither answers."""
+    version = getattr(nvml, "nvmlMemory_v2", None)
+    memory = _optional(nvml, "nvmlDeviceGetMemoryInfo", handle, version) if version else None
+    if memory is not None:
+        return MemoryReading(
+            memory.total // _MIB, memory.used // _MIB, memory.free // _MIB, memory.reserved // _MIB
+        )
+    memory = _optional(nvml, "nvmlDeviceGetMemoryInfo", handle)
+    if memory is None:
+        return None
+    return MemoryReading(memory.total // _MIB, memory.used // _MIB, memory.free // _MIB, None)
+
+
 def _mig_profile(nvml: ModuleType, parent: Any, name: str, gi_id: int | None) -> str | None:
     match = _MIG_PROFILE_IN_NAME.search(name)
     if match:
@@ -132,14 +161,14 @@ def _mig_devices(nvml: ModuleType, handle: Any) -> list[MigDevice]:
             continue  # empty slot: fewer instances than the maximum
         name = _text(nvml.nvmlDeviceGetName(mig))
         gi_id = _optional(nvml, "nvmlDeviceGetGpuInstanceId", mig)
-        memory = _optional(nvml, "nvmlDeviceGetMemoryInfo", mig)
+        memory = read_memory(nvml, mig)
         start, size = _mig_placement(nvml, handle, gi_id)
         devices.append(
             MigDevice(
                 uuid=_text(nvml.nvmlDeviceGetUUID(mig)),
                 profile=_mig_profile(nvml, handle, name, gi_id),
                 gpu_instance_id=gi_id,
-                memory_total_mib=memory.total // _MIB if memory is not None else 0,
+                memory_total_mib=memory.total if memory is not None else 0,
                 placement_start=start,
                 placement_size=size,
             )
@@ -150,7 +179,7 @@ def _mig_devices(nvml: ModuleType, handle: Any) -> list[MigDevice]:
 def _read_gpu(nvml: ModuleType, index: int) -> GPUDevice:
     handle = nvml.nvmlDeviceGetHandleByIndex(index)
     name = _text(nvml.nvmlDeviceGetName(handle))
-    memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+    memory = read_memory(nvml, handle)
     utilization = _optional(nvml, "nvmlDeviceGetUtilizationRates", handle)  # unsupported in MIG mode
     mig_mode = _optional(nvml, "nvmlDeviceGetMigMode", handle)  # NotSupported on pre-Ampere GPUs
     mig_enabled = bool(mig_mode) and mig_mode[0] == nvml.NVML_DEVICE_MIG_ENABLE
@@ -160,8 +189,8 @@ def _read_gpu(nvml: ModuleType, index: int) -> GPUDevice:
         uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
         name=name,
         catalog_model=model.name if model else None,
-        memory_total_mib=memory.total // _MIB,
-        memory_used_mib=memory.used // _MIB,
+        memory_total_mib=memory.total if memory is not None else 0,
+        memory_used_mib=memory.used if memory is not None else 0,
         utilization_gpu_pct=utilization.gpu if utilization is not None else None,
         mig_enabled=mig_enabled,
         mig_devices=_mig_devices(nvml, handle) if mig_enabled else [],

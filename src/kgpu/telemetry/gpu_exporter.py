@@ -25,11 +25,10 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from kgpu.gpu.discovery import _mig_profile, _text
+from kgpu.gpu.discovery import MemoryReading, _mig_profile, _text, read_memory
 
 log = logging.getLogger("kgpu.telemetry")
 
-_MIB = 1024 * 1024
 
 # name -> (help, Prometheus type). DCGM's counters have no `_total` suffix; prometheus_client would add
 # one to a "counter" family, so they are exposed untyped under their exact DCGM names.
@@ -38,6 +37,7 @@ GPU_METRICS: dict[str, tuple[str, str]] = {
     "DCGM_FI_DEV_MEM_COPY_UTIL": ("Memory utilization (in %).", "gauge"),
     "DCGM_FI_DEV_FB_USED": ("Framebuffer memory used (in MiB).", "gauge"),
     "DCGM_FI_DEV_FB_FREE": ("Framebuffer memory free (in MiB).", "gauge"),
+    "DCGM_FI_DEV_FB_RESERVED": ("Framebuffer memory reserved (in MiB).", "gauge"),
     "DCGM_FI_DEV_POWER_USAGE": ("Power draw (in W).", "gauge"),
     "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": ("Total energy consumption since boot (in mJ).", "unknown"),
     "DCGM_FI_DEV_GPU_TEMP": ("GPU temperature (in C).", "gauge"),
@@ -74,8 +74,6 @@ PROF_METRICS: dict[str, tuple[str, str]] = {
 PROF_METRIC_NAMES = frozenset(PROF_METRICS)
 # NVML needs GPM samples at least this far apart; a faster scrape repeats the last values.
 GPM_MIN_INTERVAL_S = 0.1
-# Read per MIG device; the rest (power, clocks, temperature, utilization) belong to the whole GPU.
-_MIG_METRICS = ("DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE")
 
 _BASE_LABELS = ["gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname"]
 _MIG_LABELS = ["GPU_I_PROFILE", "GPU_I_ID"]
@@ -241,7 +239,7 @@ class GPUExporter(Collector):
             gpu_users += [u for u in users if u.mig_uuid in mig_user_uuids]
             samples.append(_Sample({**base, **_users_labels(gpu_users)}, self._gpu_values(handle, uuid)))
             for mig_uuid, mig_handle, profile, gi_id in mig_devices:
-                memory = self._optional("nvmlDeviceGetMemoryInfo", mig_handle)
+                memory = read_memory(self._nvml, mig_handle)
                 if memory is None:
                     continue
                 labels = {
@@ -250,15 +248,7 @@ class GPUExporter(Collector):
                     "GPU_I_ID": "" if gi_id is None else str(gi_id),
                     **_users_labels([u for u in users if u.mig_uuid == mig_uuid]),
                 }
-                samples.append(
-                    _Sample(
-                        labels,
-                        {
-                            "DCGM_FI_DEV_FB_USED": memory.used // _MIB,
-                            "DCGM_FI_DEV_FB_FREE": memory.free // _MIB,
-                        },
-                    )
-                )
+                samples.append(_Sample(labels, _memory_values(memory)))
         return samples
 
     def _optional(self, fn_name: str, *args: Any) -> Any:
@@ -275,10 +265,9 @@ class GPUExporter(Collector):
         if utilization is not None:
             values["DCGM_FI_DEV_GPU_UTIL"] = utilization.gpu
             values["DCGM_FI_DEV_MEM_COPY_UTIL"] = utilization.memory
-        memory = self._optional("nvmlDeviceGetMemoryInfo", handle)
+        memory = read_memory(nvml, handle)
         if memory is not None:
-            values["DCGM_FI_DEV_FB_USED"] = memory.used // _MIB
-            values["DCGM_FI_DEV_FB_FREE"] = memory.free // _MIB
+            values.update(_memory_values(memory))
         power_mw = self._optional("nvmlDeviceGetPowerUsage", handle)
         values["DCGM_FI_DEV_POWER_USAGE"] = power_mw / 1000 if power_mw is not None else None
         values["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"] = self._optional(
@@ -375,6 +364,14 @@ class GPUExporter(Collector):
             profile = _mig_profile(nvml, handle, _text(nvml.nvmlDeviceGetName(mig)), gi_id)
             devices.append((_text(nvml.nvmlDeviceGetUUID(mig)), mig, profile, gi_id))
         return devices
+
+
+def _memory_values(memory: MemoryReading) -> dict[str, float]:
+    """DCGM's frame-buffer fields: FB_RESERVED only where the driver reports the reservation apart."""
+    values = {"DCGM_FI_DEV_FB_USED": memory.used, "DCGM_FI_DEV_FB_FREE": memory.free}
+    if memory.reserved is not None:
+        values["DCGM_FI_DEV_FB_RESERVED"] = memory.reserved
+    return values
 
 
 def _families(samples: list[_Sample]) -> Iterator[Metric]:
