@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# GPU checks for kgpu on one machine with an NVIDIA GPU and no network, in about 5-6 minutes:
+# GPU checks for kgpu on one machine with an NVIDIA GPU and no network, in about 6-7 minutes:
 #   1. nvidia-smi                      (what the machine is)
 #   2. pytest -m gpu                   (the GPU tests)
-#   3. kgpu with 32 inputs per request (concurrency 8 and 32; target >= 30,000 embeddings/s)
-#   4. bench/serving.py on cuda/bf16   (engine, kgpu, naive, litserve at concurrency 1,8,64,256)
-#   5. bench/unpadded.py on cuda/bf16  (padded vs unpadded forward, paired; decides the GPU default)
+#   3. bench/gpu_telemetry.py          (the GPU exporter against nvidia-smi --query-gpu, idle and loaded)
+#   4. kgpu with 32 inputs per request (concurrency 8 and 32; target >= 30,000 embeddings/s)
+#   5. bench/serving.py on cuda/bf16   (engine, kgpu, naive, litserve at concurrency 1,8,64,256)
+#   6. bench/unpadded.py on cuda/bf16  (padded vs unpadded forward, paired; decides the GPU default)
 # Each phase has its own time limit and a failing phase does not stop the next. Everything it writes
 # (logs, JSON, a summary) goes to ${OUT:-bench/results}. Run from anywhere: bash bench/gpu.sh
 #
@@ -65,6 +66,9 @@ phase() {
 phase nvidia-smi 20 nvidia-smi
 
 phase gpu-tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/serving tests/gpu
+
+# 20 paired readings a second apart, a matmul load through the middle ten (about 30 s).
+phase telemetry 75 "$PY" bench/gpu_telemetry.py --samples 20 --out "$OUT/gpu-telemetry.json"
 
 phase serving-inputs32 60 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
     --systems kgpu --batch-inputs 32 --concurrency 8,32 \
