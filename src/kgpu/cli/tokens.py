@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kgpu.cli.client import ApiError, KgpuClient
+from kgpu.cli.render import print_table
 
 console = Console()
 err = Console(stderr=True)
@@ -33,7 +34,7 @@ def list_tokens(namespace: str = ProjectOption, server: str = ServerOption) -> N
         table.add_column(column)
     for t in items:
         table.add_row(t["name"], t["id"], t["role"], t["created"], t["lastUsed"] or "never")
-    console.print(table)
+    print_table(console, table)
 
 
 @token_app.command("create")
