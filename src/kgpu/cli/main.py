@@ -14,6 +14,7 @@ from kgpu.api.errors import ResourceValidationError
 from kgpu.api.io import load_resource_file
 from kgpu.cli import render
 from kgpu.cli.client import ApiError, KgpuClient
+from kgpu.cli.describe import describe_nodepool, describe_service
 from kgpu.controlplane.resources import ALIASES, KIND_BY_PLURAL, PLURAL_BY_KIND
 
 app = typer.Typer(
@@ -157,6 +158,31 @@ def get(
         except ApiError as exc:
             _report_api_error(exc)
         render.print_table(console, render.clusters_table(items, pools, wide))
+
+
+@app.command()
+def describe(
+    kind: str = typer.Argument(..., help="service | nodepool | cluster"),
+    name: str = typer.Argument(...),
+    namespace: str = NamespaceOption,
+    server: str = ServerOption,
+) -> None:
+    """Show one resource in full: what was asked, where it stands, its replicas or nodes, recent events."""
+    plural = _plural(kind)
+    if plural not in KIND_BY_PLURAL:
+        _fail(f'describe works on services, nodepools and clusters, not "{kind}": try `kgpu get {kind}`', 2)
+    client = _client(server)
+    try:
+        item = client.get(plural, namespace, name)
+        replicas = client.replicas() if plural == "inferenceservices" else []
+    except ApiError as exc:
+        _report_api_error(exc)
+    if plural == "inferenceservices":
+        describe_service(console, item, replicas)
+    elif plural == "nodepools":
+        describe_nodepool(console, item)
+    else:
+        _print_structured([item], "yaml")
 
 
 @app.command()

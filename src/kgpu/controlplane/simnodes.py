@@ -564,7 +564,7 @@ def _pending_replica(need: _Need, views: list[PoolView]) -> PendingReplica:
 def _unschedulable(cluster, resource, count, accepted, sim_pools, nodes, now) -> str:
     """Why a replica fits on no node of the cluster, naming what it lacks (like the scheduler's message)."""
     name = cluster.metadata.name
-    what = f"{count} free {resource}" if resource is not None else "room"
+    what = f"the {count} free {resource} a replica needs" if resource is not None else "room for a replica"
     models = f" ({', '.join(sorted(accepted))})" if accepted else ""
     offering = [
         p
