@@ -143,9 +143,9 @@ class ClusterBackends:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.local, name)  # what only the local backend has (its devices, ...)
 
-    async def clusters(self) -> list[Cluster]:
+    async def clusters(self, fresh: bool = False) -> list[Cluster]:
         read_at, clusters = self._clusters
-        if time.monotonic() - read_at > CLUSTER_CACHE_S:
+        if fresh or time.monotonic() - read_at > CLUSTER_CACHE_S:
             clusters = await asyncio.to_thread(self._read_clusters)
             self._clusters = (time.monotonic(), clusters)
         return clusters
@@ -154,7 +154,12 @@ class ClusterBackends:
         """(resolved, cluster); unresolved leaves the resource where it runs now."""
         key = resource_key(resource)
         try:
-            cluster = target_cluster(resource, await self.clusters(), self.default)
+            try:
+                cluster = target_cluster(resource, await self.clusters(), self.default)
+            except TargetError:
+                # Maybe created after the cached read (a Cluster applied in the same file as its
+                # pools and services): only a fresh read may call it missing.
+                cluster = target_cluster(resource, await self.clusters(fresh=True), self.default)
         except TargetError as exc:
             if self._target_errors.get(key) != str(exc):
                 self._on_event(key, f"not moved: {exc}")
