@@ -103,6 +103,7 @@ def test_sim_service_fills_a_node_grows_the_pool_and_shrinks_it_again(server, mo
     done = wait_for("all 12 ready", lambda: (s := status())["readyReplicas"] == 12 and s)
     assert done["phase"] == "Ready" and done["pendingReplicas"] == 0
     assert done["nodes"] == {"h100-0": 8, "h100-1": 4}
+    assert done["events"][-1]["message"] == "all 12 replica(s) placed: h100-0=8, h100-1=4"
     assert platform.backend.local.replicas() == []
     assert [n["allocated"] for n in pool_status()["nodeList"]] == [
         {"nvidia.com/gpu": 8},

@@ -202,17 +202,28 @@ class SimBackend:
         for node in changed["removed"]:
             log.info("sim node %s removed", node)
         for key in wanted:
-            pending = [r for r in self.nodes.replicas(key) if r.node is None]
+            replicas = self.nodes.replicas(key)
+            pending = [r for r in replicas if r.node is None]
             note = (
                 f"{len(pending)} replica(s) pending ({pending[0].name} first): {pending[0].message}"
                 if pending
                 else ""
             )
-            if note != self._reported_pending.get(key, ""):
+            before = self._reported_pending.get(key, "")
+            if note != before:
                 if note:
                     self._on_event(key, note)
+                else:  # the last pending replica found a node: say so, or the pending note stays the last word
+                    self._on_event(key, f"all {len(replicas)} replica(s) placed: {_per_node(replicas)}")
                 self._reported_pending[key] = note
         return changed
+
+
+def _per_node(replicas: list[SimReplica]) -> str:
+    counts: dict[str, int] = {}
+    for r in replicas:
+        counts[r.node or ""] = counts.get(r.node or "", 0) + 1
+    return ", ".join(f"{node}={n}" for node, n in sorted(counts.items()))
 
 
 def _status(replica: SimReplica, now: float) -> ReplicaStatus:
