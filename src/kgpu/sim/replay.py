@@ -37,7 +37,7 @@ from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.hpa import HPAState, hpa_decide
 from kgpu.autoscaling.kpa import KPAState, kpa_decide
 from kgpu.autoscaling.nodepool import NodeView, PendingReplica, PoolState, PoolView, decide_node_pools
-from kgpu.autoscaling.predictive import PredictiveState, predictive_decide
+from kgpu.autoscaling.predictive import HoldTuning, PredictiveState, predictive_decide
 from kgpu.autoscaling.window import Sample
 from kgpu.gateway.deadline_queue import DeadlineQueue
 from kgpu.sim.azure_trace import TraceRequest
@@ -214,6 +214,7 @@ class _Replay:
         static_replicas: int | None,
         timeline_every_s: float,
         initial_replicas: int | None = None,
+        tuning: HoldTuning | None = None,
     ) -> None:
         if policy not in POLICIES + VARIANTS:
             raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
@@ -247,6 +248,7 @@ class _Replay:
         self.kpa_state = KPAState()
         self.hpa_state = HPAState()
         self.kgpu_state = PredictiveState()
+        self.tuning = tuning
         self.pool_state = PoolState()
         self._start(static_replicas, initial_replicas)
 
@@ -416,6 +418,7 @@ class _Replay:
                 self.model.node_startup_s,
                 free,
                 self.kgpu_state,
+                self.tuning,
             )
             self.kgpu_state = decision.state
             desired = decision.desired
@@ -578,15 +581,19 @@ def replay(
     static_replicas: int | None = None,
     timeline_every_s: float = 10.0,
     initial_replicas: int | None = None,
+    tuning: HoldTuning | None = None,
 ) -> ReplayResult:
     """Replay ``requests`` under one policy; ``static`` needs ``static_replicas`` (see find_static).
 
     Autoscaled policies start with ``initial_replicas`` ready replicas on the first node
-    (default: one, or ``minReplicas`` when higher).
+    (default: one, or ``minReplicas`` when higher). ``tuning`` replaces kgpu's default burst
+    memory (``kgpu.autoscaling.predictive.HoldTuning``).
     """
     if not requests:
         raise ValueError("the trace has no requests")
-    result = _Replay(requests, policy, model, spec, static_replicas, timeline_every_s, initial_replicas).run()
+    result = _Replay(
+        requests, policy, model, spec, static_replicas, timeline_every_s, initial_replicas, tuning
+    ).run()
     if policy == "static":
         result.replicas = static_replicas
     return result
