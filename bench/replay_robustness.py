@@ -14,6 +14,7 @@ variant and writes bench/results/replay_robustness.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -39,26 +40,33 @@ def _throughput(model: ServiceModel) -> float:
     return model.units_per_s * model.full_speed_batch
 
 
-def _tuning(signal: str, memory: str, seconds: float, thr: float, slack_s: float = 2.0) -> HoldTuning:
+def _tuning(
+    signal: str, memory: str, seconds: float, thr: float, slack_s: float = 2.0, reactive: str = "concurrency"
+) -> HoldTuning:
     return HoldTuning(
         signal=signal,  # type: ignore[arg-type]
         half_life_s=seconds if memory == "decay" else None,
-        replica_throughput=thr if signal == "work" else None,
+        replica_throughput=thr if signal == "work" or reactive == "deadline" else None,
         slack_s=slack_s,
+        reactive=reactive,  # type: ignore[arg-type]
     )
 
 
 def grid(model: ServiceModel) -> dict[str, tuple[dict, HoldTuning | None]]:
-    """Every burst memory tried: signal x floor x (fixed window | half-life)."""
+    """Every setting tried: demand now by request count or by work against deadlines ("dl-"),
+    burst memory signal x floor x (fixed window | half-life)."""
     thr = _throughput(model)
     out: dict[str, tuple[dict, HoldTuning | None]] = {}
     signals = (("conc", "concurrency", 2.0), ("work", "work", 2.0), ("work-s8", "work", 8.0))
-    for label, signal, slack in signals:
+    for (label, signal, slack), reactive in itertools.product(signals, ("concurrency", "deadline")):
+        if reactive == "deadline":
+            label = f"dl-{label}"
         for floor in (3, 4):
             for memory, seconds in (
                 ("hold", 150),
                 ("hold", 300),
                 ("hold", 450),
+                ("hold", 600),
                 ("decay", 180),
                 ("decay", 360),
                 ("decay", 720),
@@ -68,18 +76,21 @@ def grid(model: ServiceModel) -> dict[str, tuple[dict, HoldTuning | None]]:
                     changes["scale_down_stabilization_seconds"] = float(seconds)
                 out[f"{label}-{memory}{seconds}-min{floor}"] = (
                     changes,
-                    _tuning(signal, memory, seconds, thr, slack),
+                    _tuning(signal, memory, seconds, thr, slack, reactive),
                 )
     return out
 
 
-# The candidates reported: the cheapest settings of each signal at >= 99% SLO on the full trace in
-# either gateway model, and the cheapest work-signal setting (see --grid for all of them).
+# The candidates reported (see --grid for every setting): a decaying memory of concurrency; the
+# cheapest work-signal settings at >= 99% SLO on the full trace; the cheapest work-signal setting;
+# deadline sizing of the demand now with kgpu's memory, the two settings at >= 99% on the full trace.
 CANDIDATES = (
     "conc-decay360-min3",
     "work-hold450-min3",
     "work-decay720-min3",
     "work-s8-decay180-min4",
+    "dl-conc-hold300-min4",
+    "dl-conc-hold600-min3",
 )
 
 

@@ -9,6 +9,7 @@ from kgpu.autoscaling.predictive import (
     HoldTuning,
     PredictiveState,
     concurrency_slope,
+    deadline_need,
     held_level,
     predictive_decide,
     remember,
@@ -133,3 +134,21 @@ def test_work_memory_holds_a_burst_and_lets_it_decay():
 def test_work_memory_needs_the_replica_throughput():
     with pytest.raises(ValueError, match="replica_throughput"):
         HoldTuning(signal="work")
+
+
+def test_deadline_need_is_the_work_due_by_each_deadline_over_the_time_left():
+    # due by 4: 16000 / (8000 * 2) = 1.0; due by 10: 24000 / (8000 * 8) = 0.375
+    assert deadline_need([(10.0, 8000.0), (4.0, 16000.0)], now=2, throughput=8000) == 1.0
+    # a deadline already passed counts as due within the 2 s horizon: 8000 / (8000 * 2)
+    assert deadline_need([(1.0, 8000.0)], now=2, throughput=8000) == 0.5
+    assert deadline_need([], now=2, throughput=8000) == 0.0
+
+
+def test_deadline_sizing_replaces_the_request_count():
+    tuning = HoldTuning(reactive="deadline", replica_throughput=8000)
+    kwargs = {"now": 2, "current_replicas": 1, "in_system_now": 40, "replica_startup_s": 20}
+    by_count = predictive_decide(SPEC, [], **kwargs)
+    assert by_count.desired == 3  # ceil(40 / 16)
+    # 40 short requests, 64000 units due in 4 s: 64000 / (8000 * 4) = 2 replicas
+    by_work = predictive_decide(SPEC, [], tuning=tuning, pending=[(6.0, 1600.0)] * 40, **kwargs)
+    assert by_work.desired == 2

@@ -196,3 +196,5 @@ def test_kgpu_default_burst_memory_equals_its_hold_tuning_spelt_out():
     )
     work = replay(trace, "kgpu", tuning=HoldTuning(signal="work", half_life_s=60, replica_throughput=8000))
     assert work.completed == len(trace)
+    deadline = replay(trace, "kgpu", tuning=HoldTuning(reactive="deadline", replica_throughput=8000))
+    assert deadline.completed == len(trace)

@@ -45,6 +45,8 @@ class HoldTuning:
     ``slack_s`` (the shortest SLO slack), i.e. the replicas that would have served those arrivals
     in time. ``half_life_s``: the recorded level decays by half every so many seconds; None holds it
     in full for ``scaleDownStabilizationSeconds``. Nothing older than ``memory_s`` is kept.
+    ``headroom`` multiplies what is held (not the demand now): room for a burst larger than the
+    ones remembered.
     """
 
     signal: Literal["concurrency", "work"] = "concurrency"
@@ -53,10 +55,16 @@ class HoldTuning:
     slack_s: float = 2.0
     windows_s: float = 60.0
     memory_s: float = 900.0
+    headroom: float = 1.0  # the remembered level times this: the next burst may be larger
+    # "deadline": size the demand now by the work waiting and in flight against its deadlines
+    # (deadline_need) instead of by the request count over the target.
+    reactive: Literal["concurrency", "deadline"] = "concurrency"
 
     def __post_init__(self) -> None:
-        if self.signal == "work" and not self.replica_throughput:
-            raise ValueError("the work signal needs replica_throughput")
+        if (self.signal == "work" or self.reactive == "deadline") and not self.replica_throughput:
+            raise ValueError("the work signal and deadline sizing need replica_throughput")
+        if self.headroom < 1:
+            raise ValueError(f"headroom must be >= 1, got {self.headroom}")
         if self.half_life_s is not None and self.half_life_s <= 0:
             raise ValueError(f"half_life_s must be > 0, got {self.half_life_s}")
 
@@ -78,6 +86,23 @@ def work_need(
             break
         acc += s.arrived_work
         need = max(need, acc / (throughput * (now - start + slack_s)))
+    return need
+
+
+def deadline_need(
+    pending: Sequence[tuple[float, float]], now: float, throughput: float, min_horizon_s: float = 2.0
+) -> float:
+    """Replicas that finish the pending work by its deadlines: ``pending`` holds (deadline, work left).
+
+    Earliest deadline first on a pool of replicas is feasible when, for every deadline d, the work
+    due by d fits in ``throughput * (d - now)`` per replica; the largest ratio is the replicas
+    needed. A deadline already passed (or nearer than ``min_horizon_s``) counts as that horizon:
+    late work is wanted as soon as possible.
+    """
+    need, acc = 0.0, 0.0
+    for deadline, work in sorted(pending):
+        acc += work
+        need = max(need, acc / (throughput * max(deadline - now, min_horizon_s)))
     return need
 
 
@@ -135,20 +160,28 @@ def predictive_decide(
     free_gpus: int | None = None,
     state: PredictiveState | None = None,
     tuning: HoldTuning | None = None,
+    pending: Sequence[tuple[float, float]] = (),
 ) -> PredictiveDecision:
     """One tick at ``now``.
 
     ``current_replicas`` counts ready and starting replicas; ``in_system_now`` is the live
     number of requests in flight plus queued at the gateway; ``free_gpus`` is how many more
     replicas can start without a new node (None: unlimited). ``tuning`` replaces the default
-    burst memory (see HoldTuning).
+    burst memory (see HoldTuning); ``pending`` is (deadline, estimated work left) of every
+    request waiting or in flight, for its deadline sizing.
     """
     state = state or PredictiveState()
     target = spec.target_per_replica
     last = samples[-1].concurrency if samples else 0.0
     demand_now = max(last, in_system_now)
 
+    deadline_replicas = 0.0
+    if tuning is not None and tuning.reactive == "deadline":
+        assert tuning.replica_throughput is not None
+        deadline_replicas = deadline_need(pending, now, tuning.replica_throughput)
     want_now = math.ceil(demand_now / target)
+    if tuning is not None and tuning.reactive == "deadline":
+        want_now = math.ceil(deadline_replicas - 1e-9)
     room = math.inf if free_gpus is None else free_gpus
     needs_node = want_now - current_replicas > room
     lead = replica_startup_s + (node_startup_s if needs_node else 0.0)
@@ -171,10 +204,17 @@ def predictive_decide(
             level = last / target
         keep = tuning.memory_s if tuning.half_life_s is not None else spec.scale_down_stabilization_seconds
         levels = remember(levels, now, level, keep)
-        hold = held_level(levels, now, tuning.half_life_s, spec.scale_down_stabilization_seconds)
-        peak_replicas = math.ceil(max(hold, forecast / target) - 1e-9)
+        hold = tuning.headroom * held_level(
+            levels, now, tuning.half_life_s, spec.scale_down_stabilization_seconds
+        )
+        now_replicas = forecast / target
+        if tuning.reactive == "deadline":
+            now_replicas = deadline_replicas + growth / target
+        peak_replicas = math.ceil(max(hold, now_replicas) - 1e-9)
     on_free_gpus = min(peak_replicas, current_replicas + room)
     sustained = sum(s.concurrency for s in recent) / len(recent) if recent else demand_now
+    if tuning is not None and tuning.reactive == "deadline":
+        sustained = min(sustained, deadline_replicas * target)  # nodes only for work due, too
     desired = max(on_free_gpus, math.ceil(sustained / target))
 
     # The idle clock starts at the first look, so a fresh service is not dropped at once.

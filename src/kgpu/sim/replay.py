@@ -249,6 +249,9 @@ class _Replay:
         self.hpa_state = HPAState()
         self.kgpu_state = PredictiveState()
         self.tuning = tuning
+        self.deadlines = [model.client_deadline(r) for r in self.requests]
+        self.generated_done = 0.0  # generated tokens of the completed requests (known once done)
+        self.completed_count = 0
         self.pool_state = PoolState()
         self._start(static_replicas, initial_replicas)
 
@@ -419,10 +422,32 @@ class _Replay:
                 free,
                 self.kgpu_state,
                 self.tuning,
+                self._pending_work(now, active) if self.tuning and self.tuning.reactive == "deadline" else (),
             )
             self.kgpu_state = decision.state
             desired = decision.desired
         self._scale_to(now, desired)
+
+    def _pending_work(self, now: float, active: list[_Replica]) -> list[tuple[float, float]]:
+        """(deadline, estimated work left) of each request waiting or in flight, as the gateway knows it.
+
+        The gateway knows each request's deadline and prompt, not the length of its answer: the
+        estimate is the prompt plus the mean answer of the requests completed so far; in flight,
+        less the service the replica reports (at least a tenth of the estimate is left).
+        """
+        model = self.model
+        mean_generated = self.generated_done / self.completed_count if self.completed_count else 0.0
+
+        def estimate(index: int) -> float:
+            return self.requests[index].context_tokens + model.generated_token_weight * mean_generated
+
+        pending = [(deadline, estimate(index)) for index, deadline in self.queue.waiting()]
+        for r in active:
+            served = r.served + (model.rate(r.n()) * (now - r.updated_at) if r.heap else 0.0)
+            for tag, index in r.heap:
+                got = served - (tag - self.work[index])
+                pending.append((self.deadlines[index], max(0.1 * estimate(index), estimate(index) - got)))
+        return pending
 
     def _free_gpus(self, now: float) -> int:
         live = [n for n in self.nodes if n.removed_at is None and n.ready_at <= now]
@@ -493,6 +518,8 @@ class _Replay:
                 _, index = heapq.heappop(who.heap)
                 self.done_at[index] = now
                 self.acc_completed_work += self.work[index]
+                self.generated_done += self.requests[index].generated_tokens
+                self.completed_count += 1
                 remaining -= 1
                 if who.draining and not who.heap:
                     who.stopped_at = now
@@ -503,7 +530,7 @@ class _Replay:
                 self._place_pending(now)
             while next_arrival < total and self.requests[next_arrival].arrival_s <= now:
                 request = self.requests[next_arrival]
-                self.queue.push(next_arrival, request.arrival_s, model.client_deadline(request))
+                self.queue.push(next_arrival, request.arrival_s, self.deadlines[next_arrival])
                 self.acc_arrivals += 1
                 self.acc_arrived_work += self.work[next_arrival]
                 next_arrival += 1
