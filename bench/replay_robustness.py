@@ -8,7 +8,7 @@ trace, its first and second halves by arrival time, arrival times scaled by 0.8 
 on one of SLO and GPU-hours without being worse on the other. Prints one table per model and
 variant and writes bench/results/replay_robustness.json.
 
-    .venv/bin/python bench/replay_robustness.py [--candidates NAME ...] [--variants NAME ...] [--workers N]
+    .venv/bin/python bench/replay_robustness.py [--candidates NAME ...] [--grid main|headroom] [--variants NAME ...]
 """
 
 from __future__ import annotations
@@ -81,6 +81,25 @@ def grid(model: ServiceModel) -> dict[str, tuple[dict, HoldTuning | None]]:
     return out
 
 
+def headroom_grid(model: ServiceModel) -> dict[str, tuple[dict, HoldTuning | None]]:
+    """The work memory (slack 8 s) held at 1.25-1.75 times the largest burst remembered."""
+    thr = _throughput(model)
+    out: dict[str, tuple[dict, HoldTuning | None]] = {}
+    for memory, seconds in (("hold", 300), ("hold", 600), ("decay", 300), ("decay", 600)):
+        for floor in (3, 4):
+            for headroom in (1.25, 1.5, 1.75):
+                changes: dict = {"min_replicas": floor, "scale_down_stabilization_seconds": float(seconds)}
+                tuning = HoldTuning(
+                    signal="work",
+                    half_life_s=float(seconds) if memory == "decay" else None,
+                    replica_throughput=thr,
+                    slack_s=8.0,
+                    headroom=headroom,
+                )
+                out[f"work-s8-{memory}{seconds}-min{floor}-x{headroom}"] = (changes, tuning)
+    return out
+
+
 # The candidates reported (see --grid for every setting): a decaying memory of concurrency; the
 # cheapest work-signal settings at >= 99% SLO on the full trace; the cheapest work-signal setting;
 # deadline sizing of the demand now with kgpu's memory, the two settings at >= 99% on the full trace.
@@ -95,7 +114,7 @@ CANDIDATES = (
 
 
 def candidates(model: ServiceModel) -> dict[str, tuple[dict, HoldTuning | None]]:
-    return grid(model)
+    return {**grid(model), **headroom_grid(model)}
 
 
 def trace_variant(trace: list[TraceRequest], name: str) -> list[TraceRequest]:
@@ -155,13 +174,18 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--candidates", nargs="*", default=None, help="candidate names (default: CANDIDATES)")
-    parser.add_argument("--grid", action="store_true", help="every setting of grid() instead of CANDIDATES")
+    parser.add_argument(
+        "--grid",
+        choices=("main", "headroom"),
+        default=None,
+        help="every setting of grid() or of headroom_grid() instead of CANDIDATES",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "replay_robustness.json")
     args = parser.parse_args()
     names = list(CANDIDATES) if args.candidates is None else args.candidates
     if args.grid:
-        names = list(grid(ServiceModel()))
+        names = list((grid if args.grid == "main" else headroom_grid)(ServiceModel()))
     unknown = set(names) - set(candidates(ServiceModel()))
     if unknown:
         parser.error(f"unknown candidates: {', '.join(sorted(unknown))}")

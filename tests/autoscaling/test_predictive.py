@@ -152,3 +152,14 @@ def test_deadline_sizing_replaces_the_request_count():
     # 40 short requests, 64000 units due in 4 s: 64000 / (8000 * 4) = 2 replicas
     by_work = predictive_decide(SPEC, [], tuning=tuning, pending=[(6.0, 1600.0)] * 40, **kwargs)
     assert by_work.desired == 2
+
+
+def test_headroom_multiplies_what_is_held_not_the_demand_now():
+    spec = SPEC.model_copy(update={"scale_to_zero_idle_seconds": 1000})
+    tuning = HoldTuning(signal="work", half_life_s=60, replica_throughput=8000, headroom=1.5)
+    samples = [Sample(time=0, concurrency=0), Sample(2, 0, arrived_work=64000)]
+    kwargs = {"current_replicas": 1, "in_system_now": 0, "replica_startup_s": 20, "tuning": tuning}
+    burst = predictive_decide(spec, samples, now=2, **kwargs)
+    assert burst.desired == 3  # 64000 / (8000 * 4) = 2 remembered, held at 1.5 x 2
+    with pytest.raises(ValueError, match="headroom"):
+        HoldTuning(headroom=0.5)
