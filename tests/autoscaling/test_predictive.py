@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kgpu.api.autoscaling import AutoscalingSpec
-from kgpu.autoscaling.predictive import PredictiveState, concurrency_slope, predictive_decide
+from kgpu.autoscaling.predictive import (
+    HoldTuning,
+    PredictiveState,
+    concurrency_slope,
+    deadline_need,
+    held_level,
+    predictive_decide,
+    remember,
+    work_need,
+)
 from kgpu.autoscaling.window import Sample
 
 SPEC = AutoscalingSpec(
@@ -80,3 +91,75 @@ def test_min_and_max_hold():
         ).desired
         == 4
     )
+
+
+def test_work_need_is_the_largest_window_rate_over_its_deadline():
+    samples = [
+        Sample(time=0, concurrency=0),
+        Sample(2, 0, arrived_work=8000),
+        Sample(4, 0, arrived_work=24000),
+    ]
+    # (2, 4]: 24000 / (8000 * (2 + 2)) = 0.75; (0, 4]: 32000 / (8000 * (4 + 2)) = 0.667
+    assert work_need(samples, now=4, throughput=8000, slack_s=2, windows_s=60) == 0.75
+    # a 1 s cap on the windows leaves none whole
+    assert work_need(samples, now=4, throughput=8000, slack_s=2, windows_s=1) == 0.0
+
+
+def test_held_level_decays_by_half_lives_or_holds_in_a_window():
+    levels = [(0.0, 8.0), (100.0, 4.0)]
+    assert held_level(levels, now=200, half_life_s=100, window_s=0) == 2.0  # 8 / 4 and 4 / 2
+    assert held_level(levels, now=200, half_life_s=None, window_s=150) == 4.0  # the 8 left the window
+
+
+def test_remember_drops_old_and_hidden_levels():
+    levels = ((0.0, 8.0), (10.0, 5.0))
+    assert remember(levels, now=20, level=6.0, keep_s=100) == ((0.0, 8.0), (20.0, 6.0))
+    assert remember(levels, now=20, level=6.0, keep_s=15) == ((20.0, 6.0),)
+
+
+def test_work_memory_holds_a_burst_and_lets_it_decay():
+    spec = SPEC.model_copy(update={"scale_to_zero_idle_seconds": 1000})
+    tuning = HoldTuning(signal="work", half_life_s=60, replica_throughput=8000)
+    samples = [Sample(time=0, concurrency=0), Sample(2, 0, arrived_work=128000)]
+    kwargs = {"current_replicas": 1, "in_system_now": 0, "replica_startup_s": 20, "tuning": tuning}
+    burst = predictive_decide(spec, samples, now=2, **kwargs)
+    assert burst.desired == 4  # 128000 / (8000 * (2 + 2))
+    samples.append(Sample(62, 0))
+    later = predictive_decide(spec, samples, now=62, state=burst.state, **kwargs)
+    assert later.desired == 2  # 4 halved after one half-life; nothing new arrived in 60 s
+    samples.append(Sample(122, 0))
+    assert predictive_decide(spec, samples, now=122, state=later.state, **kwargs).desired == 1
+
+
+def test_work_memory_needs_the_replica_throughput():
+    with pytest.raises(ValueError, match="replica_throughput"):
+        HoldTuning(signal="work")
+
+
+def test_deadline_need_is_the_work_due_by_each_deadline_over_the_time_left():
+    # due by 4: 16000 / (8000 * 2) = 1.0; due by 10: 24000 / (8000 * 8) = 0.375
+    assert deadline_need([(10.0, 8000.0), (4.0, 16000.0)], now=2, throughput=8000) == 1.0
+    # a deadline already passed counts as due within the 2 s horizon: 8000 / (8000 * 2)
+    assert deadline_need([(1.0, 8000.0)], now=2, throughput=8000) == 0.5
+    assert deadline_need([], now=2, throughput=8000) == 0.0
+
+
+def test_deadline_sizing_replaces_the_request_count():
+    tuning = HoldTuning(reactive="deadline", replica_throughput=8000)
+    kwargs = {"now": 2, "current_replicas": 1, "in_system_now": 40, "replica_startup_s": 20}
+    by_count = predictive_decide(SPEC, [], **kwargs)
+    assert by_count.desired == 3  # ceil(40 / 16)
+    # 40 short requests, 64000 units due in 4 s: 64000 / (8000 * 4) = 2 replicas
+    by_work = predictive_decide(SPEC, [], tuning=tuning, pending=[(6.0, 1600.0)] * 40, **kwargs)
+    assert by_work.desired == 2
+
+
+def test_headroom_multiplies_what_is_held_not_the_demand_now():
+    spec = SPEC.model_copy(update={"scale_to_zero_idle_seconds": 1000})
+    tuning = HoldTuning(signal="work", half_life_s=60, replica_throughput=8000, headroom=1.5)
+    samples = [Sample(time=0, concurrency=0), Sample(2, 0, arrived_work=64000)]
+    kwargs = {"current_replicas": 1, "in_system_now": 0, "replica_startup_s": 20, "tuning": tuning}
+    burst = predictive_decide(spec, samples, now=2, **kwargs)
+    assert burst.desired == 3  # 64000 / (8000 * 4) = 2 remembered, held at 1.5 x 2
+    with pytest.raises(ValueError, match="headroom"):
+        HoldTuning(headroom=0.5)

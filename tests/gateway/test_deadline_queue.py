@@ -89,3 +89,14 @@ def test_served_and_discarded_entries_do_not_pile_up():
         while queue:
             queue.pop(now=float(round_))
     assert (len(queue._on_time), len(queue._late), len(queue._by_arrival)) == (0, 0, 0)
+
+
+def test_waiting_lists_what_still_waits_with_its_deadline_in_arrival_order():
+    queue: DeadlineQueue[str] = DeadlineQueue()
+    queue.push("a", arrival=0.0, deadline=9.0)
+    b = queue.push("b", arrival=1.0, deadline=5.0)
+    queue.push("c", arrival=2.0, deadline=2.5)
+    queue.push("d", arrival=3.0, deadline=7.0)
+    assert queue.pop(now=2.0) == "c"
+    queue.discard(b)
+    assert queue.waiting() == [("a", 9.0), ("d", 7.0)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kgpu.api.autoscaling import AutoscalingSpec
+from kgpu.autoscaling.predictive import HoldTuning
 from kgpu.sim.azure_trace import TraceError, TraceRequest, load_azure_trace
 from kgpu.sim.replay import ServiceModel, default_spec, find_static, replay
 
@@ -179,3 +180,21 @@ def test_knative_and_hpa_targets_follow_container_concurrency_and_kgpus_does_not
     assert default_spec("kgpu-min4", model).min_replicas == 4
     with pytest.raises(ValueError, match="container_concurrency must be >= 0, got -2"):
         ServiceModel(container_concurrency=-2)
+
+
+def test_kgpu_default_burst_memory_equals_its_hold_tuning_spelt_out():
+    # Two bursts 200 s apart: the default memory and HoldTuning() (concurrency, fixed window) agree.
+    trace = [req(t / 10, 2000, 50) for t in range(0, 50)] + [
+        req(200 + t / 10, 2000, 50) for t in range(0, 80)
+    ]
+    default = replay(trace, "kgpu")
+    spelt = replay(trace, "kgpu", tuning=HoldTuning())
+    assert (default.gpu_hours, default.slo_met, default.scale_events) == (
+        spelt.gpu_hours,
+        spelt.slo_met,
+        spelt.scale_events,
+    )
+    work = replay(trace, "kgpu", tuning=HoldTuning(signal="work", half_life_s=60, replica_throughput=8000))
+    assert work.completed == len(trace)
+    deadline = replay(trace, "kgpu", tuning=HoldTuning(reactive="deadline", replica_throughput=8000))
+    assert deadline.completed == len(trace)

@@ -80,6 +80,10 @@ class DeadlineQueue(Generic[T]):
         self._take(handle)
         return True
 
+    def waiting(self) -> list[tuple[T, float]]:
+        """Every waiting request with its deadline, in arrival order (what an autoscaler may size for)."""
+        return [(e.item, e.deadline) for e in self._by_arrival if not e.gone]
+
     def oldest_arrival(self) -> float | None:
         return self._by_arrival[0].arrival if self._by_arrival else None
 

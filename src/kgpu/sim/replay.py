@@ -37,7 +37,7 @@ from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.hpa import HPAState, hpa_decide
 from kgpu.autoscaling.kpa import KPAState, kpa_decide
 from kgpu.autoscaling.nodepool import NodeView, PendingReplica, PoolState, PoolView, decide_node_pools
-from kgpu.autoscaling.predictive import PredictiveState, predictive_decide
+from kgpu.autoscaling.predictive import HoldTuning, PredictiveState, predictive_decide
 from kgpu.autoscaling.window import Sample
 from kgpu.gateway.deadline_queue import DeadlineQueue
 from kgpu.sim.azure_trace import TraceRequest
@@ -214,6 +214,7 @@ class _Replay:
         static_replicas: int | None,
         timeline_every_s: float,
         initial_replicas: int | None = None,
+        tuning: HoldTuning | None = None,
     ) -> None:
         if policy not in POLICIES + VARIANTS:
             raise ValueError(f"unknown policy {policy!r}: use one of {', '.join(POLICIES)}")
@@ -247,6 +248,10 @@ class _Replay:
         self.kpa_state = KPAState()
         self.hpa_state = HPAState()
         self.kgpu_state = PredictiveState()
+        self.tuning = tuning
+        self.deadlines = [model.client_deadline(r) for r in self.requests]
+        self.generated_done = 0.0  # generated tokens of the completed requests (known once done)
+        self.completed_count = 0
         self.pool_state = PoolState()
         self._start(static_replicas, initial_replicas)
 
@@ -416,10 +421,33 @@ class _Replay:
                 self.model.node_startup_s,
                 free,
                 self.kgpu_state,
+                self.tuning,
+                self._pending_work(now, active) if self.tuning and self.tuning.reactive == "deadline" else (),
             )
             self.kgpu_state = decision.state
             desired = decision.desired
         self._scale_to(now, desired)
+
+    def _pending_work(self, now: float, active: list[_Replica]) -> list[tuple[float, float]]:
+        """(deadline, estimated work left) of each request waiting or in flight, as the gateway knows it.
+
+        The gateway knows each request's deadline and prompt, not the length of its answer: the
+        estimate is the prompt plus the mean answer of the requests completed so far; in flight,
+        less the service the replica reports (at least a tenth of the estimate is left).
+        """
+        model = self.model
+        mean_generated = self.generated_done / self.completed_count if self.completed_count else 0.0
+
+        def estimate(index: int) -> float:
+            return self.requests[index].context_tokens + model.generated_token_weight * mean_generated
+
+        pending = [(deadline, estimate(index)) for index, deadline in self.queue.waiting()]
+        for r in active:
+            served = r.served + (model.rate(r.n()) * (now - r.updated_at) if r.heap else 0.0)
+            for tag, index in r.heap:
+                got = served - (tag - self.work[index])
+                pending.append((self.deadlines[index], max(0.1 * estimate(index), estimate(index) - got)))
+        return pending
 
     def _free_gpus(self, now: float) -> int:
         live = [n for n in self.nodes if n.removed_at is None and n.ready_at <= now]
@@ -490,6 +518,8 @@ class _Replay:
                 _, index = heapq.heappop(who.heap)
                 self.done_at[index] = now
                 self.acc_completed_work += self.work[index]
+                self.generated_done += self.requests[index].generated_tokens
+                self.completed_count += 1
                 remaining -= 1
                 if who.draining and not who.heap:
                     who.stopped_at = now
@@ -500,7 +530,7 @@ class _Replay:
                 self._place_pending(now)
             while next_arrival < total and self.requests[next_arrival].arrival_s <= now:
                 request = self.requests[next_arrival]
-                self.queue.push(next_arrival, request.arrival_s, model.client_deadline(request))
+                self.queue.push(next_arrival, request.arrival_s, self.deadlines[next_arrival])
                 self.acc_arrivals += 1
                 self.acc_arrived_work += self.work[next_arrival]
                 next_arrival += 1
@@ -578,15 +608,19 @@ def replay(
     static_replicas: int | None = None,
     timeline_every_s: float = 10.0,
     initial_replicas: int | None = None,
+    tuning: HoldTuning | None = None,
 ) -> ReplayResult:
     """Replay ``requests`` under one policy; ``static`` needs ``static_replicas`` (see find_static).
 
     Autoscaled policies start with ``initial_replicas`` ready replicas on the first node
-    (default: one, or ``minReplicas`` when higher).
+    (default: one, or ``minReplicas`` when higher). ``tuning`` replaces kgpu's default burst
+    memory (``kgpu.autoscaling.predictive.HoldTuning``).
     """
     if not requests:
         raise ValueError("the trace has no requests")
-    result = _Replay(requests, policy, model, spec, static_replicas, timeline_every_s, initial_replicas).run()
+    result = _Replay(
+        requests, policy, model, spec, static_replicas, timeline_every_s, initial_replicas, tuning
+    ).run()
     if policy == "static":
         result.replicas = static_replicas
     return result
