@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Concurrency-1 latency, paired: kgpu through its gateway, kgpu's replica directly, and the naive server.
+
+`bench/serving.py` measures each system alone, one after the other, and on a shared machine their
+latencies drift between those windows by about as much as the 2 ms the concurrency-1 target allows
+(naive's own p50 moved 17.4-25.2 ms across runs). Here the servers run side by side and one client
+sends each sentence to every target in turn, rotating the order, with a short pause between requests
+(so one server's idle threads are not still spinning when the next request starts). Every target sees
+the same moments of the machine; the pause, the rotation and the same sentence for each make the
+comparison a paired one. Reported: p50/p90/p99 per target, the difference of p50s against naive (the
+target's quantity) and the median of the paired differences; the replica row shows what the
+gateway's hop costs.
+
+    .venv/bin/python bench/latency_c1.py [--requests 600] [--gap-ms 10] [--device cpu|cuda]
+
+kgpu's control plane keeps running its loops (reconcile, autoscale, checkpoint) while naive is
+measured, which can only slow naive a little, never kgpu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import aiohttp  # noqa: E402
+import httpx  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from loadgen import percentile  # noqa: E402
+from serving import (  # noqa: E402
+    READY_TIMEOUT_S,
+    SENTENCE_POOL,
+    _child_env,
+    gpu_name,
+    model_dir,
+    probe_body,
+    request_bodies,
+    server_for,
+    versions,
+)
+from workload import DEFAULT_SEED, load_vocabulary, make_sentences  # noqa: E402
+
+console = Console(width=None if sys.stdout.isatty() else 132)
+TARGET_MS = 2.0
+
+
+def replica_url(kgpu_base: str) -> str:
+    """The one replica's own address, from the control plane's replica list."""
+    items = httpx.get(f"{kgpu_base}/apis/kgpu.dev/v1alpha1/replicas", timeout=10).json()["items"]
+    ready = [r for r in items if r["phase"] == "Ready" and r["url"]]
+    if len(ready) != 1:
+        raise RuntimeError(f"expected one ready replica, found {len(ready)}")
+    return ready[0]["url"]
+
+
+async def paired(urls: dict[str, str], bodies: list[bytes], requests: int, warmup: int, gap_s: float) -> dict:
+    """Latencies in ms per target, request i of every target carrying the same body."""
+    latencies: dict[str, list[float]] = {name: [] for name in urls}
+    names = list(urls)
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        for i in range(warmup + requests):
+            body = bodies[i % len(bodies)]
+            order = names[i % len(names) :] + names[: i % len(names)]
+            for name in order:
+                started = time.perf_counter()
+                async with session.post(urls[name], data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{name}: HTTP {response.status}")
+                elapsed = (time.perf_counter() - started) * 1000
+                if i >= warmup:
+                    latencies[name].append(elapsed)
+                await asyncio.sleep(gap_s)
+    return latencies
+
+
+def summarize(latencies: dict[str, list[float]], baseline: str = "naive") -> list[dict]:
+    base = latencies[baseline]
+    base_p50 = statistics.median(base)
+    rows = []
+    for name, values in latencies.items():
+        ordered = sorted(values)
+        p50 = statistics.median(values)
+        rows.append(
+            {
+                "target": name,
+                "requests": len(values),
+                "p50_ms": round(p50, 3),
+                "p90_ms": round(percentile(ordered, 0.90), 3),
+                "p99_ms": round(percentile(ordered, 0.99), 3),
+                "p50_minus_naive_ms": round(p50 - base_p50, 3),
+                "median_paired_diff_ms": round(
+                    statistics.median(a - b for a, b in zip(values, base, strict=True)), 3
+                ),
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=600, help="measured requests per target")
+    parser.add_argument("--warmup", type=int, default=30, help="requests per target before measuring")
+    parser.add_argument("--gap-ms", type=float, default=10.0, help="pause after every request")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--json", type=Path, default=None, help="default bench/results/latency-c1-<device>.json"
+    )
+    args = parser.parse_args(argv)
+    if args.requests < 1 or args.warmup < 0 or args.gap_ms < 0:
+        parser.error("--requests must be >= 1, --warmup and --gap-ms >= 0")
+    out = args.json or BENCH_DIR / "results" / f"latency-c1-{args.device}.json"
+    mdir = model_dir()
+    bodies = request_bodies(make_sentences(SENTENCE_POOL, args.seed, load_vocabulary(mdir)), 1)
+    server_args = SimpleNamespace(
+        device=args.device, dtype=args.dtype, batch_inputs=1, log_dir=out.parent / "logs"
+    )
+    server_args.log_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kgpu-latency-") as tmp:
+        servers = {name: server_for(name, server_args, mdir, Path(tmp)) for name in ("kgpu", "naive")}
+        try:
+            for name, server in servers.items():
+                console.print(f"[bold]{name}[/]: starting on port {server.port} (log {server.log_path})")
+                server.start(env=_child_env())
+            for server in servers.values():
+                server.wait_ready("/v1/embeddings", probe_body(1), 1, READY_TIMEOUT_S)
+            urls = {
+                "kgpu (gateway)": servers["kgpu"].base_url + "/v1/embeddings",
+                "kgpu replica (direct)": replica_url(servers["kgpu"].base_url) + "/v1/embeddings",
+                "naive": servers["naive"].base_url + "/v1/embeddings",
+            }
+            console.print(
+                f"{args.requests} paired requests per target after {args.warmup} warm-up, {args.gap_ms:g} ms apart"
+            )
+            latencies = asyncio.run(paired(urls, bodies, args.requests, args.warmup, args.gap_ms / 1000))
+        finally:
+            for server in servers.values():
+                server.stop()
+    rows = summarize(latencies)
+    table = Table(title=f"concurrency 1, paired ({args.device}, {args.dtype})")
+    for column in (
+        "target",
+        "requests",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p50 - naive p50",
+        "median paired diff",
+    ):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for r in rows:
+        table.add_row(
+            r["target"],
+            str(r["requests"]),
+            f"{r['p50_ms']:.2f}",
+            f"{r['p90_ms']:.2f}",
+            f"{r['p99_ms']:.2f}",
+            f"{r['p50_minus_naive_ms']:+.2f}",
+            f"{r['median_paired_diff_ms']:+.2f}",
+        )
+    console.print(table)
+    kgpu = next(r for r in rows if r["target"] == "kgpu (gateway)")
+    verdict = "PASS" if kgpu["p50_minus_naive_ms"] <= TARGET_MS else "MISS"
+    console.print(
+        f"kgpu p50 - naive p50 at concurrency 1: {kgpu['p50_minus_naive_ms']:+.2f} ms (<= 2 ms: {verdict})"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "latency_c1",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "command": [Path(sys.executable).name, *sys.argv],
+                "config": vars(args) | {"json": str(out)},
+                "machine": {"gpu": gpu_name() if args.device == "cuda" else None, "versions": versions()},
+                "rows": rows,
+                "target": {
+                    "kgpu_p50_minus_naive_p50_ms": kgpu["p50_minus_naive_ms"],
+                    "goal": "<= 2",
+                    "status": verdict,
+                },
+                "latencies_ms": latencies,
+            },
+            indent=2,
+        )
+    )
+    console.print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
