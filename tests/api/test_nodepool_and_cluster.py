@@ -45,6 +45,11 @@ def test_flavor_quantities_are_checked() -> None:
         'spec.flavor.memory: Invalid value: "64GB": quantities must match the regular expression '
         "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
     ]
+    # Infinity passed the syntax check and later broke int() in the pool's status and sim nodes.
+    assert error_lines(pool(flavor={"gpuModel": "L4", "gpuCount": 1, "cpu": float("inf")})) == [
+        'spec.flavor.cpu: Invalid value: "inf": must be a finite number no larger than 2^63-1 '
+        "(9223372036854775807)"
+    ]
 
 
 def test_min_nodes_must_not_exceed_max_nodes() -> None:

@@ -144,6 +144,13 @@ def test_get_yaml_output_applies_again(api):
         ({"runtime": {"dtype": "int3"}}, "spec.runtime.dtype", ""),
         ({"model": {"uri": "hf://sentence-transformers/all-MiniLM-L6-v2"}}, "spec.model.uri", "network"),
         ({"model": {"uri": "pkg:no_such_model_package"}}, "spec.model.uri", "no_such_model_package"),
+        # Past 2^63-1: once a 500 from the store's JSON, or from Decimal / int() overflows.
+        (
+            {"resources": {"requests": {"nvidia.com/gpu": "1e20"}, "limits": {"nvidia.com/gpu": "1e20"}}},
+            "spec.resources.requests[nvidia.com/gpu]",
+            "no larger than 2^63-1",
+        ),
+        ({"resources": {"limits": {"memory": "1e999999999"}}}, "spec.resources.limits[memory]", "2^63-1"),
     ],
 )
 def test_invalid_resources_get_422_with_the_field_path(api, spec, path, text):

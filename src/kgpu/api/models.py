@@ -26,7 +26,7 @@ from kgpu.api.autoscaling import MAX_REPLICAS, AutoscalingSpec
 from kgpu.api.errors import FieldError, forbidden, invalid, raise_field_errors, required, unsupported
 from kgpu.api.model_uri import model_uri_problem
 from kgpu.api.names import dns1123_label_problems, label_key_problems, label_value_problems
-from kgpu.api.quantity import QUANTITY_FORMAT_ERROR, QuantityError, parse_quantity
+from kgpu.api.quantity import QuantityError, parse_quantity
 from kgpu.api.resources import check_resource_requirements, gpu_request
 from kgpu.api.sharing import sharing_errors
 from kgpu.gpu.catalog import (
@@ -248,10 +248,8 @@ class Flavor(KgpuModel):
                 continue
             try:
                 parse_quantity(value)
-            except QuantityError:
-                errors.append(
-                    invalid(field, value if isinstance(value, str) else repr(value), QUANTITY_FORMAT_ERROR)
-                )
+            except QuantityError as exc:
+                errors.append(invalid(field, value if isinstance(value, str) else repr(value), str(exc)))
         raise_field_errors(errors)
         return self
 
