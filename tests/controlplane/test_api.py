@@ -427,3 +427,15 @@ def test_openapi_documents_bodies_and_errors(api):
     listing = document["paths"]["/apis/kgpu.dev/v1alpha1/namespaces/{namespace}/{plural}"]["get"]
     assert {p["name"] for p in listing["parameters"]} >= {"watch", "resourceVersion", "timeoutSeconds"}
     assert "/apis/kgpu.dev/v1alpha1/namespaces/{namespace}/{plural}/{name}/status" in document["paths"]
+
+
+def test_infinite_autoscaling_target_is_refused_and_the_list_still_reads(api):
+    # Python's json reads Infinity; once accepted, the stored null broke the list and the reconciler.
+    api.put(f"{BASE}/minilm", json=service())
+    body = json.dumps(service("inf", autoscaling={"target": float("inf")}))
+    response = api.put(f"{BASE}/inf", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["path"] == "spec.autoscaling.target"
+    listed = api.get(BASE)
+    assert listed.status_code == 200
+    assert [item["metadata"]["name"] for item in listed.json()["items"]] == ["minilm"]

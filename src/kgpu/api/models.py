@@ -62,6 +62,7 @@ class KgpuModel(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,  # "3" is not an integer and 1 is not a string, as in the API server
+        allow_inf_nan=False,  # JSON cannot store them: the store would write null
         populate_by_name=True,
         serialize_by_alias=True,
         alias_generator=to_camel,
