@@ -21,12 +21,24 @@ INPUT_NAME = "text"
 OUTPUT_NAME = "embedding"
 
 
-def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
+def _flatten(data: Any, max_depth: int) -> list[Any] | None:
+    """Elements in row-major order, or None when lists nest deeper than `max_depth`.
+
+    Iterative: JSON may nest about a thousand levels, past Python's recursion limit.
+    """
     flat: list[Any] = []
-    for item in data:
-        flat.extend(_flatten(item))
+    end = object()
+    stack = [iter([data])]
+    while stack:
+        item = next(stack[-1], end)
+        if item is end:
+            stack.pop()
+        elif isinstance(item, list):
+            if len(stack) > max_depth:
+                return None
+            stack.append(iter(item))
+        else:
+            flat.append(item)
     return flat
 
 
@@ -45,7 +57,10 @@ def parse_infer_texts(body: Any, max_inputs: int) -> list[str]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise bad_request(f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
-    texts = _flatten(tensor.get("data"))
+    # Data is flat or nested like the shape (KServe's row-major tensor data), never deeper.
+    texts = _flatten(tensor.get("data"), max(1, len(shape)))
+    if texts is None:
+        raise bad_request(f"input '{name}': data is nested deeper than its shape {shape} has dimensions")
     if len(texts) != math.prod(shape):
         raise bad_request(
             f"input '{name}': shape {shape} holds {math.prod(shape)} elements but data has {len(texts)}"
