@@ -161,3 +161,15 @@ def test_without_auth_nothing_changes(open_gateway):
     assert http.post("/v1/embeddings", json={"model": "embed", "input": "hi"}).status_code == 404
     assert sorted(m["id"] for m in http.get("/v1/models").json()["data"]) == ["team-a/embed", "team-b/other"]
     assert http.post("/v2/models/embed/infer", json={}).status_code == 404
+
+
+def test_a_body_too_deep_to_forward_is_a_400(open_gateway):
+    # "team-a/embed" makes the gateway re-encode the body for the replica; orjson encodes at most
+    # 255 levels but decodes 1024, so 300 levels were a 500.
+    body = '{"model": "team-a/embed", "input": %s}' % ("[" * 300 + "1" + "]" * 300)
+    response = open_gateway["http"].post(
+        "/v1/embeddings", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert "nested too deeply" in error["message"] and error["code"] == "invalid_json"

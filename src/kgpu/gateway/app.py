@@ -161,7 +161,10 @@ def gateway_routes(
         served_name = service.split("/", 1)[1]
         if model != served_name:  # "team-a/minilm": replicas know their service by its plain name
             payload["model"] = served_name
-            body = orjson.dumps(payload)
+            try:
+                body = orjson.dumps(payload)
+            except orjson.JSONEncodeError as exc:  # orjson encodes 255 levels of nesting, decodes 1024
+                return _openai_error(400, f"request body is nested too deeply: {exc}", "invalid_json")
         result = await router.forward(service, "/v1/embeddings", body, "application/json", deadline)
         return _to_response(result)
 
