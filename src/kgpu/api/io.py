@@ -11,9 +11,38 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from kgpu.api.errors import FieldError, ResourceValidationError, invalid, required, unsupported
+from kgpu.api.errors import (
+    FieldError,
+    ResourceValidationError,
+    invalid,
+    join_path,
+    required,
+    unsupported,
+)
 from kgpu.api.models import RESOURCE_KINDS, Resource
 from kgpu.api.pydantic_errors import field_errors_from_pydantic
+
+# Resources nest a few levels (spec.resources.limits); far deeper is a mistake, and near Python's
+# recursion limit it would overflow the stack of validation or of rendering the value in an error.
+MAX_NESTING = 64
+
+
+def _too_deep(obj: Any, limit: int) -> str | None:
+    """The field (named to two levels) holding values nested past `limit` levels, if any; iterative."""
+    stack: list[tuple[Any, int, str]] = [(obj, 0, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > limit:
+            return path
+        if isinstance(value, dict):
+            children = [(str(key), child) for key, child in value.items()]
+        elif isinstance(value, list):
+            children = [(f"[{index}]", child) for index, child in enumerate(value)]
+        else:
+            continue
+        for key, child in children:
+            stack.append((child, depth + 1, join_path(path, key) if depth < 2 else path))
+    return None
 
 
 def parse_resource(obj: Any) -> Resource:
@@ -22,6 +51,8 @@ def parse_resource(obj: Any) -> Resource:
         raise ResourceValidationError(
             [invalid("", obj, "a resource must be an object with apiVersion, kind, metadata and spec")]
         )
+    if (deep := _too_deep(obj, MAX_NESTING)) is not None:
+        raise ResourceValidationError([FieldError(deep, f"must not nest deeper than {MAX_NESTING} levels")])
     kind = obj.get("kind")
     if kind is None:
         raise ResourceValidationError(
@@ -111,6 +142,13 @@ def safe_load(text: str | bytes) -> Any:
 
 
 def _decode(text: str, source: str) -> list[Any]:
+    try:
+        return _decode_documents(text, source)
+    except RecursionError:  # both parsers recurse once per level
+        raise ResourceValidationError([FieldError(source, "nested too deeply to parse")], source) from None
+
+
+def _decode_documents(text: str, source: str) -> list[Any]:
     if text.lstrip().startswith(("{", "[")):
         try:
             return [json.loads(text)]
