@@ -90,3 +90,10 @@ def test_unreachable_server_says_how_to_fix_it():
     out = run(["get", "services"], f"http://127.0.0.1:{free_port()}")
     assert out.exit_code == 1
     assert "kgpu up" in out.output
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1", "http://[::1"])
+def test_a_malformed_server_url_is_named_not_a_traceback(url):
+    out = run(["get", "services"], url)
+    assert out.exit_code == 1 and isinstance(out.exception, SystemExit), out.exception  # not a traceback
+    assert f"invalid kgpu server URL {url!r}" in out.output

@@ -41,9 +41,12 @@ class KgpuClient:
         self.base_url = server_url(base_url)
         token = api_token(token)
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout, headers=headers, transport=transport
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=self.base_url, timeout=timeout, headers=headers, transport=transport
+            )
+        except httpx.InvalidURL as exc:
+            raise ApiError(0, _bad_url(self.base_url, exc)) from None
 
     def close(self) -> None:
         self._http.close()
@@ -56,6 +59,10 @@ class KgpuClient:
                 0,
                 f"cannot reach the kgpu server at {self.base_url}: is `kgpu up` running? (set --server or KGPU_SERVER)",
             ) from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise ApiError(0, _bad_url(self.base_url, exc)) from None
+        except httpx.TransportError as exc:  # a timeout, a dropped connection
+            raise ApiError(0, f"request to the kgpu server at {self.base_url} failed: {exc}") from None
         if response.status_code == 401:
             raise ApiError(401, f"{_message(response)} (log in with `kgpu login --server URL --token TOKEN`)")
         if response.status_code >= 400:
@@ -115,6 +122,10 @@ class KgpuClient:
             params["tail"] = tail
         response = self._request("GET", f"/apis/{API_VERSION}/replicas/{replica}/log", params=params)
         return response.text, int(response.headers.get("x-log-offset", "0"))
+
+
+def _bad_url(url: str, exc: Exception) -> str:
+    return f"invalid kgpu server URL {url!r}: {exc} (set --server or KGPU_SERVER to http://HOST:PORT)"
 
 
 def _message(response: httpx.Response) -> str:

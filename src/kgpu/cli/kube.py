@@ -88,9 +88,8 @@ def cluster_add(
     except (KubeconfigError, ResourceValidationError) as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(1) from None
-    client = KgpuClient(server)
     try:
-        _, created = client.apply("clusters", body)
+        _, created = KgpuClient(server).apply("clusters", body)
     except ApiError as exc:
         err.print(f"[red]error:[/red] {exc}")
         for field in exc.fields:

@@ -37,7 +37,11 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _client(server: str | None) -> KgpuClient:
-    return KgpuClient(server)
+    try:
+        return KgpuClient(server)
+    except ApiError as exc:  # a malformed --server URL
+        _fail(str(exc))
+        raise
 
 
 def _report_api_error(exc: ApiError) -> None:

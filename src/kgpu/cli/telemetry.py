@@ -60,7 +60,11 @@ def top(
     from kgpu.cli.client import ApiError, KgpuClient
     from kgpu.cli.top import render_frame, scrape
 
-    client = KgpuClient(server)
+    try:
+        client = KgpuClient(server)
+    except ApiError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     try:
         previous = scrape(client)
         time.sleep(interval)
