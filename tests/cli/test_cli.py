@@ -97,3 +97,11 @@ def test_a_malformed_server_url_is_named_not_a_traceback(url):
     out = run(["get", "services"], url)
     assert out.exit_code == 1 and isinstance(out.exception, SystemExit), out.exception  # not a traceback
     assert f"invalid kgpu server URL {url!r}" in out.output
+
+
+def test_prometheus_config_into_an_unwritable_place_names_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = run(["prometheus-config", "--output", str(blocker / "prom")], "http://127.0.0.1:8000")
+    assert out.exit_code == 1 and isinstance(out.exception, SystemExit), out.exception  # not a traceback
+    assert f"--output: cannot write {blocker / 'prom'}" in out.output

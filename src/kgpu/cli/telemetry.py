@@ -33,6 +33,9 @@ def prometheus_config(
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    except OSError as exc:  # a file where a directory should be, no permission, a full disk
+        err.print(f"[red]error:[/red] --output: cannot write {output}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
     for path in paths:
         console.print(f"wrote {path}")
     console.print(f"run: prometheus --config.file={paths[0]}")
