@@ -105,3 +105,11 @@ def test_prometheus_config_into_an_unwritable_place_names_it(tmp_path):
     out = run(["prometheus-config", "--output", str(blocker / "prom")], "http://127.0.0.1:8000")
     assert out.exit_code == 1 and isinstance(out.exception, SystemExit), out.exception  # not a traceback
     assert f"--output: cannot write {blocker / 'prom'}" in out.output
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1"])
+def test_up_refuses_a_port_out_of_range_before_starting_anything(tmp_path, port):
+    # 99999 once started the platform, then failed to bind with an OverflowError traceback.
+    out = run(["up", "--port", port, "-f", str(tmp_path / "not-read.yaml")], "http://127.0.0.1:8000")
+    assert out.exit_code == 2, out.output
+    assert "Invalid value for '--port'" in out.output
