@@ -113,3 +113,19 @@ def test_up_refuses_a_port_out_of_range_before_starting_anything(tmp_path, port)
     out = run(["up", "--port", port, "-f", str(tmp_path / "not-read.yaml")], "http://127.0.0.1:8000")
     assert out.exit_code == 2, out.output
     assert "Invalid value for '--port'" in out.output
+
+
+@pytest.mark.parametrize(
+    ("args", "bad"),
+    [
+        (["get", "services", "a/b"], "a/b"),
+        (["delete", "service", ".."], ".."),
+        (["get", "services", "minilm", "-n", "../.."], "../.."),
+    ],
+)
+def test_a_name_that_cannot_be_in_a_path_is_named(server, args, bad):
+    # These were an unexplained "error: Not Found" (the "/" or ".." changed the request path).
+    url, _ = server
+    out = run(args, url)
+    assert out.exit_code == 1, out.output
+    assert f'"{bad}" is not a valid name' in out.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import quote
 
 import httpx
 
@@ -80,8 +81,8 @@ class KgpuClient:
     @staticmethod
     def _path(plural: str, namespace: str | None, name: str | None = None) -> str:
         base = f"/apis/{API_VERSION}"
-        path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
-        return f"{path}/{name}" if name else path
+        path = f"{base}/namespaces/{_segment(namespace)}/{plural}" if namespace else f"{base}/{plural}"
+        return f"{path}/{_segment(name)}" if name else path
 
     def apply(self, plural: str, body: dict) -> tuple[dict, bool]:
         meta = body.get("metadata") or {}
@@ -106,22 +107,37 @@ class KgpuClient:
         return self._request("GET", "/api/v1/nodes").json()["items"]
 
     def tokens(self, project: str) -> list[dict]:
-        return self._request("GET", f"/apis/{API_VERSION}/projects/{project}/tokens").json()["items"]
+        return self._request("GET", f"/apis/{API_VERSION}/projects/{_segment(project)}/tokens").json()[
+            "items"
+        ]
 
     def create_token(self, project: str, role: str, name: str | None = None) -> dict:
         body = {"role": role, **({"name": name} if name else {})}
-        return self._request("POST", f"/apis/{API_VERSION}/projects/{project}/tokens", json=body).json()
+        return self._request(
+            "POST", f"/apis/{API_VERSION}/projects/{_segment(project)}/tokens", json=body
+        ).json()
 
     def revoke_token(self, project: str, token: str) -> dict:
-        path = f"/apis/{API_VERSION}/projects/{project}/tokens/{token}"
+        path = f"/apis/{API_VERSION}/projects/{_segment(project)}/tokens/{_segment(token)}"
         return self._request("DELETE", path).json()["revoked"]
 
     def replica_log(self, replica: str, offset: int = 0, tail: int | None = None) -> tuple[str, int]:
         params: dict = {"offset": offset}
         if tail is not None:
             params["tail"] = tail
-        response = self._request("GET", f"/apis/{API_VERSION}/replicas/{replica}/log", params=params)
+        response = self._request(
+            "GET", f"/apis/{API_VERSION}/replicas/{_segment(replica)}/log", params=params
+        )
         return response.text, int(response.headers.get("x-log-offset", "0"))
+
+
+def _segment(value: str) -> str:
+    """One path segment, percent-encoded; "/" or a dot segment would address another path."""
+    if "/" in value or value in (".", ".."):
+        raise ApiError(
+            0, f'"{value}" is not a valid name: names and namespaces are DNS labels (a-z, 0-9, "-")'
+        )
+    return quote(value, safe="")
 
 
 def _bad_url(url: str, exc: Exception) -> str:
