@@ -56,6 +56,7 @@ QuantityValue = Annotated[
 # Upper bounds, so that no value can ask the platform for unbounded work (Kubernetes caps counts at int32).
 INT32_MAX = 2**31 - 1
 MAX_NODES = 10_000
+ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 
 class KgpuModel(BaseModel):
@@ -96,6 +97,15 @@ class ObjectMeta(KgpuModel):
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         raise_field_errors(_label_errors(value))
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        # Kubernetes' TotalAnnotationSizeLimitB: the same file must apply to a real cluster too.
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
+        if size > ANNOTATIONS_MAX_BYTES:
+            raise_field_errors([FieldError("", f"Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes")])
         return value
 
 
