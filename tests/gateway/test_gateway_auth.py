@@ -173,3 +173,27 @@ def test_a_body_too_deep_to_forward_is_a_400(open_gateway):
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert "nested too deeply" in error["message"] and error["code"] == "invalid_json"
+
+
+def test_an_endless_chunked_body_is_cut_off_at_the_limit(open_gateway):
+    # The gateway read the whole body before checking its size: a chunked upload that never ends was
+    # buffered without bound instead of getting a 413 once past MAX_BODY_BYTES.
+    import socket
+    from urllib.parse import urlsplit
+
+    from kgpu.gateway.app import MAX_BODY_BYTES
+
+    url = urlsplit(open_gateway["url"])
+    chunk = b"x" * 1024 * 1024
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        try:
+            for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except OSError:
+            pass  # the server may close the connection once it has answered
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]
