@@ -129,3 +129,10 @@ def test_a_name_that_cannot_be_in_a_path_is_named(server, args, bad):
     out = run(args, url)
     assert out.exit_code == 1, out.output
     assert f'"{bad}" is not a valid name' in out.output
+
+
+def test_logs_tail_below_one_is_a_usage_error(server):
+    # It reached the server, which answered about "query.tail", a name the user never typed.
+    url, _ = server
+    out = run(["logs", "minilm", "--tail", "0"], url)
+    assert out.exit_code == 2 and "--tail" in out.output, out.output

@@ -192,7 +192,7 @@ def delete(
 def logs(
     name: str = typer.Argument(..., help="a replica (minilm-0) or a service (minilm: all its replicas)"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new lines"),
-    tail: int = typer.Option(100, "--tail", help="lines to show from the end of each log"),
+    tail: int = typer.Option(100, "--tail", min=1, help="lines to show from the end of each log"),
     server: str = ServerOption,
 ) -> None:
     """Print a replica's log (model loading, batches, errors)."""
