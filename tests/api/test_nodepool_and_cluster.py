@@ -67,6 +67,10 @@ def test_time_slicing_and_mps_need_at_least_two_replicas(mode: str) -> None:
         f"spec.sharing.replicas: Required value: {mode} needs replicas >= 2 (clients per GPU)"
     ]
     assert parse_resource(pool(sharing={"mode": mode, "replicas": 4})).spec.sharing.replicas == 4
+    # Unbounded, 10**30 passed and then failed to store (JSON holds 64-bit ints): a 500.
+    assert error_lines(pool(sharing={"mode": mode, "replicas": 10**30})) == [
+        f"spec.sharing.replicas: Invalid value: {10**30}: must be less than or equal to 2147483647"
+    ]
 
 
 def test_mig_layout_is_checked_against_the_flavors_gpu() -> None:

@@ -475,3 +475,18 @@ def test_a_body_over_the_api_servers_limit_is_413_and_stores_nothing(api):
         assert response.status_code == 413, response.text[:200]
         assert "larger than the limit of 3145728 bytes" in response.text
     assert api.get(f"{BASE}/minilm").json()["metadata"]["annotations"] == {}
+
+
+def test_a_pool_with_too_many_time_slices_is_422(api):
+    pool = {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "NodePool",
+        "metadata": {"name": "h200"},
+        "spec": {
+            "flavor": {"gpuModel": "H200-141GB", "gpuCount": 8},
+            "sharing": {"mode": "time-slicing", "replicas": 10**30},
+        },
+    }
+    response = api.put("/apis/kgpu.dev/v1alpha1/namespaces/default/nodepools/h200", json=pool)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["path"] == "spec.sharing.replicas"

@@ -273,7 +273,7 @@ class Taint(KgpuModel):
 
 class Sharing(KgpuModel):
     mode: Literal["exclusive", "time-slicing", "mps", "mig"] = "exclusive"
-    replicas: int | None = None  # clients per GPU, time-slicing and mps only
+    replicas: int | None = Field(None, le=INT32_MAX)  # clients per GPU, time-slicing and mps only
     mig_layout: dict[str, int] | None = None  # profile -> count per GPU, mig only
 
 
