@@ -56,6 +56,8 @@ async def test_bad_infer_requests_get_400_or_404_with_a_reason(engine) -> None:
         (_infer_body(["a"], shape=["1"]), "shape must be a list of non-negative integers"),
         (_infer_body(["a"], outputs=[{"name": "logits"}]), "unknown output(s) ['logits']"),
         (_infer_body([["a"]], shape=[1]), "nested deeper than its shape [1] has dimensions"),
+        # A product of 5,400 digits: str() of it raised ValueError, a 500.
+        (_infer_body(["a"], shape=[10**18] * 300), "holds more than 2048 elements"),
         ({"inputs": []}, "exactly one tensor"),
         ({"model": "x"}, "exactly one tensor"),
         (["not", "an", "object"], "must be a JSON object"),

@@ -6,7 +6,6 @@ one FP32 tensor `embedding` of shape [n, dim].
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
@@ -42,6 +41,19 @@ def _flatten(data: Any, max_depth: int) -> list[Any] | None:
     return flat
 
 
+def _elements(shape: list[int], cap: int) -> int:
+    """Elements of a tensor of this shape, or cap + 1 when more: a full product of a long shape of large
+    dimensions takes long to compute and has too many digits to print."""
+    if 0 in shape:
+        return 0
+    elements = 1
+    for dim in shape:
+        elements *= dim
+        if elements > cap:
+            return cap + 1
+    return elements
+
+
 def parse_infer_texts(body: Any, max_inputs: int) -> list[str]:
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object")
@@ -61,9 +73,14 @@ def parse_infer_texts(body: Any, max_inputs: int) -> list[str]:
     texts = _flatten(tensor.get("data"), max(1, len(shape)))
     if texts is None:
         raise bad_request(f"input '{name}': data is nested deeper than its shape {shape} has dimensions")
-    if len(texts) != math.prod(shape):
+    elements = _elements(shape, max_inputs)
+    if elements > max_inputs:
         raise bad_request(
-            f"input '{name}': shape {shape} holds {math.prod(shape)} elements but data has {len(texts)}"
+            f"input '{name}': shape {shape} holds more than {max_inputs} elements; at most {max_inputs} per request"
+        )
+    if len(texts) != elements:
+        raise bad_request(
+            f"input '{name}': shape {shape} holds {elements} elements but data has {len(texts)}"
         )
     if not texts:
         raise bad_request(f"input '{name}' is empty; send at least one text")
