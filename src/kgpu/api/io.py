@@ -146,6 +146,10 @@ def _decode(text: str, source: str) -> list[Any]:
         return _decode_documents(text, source)
     except RecursionError:  # both parsers recurse once per level
         raise ResourceValidationError([FieldError(source, "nested too deeply to parse")], source) from None
+    except ResourceValidationError:
+        raise
+    except ValueError as exc:  # an integer past Python's int() digit limit, from either parser
+        raise ResourceValidationError([FieldError(source, f"cannot read a number: {exc}")], source) from None
 
 
 def _decode_documents(text: str, source: str) -> list[Any]:
