@@ -293,3 +293,10 @@ def test_cli_against_a_shared_server_after_login(tmp_path, monkeypatch):
         other = runner.invoke(cli_app, ["get", "services", "-n", "team-b"], env=env)
         assert other.exit_code == 1
         assert 'cannot access project "team-b"' in other.output
+
+
+def test_a_missing_project_body_is_named(shared):
+    # The error for the body as a whole had an empty path: the message read ": Field required".
+    response = shared.post(f"{API}/projects", content=b"", headers=bearer(shared.admin))
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == "body: Field required"

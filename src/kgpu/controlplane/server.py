@@ -51,8 +51,9 @@ def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # An error about the body as a whole has no path below it: name the body itself.
         fields = [
-            {"path": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            {"path": ".".join(str(p) for p in e["loc"] if p != "body") or "body", "message": e["msg"]}
             for e in exc.errors()
         ]
         message = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
