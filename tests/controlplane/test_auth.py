@@ -300,3 +300,15 @@ def test_a_missing_project_body_is_named(shared):
     response = shared.post(f"{API}/projects", content=b"", headers=bearer(shared.admin))
     assert response.status_code == 422
     assert response.json()["error"]["message"] == "body: Field required"
+
+
+def test_a_project_body_that_is_not_json_says_so(shared):
+    # "1: JSON decode error" passed the character position off as a field; without a JSON content type
+    # a valid object was "not a valid dictionary".
+    json_type = {**bearer(shared.admin), "content-type": "application/json"}
+    response = shared.post(f"{API}/projects", content=b"{nope", headers=json_type)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("body: not valid JSON at character 1: ")
+    response = shared.post(f"{API}/projects", content=b'{"name": "x"}', headers=bearer(shared.admin))
+    assert response.status_code == 422
+    assert "application/json" in response.json()["error"]["message"]
