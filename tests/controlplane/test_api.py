@@ -490,3 +490,24 @@ def test_a_pool_with_too_many_time_slices_is_422(api):
     response = api.put("/apis/kgpu.dev/v1alpha1/namespaces/default/nodepools/h200", json=pool)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["fields"][0]["path"] == "spec.sharing.replicas"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("replica-start-delay", "soon"),
+        ("node-join-delay", "9" * 400 + "s"),  # infinite: the nodes would never join
+        ("scale-down-utilization-threshold", "1.5"),
+    ],
+)
+def test_an_unreadable_sim_autoscaler_flag_is_refused_naming_it(api, flag, value):
+    # They were stored and then silently replaced by their defaults.
+    cluster = {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": "lab"},
+        "spec": {"backend": "sim", "autoscaler": {flag: value}},
+    }
+    response = api.put("/apis/kgpu.dev/v1alpha1/namespaces/default/clusters/lab", json=cluster)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["path"] == f"spec.autoscaler[{flag}]"
