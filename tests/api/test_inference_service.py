@@ -139,3 +139,11 @@ def test_status_is_free_form_and_kept() -> None:
 def test_direct_construction_still_validates() -> None:
     with pytest.raises(ValidationError, match="network model sources are not used"):
         ModelSpec(uri="https://example.com/model")
+
+
+@pytest.mark.parametrize("field", ["target", "scaleToZeroIdleSeconds", "maxScaleUpRate"])
+def test_autoscaling_numbers_must_be_finite(field: str) -> None:
+    # Infinity passed the bounds, was stored as null (JSON has no Infinity) and then broke every read.
+    assert error_lines(service(autoscaling={field: float("inf")})) == [
+        f"spec.autoscaling.{field}: Invalid value: inf: must be a finite number"
+    ]

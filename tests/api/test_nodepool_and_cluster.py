@@ -45,6 +45,11 @@ def test_flavor_quantities_are_checked() -> None:
         'spec.flavor.memory: Invalid value: "64GB": quantities must match the regular expression '
         "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
     ]
+    # Infinity passed the syntax check and later broke int() in the pool's status and sim nodes.
+    assert error_lines(pool(flavor={"gpuModel": "L4", "gpuCount": 1, "cpu": float("inf")})) == [
+        'spec.flavor.cpu: Invalid value: "inf": must be a finite number no larger than 2^63-1 '
+        "(9223372036854775807)"
+    ]
 
 
 def test_min_nodes_must_not_exceed_max_nodes() -> None:
@@ -62,6 +67,10 @@ def test_time_slicing_and_mps_need_at_least_two_replicas(mode: str) -> None:
         f"spec.sharing.replicas: Required value: {mode} needs replicas >= 2 (clients per GPU)"
     ]
     assert parse_resource(pool(sharing={"mode": mode, "replicas": 4})).spec.sharing.replicas == 4
+    # Unbounded, 10**30 passed and then failed to store (JSON holds 64-bit ints): a 500.
+    assert error_lines(pool(sharing={"mode": mode, "replicas": 10**30})) == [
+        f"spec.sharing.replicas: Invalid value: {10**30}: must be less than or equal to 2147483647"
+    ]
 
 
 def test_mig_layout_is_checked_against_the_flavors_gpu() -> None:

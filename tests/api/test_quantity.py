@@ -45,3 +45,14 @@ def test_integers_in_any_form_are_integer_quantities(n: int) -> None:
 @given(st.integers(min_value=1, max_value=999))
 def test_milli_fractions_are_not_integers(milli: int) -> None:
     assert not is_integer_quantity(f"{milli}m")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "1e19", "8Ei", "1e999999999"])
+def test_quantities_beyond_kubernetes_range_are_refused(value: object) -> None:
+    # Kubernetes: "no quantity may represent a number greater than 2^63-1 in magnitude".
+    with pytest.raises(QuantityError, match="no larger than 2"):
+        parse_quantity(value)  # type: ignore[arg-type]
+
+
+def test_the_largest_quantity_kubernetes_allows_parses() -> None:
+    assert parse_quantity("9223372036854775807") == Decimal(2**63 - 1)

@@ -154,3 +154,21 @@ def test_non_integer_gpu_quantities_are_refused(amount: float) -> None:
     assert error_lines(resources(limits={"nvidia.com/gpu": amount})) == [
         f'spec.resources.limits[nvidia.com/gpu]: Invalid value: "{amount!r}": must be an integer'
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("nvidia.com/gpu", "1e20", '"1e20"'),  # an int the store cannot write as JSON
+        ("nvidia.com/gpu", float("inf"), '"inf"'),
+        ("memory", "1e999999999", '"1e999999999"'),  # past the decimal context's exponent range
+        ("memory", "9Ei", '"9Ei"'),
+        ("cpu", float("nan"), '"nan"'),
+        ("cpu", "1e" + "9" * 5000, '"1e' + "9" * 5000 + '"'),  # more digits than int() takes
+    ],
+)
+def test_quantities_out_of_range_are_refused_with_the_field(name: str, value: object, shown: str) -> None:
+    assert error_lines(resources(limits={name: value})) == [
+        f"spec.resources.limits[{name}]: Invalid value: {shown}: "
+        "must be a finite number no larger than 2^63-1 (9223372036854775807)"
+    ]

@@ -169,3 +169,49 @@ def test_unreachable_server_says_how_to_fix_it():
     out = run(["get", "services"], f"http://127.0.0.1:{free_port()}")
     assert out.exit_code == 1
     assert "kgpu up" in out.output
+
+
+@pytest.mark.parametrize("url", ["not a url", "ftp://127.0.0.1", "http://[::1"])
+def test_a_malformed_server_url_is_named_not_a_traceback(url):
+    out = run(["get", "services"], url)
+    assert out.exit_code == 1 and isinstance(out.exception, SystemExit), out.exception  # not a traceback
+    assert f"invalid kgpu server URL {url!r}" in out.output
+
+
+def test_prometheus_config_into_an_unwritable_place_names_it(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = run(["prometheus-config", "--output", str(blocker / "prom")], "http://127.0.0.1:8000")
+    assert out.exit_code == 1 and isinstance(out.exception, SystemExit), out.exception  # not a traceback
+    assert f"--output: cannot write {blocker / 'prom'}" in out.output
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1"])
+def test_up_refuses_a_port_out_of_range_before_starting_anything(tmp_path, port):
+    # 99999 once started the platform, then failed to bind with an OverflowError traceback.
+    out = run(["up", "--port", port, "-f", str(tmp_path / "not-read.yaml")], "http://127.0.0.1:8000")
+    assert out.exit_code == 2, out.output
+    assert "Invalid value for '--port'" in out.output
+
+
+@pytest.mark.parametrize(
+    ("args", "bad"),
+    [
+        (["get", "services", "a/b"], "a/b"),
+        (["delete", "service", ".."], ".."),
+        (["get", "services", "minilm", "-n", "../.."], "../.."),
+    ],
+)
+def test_a_name_that_cannot_be_in_a_path_is_named(server, args, bad):
+    # These were an unexplained "error: Not Found" (the "/" or ".." changed the request path).
+    url, _ = server
+    out = run(args, url)
+    assert out.exit_code == 1, out.output
+    assert f'"{bad}" is not a valid name' in out.output
+
+
+def test_logs_tail_below_one_is_a_usage_error(server):
+    # It reached the server, which answered about "query.tail", a name the user never typed.
+    url, _ = server
+    out = run(["logs", "minilm", "--tail", "0"], url)
+    assert out.exit_code == 2 and "--tail" in out.output, out.output

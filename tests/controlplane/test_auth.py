@@ -293,3 +293,22 @@ def test_cli_against_a_shared_server_after_login(tmp_path, monkeypatch):
         other = runner.invoke(cli_app, ["get", "services", "-n", "team-b"], env=env)
         assert other.exit_code == 1
         assert 'cannot access project "team-b"' in other.output
+
+
+def test_a_missing_project_body_is_named(shared):
+    # The error for the body as a whole had an empty path: the message read ": Field required".
+    response = shared.post(f"{API}/projects", content=b"", headers=bearer(shared.admin))
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == "body: Field required"
+
+
+def test_a_project_body_that_is_not_json_says_so(shared):
+    # "1: JSON decode error" passed the character position off as a field; without a JSON content type
+    # a valid object was "not a valid dictionary".
+    json_type = {**bearer(shared.admin), "content-type": "application/json"}
+    response = shared.post(f"{API}/projects", content=b"{nope", headers=json_type)
+    assert response.status_code == 422
+    assert response.json()["error"]["message"].startswith("body: not valid JSON at character 1: ")
+    response = shared.post(f"{API}/projects", content=b'{"name": "x"}', headers=bearer(shared.admin))
+    assert response.status_code == 422
+    assert "application/json" in response.json()["error"]["message"]

@@ -161,3 +161,39 @@ def test_without_auth_nothing_changes(open_gateway):
     assert http.post("/v1/embeddings", json={"model": "embed", "input": "hi"}).status_code == 404
     assert sorted(m["id"] for m in http.get("/v1/models").json()["data"]) == ["team-a/embed", "team-b/other"]
     assert http.post("/v2/models/embed/infer", json={}).status_code == 404
+
+
+def test_a_body_too_deep_to_forward_is_a_400(open_gateway):
+    # "team-a/embed" makes the gateway re-encode the body for the replica; orjson encodes at most
+    # 255 levels but decodes 1024, so 300 levels were a 500.
+    body = '{"model": "team-a/embed", "input": %s}' % ("[" * 300 + "1" + "]" * 300)
+    response = open_gateway["http"].post(
+        "/v1/embeddings", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert "nested too deeply" in error["message"] and error["code"] == "invalid_json"
+
+
+def test_an_endless_chunked_body_is_cut_off_at_the_limit(open_gateway):
+    # The gateway read the whole body before checking its size: a chunked upload that never ends was
+    # buffered without bound instead of getting a 413 once past MAX_BODY_BYTES.
+    import socket
+    from urllib.parse import urlsplit
+
+    from kgpu.gateway.app import MAX_BODY_BYTES
+
+    url = urlsplit(open_gateway["url"])
+    chunk = b"x" * 1024 * 1024
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        try:
+            for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except OSError:
+            pass  # the server may close the connection once it has answered
+        head = sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head[:200]

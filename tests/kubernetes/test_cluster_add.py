@@ -74,3 +74,18 @@ def test_cluster_add_explains_a_bad_kubeconfig_before_calling_the_server(tmp_pat
 
     out = run(["cluster", "add", "Bad_Name", "--kubeconfig", str(kubeconfig)], unreachable)
     assert out.exit_code == 1 and "metadata.name" in out.output
+
+
+def test_cluster_add_explains_malformed_kubeconfig_fields(tmp_path):
+    # The kubernetes client raises plain ValueError/TypeError for these: once a traceback.
+    unreachable = "http://127.0.0.1:9"
+    config = yaml.safe_load(write_kubeconfig(tmp_path / "config").read_text())
+    bad_ca = yaml.safe_load(yaml.safe_dump(config))
+    bad_ca["clusters"][0]["cluster"]["certificate-authority-data"] = "!!!notbase64"
+    not_lists = yaml.safe_load(yaml.safe_dump(config))
+    not_lists["clusters"] = 7
+    for name, broken in (("bad-ca", bad_ca), ("not-lists", not_lists)):
+        (tmp_path / name).write_text(yaml.safe_dump(broken))
+        out = run(["cluster", "add", "x", "--kubeconfig", str(tmp_path / name)], unreachable)
+        assert out.exit_code == 1 and isinstance(out.exception, SystemExit), (name, out.exception)
+        assert '--context: "staging"' in out.output and "cannot be used" in out.output, out.output

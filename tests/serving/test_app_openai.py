@@ -82,6 +82,9 @@ BAD_INPUTS = [
         "encoding_format",
         "'float' or 'base64'",
     ),
+    # Falsy values of the wrong type were taken as "float" without a word.
+    ({"model": SERVED, "input": "a", "encoding_format": 0}, 400, "encoding_format", "got 0"),
+    ({"model": SERVED, "input": "a", "encoding_format": {}}, 400, "encoding_format", "got {}"),
     ({"model": SERVED, "input": "a", "dimensions": 128}, 400, "dimensions", "only produces 384"),
     ({"model": SERVED, "input": "a", "dimensions": "384"}, 400, "dimensions", "positive integer"),
     ({"input": "a"}, 400, "model", "'model' is required"),

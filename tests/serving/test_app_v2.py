@@ -55,6 +55,9 @@ async def test_bad_infer_requests_get_400_or_404_with_a_reason(engine) -> None:
         (_infer_body(["ok", 3]), "element 1 must be a non-empty string"),
         (_infer_body(["a"], shape=["1"]), "shape must be a list of non-negative integers"),
         (_infer_body(["a"], outputs=[{"name": "logits"}]), "unknown output(s) ['logits']"),
+        (_infer_body([["a"]], shape=[1]), "nested deeper than its shape [1] has dimensions"),
+        # A product of 5,400 digits: str() of it raised ValueError, a 500.
+        (_infer_body(["a"], shape=[10**18] * 300), "holds more than 2048 elements"),
         ({"inputs": []}, "exactly one tensor"),
         ({"model": "x"}, "exactly one tensor"),
         (["not", "an", "object"], "must be a JSON object"),
@@ -64,10 +67,16 @@ async def test_bad_infer_requests_get_400_or_404_with_a_reason(engine) -> None:
             response = await client.post(f"/v2/models/{SERVED}/infer", json=body)
             assert response.status_code == 400, (body, response.text)
             assert fragment in response.json()["error"], (fragment, response.json())
+        # Nested past Python's recursion limit (JSON allows ~1000 levels): once a 500 (RecursionError).
+        deep = '{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": %s}]}' % (
+            "[" * 990 + '"a"' + "]" * 990
+        )
+        too_deep = await client.post(f"/v2/models/{SERVED}/infer", content=deep.encode())
         too_many = await client.post(f"/v2/models/{SERVED}/infer", json=_infer_body(["x"] * 2049))
         invalid_json = await client.post(f"/v2/models/{SERVED}/infer", content=b"{nope")
         wrong_model = await client.post("/v2/models/other/infer", json=_infer_body(["a"]))
         missing_route = await client.get("/v2/nothing-here")
+    assert too_deep.status_code == 400 and "nested deeper than its shape" in too_deep.json()["error"]
     assert too_many.status_code == 400 and "at most 2048" in too_many.json()["error"]
     assert invalid_json.status_code == 400 and "not valid JSON" in invalid_json.json()["error"]
     assert wrong_model.status_code == 404 and "'other'" in wrong_model.json()["error"]

@@ -55,6 +55,30 @@ def test_invalid_gpu_memory_fraction_is_refused(value: str, monkeypatch: pytest.
         apply_gpu_memory_fraction()
 
 
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--max-queue", "0"], "--max-queue: Input should be greater than or equal to 1"),
+        (["--graceful-timeout", "nan"], "--graceful-timeout: Input should be greater than or equal to 0"),
+    ],
+)
+def test_out_of_range_flags_are_named_not_a_traceback(flags: list[str], named: str) -> None:
+    # These were a pydantic ValidationError traceback naming the config's fields, not the flags.
+    with pytest.raises(SystemExit, match=named):
+        config_from_args(parse_args(["--model-uri", "m", "--served-name", "s", *flags]))
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"), [(["--port", "99999"], "--port"), (["--log-level", "loud"], "--log-level")]
+)
+def test_bad_port_and_log_level_are_usage_errors(flags: list[str], named: str, capsys) -> None:
+    # Once a traceback: from bind() after the server started, or from logging.basicConfig.
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--model-uri", "m", "--served-name", "s", *flags])
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

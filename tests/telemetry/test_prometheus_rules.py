@@ -555,3 +555,10 @@ def test_service_dashboard_gpu_memory_agrees_with_the_recording_rule(generated: 
     ]
     result = promtool_test(generated, write_tests(generated, "dashboard-memory", [test]))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("target", [0.0, -1.0, float("nan"), float("inf")])
+def test_queue_target_must_be_a_positive_finite_number(target: float) -> None:
+    # nan wrote "> nan", an alert that can never fire, without a word.
+    with pytest.raises(ValueError, match="--queue-target: invalid value"):
+        pc.alert_rules(target)

@@ -25,6 +25,7 @@ class AutoscalingSpec(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,  # like every kgpu resource: "3" is not a number
+        allow_inf_nan=False,  # JSON cannot store them: the store would write null
         populate_by_name=True,
         serialize_by_alias=True,
         alias_generator=to_camel,

@@ -11,9 +11,38 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from kgpu.api.errors import FieldError, ResourceValidationError, invalid, required, unsupported
+from kgpu.api.errors import (
+    FieldError,
+    ResourceValidationError,
+    invalid,
+    join_path,
+    required,
+    unsupported,
+)
 from kgpu.api.models import RESOURCE_KINDS, Resource
 from kgpu.api.pydantic_errors import field_errors_from_pydantic
+
+# Resources nest a few levels (spec.resources.limits); far deeper is a mistake, and near Python's
+# recursion limit it would overflow the stack of validation or of rendering the value in an error.
+MAX_NESTING = 64
+
+
+def _too_deep(obj: Any, limit: int) -> str | None:
+    """The field (named to two levels) holding values nested past `limit` levels, if any; iterative."""
+    stack: list[tuple[Any, int, str]] = [(obj, 0, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > limit:
+            return path
+        if isinstance(value, dict):
+            children = [(str(key), child) for key, child in value.items()]
+        elif isinstance(value, list):
+            children = [(f"[{index}]", child) for index, child in enumerate(value)]
+        else:
+            continue
+        for key, child in children:
+            stack.append((child, depth + 1, join_path(path, key) if depth < 2 else path))
+    return None
 
 
 def parse_resource(obj: Any) -> Resource:
@@ -22,6 +51,8 @@ def parse_resource(obj: Any) -> Resource:
         raise ResourceValidationError(
             [invalid("", obj, "a resource must be an object with apiVersion, kind, metadata and spec")]
         )
+    if (deep := _too_deep(obj, MAX_NESTING)) is not None:
+        raise ResourceValidationError([FieldError(deep, f"must not nest deeper than {MAX_NESTING} levels")])
     kind = obj.get("kind")
     if kind is None:
         raise ResourceValidationError(
@@ -36,14 +67,99 @@ def parse_resource(obj: Any) -> Resource:
         raise ResourceValidationError(field_errors_from_pydantic(exc, model)) from None
 
 
+# Aliases let a few hundred bytes of YAML stand for billions of values ("billion laughs"); whatever then
+# walks the values (validation, an error message, the store) would run out of memory. No resource needs
+# more than this: the bound counts each node once per place it appears, a scalar by its length.
+MAX_YAML_EXPANDED_SIZE = 1_000_000
+
+
+class YAMLExpansionError(yaml.YAMLError):
+    """A document whose aliases expand it past MAX_YAML_EXPANDED_SIZE (or refer to themselves)."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node, limit: int) -> None:
+    """Size of the node graph with every alias expanded, computed once per node (iteratively: no recursion)."""
+    sizes: dict[int, int] = {}
+    ancestors: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            ancestors.discard(key)
+            own = max(1, len(node.value)) if isinstance(node, yaml.ScalarNode) else 1
+            sizes[key] = own + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > limit:
+                raise YAMLExpansionError(f"aliases expand this document past {limit} values and characters")
+            continue
+        if key in sizes:
+            continue
+        if key in ancestors:
+            raise YAMLExpansionError("an alias refers to a node that contains it")
+        ancestors.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def _expansion_limit(text: str | bytes) -> int:
+    # Without aliases a document is no larger than its text; twice that covers empty scalars.
+    return max(MAX_YAML_EXPANDED_SIZE, 2 * len(text))
+
+
+def safe_load_all(text: str | bytes) -> list[Any]:
+    """``yaml.safe_load_all``, refusing documents whose aliases expand past the bound."""
+    loader = yaml.SafeLoader(text)
+    try:
+        documents = []
+        while loader.check_node():
+            node = loader.get_node()
+            _check_expansion(node, _expansion_limit(text))
+            documents.append(loader.construct_document(node))
+        return documents
+    finally:
+        loader.dispose()
+
+
+def safe_load(text: str | bytes) -> Any:
+    """``yaml.safe_load`` (exactly one document) with safe_load_all's bound."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, _expansion_limit(text))
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _decode(text: str, source: str) -> list[Any]:
+    try:
+        return _decode_documents(text, source)
+    except RecursionError:  # both parsers recurse once per level
+        raise ResourceValidationError([FieldError(source, "nested too deeply to parse")], source) from None
+    except ResourceValidationError:
+        raise
+    except ValueError as exc:  # an integer past Python's int() digit limit, from either parser
+        raise ResourceValidationError([FieldError(source, f"cannot read a number: {exc}")], source) from None
+
+
+def _decode_documents(text: str, source: str) -> list[Any]:
     if text.lstrip().startswith(("{", "[")):
         try:
             return [json.loads(text)]
         except json.JSONDecodeError:
             pass  # flow-style YAML starts with "{" too; the YAML parser reports real syntax errors
     try:
-        return list(yaml.safe_load_all(text))
+        return safe_load_all(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source

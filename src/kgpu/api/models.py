@@ -26,7 +26,7 @@ from kgpu.api.autoscaling import MAX_REPLICAS, AutoscalingSpec
 from kgpu.api.errors import FieldError, forbidden, invalid, raise_field_errors, required, unsupported
 from kgpu.api.model_uri import model_uri_problem
 from kgpu.api.names import dns1123_label_problems, label_key_problems, label_value_problems
-from kgpu.api.quantity import QUANTITY_FORMAT_ERROR, QuantityError, parse_quantity
+from kgpu.api.quantity import QuantityError, parse_quantity
 from kgpu.api.resources import check_resource_requirements, gpu_request
 from kgpu.api.sharing import sharing_errors
 from kgpu.gpu.catalog import (
@@ -56,12 +56,14 @@ QuantityValue = Annotated[
 # Upper bounds, so that no value can ask the platform for unbounded work (Kubernetes caps counts at int32).
 INT32_MAX = 2**31 - 1
 MAX_NODES = 10_000
+ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 
 class KgpuModel(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,  # "3" is not an integer and 1 is not a string, as in the API server
+        allow_inf_nan=False,  # JSON cannot store them: the store would write null
         populate_by_name=True,
         serialize_by_alias=True,
         alias_generator=to_camel,
@@ -95,6 +97,15 @@ class ObjectMeta(KgpuModel):
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         raise_field_errors(_label_errors(value))
+        return value
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        # Kubernetes' TotalAnnotationSizeLimitB: the same file must apply to a real cluster too.
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
+        if size > ANNOTATIONS_MAX_BYTES:
+            raise_field_errors([FieldError("", f"Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes")])
         return value
 
 
@@ -248,10 +259,8 @@ class Flavor(KgpuModel):
                 continue
             try:
                 parse_quantity(value)
-            except QuantityError:
-                errors.append(
-                    invalid(field, value if isinstance(value, str) else repr(value), QUANTITY_FORMAT_ERROR)
-                )
+            except QuantityError as exc:
+                errors.append(invalid(field, value if isinstance(value, str) else repr(value), str(exc)))
         raise_field_errors(errors)
         return self
 
@@ -264,7 +273,7 @@ class Taint(KgpuModel):
 
 class Sharing(KgpuModel):
     mode: Literal["exclusive", "time-slicing", "mps", "mig"] = "exclusive"
-    replicas: int | None = None  # clients per GPU, time-slicing and mps only
+    replicas: int | None = Field(None, le=INT32_MAX)  # clients per GPU, time-slicing and mps only
     mig_layout: dict[str, int] | None = None  # profile -> count per GPU, mig only
 
 

@@ -23,6 +23,7 @@ _TYPE_MESSAGES = {
     "string_type": "must be a string",
     "bool_type": "must be a boolean",
     "float_type": "must be a number",
+    "finite_number": "must be a finite number",
     "dict_type": "must be an object",
     "model_type": "must be an object",
     "model_attributes_type": "must be an object",

@@ -10,6 +10,11 @@ QUANTITY_FORMAT_ERROR = (
     "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
 )
 
+# Kubernetes: "no quantity may represent a number greater than 2^63-1 in magnitude". Kubernetes caps
+# larger values; here they are refused, and nothing bigger reaches the store (its JSON holds 64-bit ints).
+MAX_QUANTITY = 2**63 - 1
+QUANTITY_RANGE_ERROR = f"must be a finite number no larger than 2^63-1 ({MAX_QUANTITY})"
+
 _QUANTITY = re.compile(
     r"(?P<number>[+-]?(?:\d+\.?\d*|\.\d+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?"
 )
@@ -22,7 +27,19 @@ class QuantityError(ValueError):
 
 
 def parse_quantity(value: str | int | float) -> Decimal:
-    """Exact value of a quantity; QuantityError carries the API server's format message."""
+    """Exact value of a quantity; QuantityError carries the API server's format or range message."""
+    try:
+        amount = _parse(value)
+    except QuantityError:
+        raise
+    except (ArithmeticError, ValueError):  # an exponent past Decimal's range or int()'s digit limit
+        raise QuantityError(QUANTITY_RANGE_ERROR) from None
+    if not amount.is_finite() or abs(amount) > MAX_QUANTITY:
+        raise QuantityError(QUANTITY_RANGE_ERROR)
+    return amount
+
+
+def _parse(value: str | int | float) -> Decimal:
     if isinstance(value, bool):
         raise QuantityError(QUANTITY_FORMAT_ERROR)
     if isinstance(value, int):

@@ -9,7 +9,7 @@ may not exceed its limit.
 from __future__ import annotations
 
 from kgpu.api.errors import FieldError, invalid, required, unsupported
-from kgpu.api.quantity import QUANTITY_FORMAT_ERROR, QuantityError, parse_quantity
+from kgpu.api.quantity import QuantityError, parse_quantity
 from kgpu.gpu.catalog import is_gpu_resource, resource_names_for_vendor, vendor_for_resource_domain
 
 Quantity = str | int | float
@@ -43,8 +43,8 @@ def _check_value(path: str, name: str, value: Quantity) -> tuple[FieldError | No
     """Error (or None) and the normalized value: ints for extended resources, no floats left."""
     try:
         amount = parse_quantity(value)
-    except QuantityError:
-        return invalid(path, _as_text(value), QUANTITY_FORMAT_ERROR), value
+    except QuantityError as exc:
+        return invalid(path, _as_text(value), str(exc)), value
     if amount < 0:
         return invalid(path, _as_text(value), "must be greater than or equal to 0"), value
     if is_extended_resource(name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import quote
 
 import httpx
 
@@ -41,9 +42,12 @@ class KgpuClient:
         self.base_url = server_url(base_url)
         token = api_token(token)
         headers = {"authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(
-            base_url=self.base_url, timeout=timeout, headers=headers, transport=transport
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=self.base_url, timeout=timeout, headers=headers, transport=transport
+            )
+        except httpx.InvalidURL as exc:
+            raise ApiError(0, _bad_url(self.base_url, exc)) from None
 
     def close(self) -> None:
         self._http.close()
@@ -56,6 +60,10 @@ class KgpuClient:
                 0,
                 f"cannot reach the kgpu server at {self.base_url}: is `kgpu up` running? (set --server or KGPU_SERVER)",
             ) from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise ApiError(0, _bad_url(self.base_url, exc)) from None
+        except httpx.TransportError as exc:  # a timeout, a dropped connection
+            raise ApiError(0, f"request to the kgpu server at {self.base_url} failed: {exc}") from None
         if response.status_code == 401:
             raise ApiError(401, f"{_message(response)} (log in with `kgpu login --server URL --token TOKEN`)")
         if response.status_code >= 400:
@@ -73,8 +81,8 @@ class KgpuClient:
     @staticmethod
     def _path(plural: str, namespace: str | None, name: str | None = None) -> str:
         base = f"/apis/{API_VERSION}"
-        path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
-        return f"{path}/{name}" if name else path
+        path = f"{base}/namespaces/{_segment(namespace)}/{plural}" if namespace else f"{base}/{plural}"
+        return f"{path}/{_segment(name)}" if name else path
 
     def apply(self, plural: str, body: dict) -> tuple[dict, bool]:
         meta = body.get("metadata") or {}
@@ -99,22 +107,41 @@ class KgpuClient:
         return self._request("GET", "/api/v1/nodes").json()["items"]
 
     def tokens(self, project: str) -> list[dict]:
-        return self._request("GET", f"/apis/{API_VERSION}/projects/{project}/tokens").json()["items"]
+        return self._request("GET", f"/apis/{API_VERSION}/projects/{_segment(project)}/tokens").json()[
+            "items"
+        ]
 
     def create_token(self, project: str, role: str, name: str | None = None) -> dict:
         body = {"role": role, **({"name": name} if name else {})}
-        return self._request("POST", f"/apis/{API_VERSION}/projects/{project}/tokens", json=body).json()
+        return self._request(
+            "POST", f"/apis/{API_VERSION}/projects/{_segment(project)}/tokens", json=body
+        ).json()
 
     def revoke_token(self, project: str, token: str) -> dict:
-        path = f"/apis/{API_VERSION}/projects/{project}/tokens/{token}"
+        path = f"/apis/{API_VERSION}/projects/{_segment(project)}/tokens/{_segment(token)}"
         return self._request("DELETE", path).json()["revoked"]
 
     def replica_log(self, replica: str, offset: int = 0, tail: int | None = None) -> tuple[str, int]:
         params: dict = {"offset": offset}
         if tail is not None:
             params["tail"] = tail
-        response = self._request("GET", f"/apis/{API_VERSION}/replicas/{replica}/log", params=params)
+        response = self._request(
+            "GET", f"/apis/{API_VERSION}/replicas/{_segment(replica)}/log", params=params
+        )
         return response.text, int(response.headers.get("x-log-offset", "0"))
+
+
+def _segment(value: str) -> str:
+    """One path segment, percent-encoded; "/" or a dot segment would address another path."""
+    if "/" in value or value in (".", ".."):
+        raise ApiError(
+            0, f'"{value}" is not a valid name: names and namespaces are DNS labels (a-z, 0-9, "-")'
+        )
+    return quote(value, safe="")
+
+
+def _bad_url(url: str, exc: Exception) -> str:
+    return f"invalid kgpu server URL {url!r}: {exc} (set --server or KGPU_SERVER to http://HOST:PORT)"
 
 
 def _message(response: httpx.Response) -> str:

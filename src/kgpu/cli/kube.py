@@ -53,7 +53,8 @@ def check_kubeconfig(path: Path, context: str | None) -> str:
         kube_config.load_kube_config(
             config_file=str(path), context=chosen, client_configuration=kube_client.Configuration()
         )
-    except ConfigException as exc:
+    # The client raises plain ValueError/TypeError for malformed fields (base64 data, a number for a list).
+    except (ConfigException, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise KubeconfigError(f'--context: "{chosen}" in {path} cannot be used: {exc}') from None
     return chosen
 
@@ -88,9 +89,8 @@ def cluster_add(
     except (KubeconfigError, ResourceValidationError) as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(1) from None
-    client = KgpuClient(server)
     try:
-        _, created = client.apply("clusters", body)
+        _, created = KgpuClient(server).apply("clusters", body)
     except ApiError as exc:
         err.print(f"[red]error:[/red] {exc}")
         for field in exc.fields:

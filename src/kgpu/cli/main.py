@@ -38,7 +38,11 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _client(server: str | None) -> KgpuClient:
-    return KgpuClient(server)
+    try:
+        return KgpuClient(server)
+    except ApiError as exc:  # a malformed --server URL
+        _fail(str(exc))
+        raise
 
 
 def _report_api_error(exc: ApiError) -> None:
@@ -63,7 +67,7 @@ def up(
     file: list[Path] = typer.Option(
         None, "--file", "-f", help="resource files to apply (default: examples/minilm.yaml)"
     ),
-    port: int = typer.Option(8000, "--port", "-p", help="port of the API and gateway"),
+    port: int = typer.Option(8000, "--port", "-p", min=1, max=65535, help="port of the API and gateway"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
     state_dir: Path = typer.Option(Path(".kgpu"), "--state-dir", help="where state and replica logs live"),
     database_url: str = typer.Option(
@@ -220,7 +224,7 @@ def delete(
 def logs(
     name: str = typer.Argument(..., help="a replica (minilm-0) or a service (minilm: all its replicas)"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new lines"),
-    tail: int = typer.Option(100, "--tail", help="lines to show from the end of each log"),
+    tail: int = typer.Option(100, "--tail", min=1, help="lines to show from the end of each log"),
     server: str = ServerOption,
 ) -> None:
     """Print a replica's log (model loading, batches, errors)."""

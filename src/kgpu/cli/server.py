@@ -13,7 +13,7 @@ err = Console(stderr=True)
 
 
 def server(
-    port: int = typer.Option(8000, "--port", "-p", help="port of the API and gateway"),
+    port: int = typer.Option(8000, "--port", "-p", min=1, max=65535, help="port of the API and gateway"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
     state_dir: Path = typer.Option(Path(".kgpu"), "--state-dir", help="where state and replica logs live"),
     database_url: str = typer.Option(

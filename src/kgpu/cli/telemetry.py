@@ -33,6 +33,9 @@ def prometheus_config(
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    except OSError as exc:  # a file where a directory should be, no permission, a full disk
+        err.print(f"[red]error:[/red] --output: cannot write {output}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
     for path in paths:
         console.print(f"wrote {path}")
     console.print(f"run: prometheus --config.file={paths[0]}")
@@ -60,7 +63,11 @@ def top(
     from kgpu.cli.client import ApiError, KgpuClient
     from kgpu.cli.top import render_frame, scrape
 
-    client = KgpuClient(server)
+    try:
+        client = KgpuClient(server)
+    except ApiError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     try:
         previous = scrape(client)
         time.sleep(interval)

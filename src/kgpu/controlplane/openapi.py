@@ -46,6 +46,7 @@ _ERRORS = {
     404: ("Unknown resource type, or no resource of that name", ErrorBody | DetailBody),
     409: ("Conflict: stale metadata.resourceVersion, or a create of an existing name", ErrorBody),
     410: ("Watch: the resourceVersion is older than the server can resume from; list again", ErrorBody),
+    413: ("The body is larger than the API server's limit (3 MiB)", DetailBody),
     415: ("PATCH with a media type other than application/merge-patch+json", ErrorBody),
     422: ("Invalid resource or parameter; `fields` names each offending path", ErrorBody),
 }

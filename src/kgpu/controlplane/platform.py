@@ -28,7 +28,7 @@ from kgpu.controlplane.events import EventLog
 from kgpu.controlplane.reconciler import Reconciler
 from kgpu.controlplane.resources import ResourceService
 from kgpu.controlplane.simbackend import SimBackend
-from kgpu.controlplane.simnodes import SimNodes
+from kgpu.controlplane.simnodes import SimNodes, sim_flag_errors
 from kgpu.controlplane.store import ResourceStore, sqlite_url
 from kgpu.gateway.metrics import GatewayMetrics
 from kgpu.gateway.registry import ReplicaRegistry
@@ -95,7 +95,10 @@ class Platform:
         default_cluster = IN_CLUSTER if config.in_cluster else None
         self.resources = ResourceService(
             self.store,
-            admission=[cluster_admission(self._clusters, [check_model_available], default_cluster)],
+            admission=[
+                cluster_admission(self._clusters, [check_model_available], default_cluster),
+                sim_flag_errors,
+            ],
         )
         self.events = EventLog()
         self.registry = ReplicaRegistry()

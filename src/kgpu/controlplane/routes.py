@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kgpu import API_VERSION
 from kgpu.api.errors import FieldError, ResourceValidationError
-from kgpu.api.io import parse_resource
+from kgpu.api.io import parse_resource, safe_load
 from kgpu.api.models import InferenceService, NodePool
 from kgpu.controlplane.auth import principal_of, visible
 from kgpu.controlplane.openapi import (
@@ -43,6 +43,9 @@ from kgpu.controlplane.watch import WatchBus, WatchExpired
 
 PREFIX = f"/apis/{API_VERSION}"
 MAX_LOG_BYTES = 256 * 1024
+# The Kubernetes API server's limit for a request body: a resource is kilobytes; without a limit one
+# request could make the server hold (and store, and list) anything up to its memory.
+MAX_BODY_BYTES = 3 * 1024 * 1024
 MERGE_PATCH = "application/merge-patch+json"
 # Idle watch streams send an SSE comment this often so proxies keep them open.
 WATCH_HEARTBEAT_S = 15.0
@@ -103,10 +106,28 @@ def _kind(plural: str) -> str:
         ) from None
 
 
+async def _read_body(request: Request) -> bytes:
+    """The body, refused past MAX_BODY_BYTES whether it is declared (Content-Length) or streamed."""
+    too_large = HTTPException(
+        413, f"request body is larger than the limit of {MAX_BODY_BYTES} bytes; a resource is far smaller"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _json_body(request: Request) -> dict:
-    raw = await request.body()
+    raw = await _read_body(request)
     try:
-        body = yaml.safe_load(raw) if "yaml" in request.headers.get("content-type", "") else json.loads(raw)
+        body = safe_load(raw) if "yaml" in request.headers.get("content-type", "") else json.loads(raw)
     except (ValueError, yaml.YAMLError) as exc:
         raise HTTPException(400, f"request body is not valid JSON/YAML: {exc}") from None
     except RecursionError:
@@ -328,7 +349,7 @@ def control_routes(platform: Platform, sim_nodes: SimNodes | None = None) -> API
             return stored_response(stored, created)
         return error_response(409, "Conflict", f'{kind} "{name}" kept changing; try the patch again')
 
-    resource_errors = error_responses(400, 404, 409, 422)
+    resource_errors = error_responses(400, 404, 409, 413, 422)
     item_path = PREFIX + "/namespaces/{namespace}/{plural}/{name}"
 
     # Registered before the generic /{plural} routes, which would otherwise match first.
@@ -467,7 +488,7 @@ def control_routes(platform: Platform, sim_nodes: SimNodes | None = None) -> API
         item_path,
         summary="Change a resource with a JSON merge patch (validated like a replace)",
         openapi_extra={"requestBody": MERGE_PATCH_BODY},
-        responses={**RESOURCE_RESPONSE, **error_responses(400, 404, 409, 415, 422)},
+        responses={**RESOURCE_RESPONSE, **error_responses(400, 404, 409, 413, 415, 422)},
     )
     async def patch(
         request: Request, namespace: str = NAMESPACE, plural: str = PLURAL, name: str = NAME

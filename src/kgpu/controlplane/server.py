@@ -49,12 +49,22 @@ def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
     )
     app.state.platform = platform
 
+    def _field(error: dict, content_type: str) -> dict:
+        if error["type"] == "json_invalid":  # its loc holds the character position, not a field
+            detail = error.get("ctx", {}).get("error", error["msg"])
+            return {"path": "body", "message": f"not valid JSON at character {error['loc'][-1]}: {detail}"}
+        # An error about the body as a whole has no path below it: name the body itself.
+        path = ".".join(str(p) for p in error["loc"] if p != "body") or "body"
+        if path == "body" and error["type"] == "model_attributes_type" and "json" not in content_type:
+            # FastAPI reads only a JSON content type as JSON; anything else arrives as bytes.
+            sent = content_type or "no content type"
+            return {"path": "body", "message": f"must be a JSON object sent as application/json, not {sent}"}
+        return {"path": path, "message": error["msg"]}
+
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [
-            {"path": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
-            for e in exc.errors()
-        ]
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        content_type = request.headers.get("content-type", "")
+        fields = [_field(e, content_type) for e in exc.errors()]
         message = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
         return JSONResponse({"error": {"message": message, "fields": fields}}, status_code=422)
 

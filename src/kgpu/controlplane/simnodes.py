@@ -22,6 +22,7 @@ Only placement is simulated: no process is started for a sim service's replicas.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import threading
 import time
@@ -32,6 +33,7 @@ from sqlalchemy import Float, String, delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from kgpu.api.errors import FieldError, invalid
 from kgpu.api.models import CLUSTER_ANNOTATION, Cluster, InferenceService, NodePool
 from kgpu.api.quantity import parse_quantity
 from kgpu.autoscaling.nodepool import (
@@ -130,6 +132,41 @@ class _Placed:
             self.used[resource] = self.used.get(resource, 0) + count
         self.replicas += 1
         return True
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError(f'"{text}" is not a fraction between 0 and 1')
+    return value
+
+
+# The cluster-autoscaler style flags a sim cluster reads, and how.
+SIM_FLAGS: dict[str, Callable[[str], float]] = {
+    JOIN_DELAY_FLAG: parse_duration,
+    START_DELAY_FLAG: parse_duration,
+    "scale-down-unneeded-time": parse_duration,
+    "scale-down-delay-after-add": parse_duration,
+    "scale-down-utilization-threshold": _threshold,
+}
+
+
+def sim_flag_errors(resource: object) -> list[FieldError]:
+    """Apply-time check of a sim Cluster's flags, so that none is silently replaced by its default."""
+    if not isinstance(resource, Cluster) or resource.spec.backend != "sim":
+        return []
+    errors = []
+    for name, parse in SIM_FLAGS.items():
+        value = resource.spec.autoscaler.get(name)
+        if value is None:
+            continue
+        try:
+            problem = None if math.isfinite(parse(value)) else "is too large"
+        except ValueError as exc:
+            problem = str(exc)
+        if problem is not None:
+            errors.append(invalid(f"spec.autoscaler[{name}]", value, problem))
+    return errors
 
 
 def _flag(

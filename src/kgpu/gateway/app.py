@@ -125,10 +125,18 @@ def gateway_routes(
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return _openai_error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "body_too_large")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _openai_error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "body_too_large")
-        return body
+        # Counted as it arrives: a chunked body declares no length, and reading it all first would
+        # buffer whatever a client sends.
+        chunks: list[bytes] = []
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > MAX_BODY_BYTES:
+                return _openai_error(
+                    413, f"request body larger than {MAX_BODY_BYTES} bytes", "body_too_large"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     @api.post("/v1/embeddings", summary="Create embeddings (OpenAI-compatible)")
     async def embeddings(request: Request) -> Response:
@@ -161,7 +169,10 @@ def gateway_routes(
         served_name = service.split("/", 1)[1]
         if model != served_name:  # "team-a/minilm": replicas know their service by its plain name
             payload["model"] = served_name
-            body = orjson.dumps(payload)
+            try:
+                body = orjson.dumps(payload)
+            except orjson.JSONEncodeError as exc:  # orjson encodes 255 levels of nesting, decodes 1024
+                return _openai_error(400, f"request body is nested too deeply: {exc}", "invalid_json")
         result = await router.forward(service, "/v1/embeddings", body, "application/json", deadline)
         return _to_response(result)
 

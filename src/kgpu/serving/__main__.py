@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 import uvicorn
+from pydantic import ValidationError
 
 from kgpu.serving.app import ReplicaConfig, create_app
 from kgpu.serving.runtime import ReplicaRuntime
@@ -26,12 +27,25 @@ log = logging.getLogger("kgpu.serving")
 MEMORY_FRACTION_ENV = "KGPU_GPU_MEMORY_FRACTION"
 
 
+# uvicorn's levels (it registers "trace" with logging).
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+# Flags whose config field has another name.
+_FLAG_OF_FIELD = {"drain_timeout_s": "--graceful-timeout"}
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kgpu.serving", description="Serve one embedding model.")
     parser.add_argument("--model-uri", required=True, help="pkg:<package>, file:///path or a local path")
     parser.add_argument("--served-name", required=True, help="model name clients send")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=_port, default=8000)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index>")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
@@ -45,11 +59,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--service", default="")
     parser.add_argument("--project", default="default")
     parser.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds for in-flight requests")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
     return parser.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> ReplicaConfig:
+    """The replica's settings; a value out of range exits naming its flag."""
+    try:
+        return _config(args)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            flag = _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
+            lines.append(f"{flag}: {error['msg']} (got {error.get('input')!r})")
+        raise SystemExit("invalid flags:\n" + "\n".join(lines)) from None
+
+
+def _config(args: argparse.Namespace) -> ReplicaConfig:
     return ReplicaConfig(
         served_name=args.served_name,
         model_uri=args.model_uri,

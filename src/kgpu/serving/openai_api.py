@@ -88,7 +88,10 @@ def parse_embeddings_request(body: Any, served_name: str, dim: int, max_inputs: 
         )
     texts, token_ids = parse_input(body.get("input"), max_inputs)
 
-    encoding_format = body.get("encoding_format") or "float"
+    # Only a missing or null value means the default: `or` would take 0, "" or {} for "float" too.
+    encoding_format = body.get("encoding_format")
+    if encoding_format is None:
+        encoding_format = "float"
     if encoding_format not in ("float", "base64"):
         raise bad_request(
             f"'encoding_format' must be 'float' or 'base64', got {encoding_format!r}", "encoding_format"

@@ -6,7 +6,6 @@ one FP32 tensor `embedding` of shape [n, dim].
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
@@ -21,13 +20,38 @@ INPUT_NAME = "text"
 OUTPUT_NAME = "embedding"
 
 
-def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        return [data]
+def _flatten(data: Any, max_depth: int) -> list[Any] | None:
+    """Elements in row-major order, or None when lists nest deeper than `max_depth`.
+
+    Iterative: JSON may nest about a thousand levels, past Python's recursion limit.
+    """
     flat: list[Any] = []
-    for item in data:
-        flat.extend(_flatten(item))
+    end = object()
+    stack = [iter([data])]
+    while stack:
+        item = next(stack[-1], end)
+        if item is end:
+            stack.pop()
+        elif isinstance(item, list):
+            if len(stack) > max_depth:
+                return None
+            stack.append(iter(item))
+        else:
+            flat.append(item)
     return flat
+
+
+def _elements(shape: list[int], cap: int) -> int:
+    """Elements of a tensor of this shape, or cap + 1 when more: a full product of a long shape of large
+    dimensions takes long to compute and has too many digits to print."""
+    if 0 in shape:
+        return 0
+    elements = 1
+    for dim in shape:
+        elements *= dim
+        if elements > cap:
+            return cap + 1
+    return elements
 
 
 def parse_infer_texts(body: Any, max_inputs: int) -> list[str]:
@@ -45,10 +69,18 @@ def parse_infer_texts(body: Any, max_inputs: int) -> list[str]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise bad_request(f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
-    texts = _flatten(tensor.get("data"))
-    if len(texts) != math.prod(shape):
+    # Data is flat or nested like the shape (KServe's row-major tensor data), never deeper.
+    texts = _flatten(tensor.get("data"), max(1, len(shape)))
+    if texts is None:
+        raise bad_request(f"input '{name}': data is nested deeper than its shape {shape} has dimensions")
+    elements = _elements(shape, max_inputs)
+    if elements > max_inputs:
         raise bad_request(
-            f"input '{name}': shape {shape} holds {math.prod(shape)} elements but data has {len(texts)}"
+            f"input '{name}': shape {shape} holds more than {max_inputs} elements; at most {max_inputs} per request"
+        )
+    if len(texts) != elements:
+        raise bad_request(
+            f"input '{name}': shape {shape} holds {elements} elements but data has {len(texts)}"
         )
     if not texts:
         raise bad_request(f"input '{name}' is empty; send at least one text")

@@ -9,6 +9,7 @@ relabeling derives `project` from it so every kgpu series can be grouped the sam
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -128,7 +129,7 @@ def recording_rules() -> dict:
 
 
 def alert_rules(queue_target_s: float = DEFAULT_QUEUE_TARGET_S) -> dict:
-    if queue_target_s <= 0:
+    if not 0 < queue_target_s < math.inf:  # also refuses nan, which no comparison in a rule matches
         raise ValueError(
             f"--queue-target: invalid value {queue_target_s}: must be a positive number of seconds"
         )
