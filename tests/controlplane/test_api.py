@@ -511,3 +511,18 @@ def test_an_unreadable_sim_autoscaler_flag_is_refused_naming_it(api, flag, value
     response = api.put("/apis/kgpu.dev/v1alpha1/namespaces/default/clusters/lab", json=cluster)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["fields"][0]["path"] == f"spec.autoscaler[{flag}]"
+
+
+def test_a_body_naming_a_key_twice_is_a_400_and_the_stored_resource_stays(api):
+    assert api.put(f"{BASE}/minilm", json=service()).status_code == 201
+    before = api.get(f"{BASE}/minilm").json()
+    body = json.dumps(service()).replace('"spec":', '"spec": {"replicas": 9}, "spec":', 1)
+    response = api.put(f"{BASE}/minilm", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and 'duplicate key \\"spec\\"' in response.text
+    document = yaml.safe_dump(service()) + "kind: InferenceService\n"
+    response = api.put(f"{BASE}/minilm", content=document, headers={"content-type": "application/yaml"})
+    assert response.status_code == 400 and "already set in map" in response.text
+    assert (
+        api.get(f"{BASE}/minilm").json()["metadata"]["resourceVersion"]
+        == before["metadata"]["resourceVersion"]
+    )

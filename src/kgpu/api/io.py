@@ -77,6 +77,54 @@ class YAMLExpansionError(yaml.YAMLError):
     """A document whose aliases expand it past MAX_YAML_EXPANDED_SIZE (or refer to themselves)."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key set twice in one mapping (PyYAML keeps the last silently).
+
+    kubectl refuses such files ('key "metadata" already set in map'): a repeated key is nearly always an
+    edit gone wrong, and keeping one half of it applies something nobody wrote. Keys merged in with
+    ``<<`` may still be overridden, as YAML's merge keys mean.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # an unhashable key: the base loader reports it
+                    break
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {json.dumps(key, default=str)} already set in map",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object that names the same key twice."""
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKeyError(f"duplicate key {json.dumps(key)}")
+        seen[key] = value
+    return seen
+
+
+def json_loads_strict(text: str | bytes) -> Any:
+    """``json.loads`` refusing an object that names a key twice (as the Kubernetes API server does)."""
+    return json.loads(text, object_pairs_hook=_unique_pairs)
+
+
 def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
@@ -116,7 +164,7 @@ def _expansion_limit(text: str | bytes) -> int:
 
 def safe_load_all(text: str | bytes) -> list[Any]:
     """``yaml.safe_load_all``, refusing documents whose aliases expand past the bound."""
-    loader = yaml.SafeLoader(text)
+    loader = _StrictLoader(text)
     try:
         documents = []
         while loader.check_node():
@@ -130,7 +178,7 @@ def safe_load_all(text: str | bytes) -> list[Any]:
 
 def safe_load(text: str | bytes) -> Any:
     """``yaml.safe_load`` (exactly one document) with safe_load_all's bound."""
-    loader = yaml.SafeLoader(text)
+    loader = _StrictLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -155,7 +203,9 @@ def _decode(text: str, source: str) -> list[Any]:
 def _decode_documents(text: str, source: str) -> list[Any]:
     if text.lstrip().startswith(("{", "[")):
         try:
-            return [json.loads(text)]
+            return [json_loads_strict(text)]
+        except DuplicateKeyError as exc:
+            raise ResourceValidationError([FieldError(source, f"invalid JSON: {exc}")], source) from None
         except json.JSONDecodeError:
             pass  # flow-style YAML starts with "{" too; the YAML parser reports real syntax errors
     try:

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from kgpu import API_VERSION
 from kgpu.api.errors import FieldError, ResourceValidationError
-from kgpu.api.io import parse_resource, safe_load
+from kgpu.api.io import json_loads_strict, parse_resource, safe_load
 from kgpu.api.models import InferenceService, NodePool
 from kgpu.controlplane.auth import principal_of, visible
 from kgpu.controlplane.openapi import (
@@ -127,7 +127,7 @@ async def _read_body(request: Request) -> bytes:
 async def _json_body(request: Request) -> dict:
     raw = await _read_body(request)
     try:
-        body = safe_load(raw) if "yaml" in request.headers.get("content-type", "") else json.loads(raw)
+        body = safe_load(raw) if "yaml" in request.headers.get("content-type", "") else json_loads_strict(raw)
     except (ValueError, yaml.YAMLError) as exc:
         raise HTTPException(400, f"request body is not valid JSON/YAML: {exc}") from None
     except RecursionError:
