@@ -19,6 +19,7 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
+from kgpu import flags
 from kgpu.serving.app import ReplicaConfig, create_app
 from kgpu.serving.runtime import ReplicaRuntime
 
@@ -27,17 +28,8 @@ log = logging.getLogger("kgpu.serving")
 MEMORY_FRACTION_ENV = "KGPU_GPU_MEMORY_FRACTION"
 
 
-# uvicorn's levels (it registers "trace" with logging).
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 # Flags whose config field has another name.
 _FLAG_OF_FIELD = {"drain_timeout_s": "--graceful-timeout"}
-
-
-def _port(text: str) -> int:
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
-    return port
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -45,7 +37,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-uri", required=True, help="pkg:<package>, file:///path or a local path")
     parser.add_argument("--served-name", required=True, help="model name clients send")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=_port, default=8000)
+    parser.add_argument("--port", type=flags.port, default=8000)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:<index>")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
@@ -59,7 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--service", default="")
     parser.add_argument("--project", default="default")
     parser.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds for in-flight requests")
-    parser.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
+    flags.add_log_level(parser, flags.UVICORN_LEVELS)
     return parser.parse_args(argv)
 
 

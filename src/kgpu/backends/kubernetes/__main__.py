@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from kubernetes import config
 
+from kgpu import flags
 from kgpu.backends.kubernetes.leader import LEASE_NAME, ElectionSettings, run_as_leader
 from kgpu.backends.kubernetes.nodepool import GPU_OPERATOR_NAMESPACE
 from kgpu.backends.kubernetes.operator import KubeApis, Operator
@@ -22,11 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--runtime-image", default=DEFAULT_RUNTIME_IMAGE, help="image of the serving replicas"
     )
     parser.add_argument("--gpu-operator-namespace", default=GPU_OPERATOR_NAMESPACE)
-    parser.add_argument("--drain-timeout", type=int, default=30, help="seconds replicas get to drain")
-    parser.add_argument("--resync", type=float, default=60.0, help="seconds between full reconciles")
+    parser.add_argument(
+        "--drain-timeout", type=flags.positive_int, default=30, help="seconds replicas get to drain"
+    )
+    parser.add_argument(
+        "--resync", type=flags.positive_seconds, default=60.0, help="seconds between full reconciles"
+    )
     parser.add_argument("--kubeconfig", default=None, help="outside a cluster: kubeconfig file")
     parser.add_argument("--context", default=None)
-    parser.add_argument("--log-level", default="info")
+    flags.add_log_level(parser)
     parser.add_argument(
         "--leader-elect",
         action=argparse.BooleanOptionalAction,

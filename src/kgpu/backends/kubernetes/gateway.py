@@ -16,13 +16,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kgpu import flags
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m kgpu.backends.kubernetes.gateway", description="kgpu gateway"
     )
     parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=flags.port, default=8000)
     parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/kgpu"))
     parser.add_argument(
         "--database-url", default=None, help="SQLAlchemy URL (default: SQLite in --state-dir)"
