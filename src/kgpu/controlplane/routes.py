@@ -26,6 +26,7 @@ from kgpu import API_VERSION
 from kgpu.api.errors import FieldError, ResourceValidationError
 from kgpu.api.io import json_loads_strict, parse_resource, safe_load
 from kgpu.api.models import InferenceService, NodePool
+from kgpu.body_limit import BodyTooLarge, read_limited
 from kgpu.controlplane.auth import principal_of, visible
 from kgpu.controlplane.openapi import (
     MERGE_PATCH_BODY,
@@ -108,20 +109,12 @@ def _kind(plural: str) -> str:
 
 async def _read_body(request: Request) -> bytes:
     """The body, refused past MAX_BODY_BYTES whether it is declared (Content-Length) or streamed."""
-    too_large = HTTPException(
-        413, f"request body is larger than the limit of {MAX_BODY_BYTES} bytes; a resource is far smaller"
-    )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_limited(request, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        raise HTTPException(
+            413, f"request body is larger than the limit of {MAX_BODY_BYTES} bytes; a resource is far smaller"
+        ) from None
 
 
 async def _json_body(request: Request) -> dict:

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from kgpu.body_limit import BodyTooLarge, read_limited
 from kgpu.gateway.router import ProxyResult, Router
 
 # Returns the service key ("namespace/name") for a model name, or None if unknown.
@@ -122,21 +123,10 @@ def gateway_routes(
         return value, None
 
     async def _read_body(request: Request) -> bytes | JSONResponse:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        try:
+            return await read_limited(request, MAX_BODY_BYTES)
+        except BodyTooLarge:
             return _openai_error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "body_too_large")
-        # Counted as it arrives: a chunked body declares no length, and reading it all first would
-        # buffer whatever a client sends.
-        chunks: list[bytes] = []
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > MAX_BODY_BYTES:
-                return _openai_error(
-                    413, f"request body larger than {MAX_BODY_BYTES} bytes", "body_too_large"
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     @api.post("/v1/embeddings", summary="Create embeddings (OpenAI-compatible)")
     async def embeddings(request: Request) -> Response:

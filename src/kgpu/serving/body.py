@@ -1,8 +1,4 @@
-"""Read a JSON request body with a hard size limit.
-
-The limit is checked twice: against Content-Length before reading (cheap refusal of honest clients) and
-against the bytes actually received (a chunked or lying client cannot make the server buffer more).
-"""
+"""Read a JSON request body with a hard size limit (kgpu.body_limit), answered as the replica's API errors."""
 
 from __future__ import annotations
 
@@ -11,6 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
+from kgpu.body_limit import BodyTooLarge, read_limited
 from kgpu.serving.errors import ApiError
 
 
@@ -25,19 +22,12 @@ def _too_large(limit: int) -> ApiError:
 
 async def read_json_body(request: Request, limit: int) -> Any:
     declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise ApiError(400, f"invalid Content-Length header {declared!r}")
-        if int(declared) > limit:
-            raise _too_large(limit)
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    if declared is not None and not declared.strip().isdigit():
+        raise ApiError(400, f"invalid Content-Length header {declared!r}")
+    try:
+        raw = await read_limited(request, limit)
+    except BodyTooLarge:
+        raise _too_large(limit) from None
     if not raw.strip():
         raise ApiError(400, "request body is empty; send a JSON object")
     try:
