@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.spinner import Spinner
 from rich.table import Table
 
-from kgpu import API_VERSION
+from kgpu import API_VERSION, event_loop
 from kgpu.api.io import load_resource_file
 from kgpu.controlplane.platform import Platform, PlatformConfig
 from kgpu.controlplane.resources import PLURAL_BY_KIND
@@ -130,4 +130,5 @@ def run_up(files: list[Path], host: str, port: int, state_dir: Path, database_ur
         await serving
         watcher.cancel()
 
-    asyncio.run(main())
+    event_loop.after_uvicorn_stops(logging.getLogger("kgpu"))
+    event_loop.run(main())

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -19,7 +18,7 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
-from kgpu import flags
+from kgpu import event_loop, flags
 from kgpu.serving.app import ReplicaConfig, create_app
 from kgpu.serving.runtime import ReplicaRuntime
 
@@ -132,10 +131,6 @@ async def serve(server: ReplicaServer) -> int:
     return 1 if server.runtime.load_error is not None else 0
 
 
-def _drained_already(sig: int, frame: FrameType | None) -> None:
-    log.info("stop signal %d handled; exiting", sig)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -157,14 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,  # per-request lines would dominate the log at serving rates; /metrics has counts
     )
     server = ReplicaServer(uvicorn_config, app.state.runtime)
-    # uvicorn re-raises the stop signal once it has shut down, so that the previous handler runs; with the
-    # default handler the process would then die "killed by SIGTERM" although it drained cleanly.
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop_signal, _drained_already)
+    event_loop.after_uvicorn_stops(log)  # exit 0 after draining, not "killed by SIGTERM"
     log.info(
         "replica %s of %s listening on http://%s:%d", config.replica, config.service, args.host, args.port
     )
-    return asyncio.run(serve(server))
+    return event_loop.run(serve(server))
 
 
 if __name__ == "__main__":
