@@ -14,14 +14,22 @@ LOGGING_LEVELS = ("critical", "error", "warning", "info", "debug")
 UVICORN_LEVELS = (*LOGGING_LEVELS, "trace")
 
 
-def port(text: str) -> int:
+def _whole_number(text: str, low: int, high: int | None, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number (1-65535)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{value} is not {what}")
     return value
+
+
+def port(text: str) -> int:
+    return _whole_number(text, 1, 65535, "a port number (1-65535)")
+
+
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1, None, "a whole number of at least 1")
 
 
 def positive_seconds(text: str) -> float:
@@ -32,16 +40,6 @@ def positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a finite number of seconds above 0")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
 
 

@@ -21,41 +21,38 @@ def tree(tmp_path: Path, proc: str, files: dict[str, str]) -> tuple[Path, Path]:
     return root, proc_cgroup
 
 
-def test_cgroup_v2_quota_of_the_process_group(tmp_path):
-    root, proc = tree(tmp_path, "0::/kubepods/pod1/ctr\n", {"kubepods/pod1/ctr/cpu.max": "250000 100000\n"})
-    assert cgroup_cpu_limit(root, proc) == 2.5
-
-
-def test_cgroup_v2_a_parent_limit_applies_to_an_unlimited_child(tmp_path):
-    root, proc = tree(
-        tmp_path,
-        "0::/kubepods/pod1/ctr\n",
-        {"kubepods/pod1/cpu.max": "100000 100000\n", "kubepods/pod1/ctr/cpu.max": "max 100000\n"},
-    )
-    assert cgroup_cpu_limit(root, proc) == 1.0
-
-
-def test_cgroup_v2_unlimited_is_none(tmp_path):
-    root, proc = tree(tmp_path, "0::/user.slice\n", {"user.slice/cpu.max": "max 100000\n"})
-    assert cgroup_cpu_limit(root, proc) is None
-
-
-def test_cgroup_v2_inside_a_container_reads_the_group_at_the_mount_root(tmp_path):
-    # The container's namespace mounts its own group at the root; the path may still name it.
-    root, proc = tree(tmp_path, "0::/kubepods/pod1/ctr\n", {"cpu.max": "200000 100000\n"})
-    assert cgroup_cpu_limit(root, proc) == 2.0
-
-
-def test_cgroup_v1_cpu_controller_quota(tmp_path):
-    root, proc = tree(
-        tmp_path,
-        "4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n",
-        {
-            "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "300000\n",
-            "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
-        },
-    )
-    assert cgroup_cpu_limit(root, proc) == 3.0
+@pytest.mark.parametrize(
+    ("proc", "files", "cpus"),
+    [
+        pytest.param(
+            "0::/kubepods/pod1/ctr\n",
+            {"kubepods/pod1/ctr/cpu.max": "250000 100000\n"},
+            2.5,
+            id="v2-own-group",
+        ),
+        pytest.param(
+            "0::/kubepods/pod1/ctr\n",
+            {"kubepods/pod1/cpu.max": "100000 100000\n", "kubepods/pod1/ctr/cpu.max": "max 100000\n"},
+            1.0,
+            id="v2-a-parent-limits-an-unlimited-child",
+        ),
+        pytest.param("0::/user.slice\n", {"user.slice/cpu.max": "max 100000\n"}, None, id="v2-unlimited"),
+        # A container's namespace mounts its own group at the root; the path may still name it.
+        pytest.param("0::/kubepods/pod1/ctr\n", {"cpu.max": "200000 100000\n"}, 2.0, id="v2-in-a-container"),
+        pytest.param(
+            "4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n",
+            {
+                "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "300000\n",
+                "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+            },
+            3.0,
+            id="v1-cpu-controller",
+        ),
+    ],
+)
+def test_cgroup_cpu_quota(tmp_path, proc: str, files: dict[str, str], cpus: float | None):
+    root, proc_cgroup = tree(tmp_path, proc, files)
+    assert cgroup_cpu_limit(root, proc_cgroup) == cpus
 
 
 def test_cgroup_v1_minus_one_is_unlimited(tmp_path):

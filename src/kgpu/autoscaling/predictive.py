@@ -175,13 +175,13 @@ def predictive_decide(
     last = samples[-1].concurrency if samples else 0.0
     demand_now = max(last, in_system_now)
 
+    # Deadline sizing: the replicas the work due needs, in place of the request count over the target.
+    by_deadline = tuning is not None and tuning.reactive == "deadline"
     deadline_replicas = 0.0
-    if tuning is not None and tuning.reactive == "deadline":
-        assert tuning.replica_throughput is not None
+    if by_deadline:
+        assert tuning is not None and tuning.replica_throughput is not None
         deadline_replicas = deadline_need(pending, now, tuning.replica_throughput)
-    want_now = math.ceil(demand_now / target)
-    if tuning is not None and tuning.reactive == "deadline":
-        want_now = math.ceil(deadline_replicas - 1e-9)
+    want_now = math.ceil(deadline_replicas - 1e-9) if by_deadline else math.ceil(demand_now / target)
     room = math.inf if free_gpus is None else free_gpus
     needs_node = want_now - current_replicas > room
     lead = replica_startup_s + (node_startup_s if needs_node else 0.0)
@@ -207,13 +207,11 @@ def predictive_decide(
         hold = tuning.headroom * held_level(
             levels, now, tuning.half_life_s, spec.scale_down_stabilization_seconds
         )
-        now_replicas = forecast / target
-        if tuning.reactive == "deadline":
-            now_replicas = deadline_replicas + growth / target
+        now_replicas = deadline_replicas + growth / target if by_deadline else forecast / target
         peak_replicas = math.ceil(max(hold, now_replicas) - 1e-9)
     on_free_gpus = min(peak_replicas, current_replicas + room)
     sustained = sum(s.concurrency for s in recent) / len(recent) if recent else demand_now
-    if tuning is not None and tuning.reactive == "deadline":
+    if by_deadline:
         sustained = min(sustained, deadline_replicas * target)  # nodes only for work due, too
     desired = max(on_free_gpus, math.ceil(sustained / target))
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kgpu.api.models import CLUSTER_ANNOTATION
-from kgpu.cli.render import age, phase, print_table
+from kgpu.cli.render import age, key_values, phase, pool_nodes, print_table, replicas_table
 
 
 def _fields(console: Console, rows: list[tuple[str, str]]) -> None:
@@ -25,7 +25,7 @@ def _section(console: Console, title: str) -> None:
 
 
 def _map(values: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in values.items()) or "-"
+    return key_values(values, ", ")
 
 
 def describe_service(console: Console, item: dict, replicas: list[dict]) -> None:
@@ -78,20 +78,7 @@ def describe_service(console: Console, item: dict, replicas: list[dict]) -> None
     own = [r for r in replicas if r["service"] == key]
     _section(console, f"Replicas ({len(own)})")
     if own:
-        table = Table(box=None, header_style="bold", pad_edge=False)
-        for column in ("NAME", "STATUS", "DEVICE", "NODE", "RESTARTS", "AGE", "MESSAGE"):
-            table.add_column(column, no_wrap=column != "MESSAGE")
-        for r in own:
-            table.add_row(
-                r["name"],
-                phase(r["phase"]),
-                r["device"] or "-",
-                r["node"] or "-",
-                str(r["restarts"]),
-                age(r["started_at"]),
-                r["message"] or "",
-            )
-        print_table(console, table)
+        print_table(console, replicas_table(own, wide=True))
     else:
         console.print("  none")
     _events(console, status.get("events") or [])
@@ -121,7 +108,7 @@ def describe_nodepool(console: Console, item: dict) -> None:
             ("Created", f"{age(meta.get('creationTimestamp'))} ago"),
             ("Cluster", (meta.get("annotations") or {}).get(CLUSTER_ANNOTATION, "-")),
             ("Flavor", _map(flavor)),
-            ("Nodes", f"{_nodes_now(status)} (min {spec.get('minNodes', 0)}, max {spec.get('maxNodes', 1)})"),
+            ("Nodes", f"{pool_nodes(status)} (min {spec.get('minNodes', 0)}, max {spec.get('maxNodes', 1)})"),
             ("Sharing", _map(spec.get("sharing") or {})),
             ("Labels", _map(spec.get("labels") or {})),
             ("Taints", ", ".join(f"{t['key']}={t.get('value', '')}:{t['effect']}" for t in spec.get("taints") or [])
@@ -148,9 +135,3 @@ def describe_nodepool(console: Console, item: dict) -> None:
             _map(n.get("allocatable") or {}),
         )
     print_table(console, table)
-
-
-def _nodes_now(status: dict) -> str:
-    if "readyNodes" in status:
-        return f"{status['readyNodes']}/{status['nodes']} ready"
-    return str(status.get("nodes", "-"))

@@ -41,6 +41,18 @@ def print_table(console: Console, table: Table) -> None:
         console.width = width
 
 
+def key_values(values: dict, sep: str = ",") -> str:
+    """``a=1,b=2`` (tables keep it compact; describe passes ", "), or "-" when empty."""
+    return sep.join(f"{k}={v}" for k, v in values.items()) or "-"
+
+
+def pool_nodes(status: dict) -> str:
+    """A pool's nodes: ``ready/total`` where its nodes are known one by one (a sim cluster), else the count."""
+    if "readyNodes" in status:
+        return f"{status['readyNodes']}/{status['nodes']}"
+    return str(status.get("nodes", "-"))
+
+
 def age(since: float | None, now: float | None = None) -> str:
     if not since:
         return "-"
@@ -68,7 +80,7 @@ def structured(items: list[dict], fmt: str) -> str:
 
 def _resources(spec: dict) -> str:
     limits = (spec.get("resources") or {}).get("limits") or {}
-    return ",".join(f"{k}={v}" for k, v in limits.items()) or "cpu"
+    return key_values(limits) if limits else "cpu"
 
 
 def services_table(items: list[dict], replicas: list[dict], wide: bool) -> Table:
@@ -181,7 +193,7 @@ def nodes_table(items: list[dict], wide: bool) -> Table:
                 )
                 or "-"
             )
-            allocated = ",".join(f"{k}={v}" for k, v in (n.get("allocated") or {}).items()) or "-"
+            allocated = key_values(n.get("allocated") or {})
             row += [n.get("driver_version") or "-", mig, allocated, n.get("note") or ""]
         table.add_row(*row)
     return table
@@ -207,16 +219,13 @@ def nodepools_table(items: list[dict], wide: bool) -> Table:
         meta, spec, status = item["metadata"], item["spec"], item.get("status") or {}
         flavor = spec["flavor"]
         gpus = f"{flavor.get('gpuCount', 0)}x {flavor['gpuModel']}" if flavor.get("gpuModel") else "0"
-        nodes = status.get("nodes", "-")
-        if "readyNodes" in status:
-            nodes = f"{status['readyNodes']}/{status['nodes']}"
         row = [
             meta.get("namespace", "default"),
             meta["name"],
             (meta.get("annotations") or {}).get(CLUSTER_ANNOTATION, "-"),
             flavor["name"],
             gpus,
-            str(nodes),
+            pool_nodes(status),
             str(spec.get("minNodes", 0)),
             str(spec.get("maxNodes", 1)),
             (spec.get("sharing") or {}).get("mode", "exclusive"),
@@ -265,7 +274,7 @@ def clusters_table(items: list[dict], pools: list[dict], wide: bool) -> Table:
             row += [
                 spec.get("version") or "-",
                 spec.get("kubeconfig") or "-",
-                ",".join(f"{k}={v}" for k, v in flags.items()) or "-",
+                key_values(flags),
             ]
         table.add_row(*row)
     return table

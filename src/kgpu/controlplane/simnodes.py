@@ -169,16 +169,15 @@ def sim_flag_errors(resource: object) -> list[FieldError]:
     return errors
 
 
-def _flag(
-    cluster: Cluster, name: str, default: float, parse: Callable[[str], float] = parse_duration
-) -> float:
+def _flag(cluster: Cluster, name: str, default: float) -> float:
+    """The flag read as sim_flag_errors checks it at apply time."""
     value = cluster.spec.autoscaler.get(name)
     if value is None:
         return default
     try:
-        return parse(value)
+        return SIM_FLAGS[name](value)
     except ValueError:
-        return default  # an unreadable flag keeps the default (the Cluster was accepted as strings)
+        return default  # a Cluster stored before flags were checked at apply time
 
 
 def sim_cluster_of(resource: NodePool | InferenceService, clusters: list[Cluster]) -> Cluster | None:
@@ -382,7 +381,7 @@ class SimNodes:
                 "unneeded_s": _flag(cluster, "scale-down-unneeded-time", UNNEEDED_S),
                 "cooldown_s": _flag(cluster, "scale-down-delay-after-add", COOLDOWN_AFTER_ADD_S),
                 "utilization_threshold": _flag(
-                    cluster, "scale-down-utilization-threshold", UTILIZATION_THRESHOLD, float
+                    cluster, "scale-down-utilization-threshold", UTILIZATION_THRESHOLD
                 ),
             }
             # Scale-up judged per (pool, GPU resource); scale-down per pool over all its GPU resources.

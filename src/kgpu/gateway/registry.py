@@ -8,7 +8,7 @@ event loop, so plain attributes are enough (no locks).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
@@ -27,48 +27,37 @@ class Endpoint:
         return not self.draining
 
 
-@dataclass
-class _ServiceEntry:
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)
-
-
 class ReplicaRegistry:
     """Ready replicas per service, with their outstanding request counts."""
 
     def __init__(self) -> None:
-        self._services: dict[str, _ServiceEntry] = {}
+        # service -> replica -> endpoint; a service is here only while it has endpoints.
+        self._services: dict[str, dict[str, Endpoint]] = {}
         # Called with the service key when its replica set changes (the router admits waiters).
         self.on_change: Callable[[str], None] = lambda service: None
 
-    def _entry(self, service: str) -> _ServiceEntry:
-        entry = self._services.get(service)
-        if entry is None:
-            entry = self._services[service] = _ServiceEntry()
-        return entry
-
     def _endpoints(self, service: str) -> dict[str, Endpoint]:
         """A service's endpoints; reading never creates an entry (no state for unknown services)."""
-        entry = self._services.get(service)
-        return entry.endpoints if entry is not None else {}
+        return self._services.get(service, {})
 
     def _notify(self, service: str) -> None:
         self.on_change(service)
 
     def add(self, service: str, replica: str, url: str) -> Endpoint:
-        entry = self._entry(service)
-        endpoint = entry.endpoints.get(replica)
+        endpoints = self._services.setdefault(service, {})
+        endpoint = endpoints.get(replica)
         if endpoint is None or endpoint.url != url:
             endpoint = Endpoint(service=service, replica=replica, url=url)
-            entry.endpoints[replica] = endpoint
+            endpoints[replica] = endpoint
         endpoint.draining = False
         self._notify(service)
         return endpoint
 
     def remove(self, service: str, replica: str) -> None:
-        entry = self._services.get(service)
-        if entry is None or entry.endpoints.pop(replica, None) is None:
+        endpoints = self._services.get(service)
+        if endpoints is None or endpoints.pop(replica, None) is None:
             return
-        if not entry.endpoints:  # a deleted service leaves nothing behind
+        if not endpoints:  # a deleted service leaves nothing behind
             del self._services[service]
         self._notify(service)
 

@@ -108,21 +108,21 @@ class Router:
         handle = queue.push(waiter, arrival, deadline)
         self._admit(service)  # a slot may have freed between the pick and now
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except asyncio.TimeoutError:
-            pass
-        except BaseException:  # cancelled (client gone): leave, and pass on a turn given meanwhile
-            if not queue.discard(handle):
-                self._take_turn(service)
-                self._admit(service)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            except asyncio.TimeoutError:
+                pass
+            except BaseException:  # cancelled (client gone): leave, and pass on a turn given meanwhile
+                if not queue.discard(handle):
+                    self._take_turn(service)
+                    self._admit(service)
+                raise
+            if queue.discard(handle):  # still queued: the wait timed out
+                return False
+            self._take_turn(service)
+            return True
+        finally:
             self._forget_if_idle(service)
-            raise
-        if queue.discard(handle):  # still queued: the wait timed out
-            self._forget_if_idle(service)
-            return False
-        self._take_turn(service)
-        self._forget_if_idle(service)
-        return True
 
     def _take_turn(self, service: str) -> None:
         """A turn given to a waiter is taken (or given up): it no longer holds a slot."""

@@ -105,7 +105,7 @@ class EmbeddingEngine:
         running at once share the threads (``_share_cpu``), and a call alone still gets every thread.
         Four at most, so each batch keeps a share of a big machine. GPUs compute one batch at a time.
         """
-        return min(4, cpu_threads()) if self._device.type == "cpu" else 1
+        return min(4, self._cpu_threads) if self._device.type == "cpu" else 1
 
     @property
     def unpadded(self) -> bool:
