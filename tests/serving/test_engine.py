@@ -145,8 +145,7 @@ def test_concurrent_embeds_from_worker_threads_equal_sequential_ones(engine: Emb
 
 
 def test_calls_running_at_once_share_the_cpu_threads(engine: EmbeddingEngine, monkeypatch) -> None:
-    monkeypatch.setattr(engine, "_cpu_threads", 8)
-    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    monkeypatch.setattr(engine, "_cpu_threads", 8)  # what the engine found at start (cores, quota)
     assert engine.default_workers() == 4  # four batches side by side at most
     seen: dict[str, int] = {}
     release = threading.Event()
@@ -172,5 +171,5 @@ def test_calls_running_at_once_share_the_cpu_threads(engine: EmbeddingEngine, mo
     torch.set_num_threads(torch.get_num_threads())  # the main thread's count is the process default again
     assert seen == {"alone": 8, "first": 8, "second": 4}
     assert engine._calls == 0
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(engine, "_cpu_threads", 1)
     assert engine.default_workers() == 1
