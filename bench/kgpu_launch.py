@@ -25,13 +25,15 @@ def kgpu_executable() -> list[str]:
     return [sys.executable, "-m", "kgpu.cli.main"]
 
 
-def service_file(work_dir: Path, device: str, dtype: str) -> Path:
-    """A copy of the example service pinned to ``device``/``dtype``."""
+def service_file(work_dir: Path, device: str, dtype: str, model_uri: str | None = None) -> Path:
+    """A copy of the example service pinned to ``device``/``dtype`` (and ``model_uri`` when given)."""
     documents = [doc for doc in yaml.safe_load_all(EXAMPLE.read_text()) if doc]
     for doc in documents:
         if doc.get("kind") != "InferenceService":
             continue
         spec = doc.setdefault("spec", {})
+        if model_uri is not None:
+            spec["model"]["uri"] = model_uri
         runtime = spec.setdefault("runtime", {})
         runtime["device"] = device
         if dtype != "auto":
@@ -46,7 +48,7 @@ def service_file(work_dir: Path, device: str, dtype: str) -> Path:
     return path
 
 
-def up_command(port: int, work_dir: Path, device: str, dtype: str) -> list[str]:
-    services = service_file(work_dir, device, dtype)
+def up_command(port: int, work_dir: Path, device: str, dtype: str, model_uri: str | None = None) -> list[str]:
+    services = service_file(work_dir, device, dtype, model_uri)
     state_dir = work_dir / "state"
     return [*kgpu_executable(), "up", "-f", str(services), "--port", str(port), "--state-dir", str(state_dir)]

@@ -13,6 +13,10 @@ gateway's hop costs.
 
     .venv/bin/python bench/latency_c1.py [--requests 600] [--gap-ms 10] [--device cpu|cuda]
 
+`--model-dir DIR` serves another model directory on both servers (sentence-transformers layout): a
+copy of the model with one layer instead of six shrinks the forward pass, and with it the noise that
+hides the servers' own overhead.
+
 kgpu's control plane keeps running its loops (reconcile, autoscale, checkpoint) while naive is
 measured, which can only slow naive a little, never kgpu.
 """
@@ -118,16 +122,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
+        "--model-dir", type=Path, default=None, help="serve this model directory (default: the example's)"
+    )
+    parser.add_argument(
         "--json", type=Path, default=None, help="default bench/results/latency-c1-<device>.json"
     )
     args = parser.parse_args(argv)
     if args.requests < 1 or args.warmup < 0 or args.gap_ms < 0:
         parser.error("--requests must be >= 1, --warmup and --gap-ms >= 0")
     out = args.json or BENCH_DIR / "results" / f"latency-c1-{args.device}.json"
-    mdir = model_dir()
+    if args.model_dir is not None and not (args.model_dir / "config.json").is_file():
+        parser.error(f"--model-dir {args.model_dir}: no config.json there (sentence-transformers layout)")
+    mdir = str(args.model_dir.resolve()) if args.model_dir is not None else model_dir()
     bodies = request_bodies(make_sentences(SENTENCE_POOL, args.seed, load_vocabulary(mdir)), 1)
     server_args = SimpleNamespace(
-        device=args.device, dtype=args.dtype, batch_inputs=1, log_dir=out.parent / "logs"
+        device=args.device,
+        dtype=args.dtype,
+        batch_inputs=1,
+        log_dir=out.parent / "logs",
+        model_uri=None if args.model_dir is None else mdir,
     )
     server_args.log_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kgpu-latency-") as tmp:
@@ -185,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 "benchmark": "latency_c1",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": [Path(sys.executable).name, *sys.argv],
-                "config": vars(args) | {"json": str(out)},
+                "config": vars(args) | {"json": str(out), "model_dir": mdir},
                 "machine": {"gpu": gpu_name() if args.device == "cuda" else None, "versions": versions()},
                 "rows": rows,
                 "target": {

@@ -248,7 +248,8 @@ def server_for(system: str, args: argparse.Namespace, mdir: str, state_dir: Path
         / f"{system}-{args.device}{'' if args.batch_inputs == 1 else f'-inputs{args.batch_inputs}'}.log"
     )
     if system == "kgpu":
-        command = kgpu_launch.up_command(port, state_dir, args.device, args.dtype)
+        model_uri = getattr(args, "model_uri", None)  # None: the example's own model package
+        command = kgpu_launch.up_command(port, state_dir, args.device, args.dtype, model_uri)
     elif system == "naive":
         command = [
             sys.executable,

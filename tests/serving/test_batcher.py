@@ -200,3 +200,58 @@ async def test_stop_timeout_fails_the_batches_still_computing() -> None:
         with pytest.raises(BatcherClosedError):
             await task
     engine.release.set()
+
+
+async def test_a_request_alone_is_prepared_and_embedded_in_one_engine_call() -> None:
+    engine = FakeEngine()
+    stats: list[BatchStats] = []
+    batcher = DynamicBatcher(engine, max_batch_tokens=100, max_batch_size=4, on_batch=stats.append)
+    await batcher.start()
+    prepared_on: list[str] = []
+
+    def prepare() -> list[list[int]]:
+        prepared_on.append(threading.current_thread().name)
+        return engine.tokenize(["one two", "three"])
+
+    ids, vectors = await batcher.prepare_and_embed(prepare, count=2, longest=10)
+    await batcher.stop()
+    assert ids == [[101, 3, 3, 102], [101, 5, 102]]
+    assert vectors[:, 0].tolist() == [4, 3]
+    assert prepared_on and prepared_on[0].startswith("kgpu-engine-0")  # off the event loop
+    assert engine.batches == [[4, 3]]
+    assert len(stats) == 1 and stats[0].size == 2 and stats[0].queue_seconds == [0.0]
+
+
+async def test_prepare_and_embed_declines_when_no_worker_is_free_or_it_would_not_fit() -> None:
+    engine = FakeEngine()
+    engine.block()
+    batcher = DynamicBatcher(engine, max_batch_tokens=100, max_batch_size=4, workers=1)
+    await batcher.start()
+
+    def prepare() -> list[list[int]]:
+        raise AssertionError("must not run")
+
+    assert await batcher.prepare_and_embed(prepare, count=5, longest=1) is None  # > max_batch_size
+    assert await batcher.prepare_and_embed(prepare, count=2, longest=51) is None  # > max_batch_tokens
+    computing = asyncio.create_task(batcher.submit([[1]]))
+    await _wait_for(engine.entered)
+    assert await batcher.prepare_and_embed(prepare, count=1, longest=1) is None  # no free worker
+    engine.release.set()
+    await computing
+    await batcher.stop()
+    assert await batcher.prepare_and_embed(prepare, count=1, longest=1) is None  # stopped
+
+
+async def test_a_failure_while_preparing_alone_fails_that_request_only() -> None:
+    engine = FakeEngine()
+    batcher = DynamicBatcher(engine, max_batch_tokens=100, max_batch_size=4, workers=2)
+    await batcher.start()
+
+    def broken() -> list[list[int]]:
+        raise RuntimeError("tokenizer exploded")
+
+    with pytest.raises(RuntimeError, match="tokenizer exploded"):
+        await batcher.prepare_and_embed(broken, count=1, longest=4)
+    result = await batcher.submit([[7, 7]])  # the batcher still serves
+    await batcher.stop()
+    assert result[0, :2].tolist() == [2, 7]

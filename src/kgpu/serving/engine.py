@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from kgpu.serving.cpus import cpu_threads
+from kgpu.serving.engine_threads import may_fan_out
 from kgpu.serving.model_layout import ModelLayout, read_model_layout
 from kgpu.serving.unpadded import unpadded_bert
 
@@ -181,6 +182,7 @@ class EmbeddingEngine:
     def _share_cpu(self) -> Iterator[None]:
         """On CPU, calls running at once split the threads: a call alone gets all of them (the lowest
         latency for one request), two calls half each (more throughput together, see default_workers).
+        A secondary engine thread always uses one (kgpu.serving.engine_threads says why).
         Torch's thread count belongs to the calling thread, so each call sets its own as it starts."""
         if self._device.type != "cpu":
             yield
@@ -188,7 +190,7 @@ class EmbeddingEngine:
         with self._calls_lock:
             self._calls += 1
             calls = self._calls
-        torch.set_num_threads(max(1, self._cpu_threads // calls))
+        torch.set_num_threads(max(1, self._cpu_threads // calls) if may_fan_out() else 1)
         try:
             yield
         finally:

@@ -129,10 +129,10 @@ def create_openai_router(runtime: ReplicaRuntime) -> APIRouter:
         runtime.require_ready()
         parsed = parse_embeddings_request(body, config.served_name, runtime.engine.dim, config.max_inputs)
         if parsed.texts is not None:
-            ids = await runtime.tokenize(parsed.texts)
+            ids, vectors = await runtime.embed_texts(parsed.texts)
         else:
             ids = await runtime.prepare_ids(parsed.token_ids or [], "input")
-        vectors = await runtime.embed(ids)
+            vectors = await runtime.embed(ids)
         tokens = sum(len(sequence) for sequence in ids)
         data = [
             {"object": "embedding", "index": index, "embedding": _encode(vector, parsed.encoding_format)}

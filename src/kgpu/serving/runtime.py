@@ -8,9 +8,10 @@ readiness off first (so routers stop sending), then lets the batcher finish what
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,6 +21,7 @@ from kgpu.serving.batcher import BatcherClosedError, DynamicBatcher, QueueFullEr
 from kgpu.serving.config import ReplicaConfig
 from kgpu.serving.cpus import cpu_threads
 from kgpu.serving.engine import EmbeddingEngine, InvalidInputError
+from kgpu.serving.engine_threads import EngineThreads
 from kgpu.serving.errors import ApiError
 from kgpu.serving.metrics import ReplicaMetrics
 from kgpu.serving.model_source import resolve_model_uri
@@ -60,6 +62,8 @@ class ReplicaRuntime:
 
     async def _load(self) -> None:
         config = self.config
+        # Loaded and warmed up on the thread that computes alone later: see engine_threads.
+        threads = EngineThreads()
         try:
             log.info(
                 "loading model %s from %s (device=%s, dtype=%s)",
@@ -69,7 +73,7 @@ class ReplicaRuntime:
                 config.dtype,
             )
             started = time.perf_counter()
-            engine = await asyncio.to_thread(self._engine_factory, config)
+            engine = await threads.run(self._engine_factory, config)
             log.info(
                 "loaded %s in %.1fs: dim=%d, max_seq_len=%d, device=%s, dtype=%s",
                 engine.name,
@@ -81,7 +85,7 @@ class ReplicaRuntime:
             )
             warmup = getattr(engine, "warmup", None)
             if warmup is not None:
-                log.info("warmed up in %.2fs", await asyncio.to_thread(warmup))
+                log.info("warmed up in %.2fs", await threads.run(warmup))
             workers = config.engine_workers or engine.default_workers()
             batcher = DynamicBatcher(
                 engine,
@@ -90,6 +94,7 @@ class ReplicaRuntime:
                 max_queue=config.max_queue,
                 on_batch=self.metrics.observe_batch,
                 workers=workers,
+                threads=threads,
             )
             await batcher.start()
             log.info("%d engine worker(s)", workers)
@@ -103,6 +108,7 @@ class ReplicaRuntime:
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("model failed to load: %s", self.load_error)
+            threads.shutdown()
         finally:
             self.loaded.set()
 
@@ -160,23 +166,46 @@ class ReplicaRuntime:
     async def embed(self, ids: list[list[int]]) -> np.ndarray:
         self.require_ready()
         assert self.batcher is not None
-        try:
+        with _batcher_errors():
             vectors = await self.batcher.submit(ids)
-        except QueueFullError as exc:
-            raise ApiError(
-                429,
-                f"model is overloaded: {exc}; retry later",
-                code="queue_full",
-                reason="queue_full",
-                headers={"Retry-After": "1"},
-            ) from exc
-        except BatcherClosedError as exc:
-            raise ApiError(
-                503,
-                f"{exc}; retry on another replica",
-                code="model_not_ready",
-                reason="not_ready",
-                headers={"Retry-After": "1"},
-            ) from exc
         self.metrics.count_work(len(ids), sum(len(sequence) for sequence in ids))
         return vectors
+
+    async def embed_texts(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray]:
+        """Token ids and embeddings of texts; a request alone is tokenized by the engine worker itself."""
+        self.require_ready()
+        assert self.batcher is not None
+        engine = self.engine
+        with _batcher_errors():
+            alone = await self.batcher.prepare_and_embed(
+                lambda: engine.tokenize(texts), len(texts), engine.max_seq_len
+            )
+        if alone is None:
+            ids = await self.tokenize(texts)
+            return ids, await self.embed(ids)
+        ids, vectors = alone
+        self.metrics.count_work(len(ids), sum(len(sequence) for sequence in ids))
+        return ids, vectors
+
+
+@contextlib.contextmanager
+def _batcher_errors() -> Iterator[None]:
+    """The batcher's refusals as the HTTP answers clients act on."""
+    try:
+        yield
+    except QueueFullError as exc:
+        raise ApiError(
+            429,
+            f"model is overloaded: {exc}; retry later",
+            code="queue_full",
+            reason="queue_full",
+            headers={"Retry-After": "1"},
+        ) from exc
+    except BatcherClosedError as exc:
+        raise ApiError(
+            503,
+            f"{exc}; retry on another replica",
+            code="model_not_ready",
+            reason="not_ready",
+            headers={"Retry-After": "1"},
+        ) from exc

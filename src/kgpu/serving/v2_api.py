@@ -146,7 +146,7 @@ def create_v2_router(runtime: ReplicaRuntime) -> APIRouter:
         body = await read_json_body(request, config.max_body_bytes)
         runtime.require_ready()
         texts = parse_infer_texts(body, config.max_inputs)
-        vectors = await runtime.embed(await runtime.tokenize(texts))
+        _, vectors = await runtime.embed_texts(texts)
         response: dict[str, Any] = {
             "model_name": config.served_name,
             "model_version": "1",

@@ -1,0 +1,84 @@
+"""The threads that run the engine: the first may spread a call over every core, the others use one core each.
+
+Why it matters on CPUs: PyTorch's parallel operations run on GNU OpenMP, which gives every thread that
+starts a parallel region its own team of helper threads. While the helpers it manages number no more than
+the cores, a helper spins for a moment after each operation and the next one starts at once; with more,
+libgomp spins only about a hundred times and then sleeps, and every one of the hundred-odd operations of a
+forward pass then waits for a sleeping helper to be woken. A replica whose model was loaded on one
+thread and whose batches ran on two others got there, and a single request took 15-30 % longer than the
+same call on one thread (about 38,000 against 1,900 context switches for 300 requests, bench/README.md).
+
+So every call that may use more than one core (loading, warming up, a batch alone) runs on the primary
+thread, the only one that ever has helpers, and the others run single-threaded: batches side by side
+then share the cores one thread each, and the helper count stays within the cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_local = threading.local()
+
+
+def may_fan_out() -> bool:
+    """Whether a call in this thread may use several cores: everywhere but a secondary engine thread."""
+    return getattr(_local, "fan_out", True)
+
+
+def _mark(fan_out: bool) -> None:
+    _local.fan_out = fan_out
+
+
+class EngineThreads:
+    """Single-thread executors; a call runs on the least busy one, the primary (index 0) first on ties."""
+
+    def __init__(self, count: int = 1) -> None:
+        self._executors: list[ThreadPoolExecutor] = []
+        self._running: list[int] = []  # calls handed to each thread and not finished
+        self.grow(count)
+
+    @property
+    def count(self) -> int:
+        return len(self._executors)
+
+    def grow(self, count: int) -> None:
+        """Have at least ``count`` threads (the first is the primary)."""
+        while len(self._executors) < count:
+            index = len(self._executors)
+            self._executors.append(
+                ThreadPoolExecutor(
+                    max_workers=1,
+                    thread_name_prefix=f"kgpu-engine-{index}",
+                    initializer=_mark,
+                    initargs=(index == 0,),
+                )
+            )
+            self._running.append(0)
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        index = min(range(len(self._running)), key=lambda i: (self._running[i], i))
+        self._running[index] += 1
+        future = self._executors[index].submit(fn, *args)
+        # Counted until the thread is done, even when the caller stops waiting earlier.
+        future.add_done_callback(functools.partial(self._finished, loop, index))
+        return await asyncio.wrap_future(future)
+
+    def _finished(self, loop: asyncio.AbstractEventLoop, index: int, _: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody counts any more
+            loop.call_soon_threadsafe(self._decrement, index)
+
+    def _decrement(self, index: int) -> None:
+        self._running[index] -= 1
+
+    def shutdown(self) -> None:
+        for executor in self._executors:
+            executor.shutdown(wait=False, cancel_futures=True)
