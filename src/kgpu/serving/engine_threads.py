@@ -4,9 +4,9 @@ Why it matters on CPUs: PyTorch's parallel operations run on GNU OpenMP, which g
 starts a parallel region its own team of helper threads. While the helpers it manages number no more than
 the cores, a helper spins for a moment after each operation and the next one starts at once; with more,
 libgomp spins only about a hundred times and then sleeps, and every one of the hundred-odd operations of a
-forward pass then waits for a sleeping helper to be woken. A replica whose model was loaded on one
-thread and whose batches ran on two others got there, and a single request took 15-30 % longer than the
-same call on one thread (about 38,000 against 1,900 context switches for 300 requests, bench/README.md).
+forward pass then waits for a sleeping helper to be woken. A model loaded on one thread and computed on
+two others took 1.4-1.7x as long per request as on one thread, with about 220 context switches per
+request against 9 (`bench/engine_threads.py`, 2 cores).
 
 So every call that may use more than one core (loading, warming up, a batch alone) runs on the primary
 thread, the only one that ever has helpers, and the others run single-threaded: batches side by side
