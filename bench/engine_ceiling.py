@@ -4,7 +4,8 @@ Each batch size is run over the same sentence mix as the servers, tokenization i
 duration after a warm-up; throughput is sentences per second and latency is the time of one
 tokenize + embed call for the whole batch. Each batch size runs with one caller and with as many
 concurrent callers as a replica has engine workers on this device, so the ceiling is the engine's
-best layout, not only its best batch size. serving.py runs this in its own process so the load
+best layout, not only its best batch size. The engine is loaded, warmed up and called on the replica's
+engine threads (kgpu.serving.engine_threads): on CPUs, where a call runs decides how fast it is. serving.py runs this in its own process so the load
 generator's process stays free of torch and the device memory is released before servers start.
 
 Run: python bench/engine_ceiling.py --model-dir DIR --json-out PATH [--device ...] [--dtype ...] [--padded]
@@ -14,10 +15,10 @@ Run: python bench/engine_ceiling.py --model-dir DIR --json-out PATH [--device ..
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,14 +32,31 @@ from workload import DEFAULT_SEED, load_vocabulary, make_sentences
 MIN_BATCHES = 3  # a slow batch size still yields a number instead of an empty window
 
 
+def on_engine_threads(threads, fn, *args):
+    """``fn(*args)`` on the primary engine thread, where the replica loads and warms up its engine."""
+    return asyncio.run(threads.run(fn, *args))
+
+
 def measure_batch_size(
-    engine, sentences: list[str], batch_size: int, duration_s: float, warmup_s: float, workers: int = 1
+    engine,
+    sentences: list[str],
+    batch_size: int,
+    duration_s: float,
+    warmup_s: float,
+    workers: int = 1,
+    threads=None,
 ) -> dict:
-    """Sequences/s of ``workers`` threads each embedding batches of ``batch_size`` back to back.
+    """Sequences/s of ``workers`` engine threads each embedding batches of ``batch_size`` back to back.
 
     One worker is the engine alone; several are the replica's engine workers (the batcher computes
     that many batches at once; the engine shares the CPU threads among calls running together).
+    ``threads``: the replica's EngineThreads (at least ``workers``); new ones when None.
     """
+    from kgpu.serving.engine_threads import EngineThreads
+
+    own_threads = threads is None
+    threads = threads or EngineThreads(workers)
+    threads.grow(workers)
     latencies: list[list[float]] = [[] for _ in range(workers)]
     windows: list[tuple[float, float]] = []
 
@@ -63,13 +81,15 @@ def measure_batch_size(
 
     warm_until = time.perf_counter() + warmup_s
     measure_until = warm_until + duration_s
-    threads = [
-        threading.Thread(target=worker_loop, args=(w, warm_until, measure_until)) for w in range(workers)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+
+    async def all_workers() -> None:  # started together, so each gets its own engine thread
+        await asyncio.gather(
+            *(threads.run(worker_loop, w, warm_until, measure_until) for w in range(workers))
+        )
+
+    asyncio.run(all_workers())
+    if own_threads:
+        threads.shutdown()
     ordered = sorted(x for mine in latencies for x in mine)
     sequences = len(ordered) * batch_size
     # Wall time from the first measured batch to the last one's end: with one worker the loop does
@@ -107,18 +127,27 @@ def main() -> None:
     args = parser.parse_args()
 
     from kgpu.serving.engine import EmbeddingEngine
+    from kgpu.serving.engine_threads import EngineThreads
 
     sentences = make_sentences(args.sentences, args.seed, load_vocabulary(args.model_dir))
+    threads = EngineThreads()
     t0 = time.perf_counter()
-    engine = EmbeddingEngine(args.model_dir, device=args.device, dtype=args.dtype, unpadded=not args.padded)
+    engine = on_engine_threads(
+        threads,
+        lambda: EmbeddingEngine(
+            args.model_dir, device=args.device, dtype=args.dtype, unpadded=not args.padded
+        ),
+    )
     load_s = time.perf_counter() - t0
-    if hasattr(engine, "warmup"):
-        engine.warmup()  # first-call costs (allocator, kernel selection) stay out of every batch size
+    # First-call costs (allocator, kernel selection) stay out of every batch size.
+    on_engine_threads(threads, engine.warmup)
     layouts = [engine.default_workers() if w.strip() == "auto" else int(w) for w in args.workers.split(",")]
     results = []
     for workers in dict.fromkeys(layouts):  # in order, once each
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-            row = measure_batch_size(engine, sentences, batch_size, args.duration, args.warmup, workers)
+            row = measure_batch_size(
+                engine, sentences, batch_size, args.duration, args.warmup, workers, threads
+            )
             print(
                 f"engine batch {batch_size} x{workers} worker(s): {row['seq_per_s']:.1f} seq/s, "
                 f"p50 {row['p50_ms']} ms",

@@ -5,7 +5,7 @@ starts a parallel region its own team of helper threads. While the helpers it ma
 the cores, a helper spins for a moment after each operation and the next one starts at once; with more,
 libgomp spins only about a hundred times and then sleeps, and every one of the hundred-odd operations of a
 forward pass then waits for a sleeping helper to be woken. A model loaded on one thread and computed on
-two others took 1.4-1.7x as long per request as on one thread, with about 220 context switches per
+two others took 1.4-1.9x as long per request as on one thread, with about 220 context switches per
 request against 9 (`bench/engine_threads.py`, 2 cores).
 
 So every call that may use more than one core (loading, warming up, a batch alone) runs on the primary
