@@ -526,3 +526,19 @@ def test_a_body_naming_a_key_twice_is_a_400_and_the_stored_resource_stays(api):
         api.get(f"{BASE}/minilm").json()["metadata"]["resourceVersion"]
         == before["metadata"]["resourceVersion"]
     )
+
+
+def test_unknown_endpoints_and_methods_say_what_was_asked_and_where_the_api_is(api):
+    missing = api.get("/v3/models")
+    assert missing.status_code == 404
+    message = missing.json()["detail"]
+    assert message.startswith("GET /v3/models: no such endpoint")
+    assert "/apis/kgpu.dev/v1alpha1/" in message and "/docs" in message
+    wrong_method = api.delete("/healthz")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["detail"] == "DELETE /healthz: method not allowed here (allowed: GET)"
+    assert wrong_method.headers["allow"] == "GET"
+    # A route's own 404 keeps its message.
+    absent = api.get("/apis/kgpu.dev/v1alpha1/namespaces/default/inferenceservices/nope")
+    assert absent.status_code == 404 and "not found" in absent.json()["detail"]
+    assert "no such endpoint" not in absent.json()["detail"]

@@ -7,16 +7,18 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgpu import __version__
 from kgpu.controlplane.auth import AccessControl, AuthStore, quota_check
 from kgpu.controlplane.console import mount_console
 from kgpu.controlplane.openapi import install_resource_schemas
 from kgpu.controlplane.platform import Platform
-from kgpu.controlplane.routes import control_routes
+from kgpu.controlplane.routes import PREFIX, control_routes
 from kgpu.gateway.app import gateway_routes
 
 log = logging.getLogger("kgpu")
@@ -60,6 +62,24 @@ def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
             sent = content_type or "no content type"
             return {"path": "body", "message": f"must be a JSON object sent as application/json, not {sent}"}
         return {"path": path, "message": error["msg"]}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Routing's own 404/405 say only "Not Found" / "Method Not Allowed": say what was asked for
+        # and where the API is. Errors raised by the routes keep their message.
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            exc = StarletteHTTPException(
+                404,
+                f"{where}: no such endpoint (resources are under {PREFIX}/, inference under /v1 and "
+                "/v2; every endpoint is listed at /docs)",
+            )
+        elif exc.status_code == 405 and exc.detail == "Method Not Allowed":
+            allowed = (exc.headers or {}).get("Allow", "")
+            exc = StarletteHTTPException(
+                405, f"{where}: method not allowed here (allowed: {allowed or 'none'})", headers=exc.headers
+            )
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
