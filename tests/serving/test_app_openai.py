@@ -73,7 +73,22 @@ BAD_INPUTS = [
     ({"model": SERVED, "input": None}, 400, "input", "'input' is required"),
     ({"model": SERVED, "input": ["a", 1]}, 400, "input", "mixes item types (int, str)"),
     ({"model": SERVED, "input": [1, True]}, 400, "input", "mixes item types"),
-    ({"model": SERVED, "input": [[1, "a"]]}, 400, "input", "input[0] must contain only integer token ids"),
+    (
+        {"model": SERVED, "input": [[1, "a"]]},
+        400,
+        "input",
+        "input[0][1] must be an integer token id, got 'a'",
+    ),
+    ({"model": SERVED, "input": [101, 2.5]}, 400, "input", "input[1] must be an integer token id, got 2.5"),
+    ({"model": SERVED, "input": [101, 3.0]}, 400, "input", "input[1] must be an integer token id, got 3.0"),
+    # Beyond 64 bits the JSON parser yields a float; the message must not blame the type.
+    (
+        {"model": SERVED, "input": [101, 2**64]},
+        400,
+        "input",
+        "input[1] is a number too large to be a token id",
+    ),
+    ({"model": SERVED, "input": [[101, -(2**70)]]}, 400, "input", "input[0][1] is a number too large"),
     ({"model": SERVED, "input": [[101, 30522]]}, 400, "input", "token id 30522 is outside"),
     ({"model": SERVED, "input": ["x"] * 2049}, 400, "input", "at most 2048 inputs"),
     (

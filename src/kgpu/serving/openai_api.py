@@ -39,6 +39,17 @@ def _is_token(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _not_a_token(value: Any, where: str) -> ApiError:
+    if isinstance(value, float) and abs(value) >= 2**63:
+        # The JSON parser reads integers beyond 64 bits as floats: the client may well have sent one.
+        return bad_request(f"{where} is a number too large to be a token id of any vocabulary", "input")
+    return bad_request(f"{where} must be an integer token id, got {value!r}", "input")
+
+
 def parse_input(value: Any, max_inputs: int) -> tuple[list[str] | None, list[list[int]] | None]:
     if value is None:
         raise bad_request("'input' is required", "input")
@@ -59,12 +70,16 @@ def parse_input(value: Any, max_inputs: int) -> tuple[list[str] | None, list[lis
         return value, None
     if all(_is_token(item) for item in value):
         return None, [value]
+    if all(_is_number(item) for item in value):  # token ids, one of them not an integer
+        index, item = next((i, item) for i, item in enumerate(value) if not _is_token(item))
+        raise _not_a_token(item, f"input[{index}]")
     if all(isinstance(item, list) for item in value):
         for index, item in enumerate(value):
             if not item:
                 raise bad_request(f"input[{index}] is an empty token array", "input")
-            if not all(_is_token(token) for token in item):
-                raise bad_request(f"input[{index}] must contain only integer token ids", "input")
+            for position, token in enumerate(item):
+                if not _is_token(token):
+                    raise _not_a_token(token, f"input[{index}][{position}]")
         return None, value
     kinds = sorted({type(item).__name__ for item in value})
     raise bad_request(f"'input' mixes item types ({', '.join(kinds)}); it must be {_INPUT_FORMS}", "input")
