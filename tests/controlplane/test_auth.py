@@ -243,7 +243,7 @@ def test_login_saves_the_token_and_the_client_sends_it(tmp_path, monkeypatch):
     monkeypatch.delenv("KGPU_SERVER", raising=False)
     monkeypatch.delenv("KGPU_TOKEN", raising=False)
     result = CliRunner().invoke(
-        cli_app, ["login", "--server", "http://cp.example:9000/", "--token", "kgpu_1_s"]
+        cli_app, ["login", "--server", "http://cp.example:9000/", "--token", "kgpu_1_s", "--no-check"]
     )
     assert result.exit_code == 0, result.output
     assert json.loads(config.read_text()) == {"server": "http://cp.example:9000", "token": "kgpu_1_s"}
@@ -293,6 +293,26 @@ def test_cli_against_a_shared_server_after_login(tmp_path, monkeypatch):
         other = runner.invoke(cli_app, ["get", "services", "-n", "team-b"], env=env)
         assert other.exit_code == 1
         assert 'cannot access project "team-b"' in other.output
+
+
+def test_login_asks_the_server_first_and_saves_nothing_it_refuses(tmp_path, monkeypatch):
+    config = tmp_path / "config.json"
+    monkeypatch.setenv("KGPU_CONFIG", str(config))
+    for name in ("KGPU_SERVER", "KGPU_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+    with live_shared_server(tmp_path) as (url, tokens):
+        refused = runner.invoke(cli_app, ["login", "--server", url, "--token", "kgpu_999_wrong"])
+        assert refused.exit_code == 1
+        assert f"the server at {url} did not accept this token; nothing saved" in refused.output
+        assert not config.exists()
+        accepted = runner.invoke(cli_app, ["login", "--server", url, "--token", tokens["a"]])
+        assert accepted.exit_code == 0, accepted.output
+        assert "projects: team-a" in accepted.output
+        assert json.loads(config.read_text())["token"] == tokens["a"]
+    gone = runner.invoke(cli_app, ["login", "--server", url, "--token", "kgpu_1_other"])
+    assert gone.exit_code == 1 and "cannot reach the kgpu server" in gone.output
+    assert json.loads(config.read_text())["token"] == tokens["a"]  # the earlier login is kept
 
 
 def test_a_missing_project_body_is_named(shared):

@@ -106,6 +106,10 @@ class KgpuClient:
     def nodes(self) -> list[dict]:
         return self._request("GET", "/api/v1/nodes").json()["items"]
 
+    def projects(self) -> list[dict]:
+        """The projects this token can see."""
+        return self._request("GET", f"/apis/{API_VERSION}/projects").json()["items"]
+
     def tokens(self, project: str) -> list[dict]:
         return self._request("GET", f"/apis/{API_VERSION}/projects/{_segment(project)}/tokens").json()[
             "items"

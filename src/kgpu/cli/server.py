@@ -52,15 +52,34 @@ def server(
 def login(
     server_url: str = typer.Option(..., "--server", "-s", help="kgpu server URL"),
     token: str = typer.Option(..., "--token", help="API token (from the server's admin or `kgpu server`)"),
+    check: bool = typer.Option(
+        True, "--check/--no-check", help="ask the server to accept the token before saving it"
+    ),
 ) -> None:
     """Save the server and token for the CLI ($KGPU_SERVER / $KGPU_TOKEN still win)."""
+    from kgpu.cli.client import ApiError, KgpuClient
     from kgpu.cli.config import save_config
 
     if not server_url.startswith(("http://", "https://")):
         err.print(f'[red]error:[/red] --server: "{server_url}" is not an http(s) URL')
         raise typer.Exit(2)
-    path = save_config(server_url, token.strip())
-    console.print(f"logged in to {server_url.rstrip('/')} (saved in {path})")
+    url, token = server_url.rstrip("/"), token.strip()
+    projects = None
+    if check:  # as `docker login` does: a typo in the URL or the token shows now, not at the next command
+        client = KgpuClient(url, token=token)
+        try:
+            projects = [p["name"] for p in client.projects()]
+        except ApiError as exc:
+            reason = f"the server at {url} did not accept this token" if exc.status == 401 else str(exc)
+            err.print(
+                f"[red]error:[/red] {reason}; nothing saved (--no-check saves without asking)", soft_wrap=True
+            )
+            raise typer.Exit(1) from None
+        finally:
+            client.close()
+    path = save_config(url, token)
+    seen = f"; projects: {', '.join(projects) or 'none'}" if projects is not None else ""
+    console.print(f"logged in to {url} (saved in {path}{seen})", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
