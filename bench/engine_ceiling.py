@@ -5,8 +5,9 @@ duration after a warm-up; throughput is sentences per second and latency is the 
 tokenize + embed call for the whole batch. Each batch size runs with one caller and with as many
 concurrent callers as a replica has engine workers on this device, so the ceiling is the engine's
 best layout, not only its best batch size. The engine is loaded, warmed up and called on the replica's
-engine threads (kgpu.serving.engine_threads): on CPUs, where a call runs decides how fast it is. serving.py runs this in its own process so the load
-generator's process stays free of torch and the device memory is released before servers start.
+engine threads (kgpu.serving.engine_threads): on CPUs, where a call runs decides how fast it is.
+serving.py runs this in its own process so the load generator's process stays free of torch and the
+device memory is released before servers start.
 
 Run: python bench/engine_ceiling.py --model-dir DIR --json-out PATH [--device ...] [--dtype ...] [--padded]
      [--workers 1,auto]
