@@ -127,8 +127,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from kgpu.serving.engine_threads import EngineThreads, spin_briefly
+
+    spin_briefly()  # as the replica does, before torch loads
     from kgpu.serving.engine import EmbeddingEngine
-    from kgpu.serving.engine_threads import EngineThreads
 
     sentences = make_sentences(args.sentences, args.seed, load_vocabulary(args.model_dir))
     threads = EngineThreads()

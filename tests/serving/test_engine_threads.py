@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 
 import httpx
+import pytest
 import torch
 
 from kgpu.serving.app import create_app
@@ -124,3 +128,31 @@ async def test_the_replica_loads_and_warms_the_model_on_the_primary_engine_threa
             assert response.status_code == 200
     for name, fan_out in (*loaded_on, engine.warmed_on):
         assert name.startswith("kgpu-engine-0") and fan_out
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [
+        ({}, "1000"),
+        ({"GOMP_SPINCOUNT": "50000"}, "50000"),  # the user's choice stands
+        ({"OMP_WAIT_POLICY": "active"}, None),
+    ],
+)
+def test_the_replica_sets_a_brief_spin_before_torch_loads_unless_the_user_chose(preset, expected) -> None:
+    probe = (
+        "import os, sys\n"
+        "import kgpu.serving.engine_threads as threads\n"
+        "original, torch_before = threads.spin_briefly, []\n"
+        "def recording():\n"
+        "    torch_before.append('torch' in sys.modules)\n"
+        "    original()\n"
+        "threads.spin_briefly = recording\n"
+        "import kgpu.serving.__main__\n"
+        "print(os.environ.get('GOMP_SPINCOUNT'), torch_before, 'torch' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env | preset, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(expected), "[False]", "True"]  # set once, before torch loaded

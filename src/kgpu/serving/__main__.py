@@ -15,12 +15,16 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-import uvicorn
-from pydantic import ValidationError
+from kgpu.serving.engine_threads import spin_briefly
 
-from kgpu import event_loop, flags
-from kgpu.serving.app import ReplicaConfig, create_app
-from kgpu.serving.runtime import ReplicaRuntime
+spin_briefly()  # before anything imports torch, which loads libgomp
+
+import uvicorn  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from kgpu import event_loop, flags  # noqa: E402
+from kgpu.serving.app import ReplicaConfig, create_app  # noqa: E402
+from kgpu.serving.runtime import ReplicaRuntime  # noqa: E402
 
 log = logging.getLogger("kgpu.serving")
 
