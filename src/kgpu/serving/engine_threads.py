@@ -14,9 +14,10 @@ then share the cores one thread each, and the helper count stays within the core
 
 Spinning has a price of its own: libgomp's default (300,000 spins, milliseconds) keeps a helper busy
 long after a forward pass ends, and when several replicas share the cores their helpers spin on the
-cores the others need. Two replicas on 2 cores, each serving one request at a time, answered in 80 ms
-instead of 22 ms. ``spin_briefly`` sets 1,000 spins: enough to carry a helper from one operation to
-the next within a pass, short enough to leave the core soon after it (bench/README.md).
+cores the others need: two replicas on 2 cores, each serving one request at a time, answered in
+85-540 ms instead of 25 ms (`bench/shared_cores.py`). ``spin_briefly`` sets 1,000 spins, enough to
+carry a helper from one operation to the next within a pass; a lone replica may lose up to about
+1.5 ms a request to it, and ``GOMP_SPINCOUNT`` set by the user is left alone.
 """
 
 from __future__ import annotations
