@@ -39,6 +39,7 @@ sys.path.insert(0, str(BENCH_DIR))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from results_file import write_results  # noqa: E402
 from serving import SENTENCE_POOL, _child_env, model_dir, versions  # noqa: E402
 from workload import DEFAULT_SEED, load_vocabulary, make_sentences  # noqa: E402
 
@@ -152,20 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{run['switches_per_request']:.0f}",
         )
     console.print(table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                "benchmark": "engine_threads",
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "command": [Path(sys.executable).name, *sys.argv],
-                "config": {k: str(v) for k, v in vars(args).items()},
-                "machine": {"versions": versions()},
-                "runs": runs,
-            },
-            indent=2,
-        )
-    )
+    write_results(args.json, "engine_threads", vars(args), {"versions": versions()}, runs=runs)
     console.print(f"results: {args.json}")
     return 0
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from loadgen import percentile  # noqa: E402
+from results_file import write_results  # noqa: E402
 from serving import (  # noqa: E402
     READY_TIMEOUT_S,
     SENTENCE_POOL,
@@ -192,24 +192,18 @@ def main(argv: list[str] | None = None) -> int:
         f"kgpu p50 - naive p50 at concurrency 1: {kgpu['p50_minus_naive_ms']:+.2f} ms (<= 2 ms: {verdict})"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "latency_c1",
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "command": [Path(sys.executable).name, *sys.argv],
-                "config": vars(args) | {"json": str(out), "model_dir": mdir},
-                "machine": {"gpu": gpu_name() if args.device == "cuda" else None, "versions": versions()},
-                "rows": rows,
-                "target": {
-                    "kgpu_p50_minus_naive_p50_ms": kgpu["p50_minus_naive_ms"],
-                    "goal": "<= 2",
-                    "status": verdict,
-                },
-                "latencies_ms": latencies,
-            },
-            indent=2,
-        )
+    write_results(
+        out,
+        "latency_c1",
+        vars(args) | {"json": out, "model_dir": mdir},
+        {"gpu": gpu_name() if args.device == "cuda" else None, "versions": versions()},
+        rows=rows,
+        target={
+            "kgpu_p50_minus_naive_p50_ms": kgpu["p50_minus_naive_ms"],
+            "goal": "<= 2",
+            "status": verdict,
+        },
+        latencies_ms=latencies,
     )
     console.print(f"results: {out}")
     return 0

@@ -16,10 +16,8 @@ requests of 5-60 words, as in bench/serving.py.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
-import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -29,6 +27,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from loadgen import percentile, run_closed_loop  # noqa: E402
+from results_file import write_results  # noqa: E402
 from servers import ServerProcess, free_port  # noqa: E402
 from serving import (  # noqa: E402
     READY_TIMEOUT_S,
@@ -124,20 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             str(row["errors"]),
         )
     console.print(table)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                "benchmark": "shared_cores",
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "command": [Path(sys.executable).name, *sys.argv],
-                "config": {k: str(v) for k, v in vars(args).items()},
-                "machine": {"versions": versions()},
-                "rows": rows,
-            },
-            indent=2,
-        )
-    )
+    write_results(args.json, "shared_cores", vars(args), {"versions": versions()}, rows=rows)
     console.print(f"results: {args.json}")
     return 0
 
