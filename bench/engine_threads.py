@@ -23,6 +23,8 @@ switches per request (the process's voluntary and involuntary switches, all thre
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
 import json
 import resource
 import statistics
@@ -60,32 +62,29 @@ def measure(layout: str, requests: int, warmup: int, gap_s: float) -> dict:
     mdir = model_dir()
     sentences = make_sentences(SENTENCE_POOL, DEFAULT_SEED, load_vocabulary(mdir))
 
-    if layout == "engine-thread":
-        threads = EngineThreads(1)
-        import asyncio
+    # The layouts differ in where the model is loaded and warmed up, and where requests compute.
+    def here(fn, *args):
+        return fn(*args)
 
-        loop = asyncio.new_event_loop()
+    if layout == "engine-thread":
+        threads, loop = EngineThreads(1), asyncio.new_event_loop()
 
         def on_engine_thread(fn, *args):
             return loop.run_until_complete(threads.run(fn, *args))
+
+        set_up = compute = on_engine_thread
+    elif layout == "separate-threads":
+        workers, turns = [ThreadPoolExecutor(max_workers=1) for _ in range(2)], itertools.count()
+
+        def in_turn(fn, *args):
+            return workers[next(turns) % 2].submit(fn, *args).result()
+
+        set_up, compute = here, in_turn
     else:
-        workers = [ThreadPoolExecutor(max_workers=1) for _ in range(2)]
-        calls = iter(range(10**9))
+        set_up = compute = here
 
-        def on_engine_thread(fn, *args):
-            if layout == "main":
-                return fn(*args)
-            return workers[next(calls) % 2].submit(fn, *args).result()
-
-    def load() -> EmbeddingEngine:
-        return EmbeddingEngine(mdir, device="cpu", dtype="float32")
-
-    # The layouts differ in where the model is loaded and warmed up, and where requests compute.
-    engine = on_engine_thread(load) if layout == "engine-thread" else load()
-    if layout == "engine-thread":
-        on_engine_thread(engine.warmup)
-    else:
-        engine.warmup()
+    engine = set_up(lambda: EmbeddingEngine(mdir, device="cpu", dtype="float32"))
+    set_up(engine.warmup)
 
     def one(text: str) -> None:
         engine.embed(engine.tokenize([text]))
@@ -96,7 +95,7 @@ def measure(layout: str, requests: int, warmup: int, gap_s: float) -> dict:
         if index == warmup:
             switches_before = _switches()
         started = time.perf_counter()
-        on_engine_thread(one, sentences[index % len(sentences)])
+        compute(one, sentences[index % len(sentences)])
         if index >= warmup:
             latencies.append((time.perf_counter() - started) * 1000)
         time.sleep(gap_s)

@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from kgpu.serving.engine_threads import EngineThreads
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class QueueFullError(RuntimeError):
@@ -165,9 +168,7 @@ class DynamicBatcher:
         future: asyncio.Future[tuple[list[list[int]], np.ndarray]] = (
             asyncio.get_running_loop().create_future()
         )
-        task = asyncio.create_task(self._compute_alone(prepare, future))
-        self._computing.add(task)
-        task.add_done_callback(self._computed)
+        self._start_computing(self._compute_alone(prepare, future))
         return await future
 
     async def _compute_alone(
@@ -179,52 +180,64 @@ class DynamicBatcher:
             sequences = prepare()
             return sequences, self._engine.embed(sequences)
 
-        started = time.perf_counter()
-        try:
-            sequences, vectors = await self._threads.run(job)
-        except asyncio.CancelledError:
-            if not future.done():
-                future.set_exception(BatcherClosedError("server is shutting down"))
-            raise
-        except Exception as exc:  # fails this request only, as a failed batch does
-            log.exception("a request computed alone failed")
-            if not future.done():
+        def fail(exc: BaseException) -> None:
+            if not future.done():  # the client may have gone away meanwhile
                 future.set_exception(exc)
+
+        started = time.perf_counter()
+        done = await self._on_engine_thread(job, fail, "a request computed alone")
+        if done is None:
             return
-        if not future.done():  # the client may have gone away meanwhile
-            future.set_result((sequences, vectors))
+        if not future.done():
+            future.set_result(done)
         # The compute time here includes the tokenization; it never waited in the queue.
-        self._report(sequences, time.perf_counter() - started, [0.0])
+        self._report(done[0], time.perf_counter() - started, [0.0])
 
     async def _schedule(self) -> None:
         while True:
             if self._queue and len(self._computing) < self._workers:
                 batch, queue_seconds = self._take_batch()
                 if batch:  # empty when everything at the head had been cancelled
-                    task = asyncio.create_task(self._compute(batch, queue_seconds))
-                    self._computing.add(task)
-                    task.add_done_callback(self._computed)
+                    self._start_computing(self._compute(batch, queue_seconds))
                 continue
             if self._closing and not self._queue and not self._computing:
                 return
             self._wake.clear()
             await self._wake.wait()  # a new request, or a worker freed
 
+    def _start_computing(self, work: Coroutine[None, None, None]) -> None:
+        """Count ``work`` against the workers until it ends; its end wakes the scheduler."""
+        task = asyncio.create_task(work)
+        self._computing.add(task)
+        task.add_done_callback(self._computed)
+
     def _computed(self, task: asyncio.Task[None]) -> None:
         self._computing.discard(task)
         self._wake.set()
 
+    async def _on_engine_thread(
+        self, job: Callable[[], T], fail: Callable[[BaseException], None], what: str
+    ) -> T | None:
+        """``job`` on an engine thread; a failure goes to ``fail`` (and None back), never to the loop."""
+        try:
+            return await self._threads.run(job)
+        except asyncio.CancelledError:  # stop() timed out
+            fail(BatcherClosedError("server is shutting down"))
+            raise
+        except Exception as exc:
+            log.exception("%s failed", what)
+            fail(exc)
+            return None
+
     async def _compute(self, batch: list[tuple[_Request, int]], queue_seconds: list[float]) -> None:
         sequences = [request.sequences[index] for request, index in batch]
         started = time.perf_counter()
-        try:
-            vectors = await self._threads.run(self._engine.embed, sequences)
-        except asyncio.CancelledError:
-            self._fail_batch(batch, BatcherClosedError("server is shutting down"))
-            raise
-        except Exception as exc:  # an engine failure fails this batch's requests, never the loop
-            log.exception("batch of %d sequences failed", len(sequences))
-            self._fail_batch(batch, exc)
+        vectors = await self._on_engine_thread(
+            functools.partial(self._engine.embed, sequences),
+            functools.partial(self._fail_batch, batch),
+            f"batch of {len(sequences)} sequences",
+        )
+        if vectors is None:
             return
         compute_seconds = time.perf_counter() - started
         self._deliver(batch, vectors)

@@ -64,10 +64,6 @@ class EngineThreads:
         self._running: list[int] = []  # calls handed to each thread and not finished
         self.grow(count)
 
-    @property
-    def count(self) -> int:
-        return len(self._executors)
-
     def grow(self, count: int) -> None:
         """Have at least ``count`` threads (the first is the primary)."""
         while len(self._executors) < count:
