@@ -17,6 +17,7 @@ Examples:
   python3 bench/serving.py --device cuda --dtype bfloat16 --duration 6
   python3 bench/serving.py --device cuda --dtype bfloat16 --systems kgpu --batch-inputs 32 --concurrency 8,32
   python3 bench/serving.py --report bench/results/serving-cuda.json      # re-print a saved (partial) run
+  .venv/bin/python bench/serving.py --model-dir /tmp/minilm-l0   # a cheap model: the servers' own overhead
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--engine-batch-sizes", default="1,8,32,64,128")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="serve this model directory on every system (default: the example's; see small_model.py)",
+    )
+    parser.add_argument(
         "--client-procs",
         default="auto",
         help="load-generator processes; auto = 1 on machines with <= 4 cores, else 4",
@@ -103,6 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--batch-inputs must be between 1 and 2048")
     if args.duration <= 0 or args.warmup < 0:
         parser.error("--duration must be > 0 and --warmup >= 0")
+    if args.model_dir is not None:
+        if not (args.model_dir / "config.json").is_file():
+            parser.error(f"--model-dir {args.model_dir}: no config.json there (sentence-transformers layout)")
+        args.model_dir = args.model_dir.resolve()
+    # kgpu serves the example's own model package unless told otherwise (server_for).
+    args.model_uri = None if args.model_dir is None else str(args.model_dir)
     cores = os.cpu_count() or 1
     if args.client_procs == "auto":
         args.client_procs = 1 if cores <= 4 else 4
@@ -434,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         return report_only(Path(argv[1]))
     _exit_on_sigterm()
     args = parse_args(argv)
-    mdir = model_dir()
+    mdir = str(args.model_dir) if args.model_dir is not None else model_dir()
     vocabulary = load_vocabulary(mdir)
     sentences = make_sentences(SENTENCE_POOL, args.seed, vocabulary)
     bodies = request_bodies(sentences, args.batch_inputs)

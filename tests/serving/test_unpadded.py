@@ -29,6 +29,7 @@ def tiny_bert(**overrides) -> BertModel:
         ({"position_embedding_type": "relative_key"}, "position embeddings are 'relative_key'"),
         ({"hidden_act": "gelu_new"}, "activation 'gelu_new' is not exact GELU"),
         ({"is_decoder": True}, "decoder"),
+        ({"num_hidden_layers": 0}, "no layers"),  # embeddings and pooling only: a cheap test model
     ],
 )
 def test_encoders_outside_the_fast_path_keep_the_padded_forward(overrides, reason) -> None:

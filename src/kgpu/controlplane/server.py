@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -20,6 +19,7 @@ from kgpu.controlplane.openapi import install_resource_schemas
 from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.routes import PREFIX, control_routes
 from kgpu.gateway.app import gateway_routes
+from kgpu.gc_tuning import freeze_what_is_loaded
 
 log = logging.getLogger("kgpu")
 
@@ -32,12 +32,7 @@ def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await platform.start()
-        # Everything loaded so far (modules, models, routes) lives as long as the server: keep
-        # it out of the garbage collector's scans, which otherwise walk it on every collection.
-        gc.freeze()
-        # A request allocates a few thousand short-lived objects; collecting the youngest
-        # generation every 700 allocations (the default) ran several collections per request.
-        gc.set_threshold(20_000, 20, 20)
+        freeze_what_is_loaded()
         try:
             yield
         finally:

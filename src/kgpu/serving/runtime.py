@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kgpu.gc_tuning import freeze_what_is_loaded
 from kgpu.serving.batcher import BatcherClosedError, DynamicBatcher, QueueFullError
 from kgpu.serving.config import ReplicaConfig
 from kgpu.serving.cpus import cpu_threads
@@ -99,6 +100,9 @@ class ReplicaRuntime:
             await batcher.start()
             log.info("%d engine worker(s)", workers)
             self.metrics.track_queue_depth(lambda: batcher.depth)
+            # The model and everything imported for it live as long as the replica; frozen before
+            # the replica reports ready, so no request waits for the collection that precedes it.
+            freeze_what_is_loaded()
             self.engine, self.batcher = engine, batcher
             log.info(
                 "ready: serving %s on /v1/embeddings and /v2/models/%s/infer",

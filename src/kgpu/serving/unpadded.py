@@ -50,6 +50,10 @@ def why_not_unpadded(model: nn.Module) -> str | None:
         return f"activation {config.hidden_act!r} is not exact GELU"
     if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
         return "the model is a decoder"
+    if not config.num_hidden_layers:
+        # PyTorch's encoder reads its first layer to decide on the fast path, and with no layers
+        # there is nothing to skip padding in anyway.
+        return "the encoder has no layers"
     return None  # what PyTorch's fast path itself requires, it checks in unpadded_bert
 
 
