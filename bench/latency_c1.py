@@ -14,8 +14,8 @@ gateway's hop costs.
     .venv/bin/python bench/latency_c1.py [--requests 600] [--gap-ms 10] [--device cpu|cuda]
 
 `--model-dir DIR` serves another model directory on both servers (sentence-transformers layout): a
-copy of the model with one layer instead of six shrinks the forward pass, and with it the noise that
-hides the servers' own overhead.
+copy of the model with one layer instead of six (`bench/small_model.py --layers 1 --out DIR`) shrinks the
+forward pass, and with it the noise that hides the servers' own overhead.
 
 kgpu's control plane keeps running its loops (reconcile, autoscale, checkpoint) while naive is
 measured, which can only slow naive a little, never kgpu.
