@@ -255,3 +255,29 @@ async def test_a_failure_while_preparing_alone_fails_that_request_only() -> None
     result = await batcher.submit([[7, 7]])  # the batcher still serves
     await batcher.stop()
     assert result[0, :2].tolist() == [2, 7]
+
+
+@pytest.mark.parametrize(("workers", "largest_after_backlog"), [(1, 100), (2, 50), (4, 32)])
+async def test_a_backlog_is_shared_out_over_the_workers(workers: int, largest_after_backlog: int) -> None:
+    engine = FakeEngine()
+    engine.block()
+    batcher = DynamicBatcher(engine, max_batch_size=256, max_queue=1000, workers=workers)
+    await batcher.start()
+    busy = []
+    for i in range(workers):  # one blocked call on every worker
+        busy.append(asyncio.create_task(batcher.submit([[i + 1]])))
+        for _ in range(500):
+            if len(engine.batches) == i + 1:
+                break
+            await asyncio.sleep(0.01)
+    assert len(engine.batches) == workers
+    backlog = [asyncio.create_task(batcher.submit([[i + 1, 7]])) for i in range(100)]
+    await asyncio.sleep(0.05)  # all queued behind the busy workers
+    engine.release.set()
+    results = await asyncio.gather(*busy, *backlog)
+    await batcher.stop()
+    assert [row[1] for result in results[workers:] for row in result.tolist()] == list(range(1, 101))
+    after_backlog = engine.batches[workers:]
+    assert sum(len(batch) for batch in after_backlog) == 100
+    # One worker takes it all; several split it (never below 32 a batch, where batching still pays).
+    assert max(len(batch) for batch in after_backlog) == largest_after_backlog
