@@ -257,7 +257,7 @@ async def test_a_failure_while_preparing_alone_fails_that_request_only() -> None
     assert result[0, :2].tolist() == [2, 7]
 
 
-@pytest.mark.parametrize(("workers", "largest_after_backlog"), [(1, 100), (2, 50), (4, 32)])
+@pytest.mark.parametrize(("workers", "largest_after_backlog"), [(1, 256), (2, 150), (4, 75)])
 async def test_a_backlog_is_shared_out_over_the_workers(workers: int, largest_after_backlog: int) -> None:
     engine = FakeEngine()
     engine.block()
@@ -271,13 +271,13 @@ async def test_a_backlog_is_shared_out_over_the_workers(workers: int, largest_af
                 break
             await asyncio.sleep(0.01)
     assert len(engine.batches) == workers
-    backlog = [asyncio.create_task(batcher.submit([[i + 1, 7]])) for i in range(100)]
+    backlog = [asyncio.create_task(batcher.submit([[i + 1, 7]])) for i in range(300)]
     await asyncio.sleep(0.05)  # all queued behind the busy workers
     engine.release.set()
     results = await asyncio.gather(*busy, *backlog)
     await batcher.stop()
-    assert [row[1] for result in results[workers:] for row in result.tolist()] == list(range(1, 101))
+    assert [row[1] for result in results[workers:] for row in result.tolist()] == list(range(1, 301))
     after_backlog = engine.batches[workers:]
-    assert sum(len(batch) for batch in after_backlog) == 100
-    # One worker takes it all; several split it (never below 32 a batch, where batching still pays).
+    assert sum(len(batch) for batch in after_backlog) == 300
+    # One worker takes all it may (max_batch_size); several split the backlog evenly.
     assert max(len(batch) for batch in after_backlog) == largest_after_backlog

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SPLIT_FROM = 32  # sequences; a backlog larger than this per worker is shared out (DynamicBatcher._share)
+SPLIT_FROM = 64  # sequences: a worker's share of a backlog is never cut below this (DynamicBatcher._share)
 
 
 class QueueFullError(RuntimeError):
@@ -252,8 +252,8 @@ class DynamicBatcher:
         A worker that took the whole queue (up to the budget) held every request in it for as long as
         the batch computes, which on CPUs grows with its size, while the other workers went on with
         small batches of what arrived later: at concurrency 256 the p90 was 2.3x the p50. A backlog is
-        split over the workers instead; below SPLIT_FROM sequences a batch takes all it can, since that
-        is where batching still pays.
+        split over the workers instead, but never into batches under SPLIT_FROM sequences: on a 2-core
+        CPU the engine computed about 8 % fewer sequences per second in batches of 32 than of 64.
         """
         if self._workers == 1:
             return self._max_batch_size
