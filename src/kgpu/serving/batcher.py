@@ -253,7 +253,7 @@ class DynamicBatcher:
         the batch computes, which on CPUs grows with its size, while the other workers went on with
         small batches of what arrived later: at concurrency 256 the p90 was 2.3x the p50. A backlog is
         split over the workers instead, but never into batches under SPLIT_FROM sequences: on a 2-core
-        CPU the engine computed about 8 % fewer sequences per second in batches of 32 than of 64.
+        CPU the engine computed 5-8 % fewer sequences per second in batches of 32 than of 64.
         """
         if self._workers == 1:
             return self._max_batch_size
