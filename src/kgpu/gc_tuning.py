@@ -1,10 +1,10 @@
 """Keep a server's long-lived objects out of Python's garbage collector once it has started.
 
-A replica holds about 400,000 objects once PyTorch, transformers and its model are loaded, and the
-control plane tens of thousands of its own; a full collection walks all of them, and on a 2-core machine
-that took about 240 ms in a replica: every request in flight then waited, and the p99 latency at
-concurrency 64 was 5-6x the p50. Frozen objects are never scanned again (they are not freed either,
-which suits objects that live as long as the process). Requests allocate a few thousand short-lived
+A replica holds about 400,000 objects once PyTorch, transformers and its model are loaded; a full
+collection walks all of them, and on a 2-core machine that took about 240 ms: every request in flight
+then waited, and the p99 latency at concurrency 64 was 5-6x the p50 (bench/README.md, "Serving overhead
+with a cheap model"). Frozen objects are never scanned again (cycles among them are never collected
+either, which suits objects that live as long as the process). Requests allocate a few thousand short-lived
 objects each; collecting the youngest generation every 700 allocations (the default) ran several
 collections per request, so the thresholds rise too.
 """
