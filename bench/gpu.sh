@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# GPU checks for kgpu on one machine with an NVIDIA GPU and no network, in about 6-7 minutes:
+# GPU checks for kgpu on one machine with an NVIDIA GPU and no network, in about 7-8 minutes:
 #   1. nvidia-smi                      (what the machine is)
 #   2. pytest -m gpu                   (the GPU tests)
 #   3. bench/gpu_telemetry.py          (the GPU exporter against nvidia-smi --query-gpu, idle and loaded)
-#   4. kgpu with 32 inputs per request (concurrency 8 and 32; target >= 30,000 embeddings/s)
+#   4. kgpu with 32 inputs per request (concurrency 8 and 32; target >= 30,000 embeddings/s), with the
+#      GPU's default of one engine worker and again with two (does overlapping batches help there?)
 #   5. bench/serving.py on cuda/bf16   (engine, kgpu, naive, litserve at concurrency 1,8,64,256)
 #   6. bench/unpadded.py on cuda/bf16  (padded vs unpadded forward, paired; decides the GPU default)
 # Each phase has its own time limit and a failing phase does not stop the next. Everything it writes
@@ -75,6 +76,12 @@ phase serving-inputs32 60 "$PY" bench/serving.py --device cuda --dtype bfloat16 
     --duration "$DURATION" --warmup 1 \
     --json "$OUT/serving-cuda-inputs32.json" --log-dir "$OUT/logs"
 
+# Two engine workers: the next batch is prepared (padded, copied to the GPU) while one computes.
+phase serving-inputs32-w2 60 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
+    --systems kgpu --batch-inputs 32 --concurrency 8,32 --engine-workers 2 \
+    --duration "$DURATION" --warmup 1 \
+    --json "$OUT/serving-cuda-inputs32-w2.json" --log-dir "$OUT/logs-w2"
+
 # About 160 s with DURATION=3 on an H200 (4 points x 3 servers + 4 engine batch sizes, server starts).
 phase serving 230 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
     --systems engine,kgpu,naive,litserve --concurrency 1,8,64,256 \
@@ -83,7 +90,7 @@ phase serving 230 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
     --json "$OUT/serving-cuda.json" --log-dir "$OUT/logs"
 
 # A phase cut short still saved its numbers; print what they say.
-for result in "$OUT/serving-cuda.json" "$OUT/serving-cuda-inputs32.json"; do
+for result in "$OUT/serving-cuda.json" "$OUT/serving-cuda-inputs32.json" "$OUT/serving-cuda-inputs32-w2.json"; do
     if [ -f "$result" ] && grep -q '"interrupted before it finished"' "$result"; then
         echo "=== partial results in $result"
         "$PY" bench/serving.py --report "$result" 2>&1 | tee -a "$OUT/partial-report.log"

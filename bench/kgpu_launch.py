@@ -25,8 +25,10 @@ def kgpu_executable() -> list[str]:
     return [sys.executable, "-m", "kgpu.cli.main"]
 
 
-def service_file(work_dir: Path, device: str, dtype: str, model_uri: str | None = None) -> Path:
-    """A copy of the example service pinned to ``device``/``dtype`` (and ``model_uri`` when given)."""
+def service_file(
+    work_dir: Path, device: str, dtype: str, model_uri: str | None = None, engine_workers: int | None = None
+) -> Path:
+    """A copy of the example service pinned to ``device``/``dtype`` (``model_uri``, ``engine_workers`` when given)."""
     documents = [doc for doc in yaml.safe_load_all(EXAMPLE.read_text()) if doc]
     for doc in documents:
         if doc.get("kind") != "InferenceService":
@@ -36,6 +38,8 @@ def service_file(work_dir: Path, device: str, dtype: str, model_uri: str | None 
             spec["model"]["uri"] = model_uri
         runtime = spec.setdefault("runtime", {})
         runtime["device"] = device
+        if engine_workers is not None:
+            runtime["engineWorkers"] = engine_workers
         if dtype != "auto":
             runtime["dtype"] = dtype
         if device == "cuda":
@@ -48,7 +52,14 @@ def service_file(work_dir: Path, device: str, dtype: str, model_uri: str | None 
     return path
 
 
-def up_command(port: int, work_dir: Path, device: str, dtype: str, model_uri: str | None = None) -> list[str]:
-    services = service_file(work_dir, device, dtype, model_uri)
+def up_command(
+    port: int,
+    work_dir: Path,
+    device: str,
+    dtype: str,
+    model_uri: str | None = None,
+    engine_workers: int | None = None,
+) -> list[str]:
+    services = service_file(work_dir, device, dtype, model_uri, engine_workers)
     state_dir = work_dir / "state"
     return [*kgpu_executable(), "up", "-f", str(services), "--port", str(port), "--state-dir", str(state_dir)]

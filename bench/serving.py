@@ -87,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="serve this model directory on every system (default: the example's; see small_model.py)",
     )
     parser.add_argument(
+        "--engine-workers",
+        type=int,
+        default=None,
+        help="kgpu's batches computed at once (spec.runtime.engineWorkers; default: the replica's own)",
+    )
+    parser.add_argument(
         "--client-procs",
         default="auto",
         help="load-generator processes; auto = 1 on machines with <= 4 cores, else 4",
@@ -110,6 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--batch-inputs must be between 1 and 2048")
     if args.duration <= 0 or args.warmup < 0:
         parser.error("--duration must be > 0 and --warmup >= 0")
+    if args.engine_workers is not None and not 1 <= args.engine_workers <= 64:
+        parser.error("--engine-workers must be between 1 and 64")
     if args.model_dir is not None:
         if not (args.model_dir / "config.json").is_file():
             parser.error(f"--model-dir {args.model_dir}: no config.json there (sentence-transformers layout)")
@@ -262,7 +270,9 @@ def server_for(system: str, args: argparse.Namespace, mdir: str, state_dir: Path
     )
     if system == "kgpu":
         model_uri = getattr(args, "model_uri", None)  # None: the example's own model package
-        command = kgpu_launch.up_command(port, state_dir, args.device, args.dtype, model_uri)
+        command = kgpu_launch.up_command(
+            port, state_dir, args.device, args.dtype, model_uri, getattr(args, "engine_workers", None)
+        )
     elif system == "naive":
         command = [
             sys.executable,
@@ -482,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             "client_processes": args.client_procs,
             "model_dir": mdir,
             "model_dir_given": args.model_dir is not None,
+            "engine_workers": args.engine_workers,
             "litserve": {
                 "max_batch_size": 64,
                 "batch_timeout_s": 0.005,
