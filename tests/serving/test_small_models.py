@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from .conftest import SAMPLE_TEXTS
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "small_model.py"
 spec = importlib.util.spec_from_file_location("small_model_bench", BENCH)
 small_model = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = small_model
 spec.loader.exec_module(small_model)
 
 
