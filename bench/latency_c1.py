@@ -53,6 +53,7 @@ from serving import (  # noqa: E402
     server_for,
     versions,
 )
+from small_model import check_model_dir  # noqa: E402
 from workload import DEFAULT_SEED, load_vocabulary, make_sentences  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 132)
@@ -131,9 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.requests < 1 or args.warmup < 0 or args.gap_ms < 0:
         parser.error("--requests must be >= 1, --warmup and --gap-ms >= 0")
     out = args.json or BENCH_DIR / "results" / f"latency-c1-{args.device}.json"
-    if args.model_dir is not None and not (args.model_dir / "config.json").is_file():
-        parser.error(f"--model-dir {args.model_dir}: no config.json there (sentence-transformers layout)")
-    mdir = str(args.model_dir.resolve()) if args.model_dir is not None else model_dir()
+    check_model_dir(parser, args.model_dir)
+    mdir = model_dir(args.model_dir)
     bodies = request_bodies(make_sentences(SENTENCE_POOL, args.seed, load_vocabulary(mdir)), 1)
     server_args = SimpleNamespace(
         device=args.device,

