@@ -7,6 +7,7 @@
 #      GPU's default of one engine worker and again with two (does overlapping batches help there?)
 #   5. bench/serving.py on cuda/bf16   (engine, kgpu, naive, litserve at concurrency 1,8,64,256)
 #   6. bench/unpadded.py on cuda/bf16  (padded vs unpadded forward, paired; decides the GPU default)
+#   7. bench/ready_mask.py on cuda     (the padded forward's 2-D attention mask against a ready one)
 # Each phase has its own time limit and a failing phase does not stop the next. Everything it writes
 # (logs, JSON, a summary) goes to ${OUT:-bench/results}. Run from anywhere: bash bench/gpu.sh
 #
@@ -99,6 +100,10 @@ done
 
 phase unpadded 60 "$PY" bench/unpadded.py --device cuda --dtype bfloat16 \
     --batch-sizes 1,32,128,512 --rounds 20 --out "$OUT/unpadded-cuda.json"
+
+# The padded forward with the 2-D mask against a ready one (the host sync it saves shows only here).
+phase ready-mask 60 "$PY" bench/ready_mask.py --device cuda --batch 128 --rounds 100 \
+    --json "$OUT/ready-mask-cuda.json"
 
 phase nvidia-smi-after 20 nvidia-smi
 

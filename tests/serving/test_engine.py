@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from kgpu.serving.engine import EmbeddingEngine, InvalidInputError, _pool
+from kgpu.serving.engine import EmbeddingEngine, InvalidInputError, _pool, _takes_ready_mask
 
 from .conftest import SAMPLE_TEXTS
 
@@ -82,6 +82,59 @@ def test_unpadded_forward_matches_the_padded_model(engine: EmbeddingEngine) -> N
     real = mask.bool()
     torch.testing.assert_close(unpadded[real], reference[real], atol=1e-4, rtol=1e-4)
     assert torch.count_nonzero(unpadded[~real]) == 0  # padding positions were never computed
+
+
+def test_padded_mixed_batch_matches_sentence_transformers_without_reading_the_device(
+    engine: EmbeddingEngine, reference_embeddings, monkeypatch
+) -> None:
+    """The padded forward (the GPU's) of a mixed-length batch never turns a tensor into a Python value:
+    on a GPU that read is a host sync in every pass. Tensor.__bool__ and .item() raise here to catch one."""
+    monkeypatch.setattr(engine, "_unpadded", None)  # the padded forward, as on a GPU
+    assert engine._ready_mask and engine._model.pooler is None
+    ids = engine.tokenize(SAMPLE_TEXTS)
+    assert len({len(sequence) for sequence in ids}) > 1  # mixed lengths: the masked path
+
+    def read_back(*_args, **_kwargs):
+        raise AssertionError("the forward pass read a tensor back to the host")
+
+    with monkeypatch.context() as reads:
+        reads.setattr(torch.Tensor, "__bool__", read_back)
+        reads.setattr(torch.Tensor, "item", read_back)
+        with torch.inference_mode():
+            pooled = engine._forward(ids)
+    ours = pooled.numpy()
+    cosines = (ours * reference_embeddings).sum(axis=1) / np.linalg.norm(reference_embeddings, axis=1)
+    assert cosines.min() >= 0.999, cosines
+
+
+class _HiddenStates:
+    def __init__(self, hidden: torch.Tensor) -> None:
+        self.last_hidden_state = hidden
+
+
+class _TwoDimensionalMaskOnly(torch.nn.Module):
+    """Model code older than transformers' mask utilities: a 2-D mask or an error."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> _HiddenStates:
+        if attention_mask.dim() != 2:
+            raise ValueError(f"Wrong shape for attention_mask (shape {tuple(attention_mask.shape)})")
+        return _HiddenStates(input_ids[..., None].float() * attention_mask[..., None])
+
+
+class _MisreadsAReadyMask(torch.nn.Module):
+    """Accepts any mask but reads a 4-D one differently (here: its padding is ignored)."""
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> _HiddenStates:
+        masked = attention_mask if attention_mask.dim() == 2 else torch.ones_like(input_ids)
+        totals = (input_ids * masked).sum(dim=1, keepdim=True)
+        return _HiddenStates(totals[..., None].float().expand(*input_ids.shape, 2))
+
+
+def test_a_ready_mask_is_used_only_where_the_model_gives_the_same_result(engine: EmbeddingEngine) -> None:
+    cpu = torch.device("cpu")
+    assert _takes_ready_mask(engine._model, 1000, cpu)  # transformers' BERT
+    assert not _takes_ready_mask(_TwoDimensionalMaskOnly(), 1000, cpu)
+    assert not _takes_ready_mask(_MisreadsAReadyMask(), 1000, cpu)
 
 
 def test_prepare_ids_validates_and_truncates(engine: EmbeddingEngine) -> None:

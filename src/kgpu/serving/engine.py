@@ -7,6 +7,7 @@ and keeps no state between calls. Tokenization is thread-safe too, and the Rust 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -68,6 +69,7 @@ class EmbeddingEngine:
             unpadded = self._device.type == "cpu"
         self._unpadded = unpadded_bert(self._model) if unpadded else None
         self._vocab_size = self._layout.vocab_size or self._tokenizer.get_vocab_size(with_added_tokens=True)
+        self._ready_mask = _takes_ready_mask(self._model, (self._pad_id + 1) % self._vocab_size, self._device)
         self._dim = self._layout.hidden_size * len(self._layout.pooling_modes)
         self._warmed = False
 
@@ -226,18 +228,16 @@ class EmbeddingEngine:
             padded[row, : len(sequence)] = sequence
         input_ids = torch.from_numpy(padded).to(self._device)
         lengths_t = torch.from_numpy(lengths).to(self._device)
-        attention_mask = (
-            torch.arange(padded.shape[1], device=self._device)[None, :] < lengths_t[:, None]
-        ).long()
+        real = torch.arange(padded.shape[1], device=self._device)[None, :] < lengths_t[:, None]
+        attention_mask = real.long()
 
         # Without padding the mask is all ones; leaving it out lets SDPA pick its fused no-mask kernels.
         uniform = lengths.min() == lengths.max()
         if self._unpadded is not None and not uniform:
             hidden = self._unpadded(input_ids, attention_mask)
         else:
-            hidden = self._model(
-                input_ids=input_ids, attention_mask=None if uniform else attention_mask
-            ).last_hidden_state
+            mask = None if uniform else _ready_mask(real) if self._ready_mask else attention_mask
+            hidden = self._model(input_ids=input_ids, attention_mask=mask).last_hidden_state
         pooled = _pool(hidden, attention_mask, lengths_t, self._layout.pooling_modes)
         if self._layout.normalize:
             pooled = F.normalize(pooled, p=2, dim=-1)
@@ -318,4 +318,43 @@ def _load_model(layout: ModelLayout, device: torch.device, dtype: torch.dtype) -
     model = AutoModel.from_pretrained(
         layout.transformer_dir, attn_implementation="sdpa", dtype=dtype, local_files_only=True
     )
+    # The pooler (a dense layer and tanh over the first token) feeds no pooling mode sentence-transformers
+    # has; models whose forward skips a missing one (BERT, RoBERTa, MPNet, ...) lose it, and its kernels.
+    if getattr(model, "pooler", None) is not None and _builds_without_pooler(model):
+        model.pooler = None
     return model.to(device).eval()
+
+
+def _builds_without_pooler(model: torch.nn.Module) -> bool:
+    return "add_pooling_layer" in inspect.signature(type(model).__init__).parameters
+
+
+def _ready_mask(real: torch.Tensor) -> torch.Tensor:
+    """(batch, 1, 1, length) boolean mask, True on real tokens: what SDPA takes, broadcast over heads and queries."""
+    return real[:, None, None, :]
+
+
+def _takes_ready_mask(model: torch.nn.Module, token: int, device: torch.device) -> bool:
+    """Whether ``model`` uses a ready boolean attention mask as given, with the same result as its 2-D mask.
+
+    Given a 2-D mask, models built on transformers' mask utilities first check whether any token is
+    padded at all, which reads the mask back from the GPU: a host sync in every padded forward pass (the
+    host then cannot queue the next pass while the GPU computes), plus the Python that builds a
+    (batch, 1, length, length) mask. A 4-D mask goes to attention unchanged. Older model code rejects it
+    or reads it differently, so the answer is measured on a small mixed-length batch, not assumed.
+    """
+    lengths = torch.tensor([4, 2], device=device)
+    input_ids = torch.full((2, 4), token, dtype=torch.long, device=device)
+    real = torch.arange(4, device=device)[None, :] < lengths[:, None]
+    try:
+        with torch.inference_mode():
+            expected = model(input_ids=input_ids, attention_mask=real.long()).last_hidden_state
+            given = model(input_ids=input_ids, attention_mask=_ready_mask(real)).last_hidden_state
+    except Exception as error:  # any failure means: keep the 2-D mask
+        log.debug("the model does not take a ready attention mask (%s); keeping the 2-D mask", error)
+        return False
+    if given.shape != expected.shape:
+        return False
+    tolerance = 1e-4 if expected.dtype == torch.float32 else 2e-2
+    scale = float(expected[real].abs().max()) or 1.0
+    return bool((given[real] - expected[real]).abs().max() <= tolerance * scale)
