@@ -44,7 +44,7 @@ def main() -> int:
         engine._forward(ids)  # warm
         for round_ in range(args.rounds):
             for ready in (True, False) if round_ % 2 else (False, True):
-                engine._ready_mask = ready
+                engine._model_takes_ready_mask = ready
                 started = time.perf_counter()
                 engine._forward(ids).cpu()  # waits for the device, as a replica's batch does
                 times[ready].append(time.perf_counter() - started)

@@ -90,7 +90,7 @@ def test_padded_mixed_batch_matches_sentence_transformers_without_reading_the_de
     """The padded forward (the GPU's) of a mixed-length batch never turns a tensor into a Python value:
     on a GPU that read is a host sync in every pass. Tensor.__bool__ and .item() raise here to catch one."""
     monkeypatch.setattr(engine, "_unpadded", None)  # the padded forward, as on a GPU
-    assert engine._ready_mask and engine._model.pooler is None
+    assert engine._model_takes_ready_mask and engine._model.pooler is None
     ids = engine.tokenize(SAMPLE_TEXTS)
     assert len({len(sequence) for sequence in ids}) > 1  # mixed lengths: the masked path
 

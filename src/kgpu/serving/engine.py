@@ -69,7 +69,9 @@ class EmbeddingEngine:
             unpadded = self._device.type == "cpu"
         self._unpadded = unpadded_bert(self._model) if unpadded else None
         self._vocab_size = self._layout.vocab_size or self._tokenizer.get_vocab_size(with_added_tokens=True)
-        self._ready_mask = _takes_ready_mask(self._model, (self._pad_id + 1) % self._vocab_size, self._device)
+        self._model_takes_ready_mask = _takes_ready_mask(
+            self._model, (self._pad_id + 1) % self._vocab_size, self._device
+        )
         self._dim = self._layout.hidden_size * len(self._layout.pooling_modes)
         self._warmed = False
 
@@ -229,16 +231,15 @@ class EmbeddingEngine:
         input_ids = torch.from_numpy(padded).to(self._device)
         lengths_t = torch.from_numpy(lengths).to(self._device)
         real = torch.arange(padded.shape[1], device=self._device)[None, :] < lengths_t[:, None]
-        attention_mask = real.long()
 
         # Without padding the mask is all ones; leaving it out lets SDPA pick its fused no-mask kernels.
         uniform = lengths.min() == lengths.max()
         if self._unpadded is not None and not uniform:
-            hidden = self._unpadded(input_ids, attention_mask)
+            hidden = self._unpadded(input_ids, real.long())
         else:
-            mask = None if uniform else _ready_mask(real) if self._ready_mask else attention_mask
+            mask = None if uniform else _ready_mask(real) if self._model_takes_ready_mask else real.long()
             hidden = self._model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        pooled = _pool(hidden, attention_mask, lengths_t, self._layout.pooling_modes)
+        pooled = _pool(hidden, real, lengths_t, self._layout.pooling_modes)
         if self._layout.normalize:
             pooled = F.normalize(pooled, p=2, dim=-1)
         return pooled
@@ -247,7 +248,7 @@ class EmbeddingEngine:
 def _pool(
     hidden: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, modes: tuple[str, ...]
 ) -> torch.Tensor:
-    """sentence-transformers pooling over right-padded sequences, accumulated in float32."""
+    """sentence-transformers pooling over right-padded sequences, accumulated in float32 (mask: True or 1 on real tokens)."""
     hidden = hidden.float()
     mask_f = mask.unsqueeze(-1).to(hidden.dtype)
     vectors = []
