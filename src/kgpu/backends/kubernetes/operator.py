@@ -20,9 +20,9 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from kgpu.api.errors import ResourceValidationError
-from kgpu.api.io import parse_resource
 from kgpu.api.models import InferenceService, NodePool
 from kgpu.backends.kubernetes.crds_info import GROUP, VERSION
+from kgpu.backends.kubernetes.custom_objects import model_of
 from kgpu.backends.kubernetes.labels import MANAGED_BY, POOL_LABEL, SERVICE_LABEL
 from kgpu.backends.kubernetes.nodepool import (
     GPU_OPERATOR_NAMESPACE,
@@ -78,23 +78,6 @@ def as_dict(obj: Any) -> dict[str, Any]:
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def model_of(obj: dict[str, Any]) -> InferenceService | NodePool:
-    """Validate a custom resource as read from the API server with kgpu's models (the full rules)."""
-    meta = obj.get("metadata") or {}
-    doc = {
-        "apiVersion": obj.get("apiVersion"),
-        "kind": obj.get("kind"),
-        "metadata": {
-            "name": meta.get("name"),
-            "namespace": meta.get("namespace") or "default",
-            "labels": meta.get("labels") or {},
-            "annotations": meta.get("annotations") or {},
-        },
-        "spec": obj.get("spec") or {},
-    }
-    return parse_resource(doc)
 
 
 class Operator:
