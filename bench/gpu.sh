@@ -5,6 +5,7 @@
 #   3. bench/gpu_telemetry.py          (the GPU exporter against nvidia-smi --query-gpu, idle and loaded)
 #   4. kgpu with 32 inputs per request (concurrency 8 and 32; target >= 30,000 embeddings/s), with the
 #      GPU's default of one engine worker and again with two (does overlapping batches help there?)
+#      bench/loop_cpu.py                (the same load: CPU per request on the gateway's and replica's loops)
 #   5. bench/serving.py on cuda/bf16   (engine, kgpu, naive, litserve at concurrency 1,8,64,256)
 #   6. bench/latency_c1.py on cuda     (concurrency 1, paired: gateway, replica alone, naive)
 #   7. bench/unpadded.py on cuda/bf16  (padded vs unpadded forward, paired; decides the GPU default)
@@ -65,9 +66,13 @@ fi
 export PATH="$SITE/bin:$PATH"
 
 # phase NAME LIMIT_SECONDS COMMAND...: runs COMMAND under `timeout`, logs to $OUT/NAME.log, never exits.
+# ONLY="name ..." runs just those phases (a second try at the ones that failed).
 phase() {
     local name="$1" limit="$2"
     shift 2
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+        return 0
+    fi
     local started=$SECONDS
     echo
     echo "=== $name (limit ${limit}s): $*"
@@ -104,6 +109,11 @@ phase serving-inputs32-w2 60 "$PY" bench/serving.py --device "$DEVICE" --dtype "
     --systems kgpu --batch-inputs 32 --concurrency 8,32 --engine-workers 2 \
     --duration "$DURATION" --warmup 1 \
     --json "$OUT/serving-$DEVICE-inputs32-w2.json" --log-dir "$OUT/logs-w2"
+
+# The serial part of the 32-input path: CPU per request on the gateway's and the replica's event loops,
+# and the rate at which each loop would be saturated (a ceiling no GPU lifts).
+phase loop-cpu 60 "$PY" bench/loop_cpu.py --device "$DEVICE" --dtype "$DTYPE" \
+    --inputs 32 --concurrency 32 --duration "$DURATION" --json "$OUT/loop-cpu-$DEVICE.json"
 
 # About 160 s with DURATION=3 on an H200 (4 points x 3 servers + 4 engine batch sizes, server starts).
 phase serving 230 "$PY" bench/serving.py --device "$DEVICE" --dtype "$DTYPE" \

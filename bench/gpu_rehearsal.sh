@@ -5,7 +5,8 @@
 # the bundle is built for this Python (`bench/gpu_bundle.py build`), and gpu.sh runs every phase with
 # DEVICE=cpu, installing the bundle offline exactly as it would there. The phases that need an NVIDIA
 # GPU (nvidia-smi, the exporter against nvidia-smi) fail here and the GPU tests skip; every other phase
-# must end "ok". About 10 minutes on 2 cores, most of it the CPU serving runs.
+# must end "ok". Then the engine's CPU tests run against that machine's transformers. About 6 minutes
+# on 2 cores, most of it installing and the CPU serving runs.
 #
 #   bash bench/gpu_rehearsal.sh            # work folder /tmp/kgpu-gpu-rehearsal (WORK=... to change)
 set -euo pipefail
@@ -44,4 +45,10 @@ if grep -v -E '^(nvidia-smi|nvidia-smi-after|telemetry) ' "$WORK/out/gpu-summary
     echo "rehearsal FAILED: the phases above did not end ok (logs in $WORK/out)"
     exit 1
 fi
-echo "rehearsal ok in ${SECONDS}s (gpu.sh exit $status): every phase that needs no GPU ended ok; logs in $WORK/out"
+
+# The engine's CPU tests against the GPU machine's transformers and torch's neighbours: the engine
+# reads transformers' masks and encoder internals, which change between releases.
+echo "=== the engine's tests with the GPU machine's packages"
+PYTHONPATH="$WORK/site:$PWD/src" "$VENV_PY" -m pytest -q -p no:cacheprovider \
+    tests/serving/test_engine.py tests/serving/test_unpadded.py tests/serving/test_small_models.py tests/gpu
+echo "rehearsal ok in ${SECONDS}s (gpu.sh exit $status): every phase that needs no GPU ended ok and the engine's tests passed; logs in $WORK/out"
