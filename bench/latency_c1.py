@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -51,6 +50,7 @@ from serving import (  # noqa: E402
     probe_body,
     request_bodies,
     server_for,
+    server_settings,
     versions,
 )
 from small_model import check_model_dir  # noqa: E402
@@ -135,14 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     check_model_dir(parser, args.model_dir)
     mdir = model_dir(args.model_dir)
     bodies = request_bodies(make_sentences(SENTENCE_POOL, args.seed, load_vocabulary(mdir)), 1)
-    server_args = SimpleNamespace(
-        device=args.device,
-        dtype=args.dtype,
-        batch_inputs=1,
-        log_dir=out.parent / "logs",
-        model_uri=None if args.model_dir is None else mdir,
-    )
-    server_args.log_dir.mkdir(parents=True, exist_ok=True)
+    server_args = server_settings(args.device, args.dtype, 1, out.parent / "logs", args.model_dir, mdir)
     with tempfile.TemporaryDirectory(prefix="kgpu-latency-") as tmp:
         servers = {name: server_for(name, server_args, mdir, Path(tmp)) for name in ("kgpu", "naive")}
         try:

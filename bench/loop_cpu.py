@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -45,6 +44,7 @@ from serving import (  # noqa: E402
     probe_body,
     request_bodies,
     server_for,
+    server_settings,
     versions,
 )
 from small_model import check_model_dir  # noqa: E402
@@ -118,14 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     check_model_dir(parser, args.model_dir)
     mdir = model_dir(args.model_dir)
     bodies = request_bodies(make_sentences(SENTENCE_POOL, DEFAULT_SEED, load_vocabulary(mdir)), args.inputs)
-    server_args = SimpleNamespace(
-        device=args.device,
-        dtype=args.dtype,
-        batch_inputs=args.inputs,
-        log_dir=out.parent / "logs-loop-cpu",
-        model_uri=None if args.model_dir is None else mdir,
+    server_args = server_settings(
+        args.device, args.dtype, args.inputs, out.parent / "logs-loop-cpu", args.model_dir, mdir
     )
-    server_args.log_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kgpu-loop-cpu-") as tmp:
         server = server_for("kgpu", server_args, mdir, Path(tmp))
         console.print(f"[bold]kgpu[/]: starting on port {server.port} (log {server.log_path})")

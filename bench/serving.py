@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -257,6 +258,18 @@ def _child_env() -> dict[str, str]:
     if src not in env.get("PYTHONPATH", "").split(os.pathsep):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     return env
+
+
+def server_settings(
+    device: str, dtype: str, batch_inputs: int, log_dir: Path, model_dir_arg: Path | None, mdir: str
+) -> SimpleNamespace:
+    """What `server_for` reads, for scripts that start servers without this script's own arguments
+    (``model_dir_arg``: the --model-dir given, None for the example's package); creates ``log_dir``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    model_uri = None if model_dir_arg is None else mdir
+    return SimpleNamespace(
+        device=device, dtype=dtype, batch_inputs=batch_inputs, log_dir=log_dir, model_uri=model_uri
+    )
 
 
 def server_for(system: str, args: argparse.Namespace, mdir: str, state_dir: Path) -> ServerProcess:
