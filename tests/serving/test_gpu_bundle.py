@@ -1,6 +1,6 @@
 """The bundle `bench/gpu.sh` installs on a GPU machine without network (bench/gpu_bundle.py).
 
-The example model travels with its weights in float16 (the float32 file is too big to carry) and the
+The example model travels with its weights in float16 (the float32 file is too big to copy there) and the
 GPU machine writes float32 weights back before anything loads them; the package must still be found
 as an installed package there, and serve what sentence-transformers computes from the original.
 """
