@@ -43,18 +43,16 @@ from loadgen import percentile  # noqa: E402
 from results_file import write_results  # noqa: E402
 from serving import (  # noqa: E402
     READY_TIMEOUT_S,
-    SENTENCE_POOL,
     _child_env,
-    gpu_name,
+    machine_facts,
     model_dir,
     probe_body,
-    request_bodies,
     server_for,
     server_settings,
-    versions,
+    workload_bodies,
 )
 from small_model import check_model_dir  # noqa: E402
-from workload import DEFAULT_SEED, load_vocabulary, make_sentences  # noqa: E402
+from workload import DEFAULT_SEED  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 132)
 TARGET_MS = 2.0
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.json or BENCH_DIR / "results" / f"latency-c1-{args.device}.json"
     check_model_dir(parser, args.model_dir)
     mdir = model_dir(args.model_dir)
-    bodies = request_bodies(make_sentences(SENTENCE_POOL, args.seed, load_vocabulary(mdir)), 1)
+    bodies = workload_bodies(mdir, 1, args.seed)
     server_args = server_settings(args.device, args.dtype, 1, out.parent / "logs", args.model_dir, mdir)
     with tempfile.TemporaryDirectory(prefix="kgpu-latency-") as tmp:
         servers = {name: server_for(name, server_args, mdir, Path(tmp)) for name in ("kgpu", "naive")}
@@ -189,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         out,
         "latency_c1",
         vars(args) | {"json": out, "model_dir": mdir},
-        {"gpu": gpu_name() if args.device == "cuda" else None, "versions": versions()},
+        machine_facts(args.device),
         rows=rows,
         target={
             "kgpu_p50_minus_naive_p50_ms": kgpu["p50_minus_naive_ms"],

@@ -37,18 +37,15 @@ from loadgen import run_closed_loop  # noqa: E402
 from results_file import write_results  # noqa: E402
 from serving import (  # noqa: E402
     READY_TIMEOUT_S,
-    SENTENCE_POOL,
     _child_env,
-    gpu_name,
+    machine_facts,
     model_dir,
     probe_body,
-    request_bodies,
     server_for,
     server_settings,
-    versions,
+    workload_bodies,
 )
 from small_model import check_model_dir  # noqa: E402
-from workload import DEFAULT_SEED, load_vocabulary, make_sentences  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 132)
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -117,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.json or BENCH_DIR / "results" / f"loop-cpu-{args.device}.json"
     check_model_dir(parser, args.model_dir)
     mdir = model_dir(args.model_dir)
-    bodies = request_bodies(make_sentences(SENTENCE_POOL, DEFAULT_SEED, load_vocabulary(mdir)), args.inputs)
+    bodies = workload_bodies(mdir, args.inputs)
     server_args = server_settings(
         args.device, args.dtype, args.inputs, out.parent / "logs-loop-cpu", args.model_dir, mdir
     )
@@ -192,11 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         out,
         "loop_cpu",
         vars(args) | {"json": out, "model_dir": mdir},
-        {
-            "gpu": gpu_name() if args.device == "cuda" else None,
-            "versions": versions(),
-            "cpus": os.cpu_count(),
-        },
+        machine_facts(args.device) | {"cpus": os.cpu_count()},
         load=summary,
         rows=rows,
     )

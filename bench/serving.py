@@ -156,9 +156,19 @@ def request_bodies(sentences: list[str], inputs_per_request: int) -> list[bytes]
     return bodies
 
 
+def workload_bodies(mdir: str, inputs_per_request: int, seed: int = DEFAULT_SEED) -> list[bytes]:
+    """The benchmarks' request bodies: mixed-length sentences over the served model's vocabulary."""
+    return request_bodies(make_sentences(SENTENCE_POOL, seed, load_vocabulary(mdir)), inputs_per_request)
+
+
 def probe_body(inputs_per_request: int) -> bytes:
     payload_input = PROBE_SENTENCE if inputs_per_request == 1 else [PROBE_SENTENCE] * inputs_per_request
     return json.dumps({"model": SERVED_NAME, "input": payload_input}).encode()
+
+
+def machine_facts(device: str) -> dict:
+    """What results files record of the machine: its GPU when one was used, and the package versions."""
+    return {"gpu": gpu_name() if device == "cuda" else None, "versions": versions()}
 
 
 def versions() -> dict[str, str | None]:
@@ -486,8 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             "hostname": platform.node(),
             "cpu_count": cores,
             "platform": platform.platform(),
-            "gpu": gpu_name() if args.device == "cuda" else None,
-            "versions": versions(),
+            **machine_facts(args.device),
         },
         "config": {
             "systems": args.systems,

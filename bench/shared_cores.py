@@ -31,14 +31,12 @@ from results_file import write_results  # noqa: E402
 from servers import ServerProcess, free_port  # noqa: E402
 from serving import (  # noqa: E402
     READY_TIMEOUT_S,
-    SENTENCE_POOL,
     _child_env,
     model_dir,
     probe_body,
-    request_bodies,
     versions,
+    workload_bodies,
 )
-from workload import DEFAULT_SEED, load_vocabulary, make_sentences  # noqa: E402
 
 SETTINGS = {"kgpu (1,000 spins)": {}, "libgomp default (300,000 spins)": {"GOMP_SPINCOUNT": "300000"}}
 console = Console(width=None if sys.stdout.isatty() else 132)
@@ -91,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     if args.replicas < 1 or args.duration <= 0 or args.rounds < 1 or min(levels) < 1:
         parser.error("--replicas, --rounds and every --concurrency must be >= 1, --duration > 0")
-    bodies = request_bodies(make_sentences(SENTENCE_POOL, DEFAULT_SEED, load_vocabulary(model_dir())), 1)
+    bodies = workload_bodies(model_dir(), 1)
     log_dir = args.json.parent / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     rows = []
