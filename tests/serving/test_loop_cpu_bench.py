@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench_scripts import load_bench_script
+
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "loop_cpu.py"
-spec = importlib.util.spec_from_file_location("loop_cpu_bench", BENCH)
-loop_cpu = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(loop_cpu)
+loop_cpu = load_bench_script("loop_cpu")
 
 
 def _spin(seconds: float) -> None:

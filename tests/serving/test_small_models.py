@@ -6,21 +6,17 @@ at all (embeddings and pooling only) once made the replica fail at start-up.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kgpu.serving.engine import EmbeddingEngine
+from tests.bench_scripts import load_bench_script
 
 from .conftest import SAMPLE_TEXTS
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "small_model.py"
-spec = importlib.util.spec_from_file_location("small_model_bench", BENCH)
-small_model = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(small_model)
+small_model = load_bench_script("small_model")
 
 
 @pytest.mark.parametrize("layers", [0, 1])

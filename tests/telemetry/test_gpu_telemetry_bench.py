@@ -7,20 +7,13 @@ GPU does not report), so the parsing, pairing and verdicts are checked against t
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 from prometheus_client import CollectorRegistry
 
 from kgpu.telemetry.gpu_exporter import GPUExporter
+from tests.bench_scripts import load_bench_script
 from tests.telemetry.fake_nvml import FakeNVML
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu_telemetry.py"
-spec = importlib.util.spec_from_file_location("gpu_telemetry_bench", BENCH)
-bench = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = bench  # dataclasses look their module up there
-spec.loader.exec_module(bench)
+bench = load_bench_script("gpu_telemetry")
 
 HELP_QUERY_GPU = """List of valid properties to query for the switch "--query-gpu=":
 "uuid"
