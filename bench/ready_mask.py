@@ -13,7 +13,6 @@ sync, only the host time saved (``--device cuda`` shows both); a model cut to no
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 import torch
 
 from kgpu.serving.engine import EmbeddingEngine
+from results_file import write_results
+from serving import machine_facts
 from small_model import check_model_dir, example_model_dir
 from workload import DEFAULT_SEED, load_vocabulary, make_sentences
 
@@ -55,15 +56,16 @@ def main() -> int:
     print(f"{'ready 4-D':<12} {ready:>10.3f}")
     print(f"ready / 2-D: {ready / two_d:.3f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = {
-            "model_dir": str(model_dir),
-            "batch": args.batch,
-            "rounds": args.rounds,
-            "median_ms": {"2d": two_d, "ready": ready},
-            "ratio": ready / two_d,
-        }
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        config = vars(args) | {"model_dir": model_dir}
+        median_ms = {"2d": two_d, "ready": ready}
+        write_results(
+            args.json,
+            "ready_mask",
+            config,
+            machine_facts(args.device),
+            median_ms=median_ms,
+            ratio=ready / two_d,
+        )
     return 0
 
 
