@@ -233,11 +233,12 @@ class EmbeddingEngine:
         real = torch.arange(padded.shape[1], device=self._device)[None, :] < lengths_t[:, None]
 
         # Without padding the mask is all ones; leaving it out lets SDPA pick its fused no-mask kernels.
-        uniform = lengths.min() == lengths.max()
-        if self._unpadded is not None and not uniform:
+        if lengths.min() == lengths.max():
+            hidden = self._model(input_ids=input_ids, attention_mask=None).last_hidden_state
+        elif self._unpadded is not None:
             hidden = self._unpadded(input_ids, real.long())
         else:
-            mask = None if uniform else _ready_mask(real) if self._model_takes_ready_mask else real.long()
+            mask = _ready_mask(real) if self._model_takes_ready_mask else real.long()
             hidden = self._model(input_ids=input_ids, attention_mask=mask).last_hidden_state
         pooled = _pool(hidden, real, lengths_t, self._layout.pooling_modes)
         if self._layout.normalize:
