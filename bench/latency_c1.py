@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,13 +41,10 @@ from rich.table import Table  # noqa: E402
 from loadgen import percentile  # noqa: E402
 from results_file import write_results  # noqa: E402
 from serving import (  # noqa: E402
-    READY_TIMEOUT_S,
-    _child_env,
     machine_facts,
     model_dir,
-    probe_body,
-    server_for,
     server_settings,
+    started_servers,
     workload_bodies,
 )
 from small_model import check_model_dir  # noqa: E402
@@ -134,26 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     mdir = model_dir(args.model_dir)
     bodies = workload_bodies(mdir, 1, args.seed)
     server_args = server_settings(args.device, args.dtype, 1, out.parent / "logs", args.model_dir, mdir)
-    with tempfile.TemporaryDirectory(prefix="kgpu-latency-") as tmp:
-        servers = {name: server_for(name, server_args, mdir, Path(tmp)) for name in ("kgpu", "naive")}
-        try:
-            for name, server in servers.items():
-                console.print(f"[bold]{name}[/]: starting on port {server.port} (log {server.log_path})")
-                server.start(env=_child_env())
-            for server in servers.values():
-                server.wait_ready("/v1/embeddings", probe_body(1), 1, READY_TIMEOUT_S)
-            urls = {
-                "kgpu (gateway)": servers["kgpu"].base_url + "/v1/embeddings",
-                "kgpu replica (direct)": replica_url(servers["kgpu"].base_url) + "/v1/embeddings",
-                "naive": servers["naive"].base_url + "/v1/embeddings",
-            }
-            console.print(
-                f"{args.requests} paired requests per target after {args.warmup} warm-up, {args.gap_ms:g} ms apart"
-            )
-            latencies = asyncio.run(paired(urls, bodies, args.requests, args.warmup, args.gap_ms / 1000))
-        finally:
-            for server in servers.values():
-                server.stop()
+    with started_servers(("kgpu", "naive"), server_args, mdir) as servers:
+        urls = {
+            "kgpu (gateway)": servers["kgpu"].base_url + "/v1/embeddings",
+            "kgpu replica (direct)": replica_url(servers["kgpu"].base_url) + "/v1/embeddings",
+            "naive": servers["naive"].base_url + "/v1/embeddings",
+        }
+        console.print(
+            f"{args.requests} paired requests per target after {args.warmup} warm-up, {args.gap_ms:g} ms apart"
+        )
+        latencies = asyncio.run(paired(urls, bodies, args.requests, args.warmup, args.gap_ms / 1000))
     rows = summarize(latencies)
     table = Table(title=f"concurrency 1, paired ({args.device}, {args.dtype})")
     for column in (

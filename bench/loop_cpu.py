@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,13 +35,10 @@ from latency_c1 import replica_url  # noqa: E402
 from loadgen import run_closed_loop  # noqa: E402
 from results_file import write_results  # noqa: E402
 from serving import (  # noqa: E402
-    READY_TIMEOUT_S,
-    _child_env,
     machine_facts,
     model_dir,
-    probe_body,
-    server_for,
     server_settings,
+    started_servers,
     workload_bodies,
 )
 from small_model import check_model_dir  # noqa: E402
@@ -118,25 +114,19 @@ def main(argv: list[str] | None = None) -> int:
     server_args = server_settings(
         args.device, args.dtype, args.inputs, out.parent / "logs-loop-cpu", args.model_dir, mdir
     )
-    with tempfile.TemporaryDirectory(prefix="kgpu-loop-cpu-") as tmp:
-        server = server_for("kgpu", server_args, mdir, Path(tmp))
-        console.print(f"[bold]kgpu[/]: starting on port {server.port} (log {server.log_path})")
-        server.start(env=_child_env())
-        try:
-            server.wait_ready("/v1/embeddings", probe_body(args.inputs), args.inputs, READY_TIMEOUT_S)
-            replica_url(server.base_url)  # exactly one replica is ready
-            gateway = server.process.pid
-            replica = replica_pid(gateway)
-            url = server.base_url + "/v1/embeddings"
-            if args.warmup:
-                run_closed_loop(url, bodies, args.concurrency, args.warmup, 0, args.inputs)
-            before = {pid: thread_cpu_s(pid) for pid in (gateway, replica)}
-            started = time.monotonic()
-            load = run_closed_loop(url, bodies, args.concurrency, args.duration, 0, args.inputs)
-            wall = time.monotonic() - started
-            after = {pid: thread_cpu_s(pid) for pid in (gateway, replica)}
-        finally:
-            server.stop()
+    with started_servers(("kgpu",), server_args, mdir) as servers:
+        server = servers["kgpu"]
+        replica_url(server.base_url)  # exactly one replica is ready
+        gateway = server.process.pid
+        replica = replica_pid(gateway)
+        url = server.base_url + "/v1/embeddings"
+        if args.warmup:
+            run_closed_loop(url, bodies, args.concurrency, args.warmup, 0, args.inputs)
+        before = {pid: thread_cpu_s(pid) for pid in (gateway, replica)}
+        started = time.monotonic()
+        load = run_closed_loop(url, bodies, args.concurrency, args.duration, 0, args.inputs)
+        wall = time.monotonic() - started
+        after = {pid: thread_cpu_s(pid) for pid in (gateway, replica)}
 
     summary = load.summary()
     requests = summary["requests_ok"]

@@ -23,6 +23,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -317,6 +319,28 @@ def server_for(system: str, args: argparse.Namespace, mdir: str, state_dir: Path
     else:
         raise ValueError(f"not a server system: {system}")
     return ServerProcess(system, command, port, log_path)
+
+
+@contextlib.contextmanager
+def started_servers(
+    systems: tuple[str, ...], settings: SimpleNamespace, mdir: str
+) -> Iterator[dict[str, ServerProcess]]:
+    """Start each system's server (kgpu in a throwaway state directory), wait until every one answers an
+    embeddings probe of ``settings.batch_inputs`` inputs, and stop them all on the way out, whatever
+    happened; for scripts that measure running servers side by side (``settings``: `server_settings`)."""
+    with tempfile.TemporaryDirectory(prefix="kgpu-bench-") as tmp:
+        servers = {name: server_for(name, settings, mdir, Path(tmp)) for name in systems}
+        try:
+            for name, server in servers.items():
+                console.print(f"[bold]{name}[/]: starting on port {server.port} (log {server.log_path})")
+                server.start(env=_child_env())
+            inputs = settings.batch_inputs
+            for server in servers.values():
+                server.wait_ready("/v1/embeddings", probe_body(inputs), inputs, READY_TIMEOUT_S)
+            yield servers
+        finally:
+            for server in servers.values():
+                server.stop()
 
 
 def run_server(
