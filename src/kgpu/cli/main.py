@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from kgpu import __version__
 from kgpu.api.errors import ResourceValidationError
 from kgpu.api.io import load_resource_file
 from kgpu.cli import render
@@ -25,7 +24,9 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
-DEFAULT_EXAMPLE = Path("examples/minilm.yaml")
+# Ships inside the package (the repository's examples/minilm.yaml links to it), so `kgpu up` with no
+# file serves it from any directory, also after `pip install kgpu`.
+DEFAULT_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "minilm.yaml"
 ServerOption = typer.Option(
     None, "--server", "-s", help="kgpu server URL (default $KGPU_SERVER or http://127.0.0.1:8000)"
 )
@@ -65,7 +66,7 @@ def _plural(kind: str) -> str:
 @app.command()
 def up(
     file: list[Path] = typer.Option(
-        None, "--file", "-f", help="resource files to apply (default: examples/minilm.yaml)"
+        None, "--file", "-f", help="resource files to apply (default: the minilm example shipped with kgpu)"
     ),
     port: int = typer.Option(8000, "--port", "-p", min=1, max=65535, help="port of the API and gateway"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
@@ -80,7 +81,7 @@ def up(
     files = list(file) if file else [DEFAULT_EXAMPLE]
     for path in files:
         if not path.exists():
-            _fail(f"{path}: no such file (run from the repository root, or pass -f FILE)")
+            _fail(f"{path}: no such file (pass -f FILE, or no -f for the example shipped with kgpu)")
         try:
             load_resource_file(path)
         except ResourceValidationError as exc:
@@ -267,9 +268,16 @@ def _print_log(replica: str, text: str, prefix: bool) -> None:
 
 @app.command()
 def version() -> None:
-    """Print kgpu's version."""
-    console.print(f"kgpu {__version__}")
+    """Print kgpu's version, Python's and torch's (with its CUDA or CPU build)."""
+    from kgpu.cli.doctor import version_lines
 
+    for line in version_lines():
+        typer.echo(line)  # never wrapped: pasted into bug reports as it is
+
+
+from kgpu.cli import doctor  # noqa: E402  (`kgpu doctor`)
+
+doctor.register(app)
 
 from kgpu.cli import telemetry  # noqa: E402  (its commands register on `app`)
 
