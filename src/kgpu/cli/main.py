@@ -14,6 +14,8 @@ from kgpu.api.io import load_resource_file
 from kgpu.cli import render
 from kgpu.cli.client import ApiError, KgpuClient
 from kgpu.cli.describe import describe_nodepool, describe_service
+from kgpu.cli.guard_options import AllowHostOption, AllowOriginOption
+from kgpu.controlplane.request_guard import guard_settings
 from kgpu.controlplane.resources import ALIASES, KIND_BY_PLURAL, PLURAL_BY_KIND
 
 app = typer.Typer(
@@ -74,6 +76,8 @@ def up(
     database_url: str = typer.Option(
         None, "--database-url", help="SQLAlchemy URL (default: SQLite in --state-dir)"
     ),
+    allow_host: list[str] = AllowHostOption,
+    allow_origin: list[str] = AllowOriginOption,
 ) -> None:
     """Start the embedded platform (control plane + gateway) and serve the given services."""
     from kgpu.cli.up import run_up  # imported here: pulls in the server stack
@@ -86,7 +90,9 @@ def up(
             load_resource_file(path)
         except ResourceValidationError as exc:
             _fail(f"{path}:\n{exc}")
-    run_up(files, host, port, state_dir, database_url)
+    run_up(
+        files, host, port, state_dir, database_url, guard_settings(host, allow_host or [], allow_origin or [])
+    )
 
 
 @app.command()

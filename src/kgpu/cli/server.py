@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from kgpu.cli.guard_options import AllowHostOption, AllowOriginOption
+
 console = Console()
 err = Console(stderr=True)
 
@@ -22,18 +24,23 @@ def server(
     auth: bool = typer.Option(
         True, "--auth/--no-auth", help="require API tokens (projects, roles, quotas) on the control plane"
     ),
+    allow_host: list[str] = AllowHostOption,
+    allow_origin: list[str] = AllowOriginOption,
 ) -> None:
     """Run the control plane and gateway without applying files (resources come through the API)."""
     import uvicorn  # imported here: pulls in the server stack
 
     from kgpu.controlplane.auth import bootstrap_cluster_admin
     from kgpu.controlplane.platform import Platform, PlatformConfig
+    from kgpu.controlplane.request_guard import guard_settings
     from kgpu.controlplane.server import create_server_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     public_url = f"http://{host}:{port}"
     platform = Platform(PlatformConfig(state_dir=state_dir, public_url=public_url, database_url=database_url))
-    app = create_server_app(platform, auth=auth)
+    app = create_server_app(
+        platform, auth=auth, guard=guard_settings(host, allow_host or [], allow_origin or [])
+    )
     if auth:
         token = bootstrap_cluster_admin(app.state.access.store, state_dir)
         token_file = Path(state_dir).resolve() / "admin-token"

@@ -18,6 +18,7 @@ from rich.table import Table
 from kgpu import API_VERSION, event_loop
 from kgpu.api.io import load_resource_file
 from kgpu.controlplane.platform import Platform, PlatformConfig
+from kgpu.controlplane.request_guard import GuardSettings, guard_settings
 from kgpu.controlplane.resources import PLURAL_BY_KIND
 from kgpu.controlplane.server import create_server_app
 
@@ -104,13 +105,20 @@ async def _apply_and_watch(console: Console, public_url: str, files: list[Path])
             )
 
 
-def run_up(files: list[Path], host: str, port: int, state_dir: Path, database_url: str | None) -> None:
+def run_up(
+    files: list[Path],
+    host: str,
+    port: int,
+    state_dir: Path,
+    database_url: str | None,
+    guard: GuardSettings | None = None,
+) -> None:
     console = Console()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     public_url = f"http://{host}:{port}"
     platform = Platform(PlatformConfig(state_dir=state_dir, public_url=public_url, database_url=database_url))
-    app = create_server_app(platform)
+    app = create_server_app(platform, guard=guard or guard_settings(host))
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
     )

@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import os
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,15 +32,14 @@ from starlette.concurrency import run_in_threadpool
 from kgpu import API_VERSION
 from kgpu.api.errors import FieldError
 from kgpu.api.models import InferenceService
+from kgpu.auth_failures import FailureLimiter, TooManyFailures
 from kgpu.controlplane.resources import ResourceService
 
 ROLES = ("admin", "viewer")
 CLUSTER_ADMIN = "cluster-admin"
-# Slow on purpose (a stolen database must not give tokens away cheaply); verified tokens are
-# cached in memory so that each request does not pay it (the row is still read each time, so
-# that a revoked token stops working at once).
-HASH_ITERATIONS = 120_000
-CACHE_TTL_S = 60.0
+# How secrets are hashed: `hmac-sha256` now; PBKDF2 (a NULL scheme) in databases of earlier releases.
+HMAC_SCHEME = "hmac-sha256"
+LEGACY_PBKDF2_ITERATIONS = 120_000
 # "Last used" is written at most this often per token (a write per request would cost more than the read).
 LAST_USED_RESOLUTION_S = 60.0
 TOKEN_PREFIX = "kgpu_"
@@ -73,10 +71,11 @@ class _TokenRow(_AuthBase):
     created_at: Mapped[float] = mapped_column(Float)
     name: Mapped[str | None] = mapped_column(String(63), nullable=True)
     last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hash_scheme: Mapped[str | None] = mapped_column(String(16), nullable=True)  # None: legacy PBKDF2
 
 
 # Columns added after the first release: databases made before them get them on start.
-_ADDED_TOKEN_COLUMNS = {"name": "VARCHAR(63)", "last_used_at": "FLOAT"}
+_ADDED_TOKEN_COLUMNS = {"name": "VARCHAR(63)", "last_used_at": "FLOAT", "hash_scheme": "VARCHAR(16)"}
 
 
 def _add_missing_columns(engine: Engine) -> None:
@@ -150,8 +149,19 @@ class AuthError(ValueError):
     pass
 
 
-def hash_secret(secret: str, salt: bytes) -> str:
-    return hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, HASH_ITERATIONS).hex()
+def hash_secret(secret: str, key: bytes) -> str:
+    """The stored form of a token's secret: HMAC-SHA-256 keyed with the token's random key."""
+    return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()
+
+
+def legacy_hash_secret(secret: str, salt: bytes) -> str:
+    """PBKDF2, how earlier releases stored secrets (checked once, then rewritten with `hash_secret`)."""
+    return hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, LEGACY_PBKDF2_ITERATIONS).hex()
+
+
+# What an unknown token id is checked against, so that it takes as long as a known one.
+_NO_SUCH_KEY = os.urandom(16)
+_NO_SUCH_HASH = hash_secret(secrets.token_urlsafe(32), _NO_SUCH_KEY)
 
 
 _PROJECTS = _ProjectRow.__table__
@@ -168,8 +178,6 @@ class AuthStore:
         _add_missing_columns(engine)
         self._engine = engine
         self._session = sessionmaker(engine, expire_on_commit=False)
-        self._cache: dict[str, tuple[float, Principal]] = {}
-        self._cache_lock = threading.Lock()
 
     # ------------------------------------------------------------ projects
 
@@ -227,6 +235,7 @@ class AuthStore:
                     role=role,
                     salt=salt.hex(),
                     secret_hash=hash_secret(secret, salt),
+                    hash_scheme=HMAC_SCHEME,
                     created_at=time.time(),
                     name=name,
                 )
@@ -255,43 +264,69 @@ class AuthStore:
             return None
         with self._session.begin() as session:
             session.query(_TokenRow).filter_by(token_id=row.token_id).delete()
-        with self._cache_lock:
-            for key in [k for k, (_, p) in self._cache.items() if p.token_id == row.token_id]:
-                del self._cache[key]
         return _info(row)
 
     def has_cluster_admin(self) -> bool:
         with self._session() as session:
             return session.scalars(select(_TokenRow).filter_by(role=CLUSTER_ADMIN)).first() is not None
 
-    def verify(self, token: str) -> Principal | None:
-        """The principal of a valid token, or None."""
-        # The in-memory cache key is a fast digest: it never leaves this process.
+    def verify(self, token: str, slow_hash_allowed: bool = True) -> Principal | None:
+        """The principal of a valid token, or None.
+
+        The row is read on every call (a primary-key lookup), so a token revoked here or by
+        another server on the same database is refused at once. An unknown id is hashed and
+        compared as a known one is, so the answer's timing does not tell which ids exist.
+        `slow_hash_allowed`: whether a token still stored with PBKDF2 may be checked now.
+        """
         token_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
         if not token.startswith(TOKEN_PREFIX) or not secret:
             return None
-        key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
-        with self._cache_lock:
-            cached = self._cache.get(key)
-        # The row is read on every request (a primary-key lookup): a token revoked here or by
-        # another server on the same database is refused at once. Only the slow hash is cached.
         with self._session() as session:
             row = session.get(_TokenRow, token_id)
         if row is None:
+            hmac.compare_digest(hash_secret(secret, _NO_SUCH_KEY), _NO_SUCH_HASH)  # a known id's work
             return None
-        if not (cached and cached[0] > now):
+        if row.hash_scheme == HMAC_SCHEME:
             if not hmac.compare_digest(hash_secret(secret, bytes.fromhex(row.salt)), row.secret_hash):
                 return None
-            with self._cache_lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[key] = (now + CACHE_TTL_S, Principal(row.token_id, row.project, row.role))
+        elif not (slow_hash_allowed and self._migrate_legacy(row, secret)):
+            return None
         wall = time.time()
         if row.last_used_at is None or wall - row.last_used_at >= LAST_USED_RESOLUTION_S:
             with self._session.begin() as session:
                 session.query(_TokenRow).filter_by(token_id=row.token_id).update({"last_used_at": wall})
         return Principal(row.token_id, row.project, row.role)
+
+    def _migrate_legacy(self, row: _TokenRow, secret: str) -> bool:
+        """Check a PBKDF2-hashed secret; when it is right, store it with HMAC-SHA-256 from now on."""
+        try:
+            salt = bytes.fromhex(row.salt)
+        except ValueError:
+            return False
+        if not hmac.compare_digest(legacy_hash_secret(secret, salt), row.secret_hash):
+            return False
+        with self._session.begin() as session:
+            session.query(_TokenRow).filter_by(token_id=row.token_id).update(
+                {"secret_hash": hash_secret(secret, salt), "hash_scheme": HMAC_SCHEME}
+            )
+        return True
+
+
+class TokenGuard:
+    """Token checks with limited failures: what both the API and the gateway call."""
+
+    def __init__(self, store: AuthStore, limiter: FailureLimiter | None = None) -> None:
+        self.store = store
+        self.limiter = limiter or FailureLimiter()
+
+    def check(self, token: str, address: str) -> Principal | None:
+        """The token's principal, or None (401); raises TooManyFailures (429) past a failure budget."""
+        self.limiter.check_address(address)
+        token_id = token.removeprefix(TOKEN_PREFIX).partition("_")[0][:32]
+        principal = self.store.verify(token, slow_hash_allowed=not self.limiter.token_id_blocked(token_id))
+        if principal is None:
+            self.limiter.failed(address, token_id)
+        return principal
 
 
 def _info(row: _TokenRow) -> TokenInfo:
@@ -393,6 +428,10 @@ def principal_of(request: Request) -> Principal | None:
     return getattr(request.state, "principal", None)
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
 def visible(request: Request, namespace: str) -> bool:
     principal = principal_of(request)
     return principal is None or principal.can_see(namespace)
@@ -404,6 +443,7 @@ class AccessControl:
     def __init__(self, store: AuthStore, enabled: bool) -> None:
         self.store = store
         self.enabled = enabled
+        self.guard = TokenGuard(store)
 
     async def authorize(self, request: Request) -> None:
         if not self.enabled:
@@ -416,7 +456,10 @@ class AccessControl:
                 "this server needs an API token: send `Authorization: Bearer <token>` (`kgpu login`)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        principal = await run_in_threadpool(self.store.verify, token.strip())
+        try:
+            principal = await run_in_threadpool(self.guard.check, token.strip(), client_address(request))
+        except TooManyFailures as exc:
+            raise HTTPException(429, str(exc), headers={"Retry-After": exc.retry_after_header}) from None
         if principal is None:
             raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
         request.state.principal = principal

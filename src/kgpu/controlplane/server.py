@@ -17,6 +17,7 @@ from kgpu.controlplane.auth import AccessControl, AuthStore, quota_check
 from kgpu.controlplane.console import mount_console
 from kgpu.controlplane.openapi import install_resource_schemas
 from kgpu.controlplane.platform import Platform
+from kgpu.controlplane.request_guard import GuardSettings, RequestGuard
 from kgpu.controlplane.routes import PREFIX, control_routes
 from kgpu.gateway.app import gateway_routes
 from kgpu.gc_tuning import freeze_what_is_loaded
@@ -24,8 +25,12 @@ from kgpu.gc_tuning import freeze_what_is_loaded
 log = logging.getLogger("kgpu")
 
 
-def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
-    """`auth`: every control-plane and inference route needs a project's token (a server shared by teams)."""
+def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettings | None = None) -> FastAPI:
+    """`auth`: every control-plane and inference route needs a project's token (a server shared by teams).
+
+    `guard`: the names and origins the server answers to (`request_guard.guard_settings` of its
+    bind address); by default any `Host`, and writes only from this server's own origin.
+    """
 
     sim_nodes = platform.sim_nodes  # provisioned and autoscaled by the platform's sim backend
 
@@ -45,6 +50,7 @@ def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = platform
+    app.add_middleware(RequestGuard, settings=guard or GuardSettings())
 
     def _field(error: dict, content_type: str) -> dict:
         if error["type"] == "json_invalid":  # its loc holds the character position, not a field
@@ -98,7 +104,7 @@ def create_server_app(platform: Platform, auth: bool = False) -> FastAPI:
             platform.resolve_model,
             platform.known_models,
             # Under auth, inference needs a token of the service's project as well.
-            verify=access.store.verify if auth else None,
+            verify=access.guard.check if auth else None,
         )
     )
 

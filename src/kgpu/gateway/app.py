@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from kgpu.auth_failures import TooManyFailures
 from kgpu.body_limit import BodyTooLarge, read_limited
 from kgpu.gateway.router import ProxyResult, Router
 
@@ -39,8 +40,9 @@ class Caller(Protocol):
     def can_see(self, namespace: str) -> bool: ...
 
 
-# Returns the caller of a valid token, or None.
-TokenVerifier = Callable[[str], "Caller | None"]
+# Returns the caller of a valid token (and the client's address), or None; raises
+# TooManyFailures when the caller has failed too often.
+TokenVerifier = Callable[[str, str], "Caller | None"]
 
 
 def _openai_error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
@@ -83,7 +85,13 @@ def gateway_routes(
                 "this gateway needs an API token of the service's project: send "
                 "`Authorization: Bearer <token>` (the OpenAI client's api_key)"
             )
-        caller = await run_in_threadpool(verify, token.strip())
+        address = request.client.host if request.client else ""
+        try:
+            caller = await run_in_threadpool(verify, token.strip(), address)
+        except TooManyFailures as exc:
+            response = _openai_error(429, str(exc), "too_many_failed_token_checks")
+            response.headers["retry-after"] = exc.retry_after_header
+            return response
         return caller if caller is not None else _unauthorized("invalid API token")
 
     def qualified(model: str, caller: Caller | None) -> str:
