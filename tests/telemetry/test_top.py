@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 
-from kgpu.cli.top import Snapshot, quantile, service_rows
 from kgpu.gateway.metrics import GatewayMetrics
+from kgpu.telemetry.snapshot import Snapshot, quantile, service_rows
 
 
 def test_quantile_interpolates_like_prometheus() -> None:

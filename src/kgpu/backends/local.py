@@ -162,6 +162,16 @@ class LocalBackend:
         self._draining_replicas[replica.name] = replica
         task.add_done_callback(lambda _t: self._draining_replicas.pop(replica.name, None))
 
+    async def restart_replica(self, key: str, name: str) -> bool:
+        """Replace one replica (like deleting a pod): it drains and stops, and the next reconcile
+        starts a fresh one in its place. False when the service has no such running replica."""
+        replica = self._replicas.get(key, {}).pop(name, None)
+        if replica is None:
+            return False
+        self.hooks.on_event(key, f"replica {name} restarting on request: draining, a new replica replaces it")
+        await self._stop(key, replica)
+        return True
+
     async def remove(self, key: str) -> None:
         for replica in list(self._replicas.pop(key, {}).values()):
             await self._stop(key, replica)

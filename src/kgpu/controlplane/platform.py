@@ -25,6 +25,8 @@ from kgpu.controlplane.clusters import (
     stored_clusters,
 )
 from kgpu.controlplane.events import EventLog
+from kgpu.controlplane.history import MetricsSampler, RingHistory, pool_values, registry_text
+from kgpu.controlplane.pools import observed_pool_status
 from kgpu.controlplane.reconciler import Reconciler
 from kgpu.controlplane.resources import ResourceService
 from kgpu.controlplane.simbackend import SimBackend
@@ -77,6 +79,8 @@ class PlatformConfig:
     # default, and the gateway routes to their Services by cluster DNS name.
     in_cluster: bool = False
     cluster_domain: str = "cluster.local"
+    # How often the console's charts get a point (15 minutes of them are kept).
+    history_interval_s: float = 2.0
 
 
 class Platform:
@@ -141,6 +145,8 @@ class Platform:
         self._checkpoint_task: asyncio.Task | None = None
         self.gpu_exporter = GPUExporter(self.device_users, hostname=self.inventory.hostname)
         self.metrics.registry.register(self.gpu_exporter)
+        self.history = RingHistory(interval_s=config.history_interval_s)
+        self._history_task: asyncio.Task | None = None
 
     def _hooks(self) -> ReplicaHooks:
         def outstanding(service: str, replica: str) -> int:
@@ -168,6 +174,7 @@ class Platform:
         self.sim_backend.start()
         self._autoscale_task = asyncio.create_task(self._autoscale_loop(), name="autoscaler")
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(), name="store-checkpoint")
+        self._history_task = asyncio.create_task(self._history_sampler().run(), name="metrics-history")
 
     async def _checkpoint_loop(self) -> None:
         while True:
@@ -178,7 +185,7 @@ class Platform:
                 log.exception("store checkpoint failed")
 
     async def stop(self) -> None:
-        for task in (self._autoscale_task, self._checkpoint_task):
+        for task in (self._autoscale_task, self._checkpoint_task, self._history_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -187,6 +194,26 @@ class Platform:
         await self.backend.shutdown()
         await self.router.close()
         self.gpu_exporter.close()
+
+    def _history_sampler(self) -> MetricsSampler:
+        def statuses() -> None:  # sets the ready/desired gauges the sample reads
+            for service in self.resources.services():
+                self.service_status(service)
+
+        def replica_urls() -> list[tuple[str, str]]:  # replicas on this machine (others are not reachable)
+            return [(r.name, r.url) for r in self.backend.local.replicas() if r.phase == "Ready" and r.url]
+
+        def pools() -> dict:
+            return {
+                f"{p.metadata.namespace}/{p.metadata.name}": pool_values(
+                    observed_pool_status(p, self.backend, self.sim_nodes)
+                )
+                for p in self.resources.pools()
+            }
+
+        return MetricsSampler(
+            self.history, registry_text(self.metrics.registry), statuses, replica_urls, pools
+        )
 
     def _clusters(self) -> list[Cluster]:
         return stored_clusters(self.store, self.resources.parsed)

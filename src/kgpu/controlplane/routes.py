@@ -36,7 +36,7 @@ from kgpu.controlplane.openapi import (
     error_responses,
 )
 from kgpu.controlplane.platform import Platform
-from kgpu.controlplane.pools import pool_status
+from kgpu.controlplane.pools import observed_pool_status
 from kgpu.controlplane.resources import KIND_BY_PLURAL, NotFoundError, with_metadata
 from kgpu.controlplane.simnodes import SimNodes
 from kgpu.controlplane.store import Change, ConflictError
@@ -186,11 +186,7 @@ def control_routes(platform: Platform, sim_nodes: SimNodes | None = None) -> API
         elif stored.kind == "NodePool":
             pool = platform.resources.parsed(stored)
             assert isinstance(pool, NodePool)
-            # On a Kubernetes cluster: what its operator reports (nodes found, MIG state).
-            reported = platform.backend.pool_report(f"{pool.metadata.namespace}/{pool.metadata.name}")
-            if reported is None and sim_nodes is not None and sim_nodes.owns(pool):
-                reported = sim_nodes.pool_status(pool)  # a sim cluster's virtual nodes
-            body["status"] = reported if reported is not None else pool_status(pool)
+            body["status"] = observed_pool_status(pool, platform.backend, sim_nodes)
         return body
 
     bus = WatchBus(platform.store.revision())

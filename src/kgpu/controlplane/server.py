@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from kgpu import __version__
 from kgpu.controlplane.auth import AccessControl, AuthStore, quota_check
 from kgpu.controlplane.console import mount_console
+from kgpu.controlplane.console_routes import console_routes
 from kgpu.controlplane.openapi import install_resource_schemas
 from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.request_guard import GuardSettings, RequestGuard
@@ -97,6 +98,7 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
     app.state.access = access
     app.include_router(access.routes())  # before the control routes: /projects is not a resource type
     app.include_router(control, dependencies=[Depends(access.authorize)])
+    app.include_router(console_routes(platform), dependencies=[Depends(access.authorize)])
     install_resource_schemas(app)
     app.include_router(
         gateway_routes(

@@ -1,0 +1,101 @@
+"""What the console's pages read beyond the resources: chart history, the GPU layout, and the one
+action that is not a resource write (restarting a replica).
+
+These routes sit behind the same access check as the resource API: a path with a namespace is
+open only to that project's tokens, and a write (the restart) only to an admin, so a viewer who
+forges the console's restart request gets the same 403 as any other write.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request
+
+from kgpu import API_VERSION
+from kgpu.api.models import NodePool
+from kgpu.controlplane import gpu_layout
+from kgpu.controlplane.auth import visible
+from kgpu.controlplane.history import GPU_SERIES, POOL_SERIES, SERVICE_SERIES
+from kgpu.controlplane.platform import Platform
+from kgpu.controlplane.resources import NotFoundError
+
+PREFIX = f"/apis/{API_VERSION}"
+HISTORY = "/api/v1/history"
+
+
+def console_routes(platform: Platform) -> APIRouter:
+    api = APIRouter(tags=["console"])
+    history = platform.history
+
+    def window(body: dict) -> dict:
+        return {"intervalSeconds": history.interval_s, "windowSeconds": history.window_s, **body}
+
+    def must_exist(kind: str, namespace: str, name: str) -> None:
+        try:
+            platform.resources.get(kind, namespace, name)
+        except NotFoundError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @api.get(
+        HISTORY + "/namespaces/{namespace}/inferenceservices/{name}",
+        summary="A service's last 15 minutes: requests/s, errors/s, p50/p99 latency, replicas; TTFT and tokens/s when generating",
+    )
+    def service_history(namespace: str, name: str) -> dict:
+        must_exist("InferenceService", namespace, name)
+        return window(history.read(f"service:{namespace}/{name}", SERVICE_SERIES))
+
+    @api.get(
+        HISTORY + "/namespaces/{namespace}/nodepools/{name}",
+        summary="A node pool's last 15 minutes: nodes (ready) and GPU devices allocated out of allocatable",
+    )
+    def pool_history(namespace: str, name: str) -> dict:
+        must_exist("NodePool", namespace, name)
+        return window(history.read(f"pool:{namespace}/{name}", POOL_SERIES))
+
+    @api.get(HISTORY + "/gpus", summary="Each GPU's last 15 minutes: utilization, memory, power")
+    def gpu_history() -> dict:
+        return window(
+            {"items": {g.removeprefix("gpu:"): history.read(g, GPU_SERIES) for g in history.groups("gpu")}}
+        )
+
+    @api.get(
+        "/api/v1/gpu-layout",
+        summary="Each node's GPUs cut into whole GPUs, MIG slices and shares, with their replicas",
+    )
+    def layout(request: Request) -> dict:
+        local = platform.backend.local
+        devices = getattr(local, "devices", None)  # only the local backend hands out devices
+        assignment = devices.assignment if devices is not None else lambda _name: None
+        nodes = [gpu_layout.local_node(platform.inventory, local.replicas(), assignment)]
+        pools = [p for p in platform.resources.pools() if isinstance(p, NodePool)]
+        nodes += gpu_layout.sim_nodes(platform.sim_nodes.node_items(pools), platform.sim_nodes.replicas())
+        shown = []
+        for node in nodes:
+            if node["pool"] is not None and not visible(request, node["pool"].partition("/")[0]):
+                continue
+            for gpu in node["gpus"]:
+                for slot in gpu["slots"]:  # another project's replica: its GPU share shows, not its name
+                    if slot["service"] and not visible(request, slot["service"].partition("/")[0]):
+                        slot["replica"], slot["service"] = "another project", None
+            shown.append(node)
+        return {"items": shown}
+
+    @api.post(
+        PREFIX + "/namespaces/{namespace}/inferenceservices/{name}/replicas/{replica}/restart",
+        summary="Restart a replica: it drains and a fresh one replaces it (like deleting a pod)",
+    )
+    async def restart_replica(namespace: str, name: str, replica: str) -> dict:
+        must_exist("InferenceService", namespace, name)
+        key = f"{namespace}/{name}"
+        if not any(r.name == replica for r in platform.backend.replicas(key)):
+            raise HTTPException(404, f'service "{key}" has no replica "{replica}"')
+        restart = getattr(platform.backend.local, "restart_replica", None)
+        if restart is None or not await restart(key, replica):
+            raise HTTPException(
+                409,
+                f'replica "{replica}" does not run on this machine: restart it where it runs '
+                "(on Kubernetes, delete its pod)",
+            )
+        platform.reconciler.kick()
+        return {"status": "Success", "details": {"service": key, "replica": replica}}
+
+    return api
