@@ -13,7 +13,7 @@ from kgpu.controlplane.auth import bootstrap_cluster_admin
 from kgpu.controlplane.history import SERVICE_SERIES, MetricsSampler, RingHistory, pool_values, registry_text
 from kgpu.controlplane.server import create_server_app
 from kgpu.gateway.metrics import GatewayMetrics
-from tests.controlplane.test_api import service
+from tests.controlplane.test_api import service, wait_for
 from tests.controlplane.test_auth import bearer, make_platform, services_path, setup_projects
 
 SERVICE = "default/chat"
@@ -154,6 +154,7 @@ def test_history_follows_project_access_and_restart_is_an_admin_write(tmp_path):
         absent = client.post(restart.replace("svc-0", "svc-9"), headers=bearer(tokens["a"]))
         assert absent.status_code == 404 and "svc-9" in absent.text
         # The test backend starts no processes on this machine: nothing here to restart.
+        wait_for(lambda: platform.backend.replicas("team-a/svc"))
         elsewhere = client.post(restart, headers=bearer(tokens["a"]))
         assert elsewhere.status_code == 409 and "does not run on this machine" in elsewhere.text
         assert (
