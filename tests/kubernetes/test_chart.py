@@ -13,20 +13,14 @@ from kgpu.api.crds import all_crds
 from kgpu.api.io import parse_resource
 from kgpu.backends.kubernetes.__main__ import build_parser
 from kgpu.backends.kubernetes.gateway import build_parser as gateway_parser
-from kgpu.backends.kubernetes.operator import Operator
+from kgpu.backends.kubernetes.operator import KubeApis, Operator
 from tests.kubernetes import test_operator as op
+from tests.kubernetes.api_double import ApiError, ApiServerDouble, parse_route
 from tests.kubernetes.helm_render import TemplateError, render_chart, render_template
 from tests.kubernetes.test_leader_election import lease_calls
 from tests.kubernetes.test_manifests_validate import validate_everywhere
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "kgpu"
-API_GROUPS = {
-    "core": "",
-    "apps": "apps",
-    "policy": "policy",
-    "apiextensions": "apiextensions.k8s.io",
-}
-VERBS = {"read": "get", "get": "get", "list": "list", "create": "create", "patch": "patch"}
 
 
 def by_kind(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -97,82 +91,79 @@ def _resource_of(method: str) -> str:
     return core.replace("_", "") + "s"
 
 
-def operator_calls() -> set[tuple[str, str, str, str | None]]:
-    """(apiGroup, resource, verb, namespace) of every call the operator makes in a full round of work."""
-    apis = op.fake_apis()
-    stored = op.stored_service(op.GPU_SPEC)
+HTTP_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
-    monitors: list[dict] = []
 
-    def get_custom(group, version, namespace, plural, name):
-        if plural != "servicemonitors":
-            return stored
-        if not monitors:
-            monitors.append({})
-            raise op.NOT_FOUND
-        return monitors[0]
+def requested(
+    api: ApiServerDouble, namespaced: tuple[str, ...] = ("configmaps",)
+) -> set[tuple[str, str, str, str | None]]:
+    """(apiGroup, resource, verb, namespace) of every request the double answered, as RBAC sees them.
 
-    apis.custom.get_namespaced_custom_object.side_effect = get_custom
-    apis.apiextensions.read_custom_resource_definition.side_effect = op.returns({})
-    apis.apps.read_namespaced_deployment.side_effect = [
-        op.NOT_FOUND,
-        op.deployment_with(2, 1),
-        {},
-        op.deployment_with(2, 1),
-    ]
-    apis.core.read_namespaced_service.side_effect = [op.NOT_FOUND, {}]
-    apis.policy.read_namespaced_pod_disruption_budget.side_effect = [op.NOT_FOUND, {}]
-    apis.core.list_namespaced_pod.side_effect = op.returns(
-        op.k8s.V1PodList(items=[op.pending_pod("minilm-b")])
-    )
-    apis.core.list_namespaced_event.side_effect = op.returns(op.k8s.CoreV1EventList(items=[]))
-    ts_spec = {
-        "flavor": {"gpuModel": "L4", "gpuCount": 1},
-        "sharing": {"mode": "time-slicing", "replicas": 4},
-    }
-    apis.custom.list_cluster_custom_object.side_effect = op.returns(
-        {"items": [op.stored_pool("l4", ts_spec)]}
-    )
-    apis.core.read_namespaced_config_map.side_effect = [op.NOT_FOUND, op.NOT_FOUND, {}, {}]
-    apis.core.list_node.side_effect = op.returns(
-        op.k8s.V1NodeList(
-            items=[op.k8s.V1Node(metadata=op.k8s.V1ObjectMeta(name="n1", labels={"kgpu.dev/pool": "l4"}))]
-        )
-    )
-
-    operator = Operator(apis, op.SETTINGS, gpu_operator_namespace="gpu-operator")
-    for _ in range(2):  # first round creates, second patches
-        operator.reconcile_service("ml", "minilm")
-        operator.reconcile_node_pools()
-    operator.scale_service("ml", "minilm", 3)
-
+    A server-side apply that created its object was authorized as ``create`` too; the namespace is
+    kept only for the resources a namespaced Role grants."""
     calls: set[tuple[str, str, str, str | None]] = set()
-    for api_name, group in API_GROUPS.items():
-        fake = getattr(apis, api_name)
-        for name, args, _kwargs in fake.method_calls:
-            verb = VERBS[name.split("_", 1)[0]]
-            namespace = (
-                args[1]
-                if name.startswith(("read_namespaced", "patch_namespaced"))
-                else args[0]
-                if "namespaced" in name
-                else None
-            )
-            calls.add(
-                (group, _resource_of(name), verb, namespace if _resource_of(name) == "configmaps" else None)
-            )
-    for name, args, _kwargs in apis.custom.method_calls:
-        verb = VERBS[name.split("_", 1)[0]]
-        plural = args[3] if "namespaced" in name else args[2]
-        suffix = "/status" if name.endswith("_status") else "/scale" if name.endswith("_scale") else ""
-        calls.add((args[0], plural + suffix, verb, None))
+    for request in api.store.requests:
+        route = parse_route(request.path)
+        resource = f"{route.plural}/{route.subresource}" if route.subresource else route.plural
+        if request.method == "GET":
+            verb = "watch" if request.query.get("watch") == "true" else "get" if route.name else "list"
+        else:
+            verb = HTTP_VERBS[request.method]
+        namespace = route.namespace if route.plural in namespaced else None
+        calls.add((route.group, resource, verb, namespace))
+        if verb == "patch" and request.code == 201:
+            calls.add((route.group, resource, "create", namespace))
+    return calls
+
+
+def operator_calls() -> set[tuple[str, str, str, str | None]]:
+    """(apiGroup, resource, verb, namespace) of every call the operator makes in a full round of work,
+    through the real client against the API server double."""
+    with ApiServerDouble() as api:
+        api.put(
+            "apiextensions.k8s.io/v1",
+            "customresourcedefinitions",
+            {
+                "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+                "spec": {
+                    "group": "monitoring.coreos.com",
+                    "names": {"kind": "ServiceMonitor", "plural": "servicemonitors"},
+                    "scope": "Namespaced",
+                    "versions": [{"name": "v1", "served": True, "storage": True}],
+                },
+            },
+        )
+        api.put("kgpu.dev/v1alpha1", "inferenceservices", op.stored_service(op.GPU_SPEC))
+        ts_spec = {
+            "flavor": {"gpuModel": "L4", "gpuCount": 1},
+            "sharing": {"mode": "time-slicing", "replicas": 4},
+        }
+        api.put("kgpu.dev/v1alpha1", "nodepools", op.stored_pool("l4", ts_spec))
+        api.put("v1", "nodes", {"metadata": {"name": "n1", "labels": {"kgpu.dev/pool": "l4"}}})
+        api.put(
+            "v1",
+            "pods",
+            {
+                "metadata": {"name": "minilm-b", "namespace": "ml", "labels": {"kgpu.dev/service": "minilm"}},
+                "status": {"phase": "Pending"},
+            },
+        )
+        operator = Operator(
+            KubeApis.from_client(api.client()), op.SETTINGS, gpu_operator_namespace="gpu-operator"
+        )
+        # A node whose taints changed meanwhile: the operator reads it again.
+        api.store.fail_next.append(("PATCH", "/nodes/n1", ApiError(409, "Conflict", "modified")))
+        for _ in range(2):  # first round creates, second updates
+            operator.reconcile_service("ml", "minilm")
+            operator.reconcile_node_pools()
+        operator.scale_service("ml", "minilm", 3)
+        calls = requested(api)
     for list_fn, _key, kwargs in operator.watches():
-        name = list_fn._mock_name
         if "plural" in kwargs:
             group, resource = kwargs["group"], kwargs["plural"]
         else:
-            owner = "apps" if "deployment" in name else ""
-            group, resource = owner, _resource_of(name)
+            owner = "apps" if "deployment" in list_fn.__name__ else ""
+            group, resource = owner, _resource_of(list_fn.__name__)
         calls |= {(group, resource, "list", None), (group, resource, "watch", None)}
     return calls
 

@@ -15,8 +15,13 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from kgpu.backends.kubernetes.nodepool import render_device_plugin_configmap, render_mig_parted_configmap
-from kgpu.backends.kubernetes.operator import KubeApis, Operator
+from kgpu.backends.kubernetes.nodepool import (
+    node_config,
+    node_label_apply,
+    render_device_plugin_configmap,
+    render_mig_parted_configmap,
+)
+from kgpu.backends.kubernetes.operator import APPLY_OPTIONS, KubeApis, Operator
 from kgpu.backends.kubernetes.workload import (
     WorkloadSettings,
     render_deployment,
@@ -140,12 +145,7 @@ def test_new_service_creates_owned_objects_and_reports_pods_pending_for_gpus_aga
     apis = fake_apis()
     apis.custom.get_namespaced_custom_object.side_effect = returns(stored_service(GPU_SPEC))
     apis.apiextensions.read_custom_resource_definition.side_effect = NOT_FOUND  # no Prometheus operator
-    apis.apps.read_namespaced_deployment.side_effect = [
-        NOT_FOUND,
-        deployment_with(2, 1),
-    ]
-    apis.core.read_namespaced_service.side_effect = NOT_FOUND
-    apis.policy.read_namespaced_pod_disruption_budget.side_effect = NOT_FOUND
+    apis.apps.read_namespaced_deployment.side_effect = returns(deployment_with(2, 1))
     apis.core.list_namespaced_event.side_effect = returns(k8s.CoreV1EventList(items=[]))
     apis.core.list_namespaced_pod.side_effect = returns(
         k8s.V1PodList(items=[running_pod("minilm-a"), pending_pod("minilm-b")])
@@ -164,13 +164,16 @@ def test_new_service_creates_owned_objects_and_reports_pods_pending_for_gpus_aga
     apis.custom.get_namespaced_custom_object.assert_called_once_with(
         *GROUP_VERSION, "ml", "inferenceservices", "minilm"
     )
-    apis.apps.create_namespaced_deployment.assert_called_once_with("ml", deployment)
-    apis.core.create_namespaced_service.assert_called_once_with("ml", render_service(isvc, OWNER))
-    apis.policy.create_namespaced_pod_disruption_budget.assert_called_once_with(
-        "ml", render_pod_disruption_budget(isvc, OWNER)
+    # Everything is written by server-side apply, which also creates what is missing.
+    apis.apps.patch_namespaced_deployment.assert_called_once_with("minilm", "ml", deployment, **APPLY_OPTIONS)
+    apis.core.patch_namespaced_service.assert_called_once_with(
+        "minilm", "ml", render_service(isvc, OWNER), **APPLY_OPTIONS
     )
-    apis.apps.patch_namespaced_deployment.assert_not_called()
-    apis.custom.create_namespaced_custom_object.assert_not_called()  # no ServiceMonitor CRD, no ServiceMonitor
+    apis.policy.patch_namespaced_pod_disruption_budget.assert_called_once_with(
+        "minilm", "ml", render_pod_disruption_budget(isvc, OWNER), **APPLY_OPTIONS
+    )
+    apis.apps.create_namespaced_deployment.assert_not_called()
+    apis.custom.patch_namespaced_custom_object.assert_not_called()  # no ServiceMonitor CRD, no ServiceMonitor
     apis.core.list_namespaced_pod.assert_called_once_with("ml", label_selector="kgpu.dev/service=minilm")
     apis.core.list_namespaced_event.assert_called_once_with("ml", field_selector="reason=FailedScheduling")
     message = "1 pod(s) Pending (minilm-b): 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
@@ -180,6 +183,7 @@ def test_new_service_creates_owned_objects_and_reports_pods_pending_for_gpus_aga
         "inferenceservices",
         "minilm",
         {
+            "metadata": {"resourceVersion": "4711"},
             "status": {
                 "phase": "Pending",
                 "replicas": 2,
@@ -204,7 +208,7 @@ def test_new_service_creates_owned_objects_and_reports_pods_pending_for_gpus_aga
                         "lastTransitionTime": NOW,
                     },
                 ],
-            }
+            },
         },
     )
 
@@ -213,9 +217,7 @@ def test_scheduler_reason_comes_from_failed_scheduling_events_when_the_condition
     apis = fake_apis()
     apis.custom.get_namespaced_custom_object.side_effect = returns(stored_service(GPU_SPEC))
     apis.apiextensions.read_custom_resource_definition.side_effect = NOT_FOUND
-    apis.apps.read_namespaced_deployment.side_effect = [NOT_FOUND, deployment_with(1, 0)]
-    apis.core.read_namespaced_service.side_effect = NOT_FOUND
-    apis.policy.read_namespaced_pod_disruption_budget.side_effect = NOT_FOUND
+    apis.apps.read_namespaced_deployment.side_effect = returns(deployment_with(1, 0))
     pod = pending_pod("minilm-b")
     pod.status.conditions[0].message = None
     apis.core.list_namespaced_pod.side_effect = returns(k8s.V1PodList(items=[pod]))
@@ -242,13 +244,11 @@ def test_scheduler_reason_comes_from_failed_scheduling_events_when_the_condition
 
 def test_existing_objects_are_patched_and_a_service_monitor_added_with_prometheus_operator_against_client_api_surface():
     apis = fake_apis()
-    apis.custom.get_namespaced_custom_object.side_effect = [stored_service(GPU_SPEC), NOT_FOUND]
+    apis.custom.get_namespaced_custom_object.side_effect = returns(stored_service(GPU_SPEC))
     apis.apps.read_namespaced_deployment.side_effect = returns(deployment_with(2, 2))
     apis.apiextensions.read_custom_resource_definition.side_effect = returns(
         {}
     )  # Prometheus operator installed
-    apis.core.read_namespaced_service.side_effect = returns({})
-    apis.policy.read_namespaced_pod_disruption_budget.side_effect = returns({})
     apis.core.list_namespaced_pod.side_effect = returns(
         k8s.V1PodList(items=[running_pod("minilm-a"), running_pod("minilm-b")])
     )
@@ -260,15 +260,16 @@ def test_existing_objects_are_patched_and_a_service_monitor_added_with_prometheu
         "servicemonitors.monitoring.coreos.com"
     )
     apis.apps.patch_namespaced_deployment.assert_called_once_with(
-        "minilm", "ml", render_deployment(isvc, 2, SETTINGS, OWNER)
+        "minilm", "ml", render_deployment(isvc, 2, SETTINGS, OWNER), **APPLY_OPTIONS
     )
-    apis.core.patch_namespaced_service.assert_called_once_with("minilm", "ml", render_service(isvc, OWNER))
-    apis.policy.patch_namespaced_pod_disruption_budget.assert_called_once_with(
-        "minilm", "ml", render_pod_disruption_budget(isvc, OWNER)
-    )
-    apis.apps.create_namespaced_deployment.assert_not_called()
-    apis.custom.create_namespaced_custom_object.assert_called_once_with(
-        "monitoring.coreos.com", "v1", "ml", "servicemonitors", render_service_monitor(isvc, OWNER)
+    apis.custom.patch_namespaced_custom_object.assert_called_once_with(
+        "monitoring.coreos.com",
+        "v1",
+        "ml",
+        "servicemonitors",
+        "minilm",
+        render_service_monitor(isvc, OWNER),
+        **APPLY_OPTIONS,
     )
     apis.core.list_namespaced_event.assert_not_called()  # nothing Pending
     assert (status["phase"], status["readyReplicas"]) == ("Ready", 2)
@@ -281,8 +282,6 @@ def test_desired_replicas_drive_the_deployment_and_scale_goes_through_the_subres
     apis.custom.get_namespaced_custom_object.side_effect = returns(stored_service(spec))
     apis.apiextensions.read_custom_resource_definition.side_effect = NOT_FOUND
     apis.apps.read_namespaced_deployment.side_effect = returns(deployment_with(4, 4))
-    apis.core.read_namespaced_service.side_effect = returns({})
-    apis.policy.read_namespaced_pod_disruption_budget.side_effect = returns({})
     apis.core.list_namespaced_pod.side_effect = returns(k8s.V1PodList(items=[]))
     operator = Operator(apis, SETTINGS, clock=lambda: NOW)
     operator.reconcile_service("ml", "minilm")
@@ -313,7 +312,11 @@ def test_an_invalid_service_is_reported_and_nothing_running_is_touched_against_c
     for api in (apis.apps, apis.core, apis.policy):
         assert [c for c in api.method_calls if not c[0].startswith("read")] == []
     apis.custom.patch_namespaced_custom_object_status.assert_called_once_with(
-        *GROUP_VERSION, "ml", "inferenceservices", "minilm", {"status": status}
+        *GROUP_VERSION,
+        "ml",
+        "inferenceservices",
+        "minilm",
+        {"status": status, "metadata": {"resourceVersion": "4711"}},
     )
 
 
@@ -375,28 +378,38 @@ def test_node_pools_write_sharing_configs_label_nodes_and_read_back_mig_state_ag
         pool("l4-shared", "L4", 1, maxNodes=4, sharing=ts_spec["sharing"]),
     ]
     apis.custom.list_cluster_custom_object.assert_called_once_with(*GROUP_VERSION, "nodepools")
-    assert apis.core.create_namespaced_config_map.call_args_list == [
-        call("gpu-operator", render_device_plugin_configmap(pools, "gpu-operator")),
-        call("gpu-operator", render_mig_parted_configmap(pools, "gpu-operator")),
+    assert apis.core.patch_namespaced_config_map.call_args_list == [
+        call(
+            "kgpu-device-plugin-config",
+            "gpu-operator",
+            render_device_plugin_configmap(pools, "gpu-operator"),
+            **APPLY_OPTIONS,
+        ),
+        call(
+            "kgpu-mig-parted-config",
+            "gpu-operator",
+            render_mig_parted_configmap(pools, "gpu-operator"),
+            **APPLY_OPTIONS,
+        ),
     ]
     assert apis.core.list_node.call_args_list == [
         call(label_selector="kgpu.dev/pool=h200-mig"),
         call(label_selector="kgpu.dev/pool=l4-shared"),
     ]
+    # Taints by a merge patch guarded by the node's version (the MIG node has its taint already);
+    # labels by server-side apply.
     assert apis.core.patch_node.call_args_list == [
-        call("gpu-node-1", {"metadata": {"labels": {"kgpu.dev/gpu-model": "H200-141GB"}}}),
+        call("gpu-node-1", node_label_apply("gpu-node-1", node_config(pools[0])), **APPLY_OPTIONS),
         call(
             "l4-node-1",
             {
-                "metadata": {
-                    "labels": {
-                        "kgpu.dev/gpu-model": "L4",
-                        "nvidia.com/device-plugin.config": "kgpu-default-l4-shared",
-                    }
-                },
+                "metadata": {"resourceVersion": None},
                 "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
             },
+            field_manager="kgpu",
+            _content_type="application/merge-patch+json",
         ),
+        call("l4-node-1", node_label_apply("l4-node-1", node_config(pools[1])), **APPLY_OPTIONS),
     ]
     mig_status = {
         "phase": "Ready",

@@ -7,7 +7,8 @@ import yaml
 from kgpu.backends.kubernetes.labels import gfd_product_values, provider_label_keys, provider_values
 from kgpu.backends.kubernetes.nodepool import (
     node_config,
-    node_patch,
+    node_label_apply,
+    node_taints_patch,
     pool_config_name,
     pool_status,
     render_device_plugin_configmap,
@@ -196,21 +197,28 @@ def test_mig_parted_configmap_holds_the_pool_layout():
     ]
 
 
-def test_node_patch_adds_what_is_missing_and_keeps_other_taints():
+def test_node_taints_patch_adds_what_is_missing_keeps_other_taints_and_guards_the_version():
     config = node_config(pools()["time-sliced"])
     node = {
-        "metadata": {"name": "n1", "labels": {"kgpu.dev/pool": "l4-shared"}},
+        "metadata": {"name": "n1", "resourceVersion": "7", "labels": {"kgpu.dev/pool": "l4-shared"}},
         "spec": {"taints": [{"key": "other", "effect": "NoExecute"}]},
     }
-    patch = node_patch(node, config)
-    assert "kgpu.dev/pool" not in patch["metadata"]["labels"]
-    assert patch["metadata"]["labels"]["nvidia.com/device-plugin.config"] == "kgpu-default-l4-shared"
+    patch = node_taints_patch(node, config)
+    assert patch["metadata"] == {"resourceVersion": "7"}
     assert patch["spec"]["taints"] == [
         {"key": "other", "effect": "NoExecute"},
         {"key": "nvidia.com/gpu", "effect": "NoSchedule"},
     ]
-    done = {"metadata": {"name": "n1", "labels": config.labels}, "spec": {"taints": patch["spec"]["taints"]}}
-    assert node_patch(done, config) is None
+    done = {"metadata": {"name": "n1"}, "spec": {"taints": patch["spec"]["taints"]}}
+    assert node_taints_patch(done, config) is None
+
+
+def test_node_label_apply_names_every_wanted_label_and_records_kgpus_taints():
+    config = node_config(pools()["time-sliced"])
+    body = node_label_apply("n1", config)
+    assert (body["apiVersion"], body["kind"], body["metadata"]["name"]) == ("v1", "Node", "n1")
+    assert body["metadata"]["labels"] == config.labels
+    assert "nvidia.com/gpu" in body["metadata"]["annotations"]["kgpu.dev/applied-taints"]
 
 
 def test_pool_status_reads_back_mig_config_state():

@@ -11,6 +11,7 @@ MIG mode itself.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,8 @@ GPU_OPERATOR_NAMESPACE = "gpu-operator"
 MIG_DISABLED_CONFIG = "all-disabled"  # mig-manager's default config name
 DEFAULT_DEVICE_PLUGIN_CONFIG = "default"
 MIG_STATES = ("pending", "rebooting", "success", "failed")
+# On a node: the taints kgpu set there (JSON), so taints it no longer wants can be told from others'.
+APPLIED_TAINTS_ANNOTATION = "kgpu.dev/applied-taints"
 
 
 def pool_config_name(pool: NodePool) -> str:
@@ -68,6 +71,10 @@ def node_config(pool: NodePool) -> NodeConfig:
         labels[DEVICE_PLUGIN_CONFIG_LABEL] = pool_config_name(pool)
     if spec.sharing.mode == "mig":
         labels[MIG_CONFIG_LABEL] = pool_config_name(pool)
+    elif spec.flavor.gpu_model is not None and get_model(spec.flavor.gpu_model).supports_mig:
+        # A pool that does not use MIG asks mig-manager for whole GPUs, so a pool switched from MIG
+        # to another mode gets its GPUs back rather than keeping the old layout.
+        labels[MIG_CONFIG_LABEL] = MIG_DISABLED_CONFIG
     taints = []
     for taint in spec.taints:
         entry = {"key": taint.key, "effect": taint.effect}
@@ -154,24 +161,52 @@ def render_mig_parted_configmap(
     )
 
 
-def node_patch(node: dict[str, Any], config: NodeConfig) -> dict[str, Any] | None:
-    """The patch that gives ``node`` the pool's labels and taints, or None when it has them already.
+def node_label_apply(node_name: str, config: NodeConfig) -> dict[str, Any]:
+    """The server-side apply body for a node's labels (field manager ``kgpu``).
 
-    Taints are a list, replaced whole by a merge patch: the node's other taints are kept.
+    The labels kgpu applied before and no longer wants (a pool switched from time-slicing to
+    exclusive drops ``nvidia.com/device-plugin.config``) are removed by the API server, because
+    kgpu's field manager owns them; labels that others set are not kgpu's and are never touched.
+    The annotation records the taints kgpu set, which taints (an atomic list) cannot record.
+    """
+    taints = sorted(config.taints, key=lambda t: (t["key"], t["effect"]))
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node_name,
+            "labels": dict(config.labels),
+            "annotations": {APPLIED_TAINTS_ANNOTATION: json.dumps(taints, sort_keys=True)},
+        },
+    }
+
+
+def _applied_taints(node: dict[str, Any]) -> set[tuple[str, str]]:
+    annotations = (node.get("metadata") or {}).get("annotations") or {}
+    try:
+        applied = json.loads(annotations.get(APPLIED_TAINTS_ANNOTATION) or "[]")
+    except json.JSONDecodeError:
+        return set()
+    return {(t.get("key", ""), t.get("effect", "")) for t in applied if isinstance(t, dict)}
+
+
+def node_taints_patch(node: dict[str, Any], config: NodeConfig) -> dict[str, Any] | None:
+    """A merge patch giving ``node`` the pool's taints, or None when it has them already.
+
+    ``spec.taints`` is an atomic list: whoever writes it writes all of it, so server-side apply
+    would take other controllers' taints. Instead the node's other taints are kept, the taints kgpu
+    set before (its annotation) and no longer wants are dropped, and the patch carries the node's
+    resourceVersion, so a concurrent change is a 409 and the caller reads the node again.
     """
     meta = node.get("metadata") or {}
-    current_labels = meta.get("labels") or {}
-    labels = {k: v for k, v in config.labels.items() if current_labels.get(k) != v}
-    current_taints = (node.get("spec") or {}).get("taints") or []
-    pool_keys = {(t["key"], t["effect"]) for t in config.taints}
-    kept = [t for t in current_taints if (t.get("key"), t.get("effect")) not in pool_keys]
+    current = (node.get("spec") or {}).get("taints") or []
+    wanted = {(t["key"], t["effect"]) for t in config.taints}
+    dropped = _applied_taints(node) - wanted
+    kept = [t for t in current if (t.get("key"), t.get("effect")) not in wanted | dropped]
     taints = kept + config.taints
-    patch: dict[str, Any] = {}
-    if labels:
-        patch["metadata"] = {"labels": labels}
-    if _taint_set(taints) != _taint_set(current_taints):
-        patch["spec"] = {"taints": taints}
-    return patch or None
+    if _taint_set(taints) == _taint_set(current):
+        return None
+    return {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "spec": {"taints": taints}}
 
 
 def _taint_set(taints: list[dict[str, Any]]) -> set[tuple[str, str, str]]:

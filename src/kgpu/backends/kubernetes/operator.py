@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from kubernetes import client as k8s
@@ -26,8 +27,10 @@ from kgpu.backends.kubernetes.custom_objects import model_of
 from kgpu.backends.kubernetes.labels import MANAGED_BY, POOL_LABEL, SERVICE_LABEL
 from kgpu.backends.kubernetes.nodepool import (
     GPU_OPERATOR_NAMESPACE,
+    NodeConfig,
     node_config,
-    node_patch,
+    node_label_apply,
+    node_taints_patch,
     pool_status,
     render_device_plugin_configmap,
     render_mig_parted_configmap,
@@ -41,6 +44,11 @@ from kgpu.backends.kubernetes.workload import (
 )
 
 log = logging.getLogger("kgpu.operator")
+
+FIELD_MANAGER = "kgpu"
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+APPLY_OPTIONS: dict[str, Any] = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": APPLY_PATCH}
 
 SERVICES = "inferenceservices"
 POOLS = "nodepools"
@@ -80,6 +88,10 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class NotLeading(RuntimeError):
+    """A write was about to happen after the operator was told to stop (its leadership was lost)."""
+
+
 class Operator:
     def __init__(
         self,
@@ -87,75 +99,56 @@ class Operator:
         settings: WorkloadSettings | None = None,
         gpu_operator_namespace: str = GPU_OPERATOR_NAMESPACE,
         clock: Callable[[], str] = _utc_now,
+        stop: threading.Event | None = None,
     ) -> None:
         self.apis = apis
         self.settings = settings or WorkloadSettings()
         self.gpu_operator_namespace = gpu_operator_namespace
         self.clock = clock
+        # Set when leadership is lost: from then on no write leaves this process.
+        self.stop = stop or threading.Event()
+
+    def guard(self) -> None:
+        """Called before every write: a follower that still runs a reconcile must not write."""
+        if self.stop.is_set():
+            raise NotLeading("the operator is stopping (leadership lost); write refused")
 
     # ------------------------------------------------------------ generic apply
 
-    def _methods(self, manifest: dict[str, Any]) -> tuple[Callable, Callable, Callable, tuple]:
+    def _patcher(self, manifest: dict[str, Any]) -> Callable[..., Any]:
+        """The client call that PATCHes this kind of object (name, namespace and body bound)."""
         kind = manifest["kind"]
         meta = manifest["metadata"]
         name, namespace = meta["name"], meta.get("namespace")
         a = self.apis
         if kind == "Deployment":
-            return (
-                a.apps.read_namespaced_deployment,
-                a.apps.create_namespaced_deployment,
-                a.apps.patch_namespaced_deployment,
-                (name, namespace),
-            )
+            return partial(a.apps.patch_namespaced_deployment, name, namespace, manifest)
         if kind == "Service":
-            return (
-                a.core.read_namespaced_service,
-                a.core.create_namespaced_service,
-                a.core.patch_namespaced_service,
-                (name, namespace),
-            )
+            return partial(a.core.patch_namespaced_service, name, namespace, manifest)
         if kind == "ConfigMap":
-            return (
-                a.core.read_namespaced_config_map,
-                a.core.create_namespaced_config_map,
-                a.core.patch_namespaced_config_map,
-                (name, namespace),
-            )
+            return partial(a.core.patch_namespaced_config_map, name, namespace, manifest)
         if kind == "PodDisruptionBudget":
-            p = a.policy
-            return (
-                p.read_namespaced_pod_disruption_budget,
-                p.create_namespaced_pod_disruption_budget,
-                p.patch_namespaced_pod_disruption_budget,
-                (name, namespace),
-            )
+            return partial(a.policy.patch_namespaced_pod_disruption_budget, name, namespace, manifest)
         if kind == "ServiceMonitor":
             group, version = manifest["apiVersion"].split("/")
-            c = a.custom
-            return (
-                lambda n, ns: c.get_namespaced_custom_object(group, version, ns, "servicemonitors", n),
-                lambda ns, body: c.create_namespaced_custom_object(
-                    group, version, ns, "servicemonitors", body
-                ),
-                lambda n, ns, body: c.patch_namespaced_custom_object(
-                    group, version, ns, "servicemonitors", n, body
-                ),
-                (name, namespace),
+            return partial(
+                a.custom.patch_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                "servicemonitors",
+                name,
+                manifest,
             )
         raise ValueError(f"the operator does not apply {kind}")
 
-    def apply(self, manifest: dict[str, Any]) -> str:
-        """Create the object, or patch it to the manifest when it exists; returns "created" or "patched"."""
-        read, create, patch, (name, namespace) = self._methods(manifest)
-        try:
-            read(name, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            create(namespace, manifest)
-            return "created"
-        patch(name, namespace, manifest)
-        return "patched"
+    def apply(self, manifest: dict[str, Any]) -> Any:
+        """Server-side apply of the whole render (field manager ``kgpu``): the object is created when
+        absent, and every field kgpu applied before but this render leaves out is removed, which a
+        merge patch would keep. Conflicts are forced: these objects are kgpu's, so a field another
+        manager changed is taken back (fields only others set stay theirs)."""
+        self.guard()
+        return self._patcher(manifest)(**APPLY_OPTIONS)
 
     def service_monitor_available(self) -> bool:
         """ServiceMonitors only where the Prometheus operator's CRD is installed."""
@@ -169,13 +162,27 @@ class Operator:
 
     # ------------------------------------------------------------ InferenceService
 
-    def _patch_service_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def write_status(self, plural: str, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        """Write a custom resource's status, computed from ``obj`` as read.
+
+        The patch carries the resourceVersion that was read, so a status computed from a stale read
+        (another writer got there first) is refused with a 409 instead of overwriting newer
+        conditions; the caller reconciles again from a fresh read.
+        """
+        self.guard()
+        meta = obj["metadata"]
+        body: dict[str, Any] = {"status": status}
+        if meta.get("resourceVersion"):
+            body["metadata"] = {"resourceVersion": meta["resourceVersion"]}
         self.apis.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, SERVICES, name, {"status": status}
+            GROUP, VERSION, meta["namespace"], plural, meta["name"], body
         )
 
     def reconcile_service(self, namespace: str, name: str) -> dict[str, Any] | None:
         """Bring one InferenceService's Deployment, Service, PDB (and ServiceMonitor) to its spec."""
+        return _retry_conflicts(lambda: self._reconcile_service_once(namespace, name))
+
+    def _reconcile_service_once(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj = self.apis.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, SERVICES, name)
         except ApiException as exc:
@@ -201,7 +208,7 @@ class Operator:
                     }
                 ],
             }
-            self._patch_service_status(namespace, name, status)
+            self.write_status(SERVICES, obj, status)
             return status
         assert isinstance(isvc, InferenceService)
         owner = owner_reference(obj)
@@ -223,13 +230,14 @@ class Operator:
         status = service_status(
             isvc, desired_replicas(isvc), deployment, pod_items, events, self.clock(), previous
         )
-        self._patch_service_status(namespace, name, status)
+        self.write_status(SERVICES, obj, status)
         return status
 
     def scale_service(self, namespace: str, name: str, replicas: int) -> None:
         """What kgpu's replica autoscaler calls: spec.replicas through the scale subresource."""
         if replicas < 0:
             raise ValueError(f"replicas: must be >= 0, got {replicas}")
+        self.guard()
         self.apis.custom.patch_namespaced_custom_object_scale(
             GROUP, VERSION, namespace, SERVICES, name, {"spec": {"replicas": replicas}}
         )
@@ -238,6 +246,9 @@ class Operator:
 
     def reconcile_node_pools(self) -> dict[str, dict[str, Any]]:
         """All pools at once: the device plugin and mig-parted ConfigMaps hold one key per pool."""
+        return _retry_conflicts(self._reconcile_node_pools_once)
+
+    def _reconcile_node_pools_once(self) -> dict[str, dict[str, Any]]:
         listed = self.apis.custom.list_cluster_custom_object(GROUP, VERSION, POOLS)
         pools: list[tuple[dict[str, Any], NodePool]] = []
         statuses: dict[str, dict[str, Any]] = {}
@@ -247,9 +258,7 @@ class Operator:
                 pool = model_of(obj)
             except ResourceValidationError as exc:
                 status = {"phase": "Invalid", "message": str(exc)}
-                self.apis.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, meta["namespace"], POOLS, meta["name"], {"status": status}
-                )
+                self.write_status(POOLS, obj, status)
                 statuses[f"{meta['namespace']}/{meta['name']}"] = status
                 continue
             assert isinstance(pool, NodePool)
@@ -257,20 +266,37 @@ class Operator:
         models = [p for _, p in pools]
         self.apply(render_device_plugin_configmap(models, self.gpu_operator_namespace))
         self.apply(render_mig_parted_configmap(models, self.gpu_operator_namespace))
-        for _obj, pool in pools:
+        for obj, pool in pools:
             config = node_config(pool)
             nodes = as_dict(self.apis.core.list_node(label_selector=f"{POOL_LABEL}={pool.metadata.name}"))
             node_items = nodes.get("items") or []
             for node in node_items:
-                patch = node_patch(node, config)
-                if patch is not None:
-                    self.apis.core.patch_node(node["metadata"]["name"], patch)
+                self.configure_node(node, config)
             status = {"phase": "Ready", **pool_status(pool, node_items)}
-            self.apis.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, pool.metadata.namespace, POOLS, pool.metadata.name, {"status": status}
-            )
+            self.write_status(POOLS, obj, status)
             statuses[f"{pool.metadata.namespace}/{pool.metadata.name}"] = status
         return statuses
+
+    def configure_node(self, node: dict[str, Any], config: NodeConfig, attempts: int = 5) -> None:
+        """Give one node its pool's taints (a guarded merge patch, retried on a conflict), then its
+        labels and the record of those taints by server-side apply."""
+        name = node["metadata"]["name"]
+        for _ in range(attempts):
+            patch = node_taints_patch(node, config)
+            if patch is None:
+                break
+            self.guard()
+            try:
+                self.apis.core.patch_node(name, patch, field_manager=FIELD_MANAGER, _content_type=MERGE_PATCH)
+                break
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                node = as_dict(self.apis.core.read_node(name))  # changed meanwhile: look again
+        else:
+            raise ApiException(status=409, reason=f"node {name}: taints kept changing")
+        self.guard()
+        self.apis.core.patch_node(name, node_label_apply(name, config), **APPLY_OPTIONS)
 
     # ------------------------------------------------------------ watch loop
 
@@ -346,6 +372,21 @@ class Operator:
                     self._safely(self.reconcile_service, namespace, name)
                 else:
                     self._safely(self.reconcile_node_pools)
+
+
+STATUS_ATTEMPTS = 4
+
+
+def _retry_conflicts(reconcile: Callable[[], Any], attempts: int = STATUS_ATTEMPTS) -> Any:
+    """Run a reconcile again (from fresh reads) when one of its writes met a 409 Conflict."""
+    for attempt in range(attempts):
+        try:
+            return reconcile()
+        except ApiException as exc:
+            if exc.status != 409 or attempt == attempts - 1:
+                raise
+            log.info("conflict (%s), reconciling again from a fresh read", exc.reason)
+    return None
 
 
 def _service_key(obj: dict) -> tuple[str, str, str] | None:
