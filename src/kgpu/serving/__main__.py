@@ -36,7 +36,9 @@ _FLAG_OF_FIELD = {"drain_timeout_s": "--graceful-timeout"}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m kgpu.serving", description="Serve one embedding model.")
+    parser = argparse.ArgumentParser(
+        prog="python -m kgpu.serving", description="Serve one model (embeddings or text generation)."
+    )
     parser.add_argument("--model-uri", required=True, help="pkg:<package>, file:///path or a local path")
     parser.add_argument("--served-name", required=True, help="model name clients send")
     parser.add_argument("--host", default="127.0.0.1")
@@ -49,6 +51,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-inputs", type=int, default=2048)
     parser.add_argument(
         "--engine-workers", type=int, default=None, help="batches computed at once (default: by device)"
+    )
+    parser.add_argument(
+        "--task", default="auto", choices=["auto", "embedding", "generation"], help="default: from the model"
+    )
+    parser.add_argument("--kv-cache-bytes", type=int, default=None, help="generation: KV cache size in bytes")
+    parser.add_argument(
+        "--prefill-chunk-tokens", type=int, default=None, help="generation: prompt tokens per step"
     )
     parser.add_argument("--replica", default="replica-0")
     parser.add_argument("--service", default="")
@@ -82,6 +91,9 @@ def _config(args: argparse.Namespace) -> ReplicaConfig:
         max_queue=args.max_queue,
         max_inputs=args.max_inputs,
         engine_workers=args.engine_workers,
+        task=args.task,
+        kv_cache_bytes=args.kv_cache_bytes,
+        prefill_chunk_tokens=args.prefill_chunk_tokens,
         replica=args.replica,
         service=args.service,
         project=args.project,

@@ -17,17 +17,37 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kgpu.serving.config import ReplicaConfig
 from kgpu.serving.errors import ApiError, error_response
+from kgpu.serving.generation_api import create_generation_router
+from kgpu.serving.generation_runtime import GenerationRuntime, replica_task
+from kgpu.serving.generation_v2 import create_generate_router
 from kgpu.serving.metrics import CONTENT_TYPE, ReplicaMetrics
 from kgpu.serving.openai_api import create_openai_router
 from kgpu.serving.runtime import EngineFactory, ReplicaRuntime
-from kgpu.serving.v2_api import create_v2_router
+from kgpu.serving.v2_api import create_health_router, create_v2_router
 
 __all__ = ["ReplicaConfig", "create_app"]
 
 
 def create_app(config: ReplicaConfig, engine_factory: EngineFactory | None = None) -> FastAPI:
-    """Build the app; `engine_factory(config)` replaces model loading (used to share or fake an engine)."""
-    runtime = ReplicaRuntime(config, engine_factory)
+    """Build the app; `engine_factory(config)` replaces model loading (used to share or fake an engine).
+
+    The runtime follows the model: text generation for a causal language model (or `task: generation`),
+    embeddings otherwise (kgpu.serving.generation_runtime.replica_task)."""
+    runtime: ReplicaRuntime | GenerationRuntime
+    if replica_task(config) == "generation":
+        runtime = GenerationRuntime(config, engine_factory)
+        routers = [
+            create_health_router(runtime, ["generate"]),
+            create_generation_router(runtime),
+            create_generate_router(runtime),
+        ]
+    else:
+        runtime = ReplicaRuntime(config, engine_factory)
+        routers = [
+            create_health_router(runtime, []),
+            create_openai_router(runtime),
+            create_v2_router(runtime),
+        ]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -39,8 +59,8 @@ def create_app(config: ReplicaConfig, engine_factory: EngineFactory | None = Non
         title=f"kgpu replica {config.served_name}", lifespan=lifespan, docs_url=None, redoc_url=None
     )
     app.state.runtime = runtime
-    app.include_router(create_openai_router(runtime))
-    app.include_router(create_v2_router(runtime))
+    for router in routers:
+        app.include_router(router)
     app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
     _install_error_handlers(app, runtime.metrics)
 
@@ -110,8 +130,8 @@ def _protocol_of(scope: Scope) -> str | None:
     path: str = scope.get("path", "")
     if scope.get("method") != "POST":
         return None
-    if path == "/v1/embeddings":
+    if path in ("/v1/embeddings", "/v1/chat/completions", "/v1/completions"):
         return "openai"
-    if path.startswith("/v2/models/") and path.endswith("/infer"):
+    if path.startswith("/v2/models/") and path.endswith(("/infer", "/generate", "/generate_stream")):
         return "v2"
     return None

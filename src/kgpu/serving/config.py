@@ -25,6 +25,15 @@ class ReplicaConfig(BaseModel):
     project: str = "default"
     drain_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for queued work")
     tokenizer_threads: int | None = Field(None, ge=1, description="default: min(8, CPU cores)")
+    task: Literal["auto", "embedding", "generation"] = Field(
+        "auto", description="auto: generation for a causal language model directory, embeddings otherwise"
+    )
+    kv_cache_bytes: int | None = Field(
+        None, ge=1, description="generation: KV cache size; default 512 MiB on CPU, 90% of free GPU memory"
+    )
+    prefill_chunk_tokens: int | None = Field(
+        None, ge=16, description="generation: most prompt tokens per step; default 256 on CPU, 2048 on GPU"
+    )
     engine_workers: int | None = Field(
         None, ge=1, description="batches computed at once; default: min(4, CPU cores) on CPU, 1 on GPU"
     )

@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 
 from kgpu.serving.cpus import cpu_threads
+from kgpu.serving.devices import resolve_device, resolve_dtype
 from kgpu.serving.engine_threads import may_fan_out
 from kgpu.serving.model_layout import ModelLayout, read_model_layout
 from kgpu.serving.unpadded import unpadded_bert
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Most tokens given to the model in one forward pass: sequences x longest when padded, the real tokens
 # when the model runs unpadded. The batcher already bounds a batch by its token budget; this second cut
 # keeps long and short inputs of one big request out of the same padded tensor, and on CPUs keeps each
@@ -50,8 +50,8 @@ class EmbeddingEngine:
     ) -> None:
         self._layout: ModelLayout = read_model_layout(Path(model_dir))
         self._model_dir = Path(model_dir)
-        self._device = _resolve_device(device)
-        self._dtype = _resolve_dtype(dtype, self._device)
+        self._device = resolve_device(device)
+        self._dtype = resolve_dtype(dtype, self._device)
         self._cpu_threads = cpu_threads()
         self._calls = 0  # embed calls running now, in any thread
         self._calls_lock = threading.Lock()
@@ -265,25 +265,6 @@ def _pool(
         elif mode == "lasttoken":
             vectors.append(hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1])
     return torch.cat(vectors, dim=-1)
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available on this machine")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]', got {device!r}")
-    return torch.device(device)
-
-
-def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        # bf16 doubles GPU throughput at embedding-quality cost well under 1e-2 cosine; CPUs lack fast bf16.
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; got {dtype!r}")
-    return _DTYPES[dtype]
 
 
 def _load_tokenizer(layout: ModelLayout) -> Tokenizer:

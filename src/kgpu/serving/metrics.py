@@ -96,6 +96,11 @@ class ReplicaMetrics:
             "kgpu_tokens", "Tokens embedded (after truncation).", base_names, registry=self.registry
         )
 
+    @property
+    def base_labels(self) -> dict[str, str]:
+        """The labels every series of this replica carries (for series other modules add to the registry)."""
+        return dict(self._base)
+
     def observe_request(self, protocol: str, code: int, seconds: float) -> None:
         self.requests.labels(**self._base, protocol=protocol, code=str(code)).inc()
         self.request_duration.labels(**self._base, protocol=protocol).observe(seconds)

@@ -133,26 +133,13 @@ class ReplicaRuntime:
 
     # -- serving ---------------------------------------------------------------------------------------
     def require_ready(self) -> None:
-        if self.load_error is not None:
-            raise ApiError(
-                503, f"model failed to load: {self.load_error}", code="model_not_ready", reason="not_ready"
-            )
-        if self.batcher is not None and not self.batcher.running:
-            raise ApiError(
-                503,
-                "replica is shutting down; retry on another replica",
-                code="model_not_ready",
-                reason="not_ready",
-                headers={"Retry-After": "1"},
-            )
-        if self.batcher is None:
-            raise ApiError(
-                503,
-                "model is still loading; retry shortly",
-                code="model_not_ready",
-                reason="not_ready",
-                headers={"Retry-After": "2"},
-            )
+        error = readiness_error(
+            self.load_error,
+            loaded=self.batcher is not None,
+            stopping=self.batcher is not None and not self.batcher.running,
+        )
+        if error is not None:
+            raise error
 
     async def tokenize(self, texts: list[str]) -> list[list[int]]:
         self.require_ready()
@@ -190,6 +177,31 @@ class ReplicaRuntime:
         ids, vectors = alone
         self.metrics.count_work(len(ids), sum(len(sequence) for sequence in ids))
         return ids, vectors
+
+
+def readiness_error(load_error: str | None, *, loaded: bool, stopping: bool) -> ApiError | None:
+    """The 503 a replica answers while it cannot serve (any runtime), or None when it can."""
+    if load_error is not None:
+        return ApiError(
+            503, f"model failed to load: {load_error}", code="model_not_ready", reason="not_ready"
+        )
+    if stopping:
+        return ApiError(
+            503,
+            "replica is shutting down; retry on another replica",
+            code="model_not_ready",
+            reason="not_ready",
+            headers={"Retry-After": "1"},
+        )
+    if not loaded:
+        return ApiError(
+            503,
+            "model is still loading; retry shortly",
+            code="model_not_ready",
+            reason="not_ready",
+            headers={"Retry-After": "2"},
+        )
+    return None
 
 
 @contextlib.contextmanager

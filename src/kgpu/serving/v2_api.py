@@ -99,6 +99,36 @@ def parse_infer_texts(body: Any, max_inputs: int) -> list[str]:
     return texts
 
 
+def create_health_router(runtime: Any, extensions: list[str]) -> APIRouter:
+    """Liveness, readiness and server metadata: the same for every runtime (anything with `ready` and `config`)."""
+    router = APIRouter()
+    served_name = runtime.config.served_name
+
+    @router.get("/v2/health/live")
+    async def live() -> Response:
+        return Response(status_code=200)
+
+    @router.get("/v2/health/ready")
+    async def ready() -> Response:
+        return Response(status_code=200 if runtime.ready else 503)
+
+    @router.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "kgpu", "version": __version__, "extensions": extensions}
+
+    @router.get("/v2/models/{name}/ready")
+    async def model_ready(name: str) -> Response:
+        if name != served_name:
+            raise ApiError(
+                404,
+                f"model '{name}' is not served here; this server serves '{served_name}'",
+                reason="model_not_found",
+            )
+        return Response(status_code=200 if runtime.ready else 503)
+
+    return router
+
+
 def create_v2_router(runtime: ReplicaRuntime) -> APIRouter:
     router = APIRouter()
     config = runtime.config
@@ -111,18 +141,6 @@ def create_v2_router(runtime: ReplicaRuntime) -> APIRouter:
                 reason="model_not_found",
             )
 
-    @router.get("/v2/health/live")
-    async def live() -> Response:
-        return Response(status_code=200)
-
-    @router.get("/v2/health/ready")
-    async def ready() -> Response:
-        return Response(status_code=200 if runtime.ready else 503)
-
-    @router.get("/v2")
-    async def server_metadata() -> dict[str, Any]:
-        return {"name": "kgpu", "version": __version__, "extensions": []}
-
     @router.get("/v2/models/{name}")
     async def model_metadata(name: str) -> dict[str, Any]:
         check_model(name)
@@ -134,11 +152,6 @@ def create_v2_router(runtime: ReplicaRuntime) -> APIRouter:
             "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, dim]}],
         }
-
-    @router.get("/v2/models/{name}/ready")
-    async def model_ready(name: str) -> Response:
-        check_model(name)
-        return Response(status_code=200 if runtime.ready else 503)
 
     @router.post("/v2/models/{name}/infer")
     async def infer(name: str, request: Request) -> Response:

@@ -1,0 +1,15 @@
+"""Fixtures every test package may use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny Llama with a trained byte-level BPE tokenizer and a chat template, written once per run."""
+    from kgpu.serving.random_llm import write_random_llm
+
+    return write_random_llm(tmp_path_factory.mktemp("models") / "tiny-chat", "tiny")
