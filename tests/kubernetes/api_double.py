@@ -466,6 +466,7 @@ class ApiStore:
                 new.setdefault("metadata", {})[key] = old["metadata"][key]
         if sub != "status" and _spec_of(new) != _spec_of(old):
             new["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
+        before = _ownership(stored)
         old_paths, new_paths = object_paths(old, sub), object_paths(new, sub)
         changed = {p for p in new_paths if value_at(old, p) != value_at(new, p)}
         gone = old_paths - new_paths
@@ -474,11 +475,7 @@ class ApiStore:
             if key[0] != manager:
                 paths -= changed
         stored.managers.setdefault((manager, "Update", sub), set()).update(changed)
-        stored.obj = new
-        self._bump(new)
-        self._publish_managed(stored)
-        self._record(route, "MODIFIED", new)
-        return new
+        return self._commit(route, stored, new, before)
 
     def replace(self, route: Route, body: dict[str, Any], manager: str) -> dict[str, Any]:
         stored = self.objects.get(self._key(route))
@@ -531,6 +528,7 @@ class ApiStore:
                 raise ApiError(404, "NotFound", f'{route.plural} "{route.name}" not found')
             return self._new(route, config, manager, "Apply").obj
         live = stored.obj
+        before = _ownership(stored)
         wanted = object_paths(config, sub)
         mine = (manager, "Apply", sub)
         conflicts = []
@@ -563,6 +561,15 @@ class ApiStore:
         if sub is None and _spec_of(new) != _spec_of(live):
             new["metadata"]["generation"] = int(live["metadata"].get("generation", 1)) + 1
         stored.managers[mine] = wanted
+        return self._commit(route, stored, new, before)
+
+    def _commit(
+        self, route: Route, stored: Stored, new: dict[str, Any], before: dict[Any, frozenset[Path]]
+    ) -> dict[str, Any]:
+        """Store a changed object (new resourceVersion, a MODIFIED event); a write that changed
+        nothing, ownership included, is a no-op as on the real server: no version, no event."""
+        if _content(new) == _content(stored.obj) and _ownership(stored) == before:
+            return stored.obj
         stored.obj = new
         self._bump(new)
         self._publish_managed(stored)
@@ -605,17 +612,30 @@ class ApiStore:
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     # -- test hooks
-    def compact(self) -> None:
-        """Forget the event history: watches from any older resourceVersion now get 410 Gone."""
+    def compact(self, close_watches: bool = False) -> None:
+        """Forget the event history: watches from any older resourceVersion now get 410 Gone (and,
+        with ``close_watches``, every open watch must start again, from a version now too old)."""
         with self.lock:
             self.compacted = self.revision + 1
             self.history.clear()
+            if close_watches:
+                self.closed_generation += 1
+            self.lock.notify_all()
 
     def close_watches(self) -> None:
         """End every open watch stream (as an API server restart or a load balancer would)."""
         with self.lock:
             self.closed_generation += 1
             self.lock.notify_all()
+
+
+def _ownership(stored: Stored) -> dict[Any, frozenset[Path]]:
+    return {key: frozenset(paths) for key, paths in stored.managers.items() if paths}
+
+
+def _content(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in obj.get("metadata", {}).items() if k not in ("resourceVersion", "managedFields")}
+    return {**obj, "metadata": meta}
 
 
 def _spec_of(obj: dict[str, Any]) -> Any:
@@ -787,6 +807,8 @@ class _Handler(BaseHTTPRequestHandler):
         last_bookmark = time.monotonic()
         while True:
             with store.lock:
+                if store.closed_generation != generation:
+                    return
                 pending = [
                     (kind, obj)
                     for rv, collection, kind, obj in store.history

@@ -24,6 +24,8 @@ from kgpu.api.errors import ResourceValidationError
 from kgpu.api.models import InferenceService, NodePool
 from kgpu.backends.kubernetes.crds_info import GROUP, VERSION
 from kgpu.backends.kubernetes.custom_objects import model_of
+from kgpu.backends.kubernetes.informer import WATCH_TIMEOUT_S, Informer
+from kgpu.backends.kubernetes.informer import start as start_informer
 from kgpu.backends.kubernetes.labels import MANAGED_BY, POOL_LABEL, SERVICE_LABEL
 from kgpu.backends.kubernetes.nodepool import (
     GPU_OPERATOR_NAMESPACE,
@@ -301,6 +303,7 @@ class Operator:
     # ------------------------------------------------------------ watch loop
 
     def resync(self) -> None:
+        self.guard()
         for obj in self.apis.custom.list_cluster_custom_object(GROUP, VERSION, SERVICES).get("items") or []:
             self._safely(self.reconcile_service, obj["metadata"]["namespace"], obj["metadata"]["name"])
         self._safely(self.reconcile_node_pools)
@@ -333,41 +336,63 @@ class Operator:
             (self.apis.core.list_node, _pools_key, {"label_selector": POOL_LABEL}),
         ]
 
-    def run(self, resync_s: float = 60.0, stop: threading.Event | None = None) -> None:
-        """Watch services, pools and what they own; reconcile whatever an event names; resync periodically."""
-        from kubernetes import watch
+    def run(
+        self,
+        resync_s: float = 60.0,
+        stop: threading.Event | None = None,
+        watch_timeout_s: int = WATCH_TIMEOUT_S,
+    ) -> None:
+        """Watch services, pools and what they own; reconcile whatever an event names; resync periodically.
 
-        stop = stop or threading.Event()
+        Returns once ``stop`` is set (leadership lost): the batch in hand is not finished, and any
+        write still attempted is refused (:meth:`guard`).
+        """
+        if stop is not None:
+            self.stop = stop
+        stop = self.stop
         keys: queue.Queue[tuple[str, str, str]] = queue.Queue()
 
-        def pump(
-            list_fn: Callable, key_of: Callable[[dict], tuple[str, str, str] | None], **kwargs: Any
-        ) -> None:
-            while not stop.is_set():
-                try:
-                    for event in watch.Watch().stream(list_fn, timeout_seconds=300, **kwargs):
-                        key = key_of(as_dict(event["object"]))
-                        if key is not None:
-                            keys.put(key)
-                except ApiException as exc:  # 410 Gone and friends: list again from now
-                    log.info("watch restarted: %s", exc.reason)
-                    time.sleep(1)
+        def feeder(key_of: Callable[[dict], tuple[str, str, str] | None]) -> tuple[Callable, Callable]:
+            def on_event(_kind: str, obj: dict[str, Any]) -> None:
+                key = key_of(obj)
+                if key is not None:
+                    keys.put(key)
 
-        watches = self.watches()
-        for list_fn, key_of, kwargs in watches:
-            threading.Thread(target=pump, args=(list_fn, key_of), kwargs=kwargs, daemon=True).start()
+            def on_list(items: list[dict[str, Any]]) -> None:
+                for obj in items:
+                    on_event("ADDED", obj)
+
+            return on_list, on_event
+
+        self.informers = []
+        for list_fn, key_of, kwargs in self.watches():
+            on_list, on_event = feeder(key_of)
+            informer = Informer(list_fn, on_list, on_event, stop, watch_timeout_s, **kwargs)
+            self.informers.append(informer)
+            start_informer(informer)
+        try:
+            self._work(keys, resync_s)
+        except NotLeading:
+            log.warning("leadership lost: stopped writing")
+        finally:
+            for informer in self.informers:
+                informer.close()
+
+    def _work(self, keys: queue.Queue[tuple[str, str, str]], resync_s: float) -> None:
         next_resync = 0.0
-        while not stop.is_set():
+        while not self.stop.is_set():
             if time.monotonic() >= next_resync:
                 self.resync()
                 next_resync = time.monotonic() + resync_s
             try:
-                batch = {keys.get(timeout=1.0)}
+                batch = {keys.get(timeout=0.2)}
             except queue.Empty:
                 continue
             while not keys.empty():
                 batch.add(keys.get_nowait())
             for kind, namespace, name in sorted(batch):
+                if self.stop.is_set():
+                    return
                 if kind == "service":
                     self._safely(self.reconcile_service, namespace, name)
                 else:
