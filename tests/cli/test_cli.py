@@ -60,7 +60,7 @@ def test_apply_get_scale_delete(server, tmp_path):
     out = run(["apply", "-f", str(spec)], url)
     assert "inferenceservice/minilm configured" in out.output
     deadline = time.monotonic() + 5
-    while platform.backend.ensured.get("default/minilm") != 3 and time.monotonic() < deadline:
+    while platform.backend.local.ensured.get("default/minilm") != 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     out = run(["get", "services"], url)
     assert "minilm" in out.output and "3/3" in out.output

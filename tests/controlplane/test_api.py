@@ -15,7 +15,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from kgpu.backends.base import ReplicaStatus
+from kgpu.backends.base import OneMachineBackend, ReplicaStatus
 from kgpu.controlplane.platform import Platform, PlatformConfig
 from kgpu.controlplane.server import create_server_app
 from kgpu.gateway.router import RouterSettings
@@ -34,15 +34,17 @@ def service(name: str = "minilm", replicas: int = 1, **spec) -> dict:
     return body
 
 
-class RecordingBackend:
+class RecordingBackend(OneMachineBackend):
+    """The local backend's double: records what the reconciler asked for, starts nothing."""
+
     def __init__(self, state_dir: Path, inventory: NodeInventory, hooks) -> None:
         self.state_dir = state_dir
         self.hooks = hooks
         self.ensured: dict[str, int] = {}
         self.removed: list[str] = []
 
-    async def ensure(self, svc, replicas: int) -> None:
-        self.ensured[f"{svc.metadata.namespace}/{svc.metadata.name}"] = replicas
+    async def ensure(self, svc, replicas: int, cluster=None) -> None:
+        self.ensured[svc.key] = replicas
 
     async def remove(self, key: str) -> None:
         self.ensured.pop(key, None)
@@ -167,7 +169,7 @@ def test_refused_update_keeps_the_running_service(api):
     bad = service(replicas=2, resources={"limits": {"nvidia.com/gpu": "1.5"}})
     assert api.put(f"{BASE}/minilm", json=bad).status_code == 422
     assert api.get(f"{BASE}/minilm").json()["spec"]["replicas"] == 2
-    wait_for(lambda: api.platform.backend.ensured.get("default/minilm") == 2)
+    wait_for(lambda: api.platform.backend.local.ensured.get("default/minilm") == 2)
 
 
 def test_path_and_body_names_must_agree(api):
@@ -188,11 +190,11 @@ def test_bad_bodies_and_unknown_types(api):
 
 def test_reconciler_converges_and_delete_removes(api):
     api.put(f"{BASE}/minilm", json=service(replicas=2))
-    wait_for(lambda: api.platform.backend.ensured.get("default/minilm") == 2)
+    wait_for(lambda: api.platform.backend.local.ensured.get("default/minilm") == 2)
     status = api.get(f"{BASE}/minilm").json()["status"]
     assert status["readyReplicas"] == 2 and status["phase"] == "Ready"
     assert api.delete(f"{BASE}/minilm").status_code == 200
-    wait_for(lambda: "default/minilm" in api.platform.backend.removed)
+    wait_for(lambda: "default/minilm" in api.platform.backend.local.removed)
     assert api.get(f"{BASE}/minilm").status_code == 404
     assert api.delete(f"{BASE}/minilm").status_code == 404
 
@@ -261,7 +263,7 @@ def test_state_survives_a_restart(tmp_path):
         client.put(f"{BASE}/minilm", json=service(replicas=2))
     second = Platform(config, inventory=cpu_node(), backend_factory=RecordingBackend)
     with TestClient(create_server_app(second)) as client:
-        wait_for(lambda: second.backend.ensured.get("default/minilm") == 2)
+        wait_for(lambda: second.backend.local.ensured.get("default/minilm") == 2)
         assert client.get(f"{BASE}/minilm").json()["metadata"]["resourceVersion"] == "1"
 
 
@@ -285,7 +287,7 @@ def test_merge_patch_changes_only_what_it_names(api):
     removed = patch(api, f"{BASE}/minilm", {"spec": {"runtime": {"maxBatchSize": None}}}).json()
     assert removed["spec"]["runtime"]["maxBatchSize"] == 256
     assert int(removed["metadata"]["resourceVersion"]) > int(body["metadata"]["resourceVersion"])
-    wait_for(lambda: api.platform.backend.ensured.get("default/minilm") == 3)
+    wait_for(lambda: api.platform.backend.local.ensured.get("default/minilm") == 3)
 
 
 def test_merge_patch_is_validated_like_a_replace(api):

@@ -7,8 +7,8 @@ from fastapi.testclient import TestClient
 
 from kgpu.api.errors import ResourceValidationError
 from kgpu.api.io import parse_resource
+from kgpu.backends.pools import pool_status
 from kgpu.controlplane.platform import Platform, PlatformConfig
-from kgpu.controlplane.pools import pool_status
 from kgpu.controlplane.server import create_server_app
 from kgpu.gpu.flavors import all_flavors
 from tests.controlplane.test_api import RecordingBackend, cpu_node

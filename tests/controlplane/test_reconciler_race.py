@@ -42,8 +42,11 @@ class Backend:
     def __init__(self) -> None:
         self.ensured: dict[str, int] = {}
 
-    async def ensure(self, svc, replicas: int) -> None:
-        self.ensured[f"{svc.metadata.namespace}/{svc.metadata.name}"] = replicas
+    async def ensure(self, svc, replicas: int, cluster=None) -> None:
+        self.ensured[svc.key] = replicas
+
+    async def sync_all_pools(self, pools) -> None:
+        pass
 
     async def remove(self, key: str) -> None:
         self.ensured.pop(key, None)

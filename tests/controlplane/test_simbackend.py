@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from kgpu.backends.sim.nodes import SimNodes
 from kgpu.cli import client as cli_client
 from kgpu.cli.main import app as cli_app
 from kgpu.controlplane.platform import Platform, PlatformConfig
 from kgpu.controlplane.server import create_server_app
-from kgpu.controlplane.simnodes import SimNodes
 from kgpu.gateway.router import RouterSettings
 from tests.controlplane.test_api import cpu_node
 from tests.controlplane.test_simnodes import _client_for, cluster, gpu_service, pool

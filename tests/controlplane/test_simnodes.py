@@ -7,7 +7,7 @@ import time
 import pytest
 
 from kgpu.api.io import parse_resource
-from kgpu.controlplane.simnodes import SimNodes, parse_duration
+from kgpu.backends.sim.nodes import SimNodes, parse_duration
 
 
 def cluster(name="lab", namespace="default", backend="sim", **flags) -> object:

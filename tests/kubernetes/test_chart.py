@@ -238,7 +238,7 @@ def gateway_calls() -> set[tuple[str, str, str, str | None]]:
     import copy
 
     from kgpu.backends.kubernetes.cluster import KubernetesBackend
-    from kgpu.controlplane.clusters import IN_CLUSTER
+    from kgpu.controlplane.registry import IN_CLUSTER
     from tests.kubernetes import test_controlplane_cluster as cp
 
     server = cp.FakeApiServer()

@@ -25,7 +25,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import MaxRetryError
 
-import kgpu.controlplane.platform as platform_module
+import kgpu.controlplane.registry as registry_module
 from kgpu.api.errors import ResourceValidationError
 from kgpu.api.models import Cluster
 from kgpu.controlplane.platform import Platform, PlatformConfig
@@ -144,7 +144,7 @@ def cluster(monkeypatch):
         connected.append(cluster)
         return server.api
 
-    monkeypatch.setattr(platform_module, "connect", connect)
+    monkeypatch.setattr(registry_module, "connect", connect)
     server.connected = connected
     return server
 
@@ -256,7 +256,7 @@ def test_faked_api_server_apply_creates_the_custom_resource_in_the_project_names
     # The local backend never saw it.
     assert platform.backend.local.ensured == {}
     # Before the operator reports, the status says so.
-    status = platform.service_status(platform.resources.services()[0])
+    status = platform.status.service(platform.resources.services()[0])
     assert status["phase"] == "Progressing" and status["cluster"] == "ml/prod"
     assert status["conditions"][0]["reason"] == "WaitingForOperator"
     assert status["readyReplicas"] == 0
@@ -272,7 +272,7 @@ def test_faked_api_server_status_written_by_the_operator_becomes_the_control_pla
     assert cluster.calls("create_namespaced_custom_object")[1:] == []
     assert cluster.calls("replace_namespaced_custom_object") == []  # nothing changed: no write
     assert cluster.calls("patch_namespaced_custom_object_scale") == []
-    status = platform.service_status(platform.resources.services()[0])
+    status = platform.status.service(platform.resources.services()[0])
     assert status["phase"] == "Ready"
     assert (status["replicas"], status["readyReplicas"]) == (2, 2)
     assert status["conditions"] == READY_STATUS["conditions"]
@@ -333,7 +333,7 @@ def test_faked_api_server_the_control_plane_autoscaler_scales_through_the_scale_
     [scale] = cluster.calls("patch_namespaced_custom_object_scale")
     assert scale.args == (*GV, "ml", "inferenceservices", "minilm", {"spec": {"replicas": 1}})
     assert cluster.calls("replace_namespaced_custom_object") == []  # the spec itself did not change
-    status = platform.service_status(platform.resources.services()[0])
+    status = platform.status.service(platform.resources.services()[0])
     assert status["replicas"] == 1 and status["autoscaling"]["desiredReplicas"] == 1
 
 
@@ -397,7 +397,7 @@ def test_faked_api_server_node_pools_go_to_the_cluster_with_the_operator_status_
         "nodepools", "ml", "l4-shared", {"phase": "Ready", "nodes": 2, "migConfigState": "success"}
     )
     reconcile(platform)
-    assert platform.backend.pool_report("ml/l4-shared") == {
+    assert platform.backend.pool_report(platform.resources.pools()[0]) == {
         "cluster": "ml/prod",
         "phase": "Ready",
         "nodes": 2,
@@ -443,7 +443,7 @@ def test_faked_api_server_unreachable_cluster_is_reported_and_retried(platform, 
     apply(platform, SERVICE)
     cluster.unreachable = True
     reconcile(platform)
-    status = platform.service_status(platform.resources.services()[0])
+    status = platform.status.service(platform.resources.services()[0])
     assert status["phase"] == "Pending"
     [condition] = status["conditions"]
     assert condition["reason"] == "ClusterError" and "connection refused" in condition["message"]
@@ -452,7 +452,7 @@ def test_faked_api_server_unreachable_cluster_is_reported_and_retried(platform, 
     cluster.unreachable = False
     reconcile(platform)
     assert ("inferenceservices", "ml", "minilm") in cluster.objects
-    status = platform.service_status(platform.resources.services()[0])
+    status = platform.status.service(platform.resources.services()[0])
     assert status["conditions"][0]["reason"] == "WaitingForOperator"
 
 
@@ -464,7 +464,7 @@ def test_faked_api_server_api_error_message_is_reported(platform, cluster):
         status=404, reason="Not Found", body=body
     )
     reconcile(platform)
-    status = platform.service_status(platform.resources.services()[0])
+    status = platform.status.service(platform.resources.services()[0])
     assert status["message"] == 'cluster ml/prod: 404 Not Found: namespaces "ml" not found'
 
 
@@ -495,7 +495,7 @@ def test_annotation_picks_the_cluster_and_bad_targets_are_refused_at_apply_time(
     reconcile(platform)
     [create] = cluster.calls("create_namespaced_custom_object")
     assert create.args[4]["metadata"]["annotations"] == {"kgpu.dev/cluster": "staging"}
-    assert platform.service_status(platform.resources.services()[0])["cluster"] == "ml/staging"
+    assert platform.status.service(platform.resources.services()[0])["cluster"] == "ml/staging"
 
 
 def test_a_model_only_in_the_cluster_image_is_accepted_for_a_cluster_and_refused_locally(platform, cluster):

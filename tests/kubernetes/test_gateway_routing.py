@@ -109,7 +109,7 @@ def test_faked_api_server_a_control_plane_outside_the_cluster_registers_no_clust
     reconcile(platform)
     cluster.write_status("inferenceservices", "ml", "minilm", READY_STATUS)
     reconcile(platform)
-    assert platform.service_status(platform.resources.services()[0])["readyReplicas"] == 2
+    assert platform.status.service(platform.resources.services()[0])["readyReplicas"] == 2
     assert entries(platform, "ml/minilm") == []  # *.svc.cluster.local does not resolve out here
 
 

@@ -7,6 +7,7 @@ FieldErrors with paths relative to the model so io.py can report full paths.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -78,11 +79,26 @@ def _label_errors(labels: dict[str, str]) -> list[FieldError]:
     return errors
 
 
+def object_key(namespace: str, name: str) -> str:
+    """The "<namespace>/<name>" key of a resource: how backends, the gateway and the status name it."""
+    return f"{namespace}/{name}"
+
+
+def replica_index(name: str) -> int:
+    """The ordinal of a StatefulSet-style name (`minilm-3` -> 3; a name without one sorts first)."""
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
 class ObjectMeta(KgpuModel):
     name: str
     namespace: str = "default"
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return object_key(self.namespace, self.name)
 
     @field_validator("name", "namespace")
     @classmethod
@@ -213,8 +229,24 @@ class InferenceService(KgpuModel):
     spec: InferenceServiceSpec
     status: dict[str, Any] | None = None
 
+    @property
+    def key(self) -> str:
+        return self.metadata.key
+
     def gpu_request(self) -> tuple[str, int] | None:
         return self.spec.gpu_request()
+
+    def template_hash(self) -> str:
+        """A short hash of what a replica is made from; a replica of another template gets replaced.
+
+        Scaling (replicas, autoscaling) and placement hints outside the template do not change it.
+        """
+        spec = self.spec.model_dump_json(include=TEMPLATE_FIELDS)
+        return hashlib.sha256(spec.encode()).hexdigest()[:10]
+
+
+# The spec fields a replica is made from (their change rolls the replicas).
+TEMPLATE_FIELDS = {"model", "runtime", "resources", "gpu_models"}
 
 
 # ---------------------------------------------------------------- NodePool
@@ -311,6 +343,10 @@ class NodePool(KgpuModel):
     spec: NodePoolSpec
     status: dict[str, Any] | None = None
 
+    @property
+    def key(self) -> str:
+        return self.metadata.key
+
 
 # ---------------------------------------------------------------- Cluster
 
@@ -343,6 +379,10 @@ class Cluster(KgpuModel):
     metadata: ObjectMeta
     spec: ClusterSpec = Field(default_factory=ClusterSpec)
     status: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> str:
+        return self.metadata.key
 
 
 Resource = InferenceService | NodePool | Cluster

@@ -7,23 +7,24 @@ scaling down always removes the highest index and names stay readable.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from kgpu.api.models import InferenceService
-from kgpu.backends.base import ReplicaStatus, engine_workers_args
+from kgpu.api.models import Cluster, InferenceService, replica_index
+from kgpu.backends.base import (
+    DeviceUse,
+    OneMachineBackend,
+    ReplicaHooks,
+    ReplicaStatus,
+    engine_workers_args,
+)
 from kgpu.backends.local_devices import DEFAULT_SHARED_SLOTS, LocalDevices, Unschedulable
-from kgpu.backends.local_replica import LocalReplica, ReplicaHooks
+from kgpu.backends.local_replica import LocalReplica
 from kgpu.gpu.discovery import NodeInventory
 
 log = logging.getLogger("kgpu.backends.local")
-
-
-def service_key(service: InferenceService) -> str:
-    return f"{service.metadata.namespace}/{service.metadata.name}"
 
 
 def serving_args(service: InferenceService, replica: str, device: str) -> list[str]:
@@ -39,12 +40,12 @@ def serving_args(service: InferenceService, replica: str, device: str) -> list[s
         "--max-queue", str(runtime.max_queue),
         "--max-inputs", str(runtime.max_inputs),
         "--replica", replica,
-        "--service", service_key(service),
+        "--service", service.key,
         *engine_workers_args(runtime),
     ]  # fmt: skip
 
 
-class LocalBackend:
+class LocalBackend(OneMachineBackend):
     def __init__(
         self,
         state_dir: Path,
@@ -71,7 +72,7 @@ class LocalBackend:
     def log_path(self, replica: str) -> Path:
         return self.state_dir / "logs" / f"{replica}.log"
 
-    async def ensure(self, service: InferenceService, replicas: int) -> None:
+    async def ensure(self, service: InferenceService, replicas: int, cluster: Cluster | None = None) -> None:
         """Converge to `replicas` replicas of the service's current template.
 
         A changed template (model, runtime, resources) rolls: replicas of the new template start
@@ -79,12 +80,12 @@ class LocalBackend:
         drops no request. When the new replicas cannot be placed because the old ones hold the
         devices, old replicas are drained one at a time to make room (like maxUnavailable: 1).
         """
-        key = service_key(service)
-        template = _template_of(service)
+        key = service.key
+        template = service.template_hash()
         running = self._replicas.setdefault(key, {})
 
         current = sorted(
-            (r for r in running.values() if r.template == template), key=lambda r: _index(r.name)
+            (r for r in running.values() if r.template == template), key=lambda r: replica_index(r.name)
         )
         for replica in reversed(current[replicas:]):  # scale down: highest index first
             await self._stop(key, running.pop(replica.name))
@@ -126,7 +127,9 @@ class LocalBackend:
             self.hooks.on_event(key, f"{len(pending)} replica(s) pending ({first} first): {blocked}")
         self._pending[key] = pending
 
-        old = sorted((r for r in running.values() if r.template != template), key=lambda r: _index(r.name))
+        old = sorted(
+            (r for r in running.values() if r.template != template), key=lambda r: replica_index(r.name)
+        )
         if not old:
             return
         if all(r.phase == "Ready" for r in current) and not pending:
@@ -181,7 +184,7 @@ class LocalBackend:
         out: list[ReplicaStatus] = []
         keys = [key] if key else sorted(set(self._replicas) | set(self._pending))
         for k in keys:
-            for replica in sorted(self._replicas.get(k, {}).values(), key=lambda r: _index(r.name)):
+            for replica in sorted(self._replicas.get(k, {}).values(), key=lambda r: replica_index(r.name)):
                 out.append(replica.status())
             for name, why in sorted(self._pending.get(k, {}).items()):
                 out.append(
@@ -195,19 +198,14 @@ class LocalBackend:
     def services(self) -> list[str]:
         return sorted(k for k, v in self._replicas.items() if v)
 
+    def placed(self, service_key: str) -> bool:
+        return bool(self._replicas.get(service_key)) or bool(self._pending.get(service_key))
+
+    def devices_of(self, replica: str) -> DeviceUse | None:
+        return self.devices.assignment(replica)
+
     async def shutdown(self) -> None:
         for key in list(self._replicas):
             await self.remove(key)
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
-
-
-def _template_of(service: InferenceService) -> str:
-    """A short hash of what a replica is made from; replicas of another template get replaced."""
-    spec = service.spec.model_dump_json(include={"model", "runtime", "resources", "gpu_models"})
-    return hashlib.sha256(spec.encode()).hexdigest()[:10]
-
-
-def _index(name: str) -> int:
-    tail = name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else 0

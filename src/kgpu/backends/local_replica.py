@@ -17,13 +17,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from kgpu.backends.base import ReplicaStatus
+from kgpu.backends.base import ReplicaHooks, ReplicaStatus
 from kgpu.backends.local_devices import Assignment
 
 log = logging.getLogger("kgpu.backends.local")
@@ -52,16 +51,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
     except OSError:
         pass
-
-
-@dataclass
-class ReplicaHooks:
-    on_ready: Callable[[str, str, str], None]  # service, replica, url
-    on_gone: Callable[[str, str], None]  # service, replica
-    on_draining: Callable[[str, str], None]  # service, replica
-    outstanding: Callable[[str, str], int]  # in-flight requests the gateway sent it
-    on_restart: Callable[[str, str], None]
-    on_event: Callable[[str, str], None]  # service, message
 
 
 @dataclass

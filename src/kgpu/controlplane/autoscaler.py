@@ -59,10 +59,10 @@ class ReplicaAutoscaler:
         spec = service.spec.autoscaling
         if spec is None:
             return service.spec.replicas
-        return self._entry(_key(service), spec, service.spec.replicas).desired
+        return self._entry(service.key, spec, service.spec.replicas).desired
 
     def status(self, service: InferenceService) -> dict | None:
-        entry = self._services.get(_key(service))
+        entry = self._services.get(service.key)
         if service.spec.autoscaling is None or entry is None:
             return None
         return {
@@ -89,7 +89,7 @@ class ReplicaAutoscaler:
             spec = service.spec.autoscaling
             if spec is None:
                 continue
-            key = _key(service)
+            key = service.key
             live.add(key)
             entry = self._entry(key, spec, service.spec.replicas)
             seen = observe(key)
@@ -158,7 +158,3 @@ def measured_startup_s(started_ready: Iterable[tuple[float | None, float | None]
     """Mean start-to-ready time of replicas that became ready, or None if none has yet."""
     took = [ready - started for started, ready in started_ready if started and ready and ready >= started]
     return math.fsum(took) / len(took) if took else None
-
-
-def _key(service: InferenceService) -> str:
-    return f"{service.metadata.namespace}/{service.metadata.name}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request
 
 from kgpu import API_VERSION
-from kgpu.api.models import NodePool
+from kgpu.api.models import NodePool, object_key
 from kgpu.controlplane import gpu_layout
 from kgpu.controlplane.auth import visible
 from kgpu.controlplane.history import GPU_SERIES, POOL_SERIES, SERVICE_SERIES
@@ -62,12 +62,11 @@ def console_routes(platform: Platform) -> APIRouter:
         summary="Each node's GPUs cut into whole GPUs, MIG slices and shares, with their replicas",
     )
     def layout(request: Request) -> dict:
-        local = platform.backend.local
-        devices = getattr(local, "devices", None)  # only the local backend hands out devices
-        assignment = devices.assignment if devices is not None else lambda _name: None
-        nodes = [gpu_layout.local_node(platform.inventory, local.replicas(), assignment)]
+        backend = platform.backend
+        nodes = [gpu_layout.local_node(platform.inventory, backend.local.replicas(), backend.devices_of)]
         pools = [p for p in platform.resources.pools() if isinstance(p, NodePool)]
-        nodes += gpu_layout.sim_nodes(platform.sim_nodes.node_items(pools), platform.sim_nodes.replicas())
+        simulated = [r for r in backend.replicas() if r.extra.get("simulated")]
+        nodes += gpu_layout.sim_nodes(backend.node_items(pools), simulated)
         shown = []
         for node in nodes:
             if node["pool"] is not None and not visible(request, node["pool"].partition("/")[0]):
@@ -85,11 +84,10 @@ def console_routes(platform: Platform) -> APIRouter:
     )
     async def restart_replica(namespace: str, name: str, replica: str) -> dict:
         must_exist("InferenceService", namespace, name)
-        key = f"{namespace}/{name}"
+        key = object_key(namespace, name)
         if not any(r.name == replica for r in platform.backend.replicas(key)):
             raise HTTPException(404, f'service "{key}" has no replica "{replica}"')
-        restart = getattr(platform.backend.local, "restart_replica", None)
-        if restart is None or not await restart(key, replica):
+        if not await platform.backend.restart_replica(key, replica):
             raise HTTPException(
                 409,
                 f'replica "{replica}" does not run on this machine: restart it where it runs '

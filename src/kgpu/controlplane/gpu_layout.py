@@ -80,7 +80,8 @@ def local_node(inventory: Any, replicas: list[Any], assignment: Callable[[str], 
 
 
 def sim_nodes(node_items: list[dict], replicas: list[Any]) -> list[dict]:
-    """Virtual nodes (`SimNodes.node_items`) with their placed replicas (`SimNodes.replicas`)."""
+    """Virtual nodes (the sim backend's `node_items`) with their placed replicas (its ReplicaStatus,
+    whose `extra` names the pool and the GPU resource each holds)."""
     out = []
     for item in node_items:
         gpu_count = len(item["gpus"])
@@ -104,7 +105,11 @@ def sim_nodes(node_items: list[dict], replicas: list[Any]) -> list[dict]:
                 {"index": gpu["index"], "model": gpu["catalog_model"], "memoryMiB": gpu["memory_total_mib"],
                  "mode": mode, "slots": slots}
             )  # fmt: skip
-        mine = [r for r in replicas if r.node == item["hostname"] and r.pool == item["pool"] and r.resource]
+        mine = [
+            r
+            for r in replicas
+            if r.node == item["hostname"] and r.extra.get("pool") == item["pool"] and r.extra.get("resource")
+        ]
         for replica in mine:
             _fill(gpus, replica)
         out.append(
@@ -121,8 +126,8 @@ def sim_nodes(node_items: list[dict], replicas: list[Any]) -> list[dict]:
 
 
 def _fill(gpus: list[dict], replica: Any) -> None:
-    profile = mig_profile_of_resource(replica.resource)
-    wanted = replica.count
+    profile = mig_profile_of_resource(replica.extra["resource"])
+    wanted = replica.extra["count"]
     for gpu in gpus:
         for slot in gpu["slots"]:
             if wanted == 0:

@@ -11,27 +11,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kgpu.api.errors import FieldError
-from kgpu.api.models import Cluster, InferenceService
-from kgpu.backends.base import Backend
-from kgpu.backends.kubernetes.cluster import KubernetesBackend, RouteHooks
-from kgpu.backends.local import LocalBackend
-from kgpu.backends.local_replica import ReplicaHooks
+from kgpu.api.models import Cluster, InferenceService, object_key
+from kgpu.backends.base import Backend, ReplicaHooks, RouteHooks
 from kgpu.controlplane.autoscaler import Observation, ReplicaAutoscaler, measured_startup_s
-from kgpu.controlplane.clusters import (
-    IN_CLUSTER,
-    ClusterBackends,
-    cluster_admission,
-    connect,
-    stored_clusters,
-)
 from kgpu.controlplane.events import EventLog
 from kgpu.controlplane.history import MetricsSampler, RingHistory, pool_values, registry_text
-from kgpu.controlplane.pools import observed_pool_status
 from kgpu.controlplane.reconciler import Reconciler
+from kgpu.controlplane.registry import (
+    BACKEND_ADMISSION,
+    IN_CLUSTER,
+    cluster_admission,
+    embedded_registry,
+    stored_clusters,
+)
 from kgpu.controlplane.resources import ResourceService
-from kgpu.controlplane.simbackend import SimBackend
-from kgpu.controlplane.simnodes import SimNodes, sim_flag_errors
-from kgpu.controlplane.store import ResourceStore, sqlite_url
+from kgpu.controlplane.status import StatusView
+from kgpu.controlplane.store import Change, ResourceStore, sqlite_url
 from kgpu.gateway.metrics import GatewayMetrics
 from kgpu.gateway.registry import ReplicaRegistry
 from kgpu.gateway.router import Router, RouterSettings
@@ -88,8 +83,9 @@ class Platform:
         self,
         config: PlatformConfig,
         inventory: NodeInventory | None = None,
-        backend_factory: Callable[[Path, NodeInventory, ReplicaHooks], Backend] = LocalBackend,
+        backend_factory: Callable[[Path, NodeInventory, ReplicaHooks], Backend] | None = None,
     ) -> None:
+        """`backend_factory`: builds the backend of this machine's replicas (default: the local backend)."""
         self.config = config
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -101,37 +97,29 @@ class Platform:
             self.store,
             admission=[
                 cluster_admission(self._clusters, [check_model_available], default_cluster),
-                sim_flag_errors,
+                *BACKEND_ADMISSION,
             ],
         )
         self.events = EventLog()
         self.registry = ReplicaRegistry()
         self.metrics = GatewayMetrics()
         self.router = Router(self.registry, self.metrics, config.router)
-        # Virtual nodes of sim clusters' pools, and the backend of the services placed on them.
-        self.sim_nodes = SimNodes(self.store.engine)
-        self.sim_backend = SimBackend(
-            self.sim_nodes,
-            self._clusters,
-            self.resources.pools,
-            config.autoscale_interval_s,
+        self.backend = embedded_registry(
+            state_dir=self.state_dir,
+            inventory=self.inventory,
+            replica_hooks=self._hooks(),
+            route_hooks=RouteHooks(on_ready=self.registry.add, on_gone=self.registry.remove),
+            store_engine=self.store.engine,
+            clusters=self._clusters,
+            pools=self.resources.pools,
+            sim_interval_s=config.autoscale_interval_s,
+            in_cluster=config.in_cluster,
+            cluster_domain=config.cluster_domain,
+            adopt_orphans=self.store.revision() > 0,  # a store that started empty may have lost state
             on_event=self.events.record,
+            local_factory=backend_factory,
         )
-        self.router.refuse = self.sim_backend.refusal  # simulated replicas serve nothing
-        self.backend = ClusterBackends(
-            backend_factory(self.state_dir, self.inventory, self._hooks()),
-            KubernetesBackend(
-                connect,
-                RouteHooks(on_ready=self.registry.add, on_gone=self.registry.remove),
-                route_in_cluster=config.in_cluster,
-                cluster_domain=config.cluster_domain,
-                adopt_orphans=self.store.revision() > 0,  # a store that started empty may have lost state
-            ),
-            self._clusters,
-            default=default_cluster,
-            on_event=self.events.record,
-            sim=self.sim_backend,
-        )
+        self.router.refuse = self.backend.refusal  # e.g. a sim cluster's replicas serve nothing
         self.autoscaler = ReplicaAutoscaler(on_event=self.events.record, on_change=self._kick)
         self.reconciler = Reconciler(
             self.resources,
@@ -139,6 +127,11 @@ class Platform:
             config.reconcile_interval_s,
             desired_replicas=self.autoscaler.desired,
             on_service=self._route_settings,
+        )
+        self.store.add_listener(self._record_change)
+        self.reconciler.watch(self.store)
+        self.status = StatusView(
+            self.backend, self.autoscaler, self.events, self.metrics, config.public_url, self.resources.parsed
         )
         self.router.on_hold = self.autoscaler.wake
         self._autoscale_task: asyncio.Task | None = None
@@ -171,7 +164,7 @@ class Platform:
             f" ({self.inventory.note})" if self.inventory.note else "",
         )
         self.reconciler.start()
-        self.sim_backend.start()
+        self.backend.start()
         self._autoscale_task = asyncio.create_task(self._autoscale_loop(), name="autoscaler")
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(), name="store-checkpoint")
         self._history_task = asyncio.create_task(self._history_sampler().run(), name="metrics-history")
@@ -198,18 +191,13 @@ class Platform:
     def _history_sampler(self) -> MetricsSampler:
         def statuses() -> None:  # sets the ready/desired gauges the sample reads
             for service in self.resources.services():
-                self.service_status(service)
+                self.status.service(service)
 
         def replica_urls() -> list[tuple[str, str]]:  # replicas on this machine (others are not reachable)
             return [(r.name, r.url) for r in self.backend.local.replicas() if r.phase == "Ready" and r.url]
 
         def pools() -> dict:
-            return {
-                f"{p.metadata.namespace}/{p.metadata.name}": pool_values(
-                    observed_pool_status(p, self.backend, self.sim_nodes)
-                )
-                for p in self.resources.pools()
-            }
+            return {p.key: pool_values(self.status.pool(p)) for p in self.resources.pools()}
 
         return MetricsSampler(
             self.history, registry_text(self.metrics.registry), statuses, replica_urls, pools
@@ -221,8 +209,15 @@ class Platform:
     def _kick(self) -> None:
         self.reconciler.kick()
 
+    def _record_change(self, change: Change) -> None:
+        """A service's event log notes each write of it (through the API or any other writer)."""
+        stored = change.resource
+        if stored.kind == "InferenceService":
+            what = {"ADDED": "created", "MODIFIED": "updated"}.get(change.type, "deleted; draining replicas")
+            self.events.record(object_key(stored.namespace, stored.name), what)
+
     def _route_settings(self, service: InferenceService) -> None:
-        key = f"{service.metadata.namespace}/{service.metadata.name}"
+        key = service.key
         # On a Kubernetes cluster the gateway sees one endpoint per service (its Service), not
         # the replicas: a per-replica limit there would cap the whole service.
         per_replica = self.backend.ready_replicas(key) is None
@@ -251,12 +246,9 @@ class Platform:
 
     def device_users(self) -> list[DeviceUser]:
         """Which replica holds which GPU or MIG device (labels of the GPU metrics)."""
-        devices = getattr(self.backend, "devices", None)  # only the local backend hands out devices
-        if devices is None:
-            return []
         users = []
         for replica in self.backend.replicas():
-            assignment = devices.assignment(replica.name)
+            assignment = self.backend.devices_of(replica.name)
             if assignment is None or replica.phase == "Pending":
                 continue
             project = replica.service.split("/", 1)[0]
@@ -282,56 +274,8 @@ class Platform:
     def resolve_model(self, model: str) -> str | None:
         """Map the OpenAI `model` field (or v2 model name) to a service key."""
         namespace, _, name = model.rpartition("/")
-        key = f"{namespace or 'default'}/{name}"
-        return key if key in self.reconciler.desired else None
+        key = object_key(namespace or "default", name)
+        return key if self.reconciler.known(key) else None
 
     def known_models(self) -> list[str]:
-        return sorted(k.removeprefix("default/") for k in self.reconciler.desired)
-
-    def service_status(self, service: InferenceService) -> dict:
-        key = f"{service.metadata.namespace}/{service.metadata.name}"
-        replicas = self.backend.replicas(key)
-        current = [r for r in replicas if r.phase != "Draining"]
-        ready = sum(1 for r in current if r.phase == "Ready")
-        desired = self.autoscaler.desired(service)
-        reported = self.backend.service_report(key, desired)
-        if reported is not None:  # on a Kubernetes cluster: what its operator wrote in the status
-            self.metrics.ready_replicas.labels(service=key).set(reported["readyReplicas"])
-            self.metrics.desired_replicas.labels(service=key).set(desired)
-            return {
-                **reported,
-                "endpoint": f"{self.config.public_url}/v1/embeddings",
-                "events": self.events.recent(key, limit=10),
-                **({"autoscaling": scaling} if (scaling := self.autoscaler.status(service)) else {}),
-            }
-        pending = [r for r in current if r.phase == "Pending"]
-        crashing = [r for r in current if r.phase == "CrashLoopBackOff"]
-        if desired == 0:
-            phase, reason = "ScaledToZero", "NoReplicasWanted"
-        elif ready >= desired:
-            phase, reason = "Ready", "AllReplicasReady"
-        elif crashing:
-            phase, reason = "Degraded", "ReplicaCrashLoop"
-        elif pending:
-            phase, reason = "Pending", "Unschedulable"
-        else:
-            phase, reason = "Progressing", "ReplicasStarting"
-        message = (pending or crashing or [None])[0]
-        self.metrics.ready_replicas.labels(service=key).set(ready)
-        self.metrics.desired_replicas.labels(service=key).set(desired)
-        return {
-            "phase": phase,
-            "replicas": desired,
-            "readyReplicas": ready,
-            "endpoint": f"{self.config.public_url}/v1/embeddings",
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True" if phase in ("Ready", "ScaledToZero") else "False",
-                    "reason": reason,
-                    "message": message.message if message else "",
-                }
-            ],
-            "events": self.events.recent(key, limit=10),
-            **({"autoscaling": scaling} if (scaling := self.autoscaler.status(service)) else {}),
-        }
+        return sorted(k.removeprefix("default/") for k in self.reconciler.service_keys())

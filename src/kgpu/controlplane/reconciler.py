@@ -1,19 +1,21 @@
 """Level-triggered reconciliation: make the backend's replicas match the stored services.
 
 Each pass reads the whole desired state and asks the backend to converge; nothing
-depends on having seen a particular change, so a restart simply starts over.
+depends on having seen a particular change, so a restart simply starts over. The store's
+change listener wakes a pass after every write, whoever made it (`watch`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 
-from kgpu.api.models import InferenceService
-from kgpu.backends.base import Backend
-from kgpu.backends.local import service_key
+from kgpu.api.models import InferenceService, object_key
+from kgpu.controlplane.registry import BackendRegistry
 from kgpu.controlplane.resources import ResourceService
+from kgpu.controlplane.store import Change, ResourceStore
 
 log = logging.getLogger("kgpu.reconciler")
 
@@ -24,7 +26,7 @@ class Reconciler:
     def __init__(
         self,
         resources: ResourceService,
-        backend: Backend,
+        backend: BackendRegistry,
         interval_s: float = 0.5,
         desired_replicas: Callable[[InferenceService], int] = lambda s: s.spec.replicas,
         on_service: Callable[[InferenceService], None] = lambda s: None,
@@ -41,9 +43,34 @@ class Reconciler:
         # Services written or deleted through the API since the current pass read the store:
         # the pass's older view must not undo what those writes already recorded.
         self._changed: set[str] = set()
+        self._loop_thread: int | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
+        self._event_loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._task = asyncio.create_task(self._loop(), name="reconciler")
+
+    def watch(self, store: ResourceStore) -> None:
+        """Follow the store's committed writes: each one is known at once and wakes a pass."""
+        store.add_listener(self.on_change)
+
+    def on_change(self, change: Change) -> None:
+        stored = change.resource
+        if stored.kind == "InferenceService":
+            key = object_key(stored.namespace, stored.name)
+            if change.type == "DELETED":
+                self.record_delete(key)
+            else:
+                self.record_write(key, stored.body["spec"].get("replicas", 1))
+        self.kick()
+
+    def known(self, key: str) -> bool:
+        """Whether the service exists as of the last pass or a later write (what the gateway routes by)."""
+        return key in self.desired
+
+    def service_keys(self) -> list[str]:
+        return sorted(self.desired)
 
     def record_write(self, key: str, replicas: int) -> None:
         """An API write of service `key`: known at once (the gateway routes by it), reconciled next pass."""
@@ -55,8 +82,15 @@ class Reconciler:
         self._changed.add(key)
 
     def kick(self) -> None:
-        """Run a pass now (after an apply or delete) instead of at the next tick."""
-        self._wake.set()
+        """Run a pass now (after an apply or delete) instead of at the next tick; from any thread."""
+        loop = self._event_loop
+        if loop is None or threading.get_ident() == self._loop_thread:
+            self._wake.set()
+            return
+        try:
+            loop.call_soon_threadsafe(self._wake.set)
+        except RuntimeError:  # the loop is closed: nothing left to wake
+            pass
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -85,12 +119,10 @@ class Reconciler:
         self._changed = set()
         # The store read blocks (SQLite/PostgreSQL driver calls): keep it off the event loop.
         services = await asyncio.to_thread(self.resources.services)
-        sync_pools = getattr(self.backend, "sync_pools", None)
-        if sync_pools is not None:  # node pools placed on Kubernetes clusters
-            await sync_pools(await asyncio.to_thread(self.resources.pools))
+        await self.backend.sync_all_pools(await asyncio.to_thread(self.resources.pools))
         desired: dict[str, int] = {}
         for service in services:
-            key = service_key(service)
+            key = service.key
             if key in self._changed and key not in self.desired:
                 continue  # deleted since the read: do not start its replicas again
             desired[key] = self.desired_replicas(service)

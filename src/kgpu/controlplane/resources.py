@@ -1,4 +1,8 @@
-"""Resource operations of the control plane: validate once, store, read back with status."""
+"""Resource operations of the control plane: validate once, store, delete, read back.
+
+Every write of a resource goes through here (apply and delete alike); what follows a write
+(the reconciler's next pass, the event log, watches) listens to the store's changes.
+"""
 
 from __future__ import annotations
 
@@ -82,12 +86,15 @@ class ResourceService:
         )
         return stored, created
 
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Remove the resource; raises NotFoundError when there is none."""
+        if not self.store.delete(kind, namespace, name):
+            raise _not_found(kind, namespace, name)
+
     def get(self, kind: str, namespace: str, name: str) -> StoredResource:
         stored = self.store.get(kind, namespace, name)
         if stored is None:
-            raise NotFoundError(
-                f'{PLURAL_BY_KIND.get(kind, kind)} "{name}" not found in namespace "{namespace}"'
-            )
+            raise _not_found(kind, namespace, name)
         return stored
 
     def parsed(self, stored: StoredResource):
@@ -117,6 +124,10 @@ class ResourceService:
             assert isinstance(resource, model)
             out.append(resource)
         return out
+
+
+def _not_found(kind: str, namespace: str, name: str) -> NotFoundError:
+    return NotFoundError(f'{PLURAL_BY_KIND.get(kind, kind)} "{name}" not found in namespace "{namespace}"')
 
 
 SERVER_OWNED_METADATA = ("uid", "resourceVersion", "creationTimestamp")

@@ -33,8 +33,6 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
     bind address); by default any `Host`, and writes only from this server's own origin.
     """
 
-    sim_nodes = platform.sim_nodes  # provisioned and autoscaled by the platform's sim backend
-
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         await platform.start()
@@ -90,8 +88,7 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
         message = "; ".join(f"{f['path']}: {f['message']}" for f in fields)
         return JSONResponse({"error": {"message": message, "fields": fields}}, status_code=422)
 
-    control = control_routes(platform, sim_nodes)
-    app.state.sim_nodes = sim_nodes
+    control = control_routes(platform)
     app.state.watch_bus = control.watch_bus
     access = AccessControl(AuthStore(platform.store.engine), enabled=auth)
     platform.resources.admission.append(quota_check(access.store, platform.resources))

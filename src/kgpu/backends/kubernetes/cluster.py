@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kgpu.api.errors import ResourceValidationError
-from kgpu.api.models import Cluster, InferenceService, NodePool
-from kgpu.backends.base import ReplicaStatus
+from kgpu.api.models import Cluster, InferenceService, NodePool, object_key
+from kgpu.backends.base import DeviceUse, ReplicaStatus, RouteHooks
 from kgpu.backends.kubernetes.crds_info import GROUP, VERSION
 from kgpu.backends.kubernetes.custom_objects import model_of
 from kgpu.backends.kubernetes.workload import SERVICE_PORT
@@ -42,14 +42,6 @@ CONTROL_PLANE_VALUE = "kgpu"
 REQUEST_TIMEOUT_S = (3.0, 10.0)
 # After a failed listing, the next try waits this long (listing runs on every reconcile pass).
 ADOPT_RETRY_S = 30.0
-
-
-def cluster_key(cluster: Cluster) -> str:
-    return f"{cluster.metadata.namespace}/{cluster.metadata.name}"
-
-
-def resource_key(resource: InferenceService | NodePool) -> str:
-    return f"{resource.metadata.namespace}/{resource.metadata.name}"
 
 
 def custom_resource(resource: InferenceService | NodePool, replicas: int | None = None) -> dict[str, Any]:
@@ -92,14 +84,6 @@ class _Placed:
     routed: str | None = None  # the URL given to the gateway
 
 
-@dataclass
-class RouteHooks:
-    """How the backend tells the gateway's registry about a service's cluster Service."""
-
-    on_ready: Callable[[str, str, str], None]  # service key, endpoint name, url
-    on_gone: Callable[[str, str], None]  # service key, endpoint name
-
-
 class KubernetesBackend:
     """Places services and pools on registered Kubernetes clusters (the reconciler's Backend surface)."""
 
@@ -126,11 +110,48 @@ class KubernetesBackend:
         self.adopt_orphans = adopt_orphans
         self._adopt_failed: dict[str, float] = {}  # cluster key -> monotonic time of the failure
 
+    # ------------------------------------------------------------ Backend
+
+    async def ensure(self, service: InferenceService, replicas: int, cluster: Cluster | None = None) -> None:
+        if cluster is None:
+            raise ValueError(f"{service.key}: the Kubernetes backend places a service on a named cluster")
+        await self.ensure_on(cluster, service, replicas)
+
+    async def sync_pools(
+        self, clusters: list[Cluster], pools: list[tuple[NodePool, Cluster]], keep: set[str]
+    ) -> None:
+        """Adopt (once per cluster) what this control plane created before a restart, so that deleted
+        services and pools are deleted there too; pools onto their clusters; the others deleted."""
+        for cluster in clusters:
+            await self.adopt(cluster)
+        wanted = set(keep)
+        for pool, cluster in pools:
+            wanted.add(pool.key)
+            await self.ensure_pool_on(cluster, pool)
+        for key in self.pools():
+            if key not in wanted:
+                await self.remove_pool(key)
+
+    def refusal(self, service_key: str) -> str | None:
+        return None
+
+    def devices_of(self, replica: str) -> DeviceUse | None:
+        return None  # the cluster's device plugin hands out the devices
+
+    def node_items(self, pools: list[NodePool]) -> list[dict]:
+        return []  # the cluster's nodes: kubectl get nodes
+
+    async def restart_replica(self, service_key: str, replica: str) -> bool:
+        return False  # a pod: kubectl delete pod
+
+    def start(self) -> None:
+        return None
+
     # ------------------------------------------------------------ clients
 
     def api_for(self, cluster: Cluster) -> Any:
         """One CustomObjectsApi per registered cluster, rebuilt when its kubeconfig or context changes."""
-        key = cluster_key(cluster)
+        key = cluster.key
         spec = cluster.spec.model_dump_json()
         cached = self._apis.get(key)
         if cached is None or cached[0] != spec:
@@ -144,9 +165,9 @@ class KubernetesBackend:
 
     async def ensure_on(self, cluster: Cluster, service: InferenceService, replicas: int) -> None:
         """Make the service's custom resource in `cluster` match the service with `replicas` replicas."""
-        key = resource_key(service)
+        key = service.key
         placed = self._services.get(key)
-        if placed is not None and placed.cluster != cluster_key(cluster):
+        if placed is not None and placed.cluster != cluster.key:
             await self.remove(key)  # moved to another cluster: gone from the old one first
             placed = self._services.get(key)
             if placed is not None:
@@ -155,10 +176,10 @@ class KubernetesBackend:
             api = await asyncio.to_thread(self.api_for, cluster)
         except Exception as exc:  # kubeconfig unreadable, context gone: reported, retried next pass
             self._services.setdefault(
-                key, _Placed(cluster_key(cluster), None)
-            ).error = f"cluster {cluster_key(cluster)}: cannot load its kubeconfig: {exc}"
+                key, _Placed(cluster.key, None)
+            ).error = f"cluster {cluster.key}: cannot load its kubeconfig: {exc}"
             return
-        placed = self._services.setdefault(key, _Placed(cluster_key(cluster), api))
+        placed = self._services.setdefault(key, _Placed(cluster.key, api))
         placed.api = api
         try:
             obj = await asyncio.to_thread(self._sync_service, api, service, replicas)
@@ -247,7 +268,7 @@ class KubernetesBackend:
     async def adopt(self, cluster: Cluster) -> None:
         """Once per cluster: find the custom resources this control plane created before a restart, so
         services and pools deleted meanwhile are deleted from the cluster too."""
-        ckey = cluster_key(cluster)
+        ckey = cluster.key
         if not self.adopt_orphans:
             if ckey not in self._adopted:
                 log.warning(
@@ -282,25 +303,25 @@ class KubernetesBackend:
         for plural, placed in ((SERVICES, self._services), (POOLS, self._pools)):
             for item in (listed[plural] or {}).get("items") or []:
                 meta = item.get("metadata") or {}
-                key = f"{meta.get('namespace')}/{meta.get('name')}"
+                key = object_key(str(meta.get("namespace")), str(meta.get("name")))
                 placed.setdefault(key, _Placed(ckey, api, status=item.get("status") or {}))
         self._adopted.add(ckey)
 
     # ------------------------------------------------------------ node pools
 
     async def ensure_pool_on(self, cluster: Cluster, pool: NodePool) -> None:
-        key = resource_key(pool)
+        key = pool.key
         placed = self._pools.get(key)
-        if placed is not None and placed.cluster != cluster_key(cluster):
+        if placed is not None and placed.cluster != cluster.key:
             await self.remove_pool(key)
             if key in self._pools:
                 return
         try:
             api = await asyncio.to_thread(self.api_for, cluster)
         except Exception as exc:
-            self._pools.setdefault(key, _Placed(cluster_key(cluster), None)).error = str(exc)
+            self._pools.setdefault(key, _Placed(cluster.key, None)).error = str(exc)
             return
-        placed = self._pools.setdefault(key, _Placed(cluster_key(cluster), api))
+        placed = self._pools.setdefault(key, _Placed(cluster.key, api))
         placed.api = api
         try:
             obj = await asyncio.to_thread(self._sync_pool, api, pool)
@@ -329,9 +350,9 @@ class KubernetesBackend:
     def pools(self) -> list[str]:
         return sorted(self._pools)
 
-    def pool_report(self, key: str) -> dict[str, Any] | None:
+    def pool_report(self, pool: NodePool) -> dict[str, Any] | None:
         """The pool's status as the cluster's operator wrote it (nodes, MIG state), or None if not placed."""
-        placed = self._pools.get(key)
+        placed = self._pools.get(pool.key)
         if placed is None:
             return None
         report = {"cluster": placed.cluster, **placed.status}

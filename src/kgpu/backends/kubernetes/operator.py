@@ -276,7 +276,7 @@ class Operator:
                 self.configure_node(node, config)
             status = {"phase": "Ready", **pool_status(pool, node_items)}
             self.write_status(POOLS, obj, status)
-            statuses[f"{pool.metadata.namespace}/{pool.metadata.name}"] = status
+            statuses[pool.key] = status
         return statuses
 
     def configure_node(self, node: dict[str, Any], config: NodeConfig, attempts: int = 5) -> None:

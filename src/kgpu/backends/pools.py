@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from kgpu.api.models import NodePool
 from kgpu.api.quantity import parse_quantity
 from kgpu.gpu.catalog import VENDOR_RESOURCES, get_model, mig_resource_name
@@ -61,15 +59,6 @@ def pool_status(pool: NodePool, nodes: int | None = None) -> dict:
     if pool.spec.sharing.mig_layout:
         status["migLayout"] = dict(pool.spec.sharing.mig_layout)
     return status
-
-
-def observed_pool_status(pool: NodePool, backend: Any, sim_nodes: Any | None) -> dict:
-    """What the API and the console show: on a Kubernetes cluster what its operator reports (nodes
-    found, MIG state), on a sim cluster its virtual nodes, elsewhere what the spec offers."""
-    reported = backend.pool_report(f"{pool.metadata.namespace}/{pool.metadata.name}")
-    if reported is None and sim_nodes is not None and sim_nodes.owns(pool):
-        reported = sim_nodes.pool_status(pool)
-    return reported if reported is not None else pool_status(pool)
 
 
 def _scaled_quantity(value: str, factor: int) -> str:

@@ -21,14 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kgpu.api.models import CLUSTER_ANNOTATION, Cluster, InferenceService, NodePool
-from kgpu.backends.base import ReplicaStatus
-from kgpu.backends.local import service_key
-from kgpu.controlplane.simnodes import SimNodes, SimReplica, sim_cluster_of
+from kgpu.backends.base import OneMachineBackend, ReplicaStatus, ready_condition, service_phase
+from kgpu.backends.sim.nodes import SimNodes, SimReplica
 
 log = logging.getLogger("kgpu.sim")
 
 
-class SimBackend:
+class SimBackend(OneMachineBackend):
     def __init__(
         self,
         nodes: SimNodes,
@@ -49,10 +48,6 @@ class SimBackend:
 
     # ------------------------------------------------------------ routing
 
-    def targets(self, service: InferenceService, clusters: list[Cluster]) -> bool:
-        """Whether the service runs on a sim cluster (then this backend has its replicas)."""
-        return sim_cluster_of(service, clusters) is not None
-
     def refusal(self, key: str) -> str | None:
         """Why the gateway cannot send a request to the service (None: not a sim service)."""
         wanted = self._wanted.get(key)
@@ -67,8 +62,8 @@ class SimBackend:
 
     # ------------------------------------------------------------ Backend
 
-    async def ensure(self, service: InferenceService, replicas: int) -> None:
-        key = service_key(service)
+    async def ensure(self, service: InferenceService, replicas: int, cluster: Cluster | None = None) -> None:
+        key = service.key
         before = self._wanted.get(key)
         self._wanted[key] = (service, replicas)
         if before is None or before[1] != replicas or before[0].spec != service.spec:
@@ -99,6 +94,13 @@ class SimBackend:
         now = self.nodes.clock()
         return sum(1 for r in self.nodes.replicas(key) if r.phase(now) == "Ready")
 
+    def pool_report(self, pool: NodePool) -> dict | None:
+        """A sim cluster's pool: its virtual nodes (None for a pool on no sim cluster)."""
+        return self.nodes.pool_status(pool) if self.nodes.owns(pool) else None
+
+    def node_items(self, pools: list[NodePool]) -> list[dict]:
+        return self.nodes.node_items(pools)
+
     def service_report(self, key: str, desired: int) -> dict | None:
         """The service's status: desired, ready, starting and pending replicas and their nodes."""
         wanted = self._wanted.get(key)
@@ -108,22 +110,17 @@ class SimBackend:
         replicas = self.nodes.replicas(key)
         phases = [r.phase(now) for r in replicas]
         ready, pending = phases.count("Ready"), phases.count("Pending")
-        placed_all = len(replicas) >= desired
-        if desired == 0:
-            phase, reason, message = "ScaledToZero", "NoReplicasWanted", ""
-        elif ready >= desired:
-            phase, reason, message = "Ready", "AllReplicasReady", ""
-        elif pending:
+        phase, reason = service_phase(
+            desired, ready, pending=pending > 0, placed_all=len(replicas) >= desired
+        )
+        if phase == "Pending":
             first = next(r for r in replicas if r.node is None)
-            phase, reason, message = (
-                "Pending",
-                "Unschedulable",
-                f"{pending} replica(s) pending: {first.message}",
-            )
-        elif not placed_all:
-            phase, reason, message = "Progressing", "Placing", "replicas not placed yet"
+            message = f"{pending} replica(s) pending: {first.message}"
         else:
-            phase, reason, message = "Progressing", "ReplicasStarting", "replicas starting (simulated)"
+            message = {
+                "Placing": "replicas not placed yet",
+                "ReplicasStarting": "replicas starting (simulated)",
+            }.get(reason, "")
         nodes: dict[str, int] = {}
         for r in replicas:
             if r.node is not None:
@@ -147,14 +144,7 @@ class SimBackend:
                 }
                 for r, p in zip(replicas, phases, strict=True)
             ],
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True" if phase in ("Ready", "ScaledToZero") else "False",
-                    "reason": reason,
-                    "message": message,
-                }
-            ],
+            "conditions": [ready_condition(phase, reason, message)],
         }
 
     # ------------------------------------------------------------ the loop
@@ -192,7 +182,7 @@ class SimBackend:
                 clusters,
                 self._read_pools(),
                 [service for service, _ in wanted.values()],
-                desired=lambda s: wanted[service_key(s)][1],
+                desired=lambda s: wanted[s.key][1],
                 now=self.nodes.clock(),
             )
 
@@ -238,5 +228,13 @@ def _status(replica: SimReplica, now: float) -> ReplicaStatus:
         started_at=replica.started_at,
         ready_at=replica.ready_at if phase == "Ready" else None,
         message=replica.message if phase == "Pending" else "simulated replica: no process",
-        extra={"simulated": True, "cluster": replica.cluster},
+        extra={
+            "simulated": True,
+            "cluster": replica.cluster,
+            **(
+                {"pool": replica.pool, "resource": replica.resource, "count": replica.count}
+                if replica.node
+                else {}
+            ),
+        },
     )

@@ -7,7 +7,7 @@ node). A new node joins (turns Ready) after a delay: the cluster's `autoscaler` 
 `node-join-delay` (`90s`, `5m`), else a default per flavor kind (bare metal boots slower).
 
 Services annotated with the same cluster get simulated replicas `<service>-<i>` (see
-`kgpu.controlplane.simbackend`): each is placed on a Ready node (first fit, by the GPU resource
+`kgpu.backends.sim.backend`): each is placed on a Ready node (first fit, by the GPU resource
 it requests) and keeps that node while it is there; it turns Ready after the cluster's
 `replica-start-delay` (default 5s). Replicas that fit nowhere stay Pending, with a message
 naming the resource they lack, and make the node-pool autoscaler
@@ -21,7 +21,6 @@ Only placement is simulated: no process is started for a sim service's replicas.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import threading
@@ -34,7 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from kgpu.api.errors import FieldError, invalid
-from kgpu.api.models import CLUSTER_ANNOTATION, Cluster, InferenceService, NodePool
+from kgpu.api.models import CLUSTER_ANNOTATION, Cluster, InferenceService, NodePool, object_key, replica_index
 from kgpu.api.quantity import parse_quantity
 from kgpu.autoscaling.nodepool import (
     COOLDOWN_AFTER_ADD_S,
@@ -46,7 +45,7 @@ from kgpu.autoscaling.nodepool import (
     PoolView,
     decide_node_pools,
 )
-from kgpu.controlplane.pools import gpu_resources_per_node, pool_status
+from kgpu.backends.pools import gpu_resources_per_node, pool_status
 
 # The annotation that places a pool or a service on a Cluster of its project (the same one the
 # Kubernetes clusters use).
@@ -221,7 +220,7 @@ class SimNodes:
                 query = query.filter_by(pool=pool)
             rows = session.scalars(query.order_by(_SimNodeRow.namespace, _SimNodeRow.pool)).all()
         nodes = [SimNode(r.namespace, r.pool, r.name, r.cluster, r.created_at, r.ready_at) for r in rows]
-        return sorted(nodes, key=lambda n: (n.namespace, n.pool, _index(n.name)))
+        return sorted(nodes, key=lambda n: (n.namespace, n.pool, replica_index(n.name)))
 
     def owns(self, pool: NodePool) -> bool:
         return (pool.metadata.namespace, pool.metadata.name) in self._pools
@@ -351,7 +350,7 @@ class SimNodes:
         orphans = [n for n in existing if (n.namespace, n.pool) not in self._pools]
         if orphans:
             self._delete(orphans)
-            removed += [f"{n.namespace}/{n.name}" for n in orphans]
+            removed += [object_key(n.namespace, n.name) for n in orphans]
 
         by_pool: dict[tuple[str, str], list[SimNode]] = {}
         for node in existing:
@@ -363,17 +362,17 @@ class SimNodes:
             if len(nodes) < spec.min_nodes:
                 added += self._add(pool, cluster, nodes, spec.min_nodes - len(nodes), now)
             elif len(nodes) > spec.max_nodes:
-                extra = sorted(nodes, key=lambda n: _index(n.name))[spec.max_nodes :]
+                extra = sorted(nodes, key=lambda n: replica_index(n.name))[spec.max_nodes :]
                 self._delete(extra)
-                removed += [f"{n.namespace}/{n.name}" for n in extra]
+                removed += [object_key(n.namespace, n.name) for n in extra]
 
         # Placement of sim services' replicas, then one autoscaler scan per cluster.
         nodes = self.nodes()
         placement, pending_by_cluster = self._place(sim_pools, nodes, clusters, services, desired, now)
         self._placement = placement
-        pool_by_key = {f"{p.metadata.namespace}/{p.metadata.name}": (p, c) for p, c in sim_pools}
+        pool_by_key = {p.key: (p, c) for p, c in sim_pools}
         for cluster_key, (cluster, pending) in pending_by_cluster.items():
-            mine = [(p, c) for p, c in sim_pools if _key(c) == cluster_key]
+            mine = [(p, c) for p, c in sim_pools if c.key == cluster_key]
             up, down = self._views(mine, nodes, placement, now)
             wanted = [_pending_replica(need, up) for need in pending]
             previous = self._states.get(cluster_key, PoolState())
@@ -402,7 +401,7 @@ class SimNodes:
             for pool_key, names in shrink.remove.items():
                 gone = [n for n in _nodes_of(nodes, pool_by_key[pool_key][0]) if n.name in names]
                 self._delete(gone)
-                removed += [f"{n.namespace}/{n.name}" for n in gone]
+                removed += [object_key(n.namespace, n.name) for n in gone]
         return {"added": added, "removed": removed}
 
     def _place(self, sim_pools, nodes, clusters, services, desired, now):
@@ -421,13 +420,13 @@ class SimNodes:
             for n in nodes
             if (n.namespace, n.pool) in pool_of
         }
-        pending: dict[str, tuple[Cluster, list[_Need]]] = {_key(c): (c, []) for _, c in sim_pools}
+        pending: dict[str, tuple[Cluster, list[_Need]]] = {c.key: (c, []) for _, c in sim_pools}
         plans = []
         for service in sorted(services, key=lambda s: (s.metadata.namespace, s.metadata.name)):
             cluster = sim_cluster_of(service, clusters)
             if cluster is None:
                 continue
-            pending.setdefault(_key(cluster), (cluster, []))
+            pending.setdefault(cluster.key, (cluster, []))
             request = service.gpu_request()
             resource, count = request if request else (None, 0)
             accepted = frozenset(service.spec.gpu_models)
@@ -442,8 +441,8 @@ class SimNodes:
                     or pool_of[(placed.node.namespace, placed.node.pool)].spec.flavor.gpu_model in accepted
                 )
             ]
-            key = f"{service.metadata.namespace}/{service.metadata.name}"
-            template = _template_of(service)
+            key = service.key
+            template = service.template_hash()
             previous = {r.name: r for r in self._replicas.get(key, ())}
             replicas: list[SimReplica | None] = []
             for index in range(desired(service)):
@@ -491,7 +490,7 @@ class SimNodes:
                 replicas[index] = SimReplica(**common, message=blocked)
                 counts[key] = counts.get(key, 0) + 1
                 if resource is not None:  # the node-pool autoscaler is judged by GPU requests
-                    pending[_key(cluster)][1].append(_Need(resource, count, accepted))
+                    pending[cluster.key][1].append(_Need(resource, count, accepted))
             placed_replicas[key] = tuple(r for r in replicas if r is not None)
         self._pending = counts
         self._replicas = placed_replicas
@@ -502,7 +501,7 @@ class SimNodes:
         up: list[PoolView] = []
         down: list[PoolView] = []
         for pool, _ in mine:
-            pool_key = f"{pool.metadata.namespace}/{pool.metadata.name}"
+            pool_key = pool.key
             offers = gpu_resources_per_node(pool)
             pool_nodes = _nodes_of(nodes, pool)
             ready = [n for n in pool_nodes if n.ready(now)]
@@ -546,7 +545,7 @@ class SimNodes:
         self, pool: NodePool, cluster: Cluster, current: list[SimNode], count: int, now: float
     ) -> list[str]:
         delay = _flag(cluster, JOIN_DELAY_FLAG, JOIN_DELAY_S.get(pool.spec.flavor.kind or "vm", 60.0))
-        taken = {_index(n.name) for n in current}
+        taken = {replica_index(n.name) for n in current}
         names = []
         index = 0
         while len(names) < count:
@@ -565,7 +564,7 @@ class SimNodes:
                         ready_at=now + delay,
                     )
                 )
-        return [f"{pool.metadata.namespace}/{n}" for n in names]
+        return [object_key(pool.metadata.namespace, n) for n in names]
 
     def _delete(self, nodes: list[SimNode]) -> None:
         if not nodes:
@@ -605,7 +604,7 @@ def _unschedulable(cluster, resource, count, accepted, sim_pools, nodes, now) ->
     offering = [
         p
         for p, c in sim_pools
-        if _key(c) == _key(cluster)
+        if c.key == cluster.key
         and (resource is None or gpu_resources_per_node(p).get(resource, 0) >= count)
         and (not accepted or p.spec.flavor.gpu_model in accepted)
     ]
@@ -629,20 +628,5 @@ def _unschedulable(cluster, resource, count, accepted, sim_pools, nodes, now) ->
     return f"{message}; waiting for the node pool to grow"
 
 
-def _template_of(service: InferenceService) -> str:
-    """What a replica is made from; a replica of another template is placed (and started) again."""
-    spec = service.spec.model_dump_json(include={"model", "runtime", "resources", "gpu_models"})
-    return hashlib.sha256(spec.encode()).hexdigest()[:10]
-
-
-def _key(cluster: Cluster) -> str:
-    return f"{cluster.metadata.namespace}/{cluster.metadata.name}"
-
-
 def _nodes_of(nodes: list[SimNode], pool: NodePool) -> list[SimNode]:
     return [n for n in nodes if (n.namespace, n.pool) == (pool.metadata.namespace, pool.metadata.name)]
-
-
-def _index(name: str) -> int:
-    tail = name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else -1

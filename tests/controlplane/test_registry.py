@@ -1,4 +1,4 @@
-"""Which cluster a service or pool runs on, as the reconciler's backend resolves it."""
+"""Which cluster a service or pool runs on, as the backend registry resolves it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 from kgpu.api.io import load_resource_file
 from kgpu.api.models import Cluster, NodePool
-from kgpu.controlplane.clusters import ClusterBackends
+from kgpu.backends.base import OneMachineBackend
+from kgpu.controlplane.registry import BackendRegistry
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sim-cluster.yaml"
 
@@ -18,8 +19,10 @@ async def test_a_cluster_created_after_the_cached_read_is_found_not_reported_mis
     pool = next(r for r in resources if isinstance(r, NodePool))
     stored: list[Cluster] = []
     events: list[str] = []
-    backends = ClusterBackends(
-        local=None, kube=None, clusters=lambda: list(stored), on_event=lambda key, m: events.append(m)
+    backends = BackendRegistry(
+        {"local": OneMachineBackend()},
+        clusters=lambda: list(stored),
+        on_event=lambda key, m: events.append(m),
     )
     assert await backends.clusters() == []  # cached now
     stored.append(cluster)

@@ -1,0 +1,91 @@
+"""The status the API returns for each resource, computed here and nowhere else in the control plane.
+
+A service's status is what its backend reports for the service as a whole (a Kubernetes
+cluster's operator, a sim cluster) or else what its replicas say, plus what the control plane
+adds: the endpoint, recent events and the autoscaler's view. A pool's status is what its
+backend observes (nodes found, virtual nodes) or else what its flavor offers at `minNodes`.
+Reading a status also sets the service's ready/desired gauges on `/metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kgpu.api.models import InferenceService, NodePool
+from kgpu.backends.base import ready_condition, service_phase
+from kgpu.backends.pools import pool_status
+from kgpu.controlplane.autoscaler import ReplicaAutoscaler
+from kgpu.controlplane.events import EventLog
+from kgpu.controlplane.registry import BackendRegistry
+from kgpu.controlplane.resources import with_metadata
+from kgpu.controlplane.store import StoredResource
+from kgpu.gateway.metrics import GatewayMetrics
+
+RECENT_EVENTS = 10
+
+
+class StatusView:
+    def __init__(
+        self,
+        backend: BackendRegistry,
+        autoscaler: ReplicaAutoscaler,
+        events: EventLog,
+        metrics: GatewayMetrics,
+        public_url: str,
+        parsed: Callable[[StoredResource], object],
+    ) -> None:
+        self.backend = backend
+        self.autoscaler = autoscaler
+        self.events = events
+        self.metrics = metrics
+        self.public_url = public_url
+        self._parsed = parsed
+
+    def service(self, service: InferenceService) -> dict:
+        key = service.key
+        endpoint = f"{self.public_url}/v1/embeddings"
+        desired = self.autoscaler.desired(service)
+        reported = self.backend.service_report(key, desired)
+        if reported is not None:  # a Kubernetes cluster's operator, a sim cluster: their own view
+            status = reported
+            ready = reported["readyReplicas"]
+        else:
+            current = [r for r in self.backend.replicas(key) if r.phase != "Draining"]
+            ready = sum(1 for r in current if r.phase == "Ready")
+            pending = [r for r in current if r.phase == "Pending"]
+            crashing = [r for r in current if r.phase == "CrashLoopBackOff"]
+            phase, reason = service_phase(desired, ready, crashing=bool(crashing), pending=bool(pending))
+            first = (pending or crashing or [None])[0]
+            status = {
+                "phase": phase,
+                "replicas": desired,
+                "readyReplicas": ready,
+                "endpoint": endpoint,
+                "conditions": [ready_condition(phase, reason, first.message if first else "")],
+            }
+        self.metrics.ready_replicas.labels(service=key).set(ready)
+        self.metrics.desired_replicas.labels(service=key).set(desired)
+        scaling = self.autoscaler.status(service)
+        return {
+            **status,
+            "endpoint": endpoint,
+            "events": self.events.recent(key, limit=RECENT_EVENTS),
+            **({"autoscaling": scaling} if scaling else {}),
+        }
+
+    def pool(self, pool: NodePool) -> dict:
+        reported = self.backend.pool_report(pool)
+        return reported if reported is not None else pool_status(pool)
+
+    def render(self, stored: StoredResource) -> dict:
+        """The stored resource as the API returns it: server-owned metadata and the status filled in."""
+        body = with_metadata(stored)
+        if stored.kind == "InferenceService":
+            service = self._parsed(stored)
+            assert isinstance(service, InferenceService)
+            body["status"] = self.service(service)
+        elif stored.kind == "NodePool":
+            pool = self._parsed(stored)
+            assert isinstance(pool, NodePool)
+            body["status"] = self.pool(pool)
+        return body
