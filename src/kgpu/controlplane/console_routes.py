@@ -13,7 +13,7 @@ from fastapi import APIRouter, HTTPException, Request
 from kgpu import API_VERSION
 from kgpu.api.models import NodePool, object_key
 from kgpu.controlplane import gpu_layout
-from kgpu.controlplane.auth import visible
+from kgpu.controlplane.auth import principal_of, visible
 from kgpu.controlplane.history import GPU_SERIES, POOL_SERIES, SERVICE_SERIES
 from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.resources import NotFoundError
@@ -34,6 +34,18 @@ def console_routes(platform: Platform) -> APIRouter:
             platform.resources.get(kind, namespace, name)
         except NotFoundError as exc:
             raise HTTPException(404, str(exc)) from None
+
+    @api.get("/api/v1/whoami", summary="Who the caller's token belongs to (what the console offers to do)")
+    def whoami(request: Request) -> dict:
+        principal = principal_of(request)
+        if principal is None:  # no --auth: one user who may do anything
+            return {"authenticated": False, "role": "admin", "project": None, "clusterAdmin": False}
+        return {
+            "authenticated": True,
+            "role": principal.role,
+            "project": principal.project,
+            "clusterAdmin": principal.cluster_admin,
+        }
 
     @api.get(
         HISTORY + "/namespaces/{namespace}/inferenceservices/{name}",

@@ -1,77 +1,9 @@
-// kgpu console: reads the control-plane API and the gateway's /metrics every REFRESH_MS.
-// Rates (requests/s, p99, errors) come from the difference between two successive /metrics reads.
-// On a server started with --auth the reads need an API token: it is kept in this tab's
-// sessionStorage (gone when the tab closes) and sent only to this server, as a Bearer token.
+// kgpu console: the overview page (nodes, pools, services with live traffic) and the page router.
+// The overview's rates (requests/s, p99, errors) come from the difference between two successive
+// /metrics reads; the other pages (pages.js) chart the control plane's 15-minute history.
 "use strict";
 
-const API = "/apis/kgpu.dev/v1alpha1";
-const REFRESH_MS = 2000;
-const TOKEN_KEY = "kgpu-token";
 let previousMetrics = null; // {at: ms, series: Map} of the last /metrics read
-
-class AuthError extends Error {}
-
-function token() {
-  return sessionStorage.getItem(TOKEN_KEY) || "";
-}
-
-function authHeaders() {
-  return token() ? { authorization: `Bearer ${token()}` } : {};
-}
-
-function showAuthMessage(text) {
-  const el = document.getElementById("auth-message");
-  el.textContent = text;
-  el.hidden = !text;
-}
-
-function setupTokenForm() {
-  const form = document.getElementById("token-form");
-  const input = document.getElementById("token-input");
-  const clear = document.getElementById("token-clear");
-  const sync = () => {
-    clear.hidden = !token();
-    input.placeholder = token() ? "token saved for this tab" : "kgpu_…";
-  };
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    const value = input.value.trim();
-    if (!value) return;
-    sessionStorage.setItem(TOKEN_KEY, value);
-    input.value = "";
-    sync();
-    showAuthMessage("");
-    refreshNow();
-  });
-  clear.addEventListener("click", () => {
-    sessionStorage.removeItem(TOKEN_KEY);
-    sync();
-    refreshNow();
-  });
-  sync();
-}
-
-function esc(value) {
-  return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
-}
-
-function gib(mib) {
-  return mib ? `${(mib / 1024).toFixed(1)} GiB` : "—";
-}
-
-async function getJSON(path) {
-  const response = await fetch(path, { headers: { accept: "application/json", ...authHeaders() } });
-  if (response.status === 401) {
-    throw new AuthError(
-      token()
-        ? "The server refused this API token (revoked or mistyped). Paste a valid token above."
-        : "This server needs an API token. Paste one above: `kgpu token create -n PROJECT` makes one; " +
-          "the cluster-admin token is in the server's state directory (admin-token).",
-    );
-  }
-  if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
-  return response.json();
-}
 
 // Prometheus text format -> Map of "name{labels}" -> {name, labels, value}.
 function parseMetrics(text) {
@@ -221,7 +153,8 @@ function renderServices(services, metrics) {
     const rps = t ? t.rps.toFixed(1) : "…";
     const p99 = t && t.p99 != null ? `${(t.p99 * 1000).toFixed(t.p99 < 0.01 ? 1 : 0)} ms` : "—";
     const errors = t ? (t.errors ? `<span class="bad">${t.errors} (${((100 * t.errors) / t.requests).toFixed(1)}%)</span>` : "0") : "…";
-    return `<tr data-service="${esc(key)}"><td>${esc(key)}</td>
+    const link = `#/services/${encodeURIComponent(svc.metadata.namespace)}/${encodeURIComponent(svc.metadata.name)}`;
+    return `<tr data-service="${esc(key)}"><td><a href="${link}">${esc(key)}</a></td>
       <td class="${phaseClass}">${esc(st.phase || "Unknown")}</td>
       <td class="num replicas">${esc(ready)}/${esc(desired)}</td>
       <td class="num rps">${rps}</td><td class="num p99">${p99}</td><td class="num errors">${errors}</td>
@@ -230,6 +163,39 @@ function renderServices(services, metrics) {
   }).join("");
   el.innerHTML = `<table><thead><tr><th>Service</th><th>Phase</th><th>Ready / desired</th><th>Requests/s</th>
     <th>p99 latency</th><th>Errors (5xx)</th><th>Total requests</th><th>Model</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
+const PAGES = ["overview", "service", "pools", "gpus"];
+
+// "#/" overview, "#/services/NAMESPACE/NAME", "#/pools", "#/gpus".
+function route() {
+  const parts = (window.location.hash || "#/").replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
+  if (parts[0] === "services" && parts.length === 3) return { page: "service", ns: parts[1], name: parts[2] };
+  if (parts[0] === "pools") return { page: "pools" };
+  if (parts[0] === "gpus") return { page: "gpus" };
+  return { page: "overview" };
+}
+
+function showPage(page) {
+  for (const name of PAGES) document.getElementById(`page-${name}`).hidden = name !== page;
+  for (const link of document.querySelectorAll("nav a")) link.classList.toggle("active", link.dataset.page === page);
+  document.body.dataset.page = page;
+}
+
+async function refreshOverview() {
+  const [nodes, clusters, pools, services, metricsText] = await Promise.all([
+    getJSON("/api/v1/nodes"),
+    getJSON(`${API}/clusters`),
+    getJSON(`${API}/nodepools`),
+    getJSON(`${API}/inferenceservices`),
+    fetch("/metrics", { headers: authHeaders() }).then((r) => (r.ok ? r.text() : "")),
+  ]);
+  const metrics = { at: performance.now(), series: parseMetrics(metricsText) };
+  renderNodes(nodes.items || []);
+  renderClusters(clusters.items || []);
+  renderPools(pools.items || []);
+  renderServices(services.items || [], metrics);
+  previousMetrics = metrics;
 }
 
 let timer = null;
@@ -243,20 +209,14 @@ async function refresh() {
   }
   running = true;
   const state = document.getElementById("refresh-state");
+  const where = route();
+  showPage(where.page);
   try {
-    const [nodes, clusters, pools, services, metricsText] = await Promise.all([
-      getJSON("/api/v1/nodes"),
-      getJSON(`${API}/clusters`),
-      getJSON(`${API}/nodepools`),
-      getJSON(`${API}/inferenceservices`),
-      fetch("/metrics", { headers: authHeaders() }).then((r) => (r.ok ? r.text() : "")),
-    ]);
-    const metrics = { at: performance.now(), series: parseMetrics(metricsText) };
-    renderNodes(nodes.items || []);
-    renderClusters(clusters.items || []);
-    renderPools(pools.items || []);
-    renderServices(services.items || [], metrics);
-    previousMetrics = metrics;
+    await readCaller();
+    if (where.page === "service") await refreshService(where.ns, where.name);
+    else if (where.page === "pools") await refreshPools();
+    else if (where.page === "gpus") await refreshGpus();
+    else await refreshOverview();
     showAuthMessage("");
     state.textContent = `updated ${new Date().toLocaleTimeString()} · refreshes every ${REFRESH_MS / 1000} s`;
     state.className = "muted";
@@ -264,10 +224,14 @@ async function refresh() {
     if (error instanceof AuthError) {
       showAuthMessage(error.message);
       state.textContent = "not signed in";
+      caller = null;
       // What an earlier token showed is not this caller's to see.
-      for (const id of ["nodes", "pool-list", "service-list"]) {
+      for (const id of ["nodes", "pool-list", "service-list", "pools-page", "gpus-page", "service-charts", "service-replicas"]) {
         document.getElementById(id).innerHTML = '<p class="empty">Needs an API token.</p>';
       }
+      forgetCharts("");
+      shownService = null;
+      document.getElementById("service-actions").hidden = true;
       document.getElementById("cluster-list").innerHTML = "";
     } else {
       state.textContent = `cannot reach the server: ${error.message}`;
@@ -282,7 +246,7 @@ async function refresh() {
   }
 }
 
-// A new token takes effect at once (not at the next tick).
+// A new token or page takes effect at once (not at the next tick).
 function refreshNow() {
   clearTimeout(timer);
   previousMetrics = null;
@@ -290,4 +254,6 @@ function refreshNow() {
 }
 
 setupTokenForm();
+setupServiceActions();
+window.addEventListener("hashchange", refreshNow);
 refresh();
