@@ -32,19 +32,19 @@ pytestmark = pytest.mark.skipif(
 )
 
 API = "/apis/kgpu.dev/v1alpha1"
-# The first series' colour in core.js (COLORS[0], #2e90fa), as the canvas holds it.
-SERIES_RGB = (46, 144, 250)
+# The series colours in core.js (COLORS: #2e90fa, #f79009, #12b76a, #9e77ed, #f04438), as the canvas holds them.
+SERIES_RGB = [(46, 144, 250), (247, 144, 9), (18, 183, 106), (158, 119, 237), (240, 68, 56)]
 
-# Pixels of the first series' colour on a chart's canvas, and the largest value it was given.
-CHART_STATE = """([id, rgb]) => {
+# Pixels of any series' colour on a chart's canvas (lines, not axes or grid), and its first series' values.
+CHART_STATE = """([id, colours]) => {
   const canvas = document.querySelector(`#${id} canvas`);
   const plot = charts.get(id);
   if (!canvas || !plot) return null;
   const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
   let colored = 0;
   for (let i = 0; i < pixels.length; i += 4) {
-    if (pixels[i + 3] > 200 && Math.abs(pixels[i] - rgb[0]) < 24 && Math.abs(pixels[i + 1] - rgb[1]) < 24
-        && Math.abs(pixels[i + 2] - rgb[2]) < 24) colored++;
+    if (pixels[i + 3] > 200 && colours.some(([r, g, b]) => Math.abs(pixels[i] - r) < 24
+        && Math.abs(pixels[i + 1] - g) < 24 && Math.abs(pixels[i + 2] - b) < 24)) colored++;
   }
   const values = plot.data[1].filter((v) => v != null);
   return {colored, max: values.length ? Math.max(...values) : null, points: values.length};
@@ -52,7 +52,7 @@ CHART_STATE = """([id, rgb]) => {
 
 
 def chart_state(page, chart_id: str) -> dict | None:
-    return page.evaluate(CHART_STATE, [chart_id, list(SERIES_RGB)])
+    return page.evaluate(CHART_STATE, [chart_id, SERIES_RGB])
 
 
 def wait_for_chart_data(page, chart_id: str, timeout_ms: int = 20_000) -> dict:
