@@ -130,6 +130,8 @@ class ObjectMeta(KgpuModel):
 
 class ModelSpec(KgpuModel):
     uri: str
+    # What the replica serves; auto: text generation for a causal language model directory, embeddings otherwise.
+    task: Literal["auto", "embedding", "generation"] = "auto"
 
     @field_validator("uri")
     @classmethod
@@ -151,6 +153,27 @@ class RuntimeSpec(KgpuModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Batches a replica computes at once; unset: min(4, cores) on CPU, 1 on GPU (kgpu.serving.engine).
     engine_workers: int | None = Field(None, ge=1, le=64)
+    # Generation: the paged KV cache's size (a quantity of bytes, e.g. "2Gi"); unset: 512Mi at most on CPU,
+    # 90% of the GPU memory free after loading. When it is full, new sequences wait for room.
+    kv_cache_memory: QuantityValue | None = None
+    # Generation: most prompt tokens one step takes (longer prompts are prefilled in chunks beside decodes).
+    prefill_chunk_tokens: int | None = Field(None, ge=16, le=1_048_576)
+
+    @field_validator("kv_cache_memory")
+    @classmethod
+    def _kv_cache_bytes(cls, value: str | int | float | None) -> str | int | float | None:
+        if value is not None:
+            try:
+                amount = parse_quantity(value)
+            except QuantityError as exc:
+                raise_field_errors([invalid("", value, str(exc))])
+            if amount < 1024**2:
+                raise_field_errors([invalid("", value, "must be at least 1Mi (bytes of KV cache)")])
+        return value
+
+    @property
+    def kv_cache_bytes(self) -> int | None:
+        return None if self.kv_cache_memory is None else int(parse_quantity(self.kv_cache_memory))
 
 
 class ResourceRequirements(KgpuModel):

@@ -16,6 +16,17 @@ from typing import Protocol
 from kgpu.api.models import Cluster, InferenceService, NodePool, RuntimeSpec
 
 
+def generation_args(service: InferenceService) -> list[str]:
+    """The replica's task and generation settings, as flags, where the spec sets them."""
+    runtime = service.spec.runtime
+    args = ["--task", service.spec.model.task]
+    if runtime.kv_cache_bytes is not None:
+        args += ["--kv-cache-bytes", str(runtime.kv_cache_bytes)]
+    if runtime.prefill_chunk_tokens is not None:
+        args += ["--prefill-chunk-tokens", str(runtime.prefill_chunk_tokens)]
+    return args
+
+
 def engine_workers_args(runtime: RuntimeSpec) -> list[str]:
     """``--engine-workers`` for the replica when the spec sets it; otherwise the replica picks by device."""
     return [] if runtime.engine_workers is None else ["--engine-workers", str(runtime.engine_workers)]

@@ -19,6 +19,7 @@ from kgpu.backends.base import (
     ReplicaHooks,
     ReplicaStatus,
     engine_workers_args,
+    generation_args,
 )
 from kgpu.backends.local_devices import DEFAULT_SHARED_SLOTS, LocalDevices, Unschedulable
 from kgpu.backends.local_replica import LocalReplica
@@ -42,6 +43,7 @@ def serving_args(service: InferenceService, replica: str, device: str) -> list[s
         "--replica", replica,
         "--service", service.key,
         *engine_workers_args(runtime),
+        *generation_args(service),
     ]  # fmt: skip
 
 

@@ -1,7 +1,8 @@
 """HTTP routes of the gateway: the OpenAI and Open Inference Protocol v2 front door.
 
 The gateway reads only what it needs to route (the `model` field, or the model name
-in the v2 path) and forwards the body unchanged; replicas do the validation.
+in the v2 path; for generation, `stream` and the request's size) and forwards the body
+unchanged; replicas do the validation. Streamed answers pass through as they come.
 
 With a token check (`kgpu server --auth`) every inference call needs a token of the
 service's project, sent as `Authorization: Bearer <token>` (what the OpenAI client does
@@ -12,16 +13,17 @@ that does not exist, so its existence does not leak. The token stays at the gate
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from kgpu.auth_failures import TooManyFailures
 from kgpu.body_limit import BodyTooLarge, read_limited
+from kgpu.gateway.generation_work import generation_work
 from kgpu.gateway.router import ProxyResult, Router
 
 # Returns the service key ("namespace/name") for a model name, or None if unknown.
@@ -53,7 +55,17 @@ def _openai_error(status: int, message: str, code: str, param: str | None = None
 
 
 def _to_response(result: ProxyResult) -> Response:
-    return Response(content=result.body, status_code=result.status, headers=result.headers)
+    if result.stream is None:
+        return Response(content=result.body, status_code=result.status, headers=result.headers)
+    first, rest = result.body, result.stream
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in rest:
+            yield chunk
+
+    headers = {**result.headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
+    return StreamingResponse(chunks(), status_code=result.status, headers=headers)
 
 
 def _unauthorized(message: str) -> JSONResponse:
@@ -136,8 +148,7 @@ def gateway_routes(
         except BodyTooLarge:
             return _openai_error(413, f"request body larger than {MAX_BODY_BYTES} bytes", "body_too_large")
 
-    @api.post("/v1/embeddings", summary="Create embeddings (OpenAI-compatible)")
-    async def embeddings(request: Request) -> Response:
+    async def openai_request(request: Request, path: str) -> Response:
         caller = await caller_of(request)
         if isinstance(caller, JSONResponse):
             return caller
@@ -171,8 +182,30 @@ def gateway_routes(
                 body = orjson.dumps(payload)
             except orjson.JSONEncodeError as exc:  # orjson encodes 255 levels of nesting, decodes 1024
                 return _openai_error(400, f"request body is nested too deeply: {exc}", "invalid_json")
-        result = await router.forward(service, "/v1/embeddings", body, "application/json", deadline)
+        prompt_tokens, max_tokens = generation_work(path, payload)
+        result = await router.forward(
+            service,
+            path,
+            body,
+            "application/json",
+            deadline,
+            stream=payload.get("stream") is True,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+        )
         return _to_response(result)
+
+    @api.post("/v1/embeddings", summary="Create embeddings (OpenAI-compatible)")
+    async def embeddings(request: Request) -> Response:
+        return await openai_request(request, "/v1/embeddings")
+
+    @api.post("/v1/chat/completions", summary="Chat completions, streamed or whole (OpenAI-compatible)")
+    async def chat_completions(request: Request) -> Response:
+        return await openai_request(request, "/v1/chat/completions")
+
+    @api.post("/v1/completions", summary="Text completions, streamed or whole (OpenAI-compatible)")
+    async def completions(request: Request) -> Response:
+        return await openai_request(request, "/v1/completions")
 
     @api.get("/v1/models", summary="List served models (OpenAI-compatible)")
     async def list_models(request: Request) -> Response:
@@ -182,8 +215,7 @@ def gateway_routes(
         data = [{"id": m, "object": "model", "owned_by": "kgpu"} for m in models_for(caller)]
         return JSONResponse({"object": "list", "data": data})
 
-    @api.post("/v2/models/{model}/infer", summary="Inference (Open Inference Protocol v2)")
-    async def v2_infer(model: str, request: Request) -> Response:
+    async def v2_request(model: str, request: Request, action: str) -> Response:
         caller = await caller_of(request)
         if isinstance(caller, JSONResponse):
             return caller
@@ -196,13 +228,39 @@ def gateway_routes(
         body = await _read_body(request)
         if isinstance(body, JSONResponse):
             return JSONResponse({"error": "request body too large"}, status_code=413)
+        path = f"/v2/models/{service.split('/', 1)[1]}/{action}"
+        prompt_tokens, max_tokens = 0, 0
+        if action != "infer":
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                payload = None  # the replica answers it with its own 400
+            if isinstance(payload, dict):
+                prompt_tokens, max_tokens = generation_work(path, payload)
         result = await router.forward(
             service,
-            f"/v2/models/{service.split('/', 1)[1]}/infer",
+            path,
             body,
             request.headers.get("content-type", "application/json"),
             deadline,
+            stream=action == "generate_stream",
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
         )
         return _to_response(result)
+
+    @api.post("/v2/models/{model}/infer", summary="Inference (Open Inference Protocol v2)")
+    async def v2_infer(model: str, request: Request) -> Response:
+        return await v2_request(model, request, "infer")
+
+    @api.post(
+        "/v2/models/{model}/generate", summary="Text generation (Open Inference Protocol generate extension)"
+    )
+    async def v2_generate(model: str, request: Request) -> Response:
+        return await v2_request(model, request, "generate")
+
+    @api.post("/v2/models/{model}/generate_stream", summary="Streamed text generation (server-sent events)")
+    async def v2_generate_stream(model: str, request: Request) -> Response:
+        return await v2_request(model, request, "generate_stream")
 
     return api

@@ -19,6 +19,8 @@ class Endpoint:
     replica: str
     url: str  # base URL, e.g. http://127.0.0.1:41234
     outstanding: int = 0  # requests the gateway has sent and not yet seen answered
+    # Generation work sent and not yet seen answered, in tokens: prompts plus tokens still to generate.
+    work: int = 0
     draining: bool = False
     served: int = 0
 
@@ -78,7 +80,8 @@ class ReplicaRegistry:
     def pick(
         self, service: str, exclude_urls: set[str] | frozenset[str] = frozenset(), limit: int = 0
     ) -> Endpoint | None:
-        """The routable replica with the fewest outstanding requests (ties: fewest served).
+        """The routable replica with the least outstanding generation work, then the fewest outstanding
+        requests (ties: fewest served). Embedding requests carry no work, so for them requests decide.
 
         ``limit`` > 0 skips replicas that already have that many requests outstanding
         (the service's containerConcurrency). Exclusion is by URL, not name: a restarted
@@ -92,7 +95,7 @@ class ReplicaRegistry:
         ]
         if not candidates:
             return None
-        return min(candidates, key=lambda e: (e.outstanding, e.served))
+        return min(candidates, key=lambda e: (e.work, e.outstanding, e.served))
 
     def free_slots(self, service: str, limit: int = 0) -> int | float:
         """Requests the service's routable replicas can take now (unbounded without a limit)."""

@@ -18,12 +18,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from kgpu.gateway.deadline_queue import DeadlineQueue
 from kgpu.gateway.metrics import GatewayMetrics
 from kgpu.gateway.registry import Endpoint, ReplicaRegistry
+from kgpu.gateway.streaming import pass_on
 from kgpu.gateway.upstream import AiohttpUpstream, ReplicaGone, Upstream
 
 log = logging.getLogger("kgpu.gateway")
@@ -32,9 +33,10 @@ log = logging.getLogger("kgpu.gateway")
 @dataclass
 class ProxyResult:
     status: int
-    body: bytes
+    body: bytes  # the whole answer; for a stream, its first chunk
     headers: dict[str, str]
     replica: str | None = None
+    stream: AsyncIterator[bytes] | None = None  # the rest of a streamed answer, passed on as it comes
 
 
 @dataclass
@@ -142,16 +144,66 @@ class Router:
         await self.upstream.close()
 
     async def forward(
-        self, service: str, path: str, body: bytes, content_type: str, deadline_ms: float | None = None
+        self,
+        service: str,
+        path: str,
+        body: bytes,
+        content_type: str,
+        deadline_ms: float | None = None,
+        *,
+        stream: bool = False,
+        prompt_tokens: int = 0,
+        max_tokens: int = 0,
     ) -> ProxyResult:
-        """``deadline_ms``: the client's deadline, milliseconds from now (orders the wait queue)."""
+        """``deadline_ms``: the client's deadline, milliseconds from now (orders the wait queue).
+
+        ``stream``: the answer is a stream of server-sent events, passed on as it comes (``ProxyResult.stream``);
+        a replica is replaced only until the stream's first byte, which is read before this returns.
+        ``prompt_tokens`` and ``max_tokens``: a generation request's work in tokens, weighed by routing.
+        """
         started = time.perf_counter()
-        result = await self._forward(service, path, body, content_type, deadline_ms)
+        work = prompt_tokens + max_tokens
+        result = await self._forward(service, path, body, content_type, deadline_ms, stream, work, max_tokens)
         self.metrics.observe(service, result.status, time.perf_counter() - started)
         return result
 
+    def _claim(self, endpoint: Endpoint, work: int) -> None:
+        endpoint.outstanding += 1
+        endpoint.work += work
+        self.metrics.outstanding.labels(service=endpoint.service).inc()
+
+    def _release(self, endpoint: Endpoint, work: int) -> None:
+        endpoint.outstanding -= 1
+        endpoint.work -= work
+        self.metrics.outstanding.labels(service=endpoint.service).dec()
+        self._admit(endpoint.service)  # a slot freed up
+
+    def _streamed(
+        self, endpoint: Endpoint, work: int, generate: int, first: bytes, rest: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        """The rest of a stream; the replica's slot and work are held until it ends. Each event passed is
+        about one token generated, so the work still to do shrinks with it."""
+        left = {"work": work, "generate": generate}
+
+        def on_events(count: int) -> None:
+            done = min(count, left["generate"])
+            left["generate"] -= done
+            left["work"] -= done
+            endpoint.work -= done
+
+        on_events(first.count(b"\n\n"))
+        return pass_on(rest, endpoint.replica, on_events, lambda: self._release(endpoint, left["work"]))
+
     async def _forward(
-        self, service: str, path: str, body: bytes, content_type: str, deadline_ms: float | None
+        self,
+        service: str,
+        path: str,
+        body: bytes,
+        content_type: str,
+        deadline_ms: float | None,
+        stream: bool = False,
+        work: int = 0,
+        generate: int = 0,
     ) -> ProxyResult:
         refusal = self.refuse(service) if self.refuse is not None else None
         if refusal is not None:
@@ -199,21 +251,23 @@ class Router:
                 continue
 
             attempts += 1
-            endpoint.outstanding += 1
-            self.metrics.outstanding.labels(service=service).inc()
+            self._claim(endpoint, work)
+            send = self.upstream.post_streaming if stream else self.upstream.post
             try:
-                response = await self.upstream.post(endpoint.url + path, body, content_type)
+                response = await send(endpoint.url + path, body, content_type)
             except ReplicaGone as exc:
+                self._release(endpoint, work)
                 log.warning("replica %s failed mid-request (%s); retrying elsewhere", endpoint.replica, exc)
                 self.metrics.retries.labels(service=service, reason="replica_gone").inc()
                 failed_urls.add(endpoint.url)
                 if attempts >= self.settings.max_attempts:
                     return _error(502, f"service {service!r}: {attempts} replicas failed this request")
                 continue
-            finally:
-                endpoint.outstanding -= 1
-                self.metrics.outstanding.labels(service=service).dec()
-                self._admit(service)  # a slot freed up
+            if response.rest is not None:
+                endpoint.served += 1
+                rest = self._streamed(endpoint, work, generate, response.body, response.rest)
+                return ProxyResult(response.status, response.body, response.headers, endpoint.replica, rest)
+            self._release(endpoint, work)
 
             if response.status == 503 and attempts < self.settings.max_attempts:
                 # A replica that is draining or restarting answers 503: try a live one.

@@ -1,4 +1,4 @@
-"""The gateway's HTTP client towards replicas.
+"""The gateway's HTTP client towards replicas, for whole answers and for streamed ones.
 
 aiohttp rather than httpx here: this is the hot path of every request, and at
 hundreds of concurrent requests httpx's pure-Python connection pool costs more
@@ -9,6 +9,7 @@ pool and C HTTP parser keep the proxy hop cheap.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,15 +22,25 @@ class ReplicaGone(Exception):
     """The replica could not be reached or dropped the connection: retrying elsewhere is safe."""
 
 
+_STREAM_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+
+
 @dataclass
 class UpstreamResponse:
     status: int
     headers: dict[str, str]
-    body: bytes
+    body: bytes  # the whole body; for a stream, its first chunk
+    # The rest of a streamed answer (server-sent events), chunk by chunk as the replica sends them; it raises
+    # ReplicaGone if the replica fails on the way. None when `body` is the whole answer.
+    rest: AsyncIterator[bytes] | None = None
 
 
 class Upstream(Protocol):
     async def post(self, url: str, body: bytes, content_type: str) -> UpstreamResponse: ...
+
+    async def post_streaming(self, url: str, body: bytes, content_type: str) -> UpstreamResponse:
+        """Like `post`, but a 200 event stream comes back after its first chunk, with the rest to follow."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -37,6 +48,10 @@ class Upstream(Protocol):
 class AiohttpUpstream:
     def __init__(self, timeout_s: float = 300.0, connect_timeout_s: float = 5.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
+        # A stream may last longer than any whole answer: what bounds it is silence between chunks.
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout_s, sock_read=timeout_s
+        )
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -56,10 +71,49 @@ class AiohttpUpstream:
                 payload = await response.read()
                 headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in PASS_HEADERS}
                 return UpstreamResponse(response.status, headers, payload)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
+        except _STREAM_ERRORS as exc:
             raise ReplicaGone(f"{type(exc).__name__}: {exc}") from exc
+
+    async def post_streaming(self, url: str, body: bytes, content_type: str) -> UpstreamResponse:
+        response: aiohttp.ClientResponse | None = None
+        try:
+            response = await self._client().post(
+                url, data=body, headers={"content-type": content_type}, timeout=self._stream_timeout
+            )
+            headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in PASS_HEADERS}
+            if response.status != 200 or not headers.get("content-type", "").startswith("text/event-stream"):
+                payload = await response.read()
+                response.release()
+                return UpstreamResponse(response.status, headers, payload)
+            # The first chunk is read before the answer is passed on: until a byte reaches the client, a
+            # replica that fails can still be replaced by another one.
+            first = await response.content.readany()
+            if not first:
+                raise aiohttp.ClientPayloadError("the replica closed the stream before its first byte")
+        except _STREAM_ERRORS as exc:
+            if response is not None:
+                response.close()
+            raise ReplicaGone(f"{type(exc).__name__}: {exc}") from exc
+        return UpstreamResponse(response.status, headers, first, _rest_of(response))
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _rest_of(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The chunks after the first; stopping early (the client left) closes the connection, so the replica
+    sees the disconnect and stops generating."""
+    finished = False
+    try:
+        async for chunk in response.content.iter_any():
+            yield chunk
+        finished = True
+    except _STREAM_ERRORS as exc:
+        raise ReplicaGone(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if finished:
+            response.release()
+        else:
+            response.close()

@@ -12,7 +12,7 @@ from typing import Any
 from kgpu import __version__
 from kgpu.api.models import InferenceService
 from kgpu.api.resources import is_extended_resource
-from kgpu.backends.base import engine_workers_args
+from kgpu.backends.base import engine_workers_args, generation_args
 from kgpu.backends.kubernetes.labels import (
     GFD_PRODUCT_LABEL,
     GPU_MODEL_LABEL,
@@ -156,6 +156,7 @@ def replica_args(isvc: InferenceService, settings: WorkloadSettings) -> list[str
         "--graceful-timeout",
         str(settings.drain_timeout_s),
         *engine_workers_args(runtime),
+        *generation_args(isvc),
     ]
 
 
