@@ -137,6 +137,13 @@ def test_service_page_charts_logs_and_actions_for_an_admin(platform, tmp_path):
             page.wait_for_function(
                 "document.getElementById('service-log').textContent.length > 0", timeout=5_000
             )
+            (log_file,) = (platform.state_dir / "logs").glob("*minilm-0.log")
+            with log_file.open("a") as log:
+                log.write("a line written after the page read the log\n")
+            page.wait_for_function(
+                "document.getElementById('service-log').textContent.includes('a line written after the page read')",
+                timeout=5_000,
+            )
             page.screenshot(path=str(tmp_path / "service.png"), full_page=True)
 
             # Actions, as an admin (no --auth: the one user may do anything).
