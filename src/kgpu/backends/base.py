@@ -14,6 +14,19 @@ from pathlib import Path
 from typing import Protocol
 
 from kgpu.api.models import Cluster, InferenceService, NodePool, RuntimeSpec
+from kgpu.scheduling.requests import MILLI, PodRequest
+
+# The placement policy of every backend that places replicas itself (local, sim): one policy, so a
+# sim cluster plans with the placement this machine would make.
+PLACEMENT_POLICY = "kgpu"
+
+
+def typical_requests(shared_slots: int) -> list[PodRequest]:
+    """What the policy measures fragmentation against: whole GPUs and one shared slot of a GPU."""
+    return [
+        PodRequest(gpu_count=1, gpu_milli=MILLI),
+        PodRequest(gpu_count=1, gpu_milli=MILLI // shared_slots),
+    ]
 
 
 def generation_args(service: InferenceService) -> list[str]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kgpu.backends.base import PLACEMENT_POLICY, typical_requests
 from kgpu.gpu.discovery import NodeInventory
 from kgpu.scheduling.machine import MachineSnapshot
 from kgpu.scheduling.policies import make_framework
@@ -34,7 +35,7 @@ WHOLE_RESOURCE = "nvidia.com/gpu"
 MIG_PREFIX = "nvidia.com/mig-"
 # Replicas per GPU when `nvidia.com/gpu.shared` is used (each gets an equal share and memory cap).
 DEFAULT_SHARED_SLOTS = 4
-LOCAL_POLICY = "kgpu"
+LOCAL_POLICY = PLACEMENT_POLICY
 
 
 class Unschedulable(Exception):
@@ -73,12 +74,10 @@ class LocalDevices:
         self.machine = MachineSnapshot(inventory, time_slice_replicas)
         self.snapshot = self.machine.snapshot
         # kgpu's policy measures fragmentation against typical pods: here whole GPUs and shared slots.
-        typical = [
-            PodRequest(gpu_count=1, gpu_milli=MILLI),
-            PodRequest(gpu_count=1, gpu_milli=MILLI // shared_slots),
-        ]
         self.framework = self.machine.framework(
-            make_framework(policy, self.snapshot, typical, rng=np.random.default_rng(0))
+            make_framework(
+                policy, self.snapshot, typical_requests(shared_slots), rng=np.random.default_rng(0)
+            )
         )
         self._by_replica: dict[str, tuple[Assignment, PodRequest]] = {}
 

@@ -7,8 +7,8 @@ node). A new node joins (turns Ready) after a delay: the cluster's `autoscaler` 
 `node-join-delay` (`90s`, `5m`), else a default per flavor kind (bare metal boots slower).
 
 Services annotated with the same cluster get simulated replicas `<service>-<i>` (see
-`kgpu.backends.sim.backend`): each is placed on a Ready node (first fit, by the GPU resource
-it requests) and keeps that node while it is there; it turns Ready after the cluster's
+`kgpu.backends.sim.backend`): each is placed on a Ready node by the scheduling framework with
+the local backend's policy (`kgpu.backends.sim.placement`) and keeps that node while it is there; it turns Ready after the cluster's
 `replica-start-delay` (default 5s). Replicas that fit nowhere stay Pending, with a message
 naming the resource they lack, and make the node-pool autoscaler
 (`kgpu.autoscaling.nodepool.decide_node_pools`) add nodes, and nodes left underused are
@@ -46,6 +46,8 @@ from kgpu.autoscaling.nodepool import (
     decide_node_pools,
 )
 from kgpu.backends.pools import gpu_resources_per_node, pool_status
+from kgpu.backends.sim.placement import ClusterPlacer, NodeUse, request_of
+from kgpu.scheduling.snapshot import Placement
 
 # The annotation that places a pool or a service on a Cluster of its project (the same one the
 # Kubernetes clusters use).
@@ -108,29 +110,13 @@ class SimReplica:
     started_at: float | None = None
     ready_at: float | None = None
     message: str = ""
+    # What the scheduling framework reserved for it (kept while it stays on its node).
+    placements: tuple[Placement, ...] = ()
 
     def phase(self, now: float) -> str:
         if self.node is None:
             return "Pending"
         return "Ready" if self.ready_at is not None and now >= self.ready_at else "Starting"
-
-
-@dataclass
-class _Placed:
-    """A node during placement: what it offers and what replicas took."""
-
-    node: SimNode
-    offers: dict[str, int]
-    used: dict[str, int]
-    replicas: int = 0
-
-    def take(self, resource: str | None, count: int) -> bool:
-        if resource is not None:
-            if self.offers.get(resource, 0) - self.used.get(resource, 0) < count:
-                return False
-            self.used[resource] = self.used.get(resource, 0) + count
-        self.replicas += 1
-        return True
 
 
 def _threshold(text: str) -> float:
@@ -204,7 +190,7 @@ class SimNodes:
         self.clock = clock
         self._lock = threading.Lock()
         self._states: dict[str, PoolState] = {}  # cluster key -> autoscaler memory
-        self._placement: dict[tuple[str, str, str], _Placed] = {}  # (namespace, pool, node) -> last placement
+        self._placement: dict[tuple[str, str, str], NodeUse] = {}  # (namespace, pool, node) -> last placement
         self._pending: dict[str, int] = {}  # service key -> replicas that fit on no Ready node
         self._replicas: dict[str, tuple[SimReplica, ...]] = {}  # service key -> its replicas, by index
         self._pools: set[tuple[str, str]] = set()  # (namespace, pool) on sim clusters, as of the last sync
@@ -409,17 +395,32 @@ class SimNodes:
 
         A replica placed earlier keeps its node while the node is there and its template did not
         change (all of those are taken first, so a new replica never displaces a running one);
-        the others go first fit, in node order. Replicas are `<service>-<i>` for i < desired, so
+        the others go where the scheduling framework puts them (`ClusterPlacer`: the local
+        backend's policy over the cluster's Ready nodes). Replicas are `<service>-<i>` for i < desired, so
         scaling down removes the highest indices and frees what they held.
         """
         pool_of = {(p.metadata.namespace, p.metadata.name): p for p, _ in sim_pools}
         placement = {
-            (n.namespace, n.pool, n.name): _Placed(
-                n, gpu_resources_per_node(pool_of[(n.namespace, n.pool)]), {}
+            (n.namespace, n.pool, n.name): NodeUse(
+                n, pool_of[(n.namespace, n.pool)], gpu_resources_per_node(pool_of[(n.namespace, n.pool)])
             )
             for n in nodes
             if (n.namespace, n.pool) in pool_of
         }
+        placers: dict[str, ClusterPlacer | None] = {}
+
+        def placer_of(cluster: Cluster) -> ClusterPlacer | None:
+            if cluster.key not in placers:
+                ready = [
+                    use
+                    for use in placement.values()
+                    if use.node.ready(now)
+                    and use.node.namespace == cluster.metadata.namespace
+                    and use.node.cluster == cluster.metadata.name
+                ]
+                placers[cluster.key] = ClusterPlacer(ready) if ready else None
+            return placers[cluster.key]
+
         pending: dict[str, tuple[Cluster, list[_Need]]] = {c.key: (c, []) for _, c in sim_pools}
         plans = []
         for service in sorted(services, key=lambda s: (s.metadata.namespace, s.metadata.name)):
@@ -427,19 +428,17 @@ class SimNodes:
             if cluster is None:
                 continue
             pending.setdefault(cluster.key, (cluster, []))
-            request = service.gpu_request()
-            resource, count = request if request else (None, 0)
+            gpu = service.gpu_request()
+            resource, count = gpu if gpu else (None, 0)
             accepted = frozenset(service.spec.gpu_models)
+            request, units = request_of(resource, count, service.spec.gpu_models)
             candidates = [
-                placed
-                for placed in placement.values()
-                if placed.node.ready(now)
-                and placed.node.namespace == cluster.metadata.namespace
-                and placed.node.cluster == cluster.metadata.name
-                and (
-                    not accepted
-                    or pool_of[(placed.node.namespace, placed.node.pool)].spec.flavor.gpu_model in accepted
-                )
+                use
+                for use in placement.values()
+                if use.node.ready(now)
+                and use.node.namespace == cluster.metadata.namespace
+                and use.node.cluster == cluster.metadata.name
+                and (not accepted or use.pool.spec.flavor.gpu_model in accepted)
             ]
             key = service.key
             template = service.template_hash()
@@ -452,14 +451,45 @@ class SimNodes:
                     if before is not None and before.node is not None and before.template == template
                     else None
                 )
-                kept = home is not None and home in candidates and home.take(resource, count)
-                replicas.append(before if kept else None)
-            plans.append((service, key, cluster, resource, count, accepted, template, candidates, replicas))
+                kept = None
+                if home is not None and home in candidates and home.room(resource, count):
+                    kept = placer_of(cluster).keep(home, before.placements, request)
+                if kept is not None:
+                    home.take(resource, count)
+                replicas.append(before if kept is not None else None)
+            plans.append(
+                (
+                    service,
+                    key,
+                    cluster,
+                    resource,
+                    count,
+                    accepted,
+                    template,
+                    request,
+                    units,
+                    candidates,
+                    replicas,
+                )
+            )
 
         counts: dict[str, int] = {}
         placed_replicas: dict[str, tuple[SimReplica, ...]] = {}
-        for service, key, cluster, resource, count, accepted, template, candidates, replicas in plans:
+        for (
+            service,
+            key,
+            cluster,
+            resource,
+            count,
+            accepted,
+            template,
+            request,
+            units,
+            candidates,
+            replicas,
+        ) in plans:
             start_delay = _flag(cluster, START_DELAY_FLAG, REPLICA_START_DELAY_S)
+            placer = placer_of(cluster)
             # Every unplaced replica of a service asks for the same thing and free room only
             # shrinks: once one fits nowhere, the rest are pending for the same reason.
             blocked: str | None = None
@@ -476,14 +506,21 @@ class SimNodes:
                     "count": count,
                 }
                 if blocked is None:
-                    home = next((p for p in candidates if p.take(resource, count)), None)
-                    if home is not None:
+                    placed = (
+                        placer.place(request, units, resource, count, candidates)
+                        if placer is not None and candidates
+                        else None
+                    )
+                    if placed is not None:
+                        home, placements = placed
+                        home.take(resource, count)
                         replicas[index] = SimReplica(
                             **common,
                             pool=home.node.pool,
                             node=home.node.name,
                             started_at=now,
                             ready_at=now + start_delay,
+                            placements=placements,
                         )
                         continue
                     blocked = _unschedulable(cluster, resource, count, accepted, sim_pools, nodes, now)
