@@ -10,9 +10,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from kgpu.controlplane.auth import bootstrap_cluster_admin
 from kgpu.controlplane.platform import Platform, PlatformConfig
@@ -80,17 +82,20 @@ def new_page(browser, url: str):
     return page, errors, offsite
 
 
+EMBEDDINGS = ("/v1/embeddings", {"model": "minilm", "input": "chart"})
+
+
 @contextmanager
-def traffic(url: str) -> Iterator[list[int]]:
-    """Requests to the example, a few per second, for as long as the block runs (the statuses come back)."""
+def traffic(url: str, request: tuple[str, dict] = EMBEDDINGS) -> Iterator[list[int]]:
+    """Requests (path, body), a few per second, for as long as the block runs (the statuses come back)."""
     statuses: list[int] = []
     stop = threading.Event()
 
     def run() -> None:
+        path, body = request
         with httpx.Client(base_url=url, timeout=30) as http:
             while not stop.is_set():
-                body = {"model": "minilm", "input": f"chart {len(statuses)}"}
-                statuses.append(http.post("/v1/embeddings", json=body).status_code)
+                statuses.append(http.post(path, json=body).status_code)
                 stop.wait(0.1)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -216,7 +221,6 @@ spec:
 @pytest.fixture
 def sim_mig_pool(platform):
     """A sim cluster's MIG pool (virtual nodes: no process starts) with a service on three 3g slices."""
-    import yaml
 
     paths = []
     for doc in yaml.safe_load_all(SIM_RESOURCES):
@@ -367,3 +371,46 @@ def test_gpu_page_charts_utilization_memory_and_power_read_through_nvml(tmp_path
             assert errors == [] and offsite == []
         finally:
             browser.close()
+
+
+CHAT_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chat.yaml"
+
+
+def test_a_generation_service_page_charts_time_to_first_token_and_tokens_per_second(
+    platform, tiny_llm_dir, tmp_path
+):
+    """examples/chat.yaml with the tiny random Llama, one CPU replica: its own metrics reach the charts."""
+    document = yaml.safe_load(CHAT_EXAMPLE.read_text())
+    document["metadata"]["name"] = "chat-console"
+    document["spec"].update(replicas=1)
+    document["spec"]["model"]["uri"] = str(tiny_llm_dir)
+    document["spec"]["runtime"]["device"] = "cpu"
+    path = f"{API}/namespaces/default/inferenceservices/chat-console"
+    assert platform.http.put(path, json=document).status_code in (200, 201)
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page, errors, offsite = new_page(browser, platform.url)
+                page.goto(f"{platform.url}/console/#/services/default/chat-console", timeout=10_000)
+                page.wait_for_function(
+                    "document.getElementById('service-status').textContent.includes('1/1 ready')",
+                    timeout=120_000,
+                )
+                completion = {
+                    "model": "chat-console",
+                    "prompt": "GPUs are",
+                    "max_tokens": 8,
+                    "temperature": 0,
+                }
+                with traffic(platform.url, ("/v1/completions", completion)) as statuses:
+                    ttft = wait_for_chart_data(page, "svc-ttft", timeout_ms=30_000)
+                    tokens = wait_for_chart_data(page, "svc-tokens", timeout_ms=30_000)
+                assert statuses and set(statuses) == {200}
+                assert ttft["max"] > 0 and tokens["max"] > 0
+                page.screenshot(path=str(tmp_path / "service-generation.png"), full_page=True)
+                assert errors == [] and offsite == []
+            finally:
+                browser.close()
+    finally:
+        platform.http.delete(path)
