@@ -14,7 +14,7 @@ from kgpu import flags
 from kgpu.backends.kubernetes.leader import LEASE_NAME, ElectionSettings, run_as_leader
 from kgpu.backends.kubernetes.nodepool import GPU_OPERATOR_NAMESPACE
 from kgpu.backends.kubernetes.operator import KubeApis, Operator
-from kgpu.backends.kubernetes.workload import DEFAULT_RUNTIME_IMAGE, WorkloadSettings
+from kgpu.backends.kubernetes.workload import DEFAULT_RUNTIME_IMAGE, SCHEDULER_NAME, WorkloadSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--resync", type=flags.positive_seconds, default=60.0, help="seconds between full reconciles"
+    )
+    parser.add_argument(
+        "--scheduler-name",
+        default=SCHEDULER_NAME,
+        help="schedulerName of the replicas (kgpu's scheduler); '' leaves them to the default scheduler",
     )
     parser.add_argument("--kubeconfig", default=None, help="outside a cluster: kubeconfig file")
     parser.add_argument("--context", default=None)
@@ -60,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.load_incluster_config()
     operator = Operator(
         KubeApis.from_client(),
-        WorkloadSettings(image=args.runtime_image, drain_timeout_s=args.drain_timeout),
+        WorkloadSettings(
+            image=args.runtime_image, drain_timeout_s=args.drain_timeout, scheduler_name=args.scheduler_name
+        ),
         gpu_operator_namespace=args.gpu_operator_namespace,
     )
     if not args.leader_elect:

@@ -28,13 +28,19 @@ WATCH_TIMEOUT_S = 300
 BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-def list_objects(list_fn: Callable[..., Any], **kwargs: Any) -> tuple[list[dict[str, Any]], str]:
-    """Items of a list call as dicts, and the listing's resourceVersion."""
-    response = list_fn(_preload_content=False, **kwargs)
+def raw_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+    """A client call whose answer is read as bytes, not turned into model objects (faster, and a
+    Binding's answer is a Status the Binding model would refuse); the connection goes back to the pool."""
+    response = fn(*args, _preload_content=False, **kwargs)
     try:
-        body = json.loads(response.data)
+        return response.data
     finally:
         response.release_conn()
+
+
+def list_objects(list_fn: Callable[..., Any], **kwargs: Any) -> tuple[list[dict[str, Any]], str]:
+    """Items of a list call as dicts, and the listing's resourceVersion."""
+    body = json.loads(raw_call(list_fn, **kwargs))
     return body.get("items") or [], (body.get("metadata") or {}).get("resourceVersion") or ""
 
 
@@ -85,6 +91,8 @@ class Informer:
                 self._watch_once()
                 failures = 0
             except ApiException as exc:
+                if self.stop.is_set():
+                    break
                 if exc.status == GONE:
                     log.info(
                         "watch %s: resourceVersion %s expired, listing again",
@@ -96,6 +104,8 @@ class Informer:
                 failures += 1
                 log.warning("watch %s failed: %s %s", self.name, exc.status, exc.reason)
             except (HTTPError, OSError) as exc:
+                if self.stop.is_set():
+                    break
                 failures += 1
                 log.warning("watch %s failed: %s", self.name, exc)
             if failures:

@@ -28,6 +28,9 @@ REPLICA_PORT = 8000
 SERVICE_PORT = 80
 METRICS_PATH = "/metrics"
 DEFAULT_RUNTIME_IMAGE = f"ghcr.io/kgpu/runtime:{__version__}"
+SCHEDULER_NAME = "kgpu"
+# On an InferenceService: the scheduler of its replicas ("default-scheduler" opts out of kgpu's).
+SCHEDULER_ANNOTATION = "kgpu.dev/scheduler-name"
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class WorkloadSettings:
     drain_timeout_s: int = 30
     # Model loading and warm-up; the startup probe allows this long before liveness applies.
     startup_timeout_s: int = 600
+    # Who places the replicas: kgpu's scheduler (deployed by the chart) unless a service names
+    # another with the kgpu.dev/scheduler-name annotation; "" leaves it to the cluster's default.
+    scheduler_name: str = SCHEDULER_NAME
 
     @property
     def termination_grace_period_s(self) -> int:
@@ -203,6 +209,9 @@ def render_deployment(
         # PyTorch uses shared memory; the container default (64 MiB) is too small.
         "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
     }
+    scheduler = isvc.metadata.annotations.get(SCHEDULER_ANNOTATION, settings.scheduler_name)
+    if scheduler:
+        pod_spec["schedulerName"] = scheduler
     affinity = node_affinity(isvc)
     if affinity is not None:
         pod_spec["affinity"] = {"nodeAffinity": affinity}
