@@ -56,6 +56,7 @@ def test_chat_example_is_a_generation_service_with_a_kv_budget() -> None:
     (svc,) = load_resource_file(EXAMPLES / "chat.yaml")
     assert svc.spec.model.task == "generation"
     assert svc.spec.runtime.kv_cache_bytes == 64 * 1024**2
+    assert svc.spec.autoscaling.metric == "sequences"
     assert (
         "python -m kgpu.serving.random_llm --size tiny --out " + svc.spec.model.uri
         in (EXAMPLES / "chat.yaml").read_text()

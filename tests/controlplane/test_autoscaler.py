@@ -97,3 +97,23 @@ def test_deleted_services_are_forgotten():
 def test_measured_startup_time():
     assert measured_startup_s([(10.0, 14.0), (20.0, 26.0), (30.0, None)]) == 5.0
     assert measured_startup_s([(None, None)]) is None
+
+
+def test_a_generation_service_scales_on_running_and_waiting_sequences():
+    scaler = ReplicaAutoscaler(Recorder().event, Recorder().kick)
+    on_sequences = service(
+        1, policy="kpa", metric="sequences", minReplicas=1, maxReplicas=8, target=8, targetUtilization=1.0
+    )
+    # Two streaming requests in flight at the gateway, but 30 sequences in the engines (a batch client).
+    seen = Observation(in_flight=2, held=2, ready=1, sequences=30)
+    scaler.tick([on_sequences], lambda _k: seen, now=100.0)
+    assert scaler.desired(on_sequences) == 4  # ceil((30 + 2 held) / 8)
+    on_requests = service(1, policy="kpa", minReplicas=1, maxReplicas=8, target=8, targetUtilization=1.0)
+    other = ReplicaAutoscaler(Recorder().event, Recorder().kick)
+    other.tick([on_requests], lambda _k: seen, now=100.0)
+    assert other.desired(on_requests) == 1  # ceil((2 + 2) / 8): requests, not sequences
+    # No replica reports sequences yet (none scraped): requests count instead.
+    unseen = Observation(in_flight=20, held=4, ready=1)
+    fresh = ReplicaAutoscaler(Recorder().event, Recorder().kick)
+    fresh.tick([on_sequences], lambda _k: unseen, now=100.0)
+    assert fresh.desired(on_sequences) == 3

@@ -42,6 +42,7 @@ def chat(platform, tiny_llm_dir: Path):
     document = yaml.safe_load(EXAMPLE.read_text())
     document["spec"]["model"]["uri"] = str(tiny_llm_dir)
     document["spec"]["replicas"] = 2
+    del document["spec"]["autoscaling"]  # a fixed count: the kill test needs both replicas
     document["spec"]["runtime"]["device"] = "cpu"
     response = platform.http.put(
         PATH, content=yaml.safe_dump(document), headers={"content-type": "application/yaml"}
@@ -149,3 +150,18 @@ def test_killing_a_replica_under_streaming_load_loses_no_request_that_had_not_st
     assert any(failed for *_, failed in results)  # the kill did cut streams that had started
     assert sum(done for *_, done, _ in results) > len(results) // 2
     _wait_ready(chat, 2, timeout=120)
+
+
+def test_kgpu_top_shows_the_generation_columns_of_the_chat_service(chat) -> None:
+    from typer.testing import CliRunner
+
+    from kgpu.cli.main import app
+
+    result = CliRunner().invoke(
+        app, ["top", "--once", "--interval", "0.5", "--server", chat.url], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.output.splitlines() if "default/chat" in ln]
+    assert len(lines) == 1, result.output
+    line = lines[0]
+    assert "0/0" in line and "%" in line  # running/waiting sequences and KV usage of an idle service

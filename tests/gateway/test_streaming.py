@@ -166,3 +166,22 @@ async def test_routing_weighs_outstanding_work_and_work_shrinks_as_tokens_stream
         await router.close()
         for server, _ in servers:
             server.close()
+
+
+async def test_a_streaming_request_waits_for_a_replica_while_the_service_scales_from_zero() -> None:
+    router, registry = make_router()
+    woken: list[str] = []
+    router.on_hold = woken.append
+    server, url = await start_replica(healthy)
+    try:
+        pending = asyncio.create_task(
+            router.forward(SERVICE, "/v1/completions", b"{}", "application/json", stream=True)
+        )
+        await asyncio.sleep(0.2)
+        assert not pending.done() and woken == [SERVICE] and router.held(SERVICE) == 1
+        registry.add(SERVICE, "chat-0", url)  # the first replica is ready
+        result = await asyncio.wait_for(pending, 5)
+        assert (await read_all(result)).endswith(b"data: [DONE]\n\n")
+    finally:
+        await router.close()
+        server.close()

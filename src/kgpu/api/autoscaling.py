@@ -10,6 +10,9 @@ from pydantic.alias_generators import to_camel
 from kgpu.api.errors import FieldError, invalid, raise_field_errors
 
 Policy = Literal["kgpu", "kpa", "hpa"]
+# What one replica's load is: requests in flight at the gateway (any runtime), or, for a generation runtime,
+# the sequences its engine runs plus those waiting to join the running batch (a request's real cost there).
+Metric = Literal["concurrency", "sequences"]
 # Replicas of one service: far above one cluster's GPUs, low enough that no request can make work unbounded.
 MAX_REPLICAS = 10_000
 
@@ -18,8 +21,9 @@ class AutoscalingSpec(BaseModel):
     """Replica autoscaling of one service; camelCase in YAML/JSON like every kgpu resource.
 
     Defaults are Knative's (KPA) and Kubernetes' (HPA) so that a policy behaves as users
-    of those systems expect. ``target`` is requests in flight per replica; the autoscaler
-    aims at ``target * targetUtilization``.
+    of those systems expect. ``target`` is requests in flight per replica (``metric: concurrency``)
+    or running plus waiting sequences per replica (``metric: sequences``, generation runtimes);
+    the autoscaler aims at ``target * targetUtilization``.
     """
 
     model_config = ConfigDict(
@@ -32,6 +36,7 @@ class AutoscalingSpec(BaseModel):
     )
 
     policy: Policy = "kgpu"
+    metric: Metric = "concurrency"
     min_replicas: int = Field(0, ge=0, le=MAX_REPLICAS)
     max_replicas: int = Field(10, ge=1, le=MAX_REPLICAS)
     target: float = Field(100.0, gt=0)

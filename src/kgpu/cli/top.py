@@ -54,14 +54,20 @@ def render_frame(prev: Snapshot, cur: Snapshot) -> Group:
     if not rows:
         gpus.add_row("-", "no NVIDIA GPU metrics (CPU-only node)", "", "", "", "", "")
     services = Table(title="Services", title_justify="left")
-    for column in ("SERVICE", "READY", "RPS", "P99", "QUEUED"):
+    # Generation services also show time to first token, tokens/s, running/waiting sequences and KV usage.
+    for column in ("SERVICE", "READY", "RPS", "P99", "QUEUED", "TTFT P50", "TOKENS/S", "SEQS R/W", "KV"):
         services.add_column(column)
     for row in service_rows(prev, cur):
+        sequences = "-" if row["running"] is None else f"{row['running']:.0f}/{(row['waiting'] or 0):.0f}"
         services.add_row(
             row["service"],
             row["replicas"],
             f"{row['rps']:.1f}",
             _fmt(row["p99_ms"], "{:.1f} ms"),
             str(row["queued"]),
+            _fmt(row["ttft_p50_ms"], "{:.0f} ms"),
+            _fmt(row["tokens_per_s"], "{:.1f}"),
+            sequences,
+            _fmt(None if row["kv_usage"] is None else row["kv_usage"] * 100, "{:.0f}%"),
         )
     return Group(gpus, services)

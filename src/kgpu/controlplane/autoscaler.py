@@ -1,7 +1,8 @@
 """Replica autoscaling on the embedded platform: sample the gateway, run the service's policy, set the scale.
 
 The decision functions in `kgpu.autoscaling` are pure; this module feeds them what the gateway sees
-(requests in flight on replicas plus requests held waiting for one) once per tick, keeps each
+(requests in flight on replicas plus requests held waiting for one; for `metric: sequences`, the
+generation replicas' running and waiting sequences instead of requests in flight) once per tick, keeps each
 service's samples and policy state, and publishes the replica count the reconciler converges to.
 Like Knative's activator, a request that arrives while its service is at zero wakes the service at
 once instead of waiting for the next tick.
@@ -36,6 +37,17 @@ class Observation:
     held: int  # requests waiting at the gateway for a ready replica
     ready: int  # ready replicas
     startup_s: float | None = None  # measured replica start-up time, when known
+    # Running plus waiting sequences over the service's generation replicas (their /metrics); None when
+    # no replica reports them (embedding services, or none scraped yet).
+    sequences: float | None = None
+
+
+def load_of(spec: AutoscalingSpec, seen: Observation) -> float:
+    """The service's load in the unit of `spec.target`; requests held at the gateway count either way
+    (each is one more sequence once admitted)."""
+    if spec.metric == "sequences" and seen.sequences is not None:
+        return float(seen.sequences + seen.held)
+    return float(seen.in_flight + seen.held)
 
 
 @dataclass
@@ -93,7 +105,7 @@ class ReplicaAutoscaler:
             live.add(key)
             entry = self._entry(key, spec, service.spec.replicas)
             seen = observe(key)
-            concurrency = float(seen.in_flight + seen.held)
+            concurrency = load_of(spec, seen)
             entry.samples.append(
                 Sample(
                     time=now,

@@ -110,6 +110,11 @@ class MetricsSampler:
         self._clock = clock
         self._previous: Snapshot | None = None
 
+    @property
+    def latest(self) -> Snapshot | None:
+        """The last read (the autoscaler's view of the replicas' generation load)."""
+        return self._previous
+
     async def run(self) -> None:
         async with httpx.AsyncClient(timeout=SCRAPE_TIMEOUT_S) as http:
             while True:

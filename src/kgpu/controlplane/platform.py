@@ -33,6 +33,7 @@ from kgpu.gateway.router import Router, RouterSettings
 from kgpu.gpu.discovery import NodeInventory, discover
 from kgpu.serving.model_source import ModelSourceError, resolve_model_uri
 from kgpu.telemetry.gpu_exporter import DeviceUser, GPUExporter
+from kgpu.telemetry.snapshot import sequences_by_service
 
 log = logging.getLogger("kgpu")
 
@@ -140,6 +141,7 @@ class Platform:
         self.metrics.registry.register(self.gpu_exporter)
         self.history = RingHistory(interval_s=config.history_interval_s)
         self._history_task: asyncio.Task | None = None
+        self._sampler: MetricsSampler | None = None
 
     def _hooks(self) -> ReplicaHooks:
         def outstanding(service: str, replica: str) -> int:
@@ -167,7 +169,8 @@ class Platform:
         self.backend.start()
         self._autoscale_task = asyncio.create_task(self._autoscale_loop(), name="autoscaler")
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(), name="store-checkpoint")
-        self._history_task = asyncio.create_task(self._history_sampler().run(), name="metrics-history")
+        self._sampler = self._history_sampler()
+        self._history_task = asyncio.create_task(self._sampler.run(), name="metrics-history")
 
     async def _checkpoint_loop(self) -> None:
         while True:
@@ -233,7 +236,13 @@ class Platform:
             if on_cluster is not None
             else sum(1 for e in self.registry.endpoints(key) if e.routable),
             startup_s=measured_startup_s((r.started_at, r.ready_at) for r in replicas),
+            sequences=self._sequences(key),
         )
+
+    def _sequences(self, key: str) -> float | None:
+        """Running plus waiting sequences of the service's generation replicas, as last scraped."""
+        latest = self._sampler.latest if self._sampler is not None else None
+        return None if latest is None else sequences_by_service(latest).get(key)
 
     async def _autoscale_loop(self) -> None:
         while True:

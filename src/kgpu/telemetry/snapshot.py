@@ -18,6 +18,9 @@ Labels = tuple[tuple[str, str], ...]
 # Generation replicas' metrics (read when present: embedding services have none).
 TTFT_BUCKETS = "kgpu_generation_time_to_first_token_seconds_bucket"
 GENERATED_TOKENS = "kgpu_generation_generated_tokens_total"
+RUNNING_SEQUENCES = "kgpu_generation_running_sequences"
+WAITING_SEQUENCES = "kgpu_generation_waiting_sequences"
+KV_CACHE_USAGE = "kgpu_generation_kv_cache_usage_ratio"
 
 
 @dataclass
@@ -88,9 +91,23 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
+def sequences_by_service(cur: Snapshot) -> dict[str, float]:
+    """Running plus waiting sequences per generation service, summed over its replicas."""
+    out = _by(cur.series(RUNNING_SEQUENCES), "service")
+    for service, waiting in _by(cur.series(WAITING_SEQUENCES), "service").items():
+        out[service] = out.get(service, 0.0) + waiting
+    return dict(out)
+
+
+def _mean_by(series: dict[Labels, float], key: str) -> dict[str, float]:
+    totals, counts = _by(series, key), _by(dict.fromkeys(series, 1.0), key)
+    return {name: totals[name] / counts[name] for name in totals}
+
+
 def service_rows(prev: Snapshot, cur: Snapshot) -> list[dict]:
     """Per service over the interval between the reads: requests/s, 5xx/s, p50/p99 latency, replicas;
-    for generation services also time to first token (p50/p99) and generated tokens/s (else None)."""
+    for generation services also time to first token (p50/p99), generated tokens/s, running and waiting
+    sequences and the mean KV cache usage of its replicas (else None)."""
     dt = max(cur.at - prev.at, 1e-9)
     desired = _by(cur.series("kgpu_service_desired_replicas"), "service")
     ready = _by(cur.series("kgpu_service_ready_replicas"), "service")
@@ -102,7 +119,14 @@ def service_rows(prev: Snapshot, cur: Snapshot) -> list[dict]:
     ttft = bucket_increases(prev, cur, TTFT_BUCKETS)
     tokens = _rate_by_service(prev, cur, GENERATED_TOKENS, dt)
     queued = _by(cur.series("kgpu_queue_depth"), "service")
-    generating = {dict(labels).get("service", "") for labels in cur.series(GENERATED_TOKENS)}
+    generating = {
+        dict(labels).get("service", "")
+        for name in (GENERATED_TOKENS, RUNNING_SEQUENCES)
+        for labels in cur.series(name)
+    }
+    running = _by(cur.series(RUNNING_SEQUENCES), "service")
+    waiting = _by(cur.series(WAITING_SEQUENCES), "service")
+    kv_usage = _mean_by(cur.series(KV_CACHE_USAGE), "service")
     rows = []
     for service in sorted(set(desired) | set(requests)):
         p99 = quantile(0.99, latency.get(service, {}))
@@ -120,6 +144,9 @@ def service_rows(prev: Snapshot, cur: Snapshot) -> list[dict]:
                 "ttft_p50_ms": _ms(quantile(0.5, ttft.get(service, {}))) if generation else None,
                 "ttft_p99_ms": _ms(quantile(0.99, ttft.get(service, {}))) if generation else None,
                 "tokens_per_s": tokens.get(service, 0.0) if generation else None,
+                "running": running.get(service) if generation else None,
+                "waiting": waiting.get(service) if generation else None,
+                "kv_usage": kv_usage.get(service) if generation else None,
                 "queued": int(queued.get(service, 0)),
             }
         )
