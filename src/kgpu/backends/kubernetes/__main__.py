@@ -14,6 +14,7 @@ from kgpu import flags
 from kgpu.backends.kubernetes.leader import LEASE_NAME, ElectionSettings, run_as_leader
 from kgpu.backends.kubernetes.nodepool import GPU_OPERATOR_NAMESPACE
 from kgpu.backends.kubernetes.operator import KubeApis, Operator
+from kgpu.backends.kubernetes.provisioning import PROVIDERS, ProvisioningSettings
 from kgpu.backends.kubernetes.workload import DEFAULT_RUNTIME_IMAGE, SCHEDULER_NAME, WorkloadSettings
 
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=SCHEDULER_NAME,
         help="schedulerName of the replicas (kgpu's scheduler); '' leaves them to the default scheduler",
     )
+    add_provisioning_flags(parser)
     parser.add_argument("--kubeconfig", default=None, help="outside a cluster: kubeconfig file")
     parser.add_argument("--context", default=None)
     flags.add_log_level(parser)
@@ -52,8 +54,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_provisioning_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("node provisioning (NodePool minNodes/maxNodes)")
+    group.add_argument("--node-provisioner", choices=PROVIDERS, default="none")
+    group.add_argument("--capi-cluster", default="", help="Cluster API: the Cluster's name")
+    group.add_argument("--capi-namespace", default="default", help="Cluster API: namespace of the Cluster")
+    group.add_argument("--capi-kubernetes-version", default="", help="Cluster API: the machines' version")
+    group.add_argument(
+        "--capi-infrastructure-api-version", default="", help="e.g. infrastructure.cluster.x-k8s.io/v1beta2"
+    )
+    group.add_argument("--capi-infrastructure-kind", default="", help="e.g. AWSMachineTemplate")
+    group.add_argument(
+        "--capi-infrastructure-name",
+        default="{cluster}-{pool}",
+        help="machine template per pool ({cluster}, {pool})",
+    )
+    group.add_argument(
+        "--capi-bootstrap-name", default="{cluster}-{pool}", help="KubeadmConfigTemplate per pool"
+    )
+    group.add_argument("--karpenter-node-class-group", default="karpenter.k8s.aws")
+    group.add_argument("--karpenter-node-class-kind", default="EC2NodeClass")
+    group.add_argument("--karpenter-node-class", default="default", help="Karpenter: the node class's name")
+
+
+def provisioning_settings(args: argparse.Namespace) -> ProvisioningSettings:
+    """The flags as settings; a missing Cluster API flag is a usage error naming it."""
+    try:
+        return ProvisioningSettings(
+            provider=args.node_provisioner,
+            cluster_name=args.capi_cluster,
+            namespace=args.capi_namespace,
+            kubernetes_version=args.capi_kubernetes_version,
+            infrastructure_api_version=args.capi_infrastructure_api_version,
+            infrastructure_kind=args.capi_infrastructure_kind,
+            infrastructure_name=args.capi_infrastructure_name,
+            bootstrap_name=args.capi_bootstrap_name,
+            node_class_group=args.karpenter_node_class_group,
+            node_class_kind=args.karpenter_node_class_kind,
+            node_class_name=args.karpenter_node_class,
+        )
+    except ValueError as exc:
+        build_parser().error(str(exc))
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    provisioning = provisioning_settings(args)
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stdout,
@@ -69,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image=args.runtime_image, drain_timeout_s=args.drain_timeout, scheduler_name=args.scheduler_name
         ),
         gpu_operator_namespace=args.gpu_operator_namespace,
+        provisioning=provisioning,
     )
     if not args.leader_elect:
         operator.run(resync_s=args.resync)

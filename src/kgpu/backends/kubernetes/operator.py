@@ -37,6 +37,13 @@ from kgpu.backends.kubernetes.nodepool import (
     render_device_plugin_configmap,
     render_mig_parted_configmap,
 )
+from kgpu.backends.kubernetes.provisioning import (
+    CAPI_API_VERSION,
+    KARPENTER_API_VERSION,
+    ProvisioningSettings,
+    provisioning_status,
+    render_provisioning,
+)
 from kgpu.backends.kubernetes.status import service_status
 from kgpu.backends.kubernetes.workload import (
     WorkloadSettings,
@@ -102,8 +109,10 @@ class Operator:
         gpu_operator_namespace: str = GPU_OPERATOR_NAMESPACE,
         clock: Callable[[], str] = _utc_now,
         stop: threading.Event | None = None,
+        provisioning: ProvisioningSettings | None = None,
     ) -> None:
         self.apis = apis
+        self.provisioning = provisioning or ProvisioningSettings()
         self.settings = settings or WorkloadSettings()
         self.gpu_operator_namespace = gpu_operator_namespace
         self.clock = clock
@@ -274,10 +283,61 @@ class Operator:
             node_items = nodes.get("items") or []
             for node in node_items:
                 self.configure_node(node, config)
-            status = {"phase": "Ready", **pool_status(pool, node_items)}
+            status = {
+                "phase": "Ready",
+                **pool_status(pool, node_items),
+                **provisioning_status(pool, self.provisioning),
+            }
             self.write_status(POOLS, obj, status)
             statuses[pool.key] = status
+        self.provision([pool for _, pool in pools])
         return statuses
+
+    def _provisioning_api(self) -> tuple[str, str, str, str | None]:
+        """(group, version, plural, namespace) of this cluster's autoscaler objects."""
+        if self.provisioning.provider == "cluster-api":
+            group, version = CAPI_API_VERSION.split("/")
+            return group, version, "machinedeployments", self.provisioning.namespace
+        group, version = KARPENTER_API_VERSION.split("/")
+        return group, version, "nodepools", None
+
+    def provision(self, pools: list[NodePool]) -> None:
+        """Apply each pool's autoscaler object (MachineDeployment or Karpenter NodePool) and delete
+        those of pools that are gone (found by kgpu's labels: they cannot be owned across scopes)."""
+        if self.provisioning.provider == "none":
+            return
+        group, version, plural, namespace = self._provisioning_api()
+        custom = self.apis.custom
+        wanted = set()
+        for pool in pools:
+            manifest = render_provisioning(pool, self.provisioning)
+            if manifest is None:
+                continue
+            wanted.add(manifest["metadata"]["name"])
+            self.guard()
+            name = manifest["metadata"]["name"]
+            if namespace is None:
+                custom.patch_cluster_custom_object(group, version, plural, name, manifest, **APPLY_OPTIONS)
+            else:
+                custom.patch_namespaced_custom_object(
+                    group, version, namespace, plural, name, manifest, **APPLY_OPTIONS
+                )
+        selector = f"{_selector(MANAGED_BY)},{POOL_LABEL}"
+        if namespace is None:
+            listed = custom.list_cluster_custom_object(group, version, plural, label_selector=selector)
+        else:
+            listed = custom.list_namespaced_custom_object(
+                group, version, namespace, plural, label_selector=selector
+            )
+        for item in listed.get("items") or []:
+            name = item["metadata"]["name"]
+            if name in wanted:
+                continue
+            self.guard()
+            if namespace is None:
+                custom.delete_cluster_custom_object(group, version, plural, name)
+            else:
+                custom.delete_namespaced_custom_object(group, version, namespace, plural, name)
 
     def configure_node(self, node: dict[str, Any], config: NodeConfig, attempts: int = 5) -> None:
         """Give one node its pool's taints (a guarded merge patch, retried on a conflict), then its
