@@ -1,7 +1,7 @@
 """A renderer for the subset of Helm's Go templates that charts/kgpu uses (no helm binary here).
 
 Supported: ``{{ .Values.a.b }}``, ``.Release.Name``, ``.Release.Namespace``, ``.Chart.<Field>``,
-``{{- ... -}}`` whitespace trimming, ``if``/``end`` blocks, and the pipeline functions ``quote``,
+``{{- ... -}}`` whitespace trimming, ``if``/``else``/``end`` blocks, and the pipeline functions ``quote``,
 ``toYaml`` and ``nindent N``. Anything else is an error, which keeps the chart's templates inside
 what this renderer (and therefore the tests) can check.
 """
@@ -84,6 +84,10 @@ def render_template(text: str, scope: dict[str, Any]) -> str:
         action = match.group(2)
         if action.startswith("if "):
             active.append(all(active) and _truthy(_pipeline(action[3:], scope)))
+        elif action == "else":
+            if len(active) == 1:
+                raise TemplateError("else without if")
+            active[-1] = all(active[:-1]) and not active[-1]
         elif action == "end":
             if len(active) == 1:
                 raise TemplateError("end without if")

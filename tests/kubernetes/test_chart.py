@@ -307,3 +307,101 @@ def test_template_renderer_trims_indents_and_refuses_what_it_does_not_know():
         render_template("{{ .Values.n | upper }}", scope)
     with pytest.raises(TemplateError, match="if without end"):
         render_template("{{ if .Values.on }}x", scope)
+
+
+def scheduler_calls() -> set[tuple[str, str, str, str | None]]:
+    """(apiGroup, resource, verb, namespace) of every call the kgpu scheduler makes: its watches, a
+    bind, a pod that fits nowhere (twice: the event is counted up), through the real client."""
+    from kubernetes import client as k8s
+
+    from kgpu.backends.kubernetes.cluster_view import node_object, pod_object
+    from kgpu.backends.kubernetes.scheduler import KgpuScheduler
+    from kgpu.scheduling.requests import PodRequest
+    from kgpu.scheduling.snapshot import NodeSpec
+
+    with ApiServerDouble() as api:
+        api.put("v1", "nodes", node_object(NodeSpec("n1", 8000, 65536, 1, "L4")))
+        for name in ("fits", "too-big"):
+            gpus = 1 if name == "fits" else 4
+            api.put("v1", "pods", pod_object(PodRequest(100, 0, gpu_count=gpus, gpu_milli=1000), name, "ml"))
+        scheduler = KgpuScheduler(
+            k8s.CoreV1Api(api.client()), device_plugin_configmap=("gpu-operator", "kgpu-device-plugin-config")
+        )
+        scheduler.start_watches(watch_timeout_s=5)
+        assert scheduler.wait_synced(10)
+        decisions = [scheduler.schedule_one(timeout_s=1.0) for _ in range(2)]
+        failed = next(d for d in decisions if d.placement is None)
+        pod = api.read("v1", "pods", failed.name, "ml")
+        scheduler._report_failure(pod, failed.message)
+        scheduler._report_failure(pod, failed.message)
+        scheduler._report_scheduled(next(d for d in decisions if d.placement is not None))
+        scheduler.stop.set()
+        api.store.close_watches()
+        return requested(api)
+
+
+def test_scheduler_rbac_grants_exactly_what_the_scheduler_calls_over_http_against_api_double():
+    calls = scheduler_calls()
+    assert ("", "pods/binding", "create", None) in calls and ("", "events", "patch", None) in calls
+    calls |= {(g, r, v, "kgpu-system") for g, r, v, _ in lease_calls("kgpu-system")}
+    objects = render_chart(CHART, values={"gpuOperator": {"namespace": "gpu-operator"}})
+    assert granted(objects, "kgpu-scheduler") == calls
+
+
+def test_the_scheduler_deployment_runs_the_scheduler_the_operator_names():
+    objects = by_kind(render_chart(CHART, namespace="ml-platform"))
+    container = objects[("Deployment", "kgpu-scheduler")]["spec"]["template"]["spec"]["containers"][0]
+    from kgpu.backends.kubernetes.scheduler import build_parser as scheduler_parser
+
+    args = scheduler_parser().parse_args(container["args"])
+    assert (args.scheduler_name, args.leader_elect, args.leader_election_namespace) == (
+        "kgpu",
+        True,
+        "ml-platform",
+    )
+    operator = objects[("Deployment", "kgpu-operator")]["spec"]["template"]["spec"]["containers"][0]
+    assert build_parser().parse_args(operator["args"]).scheduler_name == args.scheduler_name
+    without = by_kind(render_chart(CHART, values={"scheduler": {"enabled": False}}))
+    assert ("Deployment", "kgpu-scheduler") not in without
+    operator = without[("Deployment", "kgpu-operator")]["spec"]["template"]["spec"]["containers"][0]
+    assert build_parser().parse_args(operator["args"]).scheduler_name == ""  # the default scheduler places
+
+
+def test_node_provisioner_values_reach_the_operator_with_exactly_the_rbac_it_needs():
+    from kgpu.backends.kubernetes.__main__ import provisioning_settings
+    from kgpu.backends.kubernetes.provisioning import ProvisioningSettings
+
+    capi = {
+        "enabled": True,
+        "cluster": "prod",
+        "namespace": "capi",
+        "kubernetesVersion": "v1.31.4",
+        "infrastructureApiVersion": "infrastructure.cluster.x-k8s.io/v1beta2",
+        "infrastructureKind": "AWSMachineTemplate",
+    }
+    objects = render_chart(CHART, values={"nodeProvisioner": {"clusterApi": capi}})
+    operator = by_kind(objects)[("Deployment", "kgpu-operator")]["spec"]["template"]["spec"]["containers"][0]
+    settings = provisioning_settings(build_parser().parse_args(operator["args"]))
+    assert (settings.provider, settings.cluster_name, settings.namespace) == ("cluster-api", "prod", "capi")
+    with ApiServerDouble() as api:
+        spec = {"flavor": {"gpuModel": "L4", "gpuCount": 1}, "maxNodes": 2}
+        api.put("kgpu.dev/v1alpha1", "nodepools", op.stored_pool("l4", spec))
+        api.put("kgpu.dev/v1alpha1", "nodepools", op.stored_pool("gone", spec))
+        operator_ = Operator(KubeApis.from_client(api.client()), provisioning=settings)
+        operator_.reconcile_node_pools()
+        with api.store.lock:
+            del api.store.objects[("kgpu.dev/v1alpha1", "nodepools", "default", "gone")]
+        operator_.reconcile_node_pools()
+        calls = requested(api, namespaced=("configmaps", "machinedeployments"))
+    wanted = {c for c in calls if c[0] == "cluster.x-k8s.io"}
+    assert {c[2] for c in wanted} == {"list", "create", "patch", "delete"}
+    assert {c for c in granted(objects, "kgpu-operator") if c[0] == "cluster.x-k8s.io"} == wanted
+    karpenter = render_chart(CHART, values={"nodeProvisioner": {"karpenter": {"enabled": True}}})
+    operator = by_kind(karpenter)[("Deployment", "kgpu-operator")]["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    assert provisioning_settings(build_parser().parse_args(operator["args"])).provider == "karpenter"
+    assert {c[1:3] for c in granted(karpenter, "kgpu-operator") if c[0] == "karpenter.sh"} == {
+        ("nodepools", v) for v in ("list", "create", "patch", "delete")
+    }
+    assert ProvisioningSettings().provider == "none"
