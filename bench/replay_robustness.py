@@ -25,8 +25,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from kgpu.autoscaling.predictive import HoldTuning
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceRequest, load_azure_trace
+from kgpu.sim.hold_tuning import HoldTuning
 from kgpu.sim.replay import ReplayResult, ServiceModel, default_spec, find_static, replay
 
 RESULTS = Path(__file__).parent / "results"

@@ -5,17 +5,33 @@ from __future__ import annotations
 import pytest
 
 from kgpu.api.autoscaling import AutoscalingSpec
-from kgpu.autoscaling.predictive import (
-    HoldTuning,
-    PredictiveState,
-    concurrency_slope,
-    deadline_need,
-    held_level,
-    predictive_decide,
-    remember,
-    work_need,
-)
+from kgpu.autoscaling.context import ScalingContext
+from kgpu.autoscaling.predictive import DEFAULT_SIZING, PredictiveState, concurrency_slope
+from kgpu.autoscaling.predictive import predictive_decide as decide_in_context
 from kgpu.autoscaling.window import Sample
+from kgpu.sim.hold_tuning import HoldTuning, TunedSizing, deadline_need, held_level, remember, work_need
+
+
+def predictive_decide(
+    spec,
+    samples,
+    now,
+    current_replicas,
+    in_system_now,
+    replica_startup_s,
+    node_startup_s=0.0,
+    free_gpus=None,
+    state=None,
+    tuning=None,
+    pending=(),
+):
+    """One tick with these inputs as a ScalingContext; `tuning` as its research sizing."""
+    ctx = ScalingContext(
+        spec, samples, now, 0, current_replicas, in_system_now, replica_startup_s, node_startup_s, free_gpus
+    )
+    sizing = DEFAULT_SIZING if tuning is None else TunedSizing(tuning, pending)
+    return decide_in_context(ctx, state, sizing)
+
 
 SPEC = AutoscalingSpec(
     target=16, target_utilization=1.0, min_replicas=0, max_replicas=32, scale_down_stabilization_seconds=600

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kgpu.api.autoscaling import AutoscalingSpec
-from kgpu.autoscaling.predictive import HoldTuning
 from kgpu.sim.azure_trace import TraceError, TraceRequest, load_azure_trace
+from kgpu.sim.hold_tuning import HoldTuning
 from kgpu.sim.replay import ServiceModel, default_spec, find_static, replay
 
 

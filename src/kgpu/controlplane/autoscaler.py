@@ -2,8 +2,10 @@
 
 The decision functions in `kgpu.autoscaling` are pure; this module feeds them what the gateway sees
 (requests in flight on replicas plus requests held waiting for one; for `metric: sequences`, the
-generation replicas' running and waiting sequences instead of requests in flight) once per tick, keeps each
-service's samples and policy state, and publishes the replica count the reconciler converges to.
+generation replicas' running and waiting sequences instead of requests in flight) once per tick, as the
+same `ScalingContext` the trace replay builds, through the one entry point `kgpu.autoscaling.policy.decide`;
+it keeps each service's samples and policy state, and publishes the replica count the reconciler
+converges to.
 Like Knative's activator, a request that arrives while its service is at zero wakes the service at
 once instead of waiting for the next tick.
 """
@@ -18,10 +20,9 @@ from dataclasses import dataclass, field
 
 from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.api.models import InferenceService
-from kgpu.autoscaling.hpa import hpa_decide
-from kgpu.autoscaling.kpa import kpa_decide
-from kgpu.autoscaling.predictive import predictive_decide
-from kgpu.autoscaling.window import Sample, window_average
+from kgpu.autoscaling.context import ScalingContext, keep_recent
+from kgpu.autoscaling.policy import decide
+from kgpu.autoscaling.window import Sample
 
 log = logging.getLogger("kgpu.autoscaler")
 
@@ -40,14 +41,32 @@ class Observation:
     # Running plus waiting sequences over the service's generation replicas (their /metrics); None when
     # no replica reports them (embedding services, or none scraped yet).
     sequences: float | None = None
+    node_startup_s: float = 0.0  # extra lead time when a replica needs a new node (none here)
+    free_gpus: int | None = None  # replicas that can start without a new node (None: no limit known)
+
+    def sample(self, spec: AutoscalingSpec, now: float) -> Sample:
+        """This observation as a sample in the unit of `spec.target` (see `load_of`)."""
+        return Sample(
+            time=now,
+            concurrency=load_of(spec, self),
+            in_flight=on_replicas(spec, self),
+            queue=self.held,
+            ready_replicas=self.ready,
+        )
+
+
+def on_replicas(spec: AutoscalingSpec, seen: Observation) -> float:
+    """The load the replicas hold, in the unit of `spec.target`: requests in flight, or for
+    `metric: sequences` their running plus waiting sequences when they report them."""
+    if spec.metric == "sequences" and seen.sequences is not None:
+        return float(seen.sequences)
+    return float(seen.in_flight)
 
 
 def load_of(spec: AutoscalingSpec, seen: Observation) -> float:
     """The service's load in the unit of `spec.target`; requests held at the gateway count either way
     (each is one more sequence once admitted)."""
-    if spec.metric == "sequences" and seen.sequences is not None:
-        return float(seen.sequences + seen.held)
-    return float(seen.in_flight + seen.held)
+    return on_replicas(spec, seen) + seen.held
 
 
 @dataclass
@@ -103,31 +122,8 @@ class ReplicaAutoscaler:
                 continue
             key = service.key
             live.add(key)
-            entry = self._entry(key, spec, service.spec.replicas)
             seen = observe(key)
-            concurrency = load_of(spec, seen)
-            entry.samples.append(
-                Sample(
-                    time=now,
-                    concurrency=concurrency,
-                    in_flight=seen.in_flight,
-                    queue=seen.held,
-                    ready_replicas=seen.ready,
-                )
-            )
-            horizon = now - max(spec.stable_window_seconds, spec.scale_down_stabilization_seconds)
-            while entry.samples and entry.samples[0].time <= horizon:
-                entry.samples.popleft()
-            desired = self._decide(entry, seen, concurrency, now)
-            entry.concurrency = concurrency
-            if desired != entry.desired:
-                self._on_event(
-                    key,
-                    f"autoscaler ({spec.policy}) scales {entry.desired} -> {desired} replicas "
-                    f"(concurrency {concurrency:.0f}, ready {seen.ready})",
-                )
-                entry.desired = desired
-                changed = True
+            changed |= self.scale(service, seen.sample(spec, now), seen)
         for key in set(self._services) - live:
             del self._services[key]
         if changed:
@@ -142,28 +138,37 @@ class ReplicaAutoscaler:
             entry.spec, entry.state, entry.desired = spec, None, spec.clamp(entry.desired)
         return entry
 
-    def _decide(self, entry: _Scaling, seen: Observation, concurrency: float, now: float) -> int:
-        spec = entry.spec
-        if spec.policy == "kpa":
-            decision = kpa_decide(spec, list(entry.samples), now, seen.ready, entry.state)
-            entry.state, entry.panicking = decision.state, decision.panicking
-            return decision.desired
-        if spec.policy == "hpa":
-            per_replica = window_average(entry.samples, now, spec.panic_window_seconds) / max(1, seen.ready)
-            hpa = hpa_decide(spec, now, entry.desired, per_replica, entry.state)
-            entry.state = hpa.state
-            return hpa.desired
-        decision = predictive_decide(
-            spec,
-            list(entry.samples),
-            now,
-            current_replicas=entry.desired,
-            in_system_now=concurrency,
+    def scale(self, service: InferenceService, sample: Sample, seen: Observation) -> bool:
+        """One tick of one service: remember `sample` (ending at `sample.time`), run its policy and
+        take the replica count it decides; whether that count changed."""
+        spec = service.spec.autoscaling
+        assert spec is not None
+        entry = self._entry(service.key, spec, service.spec.replicas)
+        entry.samples.append(sample)
+        keep_recent(entry.samples, sample.time)
+        ctx = ScalingContext(
+            spec=spec,
+            samples=entry.samples,
+            now=sample.time,
+            ready=seen.ready,
+            current=entry.desired,
+            in_system=load_of(spec, seen),
             replica_startup_s=seen.startup_s or DEFAULT_STARTUP_S,
-            state=entry.state,
+            node_startup_s=seen.node_startup_s,
+            free_gpus=seen.free_gpus,
         )
-        entry.state = decision.state
-        return decision.desired
+        decision = decide(ctx, entry.state)
+        entry.state, entry.panicking = decision.state, decision.panicking
+        entry.concurrency = sample.concurrency
+        if decision.desired == entry.desired:
+            return False
+        self._on_event(
+            service.key,
+            f"autoscaler ({spec.policy}) scales {entry.desired} -> {decision.desired} replicas "
+            f"(concurrency {sample.concurrency:.0f}, ready {seen.ready})",
+        )
+        entry.desired = decision.desired
+        return True
 
 
 def measured_startup_s(started_ready: Iterable[tuple[float | None, float | None]]) -> float | None:

@@ -34,18 +34,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from kgpu.api.autoscaling import AutoscalingSpec
-from kgpu.autoscaling.hpa import HPAState, hpa_decide
-from kgpu.autoscaling.kpa import KPAState, kpa_decide
+from kgpu.autoscaling.context import ScalingContext, keep_recent
 from kgpu.autoscaling.nodepool import NodeView, PendingReplica, PoolState, PoolView, decide_node_pools
-from kgpu.autoscaling.predictive import HoldTuning, PredictiveState, predictive_decide
+from kgpu.autoscaling.policy import REPLICA_POLICIES, ScalingDecision, decide
+from kgpu.autoscaling.predictive import predictive_decide
 from kgpu.autoscaling.window import Sample
 from kgpu.gateway.deadline_queue import DeadlineQueue
 from kgpu.sim.azure_trace import TraceRequest
+from kgpu.sim.hold_tuning import HoldTuning, TunedSizing
 
 POLICIES = ("kgpu", "kpa", "hpa", "static")
 VARIANTS = ("kgpu-lean", "kgpu-min4")  # other settings of a policy, replayed by the benchmark
 NODE_SCAN_S = 10.0
-SAMPLE_KEEP_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -245,9 +245,7 @@ class _Replay:
         self.acc_arrivals = 0
         self.acc_arrived_work = 0.0
         self.acc_completed_work = 0.0
-        self.kpa_state = KPAState()
-        self.hpa_state = HPAState()
-        self.kgpu_state = PredictiveState()
+        self.policy_state: object = None  # what the policy handed back on its last tick
         self.tuning = tuning
         self.deadlines = [model.client_deadline(r) for r in self.requests]
         self.generated_done = 0.0  # generated tokens of the completed requests (known once done)
@@ -389,44 +387,41 @@ class _Replay:
         self.acc_arrivals = 0
         self.acc_arrived_work = self.acc_completed_work = 0.0
         self.samples.append(sample)
-        while self.samples and self.samples[0].time < now - SAMPLE_KEEP_S:
-            self.samples.popleft()
+        keep_recent(self.samples, now)
         return sample
 
     def _tick(self, now: float) -> None:
-        sample = self._sample(now)
-        spec = self.spec
-        assert spec is not None
+        """The live autoscaler's tick: the same context, through the same entry point."""
+        self._sample(now)
+        assert self.spec is not None
         active = self._active()
-        ready = sum(1 for r in active if r.ready_at <= now)
-        if self.policy == "kpa":
-            decision = kpa_decide(spec, self.samples, now, ready, self.kpa_state)
-            self.kpa_state = decision.state
-            desired = decision.desired
-        elif self.policy == "hpa":
-            per_replica = sample.in_flight / max(1, ready)
-            hpa = hpa_decide(spec, now, len(active) + self.pending, per_replica, self.hpa_state)
-            self.hpa_state = hpa.state
-            desired = hpa.desired
-        else:
-            in_system = sum(r.n() for r in active) + len(self.queue)
-            free = self._free_gpus(now)
-            decision = predictive_decide(
-                spec,
-                self.samples,
-                now,
-                len(active) + self.pending,
-                in_system,
-                self.model.replica_startup_s,
-                self.model.node_startup_s,
-                free,
-                self.kgpu_state,
-                self.tuning,
-                self._pending_work(now, active) if self.tuning and self.tuning.reactive == "deadline" else (),
-            )
-            self.kgpu_state = decision.state
-            desired = decision.desired
-        self._scale_to(now, desired)
+        ctx = ScalingContext(
+            spec=self.spec,
+            samples=self.samples,
+            now=now,
+            ready=sum(1 for r in active if r.ready_at <= now),
+            current=len(active) + self.pending,
+            in_system=sum(r.n() for r in active) + len(self.queue),
+            replica_startup_s=self.model.replica_startup_s,
+            node_startup_s=self.model.node_startup_s,
+            free_gpus=self._free_gpus(now),
+        )
+        decision = decide(ctx, self.policy_state, self._policies(now, active))
+        self.policy_state = decision.state
+        self._scale_to(now, decision.desired)
+
+    def _policies(self, now: float, active: list[_Replica]):
+        """The live policies; with a research tuning, kgpu's sizing replaced by it."""
+        if self.tuning is None:
+            return REPLICA_POLICIES
+        tuning = self.tuning
+        pending = self._pending_work(now, active) if tuning.reactive == "deadline" else ()
+
+        def tuned(ctx: ScalingContext, state: object) -> ScalingDecision:
+            decision = predictive_decide(ctx, state, TunedSizing(tuning, pending))
+            return ScalingDecision(decision.desired, decision.state)
+
+        return {**REPLICA_POLICIES, "kgpu": tuned}
 
     def _pending_work(self, now: float, active: list[_Replica]) -> list[tuple[float, float]]:
         """(deadline, estimated work left) of each request waiting or in flight, as the gateway knows it.

@@ -1,0 +1,36 @@
+"""What every replica policy sees at one tick: the same fields, whoever observes them.
+
+The live autoscaler (`kgpu.controlplane.autoscaler`) fills a `ScalingContext` from the gateway
+and the backend, the trace replay (`kgpu.sim.replay`) from its simulated gateway; both hand it
+to `kgpu.autoscaling.policy.decide`. So the replay runs exactly the inputs the live policy gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kgpu.api.autoscaling import AutoscalingSpec
+from kgpu.autoscaling.window import Sample
+
+# Samples older than this are dropped: longer than any policy window (a tuning's memory included).
+SAMPLES_KEPT_S = 900.0
+
+
+@dataclass(frozen=True)
+class ScalingContext:
+    spec: AutoscalingSpec
+    samples: Sequence[Sample]  # oldest first; the last one covers the interval ending now
+    now: float
+    ready: int  # replicas that serve now
+    current: int  # replicas last asked for: ready, starting, or waiting for a GPU
+    in_system: float  # requests in flight on replicas plus waiting at the gateway, now
+    replica_startup_s: float
+    node_startup_s: float = 0.0  # extra lead time when a replica needs a new node
+    free_gpus: int | None = None  # replicas that can start without a new node (None: no limit)
+
+
+def keep_recent(samples, now: float) -> None:
+    """Drop (from the left of a deque) the samples older than SAMPLES_KEPT_S."""
+    while samples and samples[0].time < now - SAMPLES_KEPT_S:
+        samples.popleft()
