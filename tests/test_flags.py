@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kgpu.backends.kubernetes.__main__ import build_parser as operator_parser
-from kgpu.backends.kubernetes.gateway import build_parser as gateway_parser
+from kgpu.controlplane.in_cluster import build_parser as gateway_parser
 from kgpu.serving.__main__ import parse_args as replica_args
 
 

@@ -12,8 +12,8 @@ import yaml
 from kgpu.api.crds import all_crds
 from kgpu.api.io import parse_resource
 from kgpu.backends.kubernetes.__main__ import build_parser
-from kgpu.backends.kubernetes.gateway import build_parser as gateway_parser
 from kgpu.backends.kubernetes.operator import KubeApis, Operator
+from kgpu.controlplane.in_cluster import build_parser as gateway_parser
 from tests.kubernetes import test_operator as op
 from tests.kubernetes.api_double import ApiError, ApiServerDouble, parse_route
 from tests.kubernetes.helm_render import TemplateError, render_chart, render_template
@@ -77,7 +77,7 @@ def test_values_reach_the_operator_and_the_gateway_can_be_left_out():
     }
     assert objects[("Role", "prod-operator-gpu-configs")]["metadata"]["namespace"] == "nvidia-gpu-operator"
     gateway = objects[("Deployment", "prod-gateway")]["spec"]["template"]["spec"]["containers"][0]
-    assert gateway["command"] == ["python", "-m", "kgpu.backends.kubernetes.gateway"]
+    assert gateway["command"] == ["python", "-m", "kgpu.controlplane.in_cluster"]
     assert gateway_parser().parse_args(gateway["args"]).port == gateway["ports"][0]["containerPort"]
     without_gateway = render_chart(CHART, values={"gateway": {"enabled": False}})
     assert not [
@@ -277,7 +277,7 @@ def test_gateway_rbac_grants_exactly_what_its_kubernetes_backend_calls_against_c
 
 
 def test_the_chart_gateway_runs_services_on_its_cluster_and_routes_by_cluster_dns():
-    from kgpu.backends.kubernetes.gateway import platform_config
+    from kgpu.controlplane.in_cluster import platform_config
 
     gateway = by_kind(render_chart(CHART, values={"gateway": {"clusterDomain": "corp.internal"}}))
     container = gateway[("Deployment", "kgpu-gateway")]["spec"]["template"]["spec"]["containers"][0]

@@ -1,4 +1,4 @@
-"""`python -m kgpu.backends.kubernetes.gateway`: kgpu's API and OpenAI-compatible gateway inside a cluster.
+"""`python -m kgpu.controlplane.in_cluster`: kgpu's API and OpenAI-compatible gateway inside a cluster.
 
 The same server as `kgpu up`, without applying files on start. Inside a cluster, services applied
 through this server's REST API (`kgpu apply`) run on that cluster: the server creates their
@@ -21,7 +21,7 @@ from kgpu import flags
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m kgpu.backends.kubernetes.gateway", description="kgpu gateway"
+        prog="python -m kgpu.controlplane.in_cluster", description="kgpu gateway"
     )
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=flags.port, default=8000)
