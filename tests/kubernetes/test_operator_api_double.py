@@ -233,3 +233,18 @@ def test_no_write_leaves_the_operator_once_leadership_is_lost_over_http_against_
     with pytest.raises(NotLeading):
         operator_for(api, stop).reconcile_service("ml", "minilm")
     assert [r for r in api.store.requests if r.method != "GET"] == []
+
+
+def test_an_invalid_service_or_pool_is_reported_in_its_status_and_nothing_is_written_over_http_against_api_double(
+    api,
+):
+    put_service(api, {"resources": {"limits": {"nvidia.com/gpu": "1.5"}}})
+    put_pool(api, "bad", {"flavor": {"gpuModel": "L4", "gpuCount": 1}, "minNodes": 3, "maxNodes": 1})
+    operator = operator_for(api)
+    status = operator.reconcile_service("ml", "minilm")
+    assert status["phase"] == "Invalid" and "must be an integer" in status["message"]
+    pools = operator.reconcile_node_pools()
+    assert pools["default/bad"]["phase"] == "Invalid" and "minNodes" in pools["default/bad"]["message"]
+    assert api.read(GV, "inferenceservices", "minilm", "ml")["status"]["phase"] == "Invalid"
+    assert api.read(GV, "nodepools", "bad", "default")["status"]["phase"] == "Invalid"
+    assert api.items("apps/v1", "deployments", "ml") == []

@@ -207,3 +207,29 @@ def test_a_parked_pod_is_tried_again_when_a_pod_leaves_over_http_against_api_dou
 
 def api_route_plain(pod: str):
     return Route("", "v1", "pods", "ml", pod, None)
+
+
+def test_the_scheduler_loop_binds_new_pods_and_survives_expired_watches_over_http_against_api_double(api):
+    from kubernetes import client as k8s
+
+    api.put("v1", "nodes", gpu_node("a", 2))
+    scheduler = KgpuScheduler(k8s.CoreV1Api(api.client()))
+    thread = threading.Thread(target=scheduler.run, kwargs={"watch_timeout_s": 30})
+    thread.start()
+    try:
+        api.put("v1", "pods", gpu_pod("p1"))
+        eventually(lambda: api.read("v1", "pods", "p1", "ml")["spec"].get("nodeName") == "a")
+        api.store.compact(close_watches=True)  # watches resume from a version now too old: 410, list again
+        api.put("v1", "pods", gpu_pod("p2"))
+        eventually(lambda: api.read("v1", "pods", "p2", "ml")["spec"].get("nodeName") == "a")
+        eventually(
+            lambda: len([e for e in api.items("v1", "events", "ml") if e["reason"] == "Scheduled"]) == 2
+        )
+        assert all(i.lists >= 2 for i in scheduler.informers)
+    finally:
+        scheduler.stop.set()
+        api.store.close_watches()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    (event, _) = sorted(api.items("v1", "events", "ml"), key=lambda e: e["involvedObject"]["name"])
+    assert event["message"] == "Successfully assigned ml/p1 to a"
