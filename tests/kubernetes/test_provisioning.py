@@ -135,18 +135,24 @@ SPEC = {
 }
 
 
+def put_pool(api: ApiServerDouble) -> None:
+    body = {
+        "apiVersion": GV,
+        "kind": "NodePool",
+        "metadata": {"name": "h100", "namespace": "default"},
+        "spec": SPEC,
+    }
+    api.put(GV, "nodepools", body)
+
+
+def delete_pool(api: ApiServerDouble) -> None:
+    with api.store.lock:
+        del api.store.objects[(GV, "nodepools", "default", "h100")]
+
+
 def test_min_and_max_nodes_reach_the_autoscaler_and_a_deleted_pool_loses_its_nodes_over_http_against_api_double():
     with ApiServerDouble() as api:
-        api.put(
-            GV,
-            "nodepools",
-            {
-                "apiVersion": GV,
-                "kind": "NodePool",
-                "metadata": {"name": "h100", "namespace": "default"},
-                "spec": SPEC,
-            },
-        )
+        put_pool(api)
         operator = Operator(KubeApis.from_client(api.client()), provisioning=CAPI)
         status = operator.reconcile_node_pools()["default/h100"]
         assert status["provisioningObject"] == "kgpu-default-h100"
@@ -169,29 +175,18 @@ def test_min_and_max_nodes_reach_the_autoscaler_and_a_deleted_pool_loses_its_nod
             == "6"
         )
 
-        with api.store.lock:
-            del api.store.objects[(GV, "nodepools", "default", "h100")]
+        delete_pool(api)
         operator.reconcile_node_pools()
         assert api.items("cluster.x-k8s.io/v1beta1", "machinedeployments", "capi") == []
 
 
 def test_karpenter_node_pools_are_cluster_scoped_and_pruned_over_http_against_api_double():
     with ApiServerDouble() as api:
-        api.put(
-            GV,
-            "nodepools",
-            {
-                "apiVersion": GV,
-                "kind": "NodePool",
-                "metadata": {"name": "h100", "namespace": "default"},
-                "spec": SPEC,
-            },
-        )
+        put_pool(api)
         operator = Operator(KubeApis.from_client(api.client()), provisioning=KARPENTER)
         operator.reconcile_node_pools()
         (node_pool,) = api.items("karpenter.sh/v1", "nodepools")
         assert node_pool["spec"]["limits"]["nvidia.com/gpu"] == "16"
-        with api.store.lock:
-            del api.store.objects[(GV, "nodepools", "default", "h100")]
+        delete_pool(api)
         operator.reconcile_node_pools()
         assert api.items("karpenter.sh/v1", "nodepools") == []

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
 
-from kubernetes import config
-
 from kgpu import flags
-from kgpu.backends.kubernetes.leader import LEASE_NAME, ElectionSettings, run_as_leader
+from kgpu.backends.kubernetes.leader import LEASE_NAME
 from kgpu.backends.kubernetes.nodepool import GPU_OPERATOR_NAMESPACE
 from kgpu.backends.kubernetes.operator import KubeApis, Operator
+from kgpu.backends.kubernetes.process import add_cluster_flags, connect, run_elected
 from kgpu.backends.kubernetes.provisioning import PROVIDERS, ProvisioningSettings
 from kgpu.backends.kubernetes.workload import DEFAULT_RUNTIME_IMAGE, SCHEDULER_NAME, WorkloadSettings
 
@@ -36,21 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="schedulerName of the replicas (kgpu's scheduler); '' leaves them to the default scheduler",
     )
     add_provisioning_flags(parser)
-    parser.add_argument("--kubeconfig", default=None, help="outside a cluster: kubeconfig file")
-    parser.add_argument("--context", default=None)
-    flags.add_log_level(parser)
-    parser.add_argument(
-        "--leader-elect",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="reconcile only while holding the Lease (run several replicas; the chart does)",
-    )
-    parser.add_argument(
-        "--leader-election-namespace",
-        default=None,
-        help="namespace of the Lease (default: $POD_NAMESPACE, else kgpu-system)",
-    )
-    parser.add_argument("--leader-election-id", default=LEASE_NAME, help="name of the Lease")
+    add_cluster_flags(parser, LEASE_NAME)
     return parser
 
 
@@ -101,15 +84,7 @@ def provisioning_settings(args: argparse.Namespace) -> ProvisioningSettings:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     provisioning = provisioning_settings(args)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if args.kubeconfig:
-        config.load_kube_config(config_file=args.kubeconfig, context=args.context)
-    else:
-        config.load_incluster_config()
+    connect(args)
     operator = Operator(
         KubeApis.from_client(),
         WorkloadSettings(
@@ -118,15 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gpu_operator_namespace=args.gpu_operator_namespace,
         provisioning=provisioning,
     )
-    if not args.leader_elect:
-        operator.run(resync_s=args.resync)
-        return 0
-    settings = ElectionSettings(
-        namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "kgpu-system",
-        lease_name=args.leader_election_id,
-    )
-    run_as_leader(lambda stop: operator.run(resync_s=args.resync, stop=stop), settings)
-    return 1  # the lease was lost: restart as a follower rather than reconcile without it
+    return run_elected(args, lambda stop: operator.run(resync_s=args.resync, stop=stop))
 
 
 if __name__ == "__main__":

@@ -610,8 +610,8 @@ def _node_signature(node: dict[str, Any]) -> tuple:
 def build_parser() -> Any:
     import argparse
 
-    from kgpu import flags
     from kgpu.backends.kubernetes.nodepool import DEVICE_PLUGIN_CONFIGMAP, GPU_OPERATOR_NAMESPACE
+    from kgpu.backends.kubernetes.process import add_cluster_flags
     from kgpu.scheduling.policies import POLICIES
 
     parser = argparse.ArgumentParser(
@@ -623,34 +623,17 @@ def build_parser() -> Any:
     parser.add_argument("--policy", default="kgpu", choices=sorted(POLICIES))
     parser.add_argument("--gpu-operator-namespace", default=GPU_OPERATOR_NAMESPACE)
     parser.add_argument("--device-plugin-configmap", default=DEVICE_PLUGIN_CONFIGMAP)
-    parser.add_argument("--kubeconfig", default=None, help="outside a cluster: kubeconfig file")
-    parser.add_argument("--context", default=None)
-    parser.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=False)
-    parser.add_argument("--leader-election-namespace", default=None)
-    parser.add_argument("--leader-election-id", default="kgpu-scheduler")
-    flags.add_log_level(parser)
+    add_cluster_flags(parser, "kgpu-scheduler")
     return parser
 
 
 def main(argv: Any = None) -> int:
-    import os
-    import sys
-
     from kubernetes import client as k8s
-    from kubernetes import config
 
-    from kgpu.backends.kubernetes.leader import ElectionSettings, run_as_leader
+    from kgpu.backends.kubernetes.process import connect, run_elected
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if args.kubeconfig:
-        config.load_kube_config(config_file=args.kubeconfig, context=args.context)
-    else:
-        config.load_incluster_config()
+    connect(args)
 
     def work(stop: threading.Event) -> None:
         KgpuScheduler(
@@ -661,15 +644,7 @@ def main(argv: Any = None) -> int:
             stop=stop,
         ).run()
 
-    if not args.leader_elect:
-        work(threading.Event())
-        return 0
-    settings = ElectionSettings(
-        namespace=args.leader_election_namespace or os.environ.get("POD_NAMESPACE") or "kgpu-system",
-        lease_name=args.leader_election_id,
-    )
-    run_as_leader(work, settings)
-    return 1  # the lease was lost: restart as a follower
+    return run_elected(args, work)
 
 
 if __name__ == "__main__":
