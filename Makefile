@@ -26,7 +26,7 @@ test: venv lint
 
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python bench/serving.py
+	$(BIN)/python -m bench.serving
 
 # On a machine with an NVIDIA GPU (and the network, for the bench extras): bench/README.md, "GPU checks".
 bench-gpu: venv

@@ -12,8 +12,8 @@ Open loop: request i is due at start + i / rate whether or not earlier ones retu
 latency is measured from that due time, so a server that falls behind shows it in the tail
 (no coordinated omission). Prints a table and writes JSON to bench/results/api.json.
 
-    .venv/bin/python bench/api.py                       # SQLite (and PostgreSQL if the env var is set)
-    .venv/bin/python bench/api.py --rate 1000 --duration 30
+    .venv/bin/python -m bench.api                       # SQLite (and PostgreSQL if the env var is set)
+    .venv/bin/python -m bench.api --rate 1000 --duration 30
 """
 
 from __future__ import annotations
@@ -35,8 +35,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import percentile
+from bench.common.loadgen import percentile
 
 NAMESPACE = "bench"
 BASE = f"/apis/kgpu.dev/v1alpha1/namespaces/{NAMESPACE}/inferenceservices"

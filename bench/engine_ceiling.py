@@ -9,7 +9,7 @@ engine threads (kgpu.serving.engine_threads): on CPUs, where a call runs decides
 serving.py runs this in its own process so the load generator's process stays free of torch and the
 device memory is released before servers start.
 
-Run: python bench/engine_ceiling.py --model-dir DIR --json-out PATH [--device ...] [--dtype ...] [--padded]
+Run: python -m bench.engine_ceiling --model-dir DIR --json-out PATH [--device ...] [--dtype ...] [--padded]
      [--workers 1,auto]
 """
 
@@ -19,16 +19,14 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import percentile
-from workload import DEFAULT_SEED, load_vocabulary, make_sentences
+from bench.common.loadgen import percentile
+from bench.common.workload import DEFAULT_SEED, load_vocabulary, make_sentences
 
 MIN_BATCHES = 3  # a slow batch size still yields a number instead of an empty window
 

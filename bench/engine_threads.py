@@ -17,7 +17,7 @@ of a forward pass then waits for a helper to wake. This script measures single r
 Reported per layout: p50 and mean latency, their ratio to ``main`` measured in the same run, and context
 switches per request (the process's voluntary and involuntary switches, all threads).
 
-    .venv/bin/python bench/engine_threads.py [--requests 300] [--rounds 2]
+    .venv/bin/python -m bench.engine_threads [--requests 300] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -35,15 +35,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from bench.common.machine import child_env, versions
+from bench.common.model import model_dir
+from bench.common.results import write_results
+from bench.common.workload import DEFAULT_SEED, SENTENCE_POOL, load_vocabulary, make_sentences
+
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from results_file import write_results  # noqa: E402
-from serving import SENTENCE_POOL, _child_env, model_dir, versions  # noqa: E402
-from workload import DEFAULT_SEED, load_vocabulary, make_sentences  # noqa: E402
 
 LAYOUTS = ("main", "separate-threads", "engine-thread")
 console = Console(width=None if sys.stdout.isatty() else 132)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             command = [sys.executable, __file__, "--layout", layout, "--requests", str(args.requests)]
             command += ["--warmup", str(args.warmup), "--gap-ms", str(args.gap_ms)]
             console.print(f"round {round_index + 1}: {layout}")
-            done = subprocess.run(command, env=_child_env(), capture_output=True, text=True, check=False)
+            done = subprocess.run(command, env=child_env(), capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 console.print(done.stderr[-2000:])
                 return 1

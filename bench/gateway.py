@@ -4,7 +4,7 @@ The stub returns a fixed 384-float embedding without computing anything, so the 
 and routing only: what the gateway adds on top of a replica, and whether it holds up at high
 concurrency (it must not collapse as connections grow). Each server runs in its own process.
 
-    .venv/bin/python bench/gateway.py [--concurrency 1,64,256] [--duration 5] [--upstream aiohttp|httpx]
+    .venv/bin/python -m bench.gateway [--concurrency 1,64,256] [--duration 5] [--upstream aiohttp|httpx]
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import sys
 import time
 from pathlib import Path
 
@@ -23,9 +22,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import run_closed_loop
-from servers import free_port
+from bench.common.loadgen import run_closed_loop
+from bench.common.servers import free_port
 
 
 def _stub_app():

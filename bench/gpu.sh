@@ -53,7 +53,7 @@ if compgen -G "$WHEELS/*.whl" > /dev/null || [ -d "$WHEELS/site" ]; then
     if [ -d "$WHEELS/site" ]; then
         echo "copying package folders from $WHEELS/site/ into $SITE"
         cp -r "$WHEELS/site/." "$SITE/"
-        "$PY" bench/gpu_bundle.py expand "$SITE"
+        "$PY" -m bench.gpu_bundle expand "$SITE"
     fi
     if compgen -G "$WHEELS/*.whl" > /dev/null; then
         echo "installing $(ls "$WHEELS"/*.whl | wc -l) wheels from $WHEELS/ into $SITE (offline)"
@@ -97,26 +97,26 @@ mapfile -t GPU_TEST_FILES < <(grep -rl --include='test_*.py' 'mark.gpu' tests | 
 phase gpu-tests 60 "$PY" -m pytest -q -p no:cacheprovider -m gpu "${GPU_TEST_FILES[@]}"
 
 # 20 paired readings a second apart, a matmul load through the middle ten (about 30 s).
-phase telemetry 75 "$PY" bench/gpu_telemetry.py --samples 20 --out "$OUT/gpu-telemetry.json"
+phase telemetry 75 "$PY" -m bench.gpu_telemetry --samples 20 --out "$OUT/gpu-telemetry.json"
 
-phase serving-inputs32 60 "$PY" bench/serving.py --device "$DEVICE" --dtype "$DTYPE" \
+phase serving-inputs32 60 "$PY" -m bench.serving --device "$DEVICE" --dtype "$DTYPE" \
     --systems kgpu --batch-inputs 32 --concurrency 8,32 \
     --duration "$DURATION" --warmup 1 \
     --json "$OUT/serving-$DEVICE-inputs32.json" --log-dir "$OUT/logs"
 
 # Two engine workers: the next batch is prepared (padded, copied to the GPU) while one computes.
-phase serving-inputs32-w2 60 "$PY" bench/serving.py --device "$DEVICE" --dtype "$DTYPE" \
+phase serving-inputs32-w2 60 "$PY" -m bench.serving --device "$DEVICE" --dtype "$DTYPE" \
     --systems kgpu --batch-inputs 32 --concurrency 8,32 --engine-workers 2 \
     --duration "$DURATION" --warmup 1 \
     --json "$OUT/serving-$DEVICE-inputs32-w2.json" --log-dir "$OUT/logs-w2"
 
 # The serial part of the 32-input path: CPU per request on the gateway's and the replica's event loops,
 # and the rate at which each loop would be saturated (a ceiling no GPU lifts).
-phase loop-cpu 60 "$PY" bench/loop_cpu.py --device "$DEVICE" --dtype "$DTYPE" \
+phase loop-cpu 60 "$PY" -m bench.loop_cpu --device "$DEVICE" --dtype "$DTYPE" \
     --inputs 32 --concurrency 32 --duration "$DURATION" --json "$OUT/loop-cpu-$DEVICE.json"
 
 # About 160 s with DURATION=3 on an H200 (4 points x 3 servers + 4 engine batch sizes, server starts).
-phase serving 230 "$PY" bench/serving.py --device "$DEVICE" --dtype "$DTYPE" \
+phase serving 230 "$PY" -m bench.serving --device "$DEVICE" --dtype "$DTYPE" \
     --systems engine,kgpu,naive,litserve --concurrency 1,8,64,256 \
     --engine-batch-sizes 1,32,128,512 \
     --duration "$DURATION" --warmup 1 \
@@ -126,20 +126,20 @@ phase serving 230 "$PY" bench/serving.py --device "$DEVICE" --dtype "$DTYPE" \
 for result in "$OUT/serving-$DEVICE.json" "$OUT/serving-$DEVICE-inputs32.json" "$OUT/serving-$DEVICE-inputs32-w2.json"; do
     if [ -f "$result" ] && grep -q '"interrupted before it finished"' "$result"; then
         echo "=== partial results in $result"
-        "$PY" bench/serving.py --report "$result" 2>&1 | tee -a "$OUT/partial-report.log"
+        "$PY" -m bench.serving --report "$result" 2>&1 | tee -a "$OUT/partial-report.log"
     fi
 done
 
 # Concurrency 1, paired: kgpu's gateway, its replica alone and naive side by side, one sentence to each in
 # turn. What the batch-1 p50 target is made of: the gateway's hop, the replica, the forward pass.
-phase latency-c1 60 "$PY" bench/latency_c1.py --device "$DEVICE" --dtype "$DTYPE" \
+phase latency-c1 60 "$PY" -m bench.latency_c1 --device "$DEVICE" --dtype "$DTYPE" \
     --requests "$C1_REQUESTS" --gap-ms 5 --json "$OUT/latency-c1-$DEVICE.json"
 
-phase unpadded 60 "$PY" bench/unpadded.py --device "$DEVICE" --dtype "$DTYPE" \
+phase unpadded 60 "$PY" -m bench.unpadded --device "$DEVICE" --dtype "$DTYPE" \
     --batch-sizes "$UNPADDED_SIZES" --rounds "$UNPADDED_ROUNDS" --out "$OUT/unpadded-$DEVICE.json"
 
 # The padded forward with the 2-D mask against a ready one (the host sync it saves shows only here).
-phase ready-mask 60 "$PY" bench/ready_mask.py --device "$DEVICE" --batch "$MASK_BATCH" --rounds "$MASK_ROUNDS" \
+phase ready-mask 60 "$PY" -m bench.ready_mask --device "$DEVICE" --batch "$MASK_BATCH" --rounds "$MASK_ROUNDS" \
     --json "$OUT/ready-mask-$DEVICE.json"
 
 phase nvidia-smi-after 20 nvidia-smi

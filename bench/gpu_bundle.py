@@ -12,8 +12,8 @@ folders and runs `expand` below, which writes the float32 weights back from the 
 system on the GPU loads the same float32 checkpoint as here (its weights rounded once to float16; the
 benchmarks compare speed, and each system serves the same weights).
 
-    .venv/bin/python bench/gpu_bundle.py build              # -> .whl/ (prints a size table)
-    python3 bench/gpu_bundle.py expand /tmp/site            # on the GPU machine (gpu.sh does this)
+    .venv/bin/python -m bench.gpu_bundle build              # -> .whl/ (prints a size table)
+    python3 -m bench.gpu_bundle expand /tmp/site            # on the GPU machine (gpu.sh does this)
 
 `build --python-version 3.11` packs for this machine's Python instead: `bench/gpu_rehearsal.sh` uses
 that to run gpu.sh's whole path on the CPU with only the GPU machine's packages plus the bundle.

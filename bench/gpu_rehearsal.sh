@@ -27,13 +27,13 @@ PYV="$("$VENV_PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 # this machine has; the image's 2.11 is a CUDA build).
 declare -A PINNED=([torch]=2.13.0 [transformers]=5.17.0 [sentence-transformers]=6.0.1 [tokenizers]=0.23.2)
 requirements=()
-for name in $("$BUILDER" bench/gpu_bundle.py machine-side --python-version "$PYV"); do
+for name in $("$BUILDER" -m bench.gpu_bundle machine-side --python-version "$PYV"); do
     requirements+=("$name${PINNED[$name]:+==${PINNED[$name]}}")
 done
 echo "the GPU machine's side, in $WORK/venv: ${requirements[*]}"
 "$VENV_PY" -m pip install -q "${requirements[@]}"
 
-"$BUILDER" bench/gpu_bundle.py build --out "$WORK/whl" --python-version "$PYV"
+"$BUILDER" -m bench.gpu_bundle build --out "$WORK/whl" --python-version "$PYV"
 
 status=0
 PYTHON="$VENV_PY" DEVICE=cpu DTYPE=float32 QUICK=1 WHEELS="$WORK/whl" SITE="$WORK/site" OUT="$WORK/out" \

@@ -7,7 +7,7 @@ power, clocks and temperature move while they are compared. Prints one row per q
 (medians, the median and largest difference, the tolerance and a verdict) and writes every reading to
 JSON.
 
-    python3 bench/gpu_telemetry.py [--samples 20] [--interval 1] [--out bench/results/gpu-telemetry.json]
+    python3 -m bench.gpu_telemetry [--samples 20] [--interval 1] [--out bench/results/gpu-telemetry.json]
 
 Tolerances ("normal sampling differences"): the two tools read the same NVML counters a few tens of
 milliseconds apart, so memory and reserved memory agree to a few MiB, temperature to 1 C; power is a

@@ -1,8 +1,8 @@
 """The kgpu cluster scheduler replaying the openb packing workload against a Kubernetes API (the
 in-repo API server double, in its own process), beside `kgpu sim pack` on the same nodes and seed.
 
-    .venv/bin/python bench/k8s_scheduler_replay.py                    # 100-node slice, seed 42
-    .venv/bin/python bench/k8s_scheduler_replay.py --nodes 50 --seeds 42,43
+    .venv/bin/python -m bench.k8s_scheduler_replay                    # 100-node slice, seed 42
+    .venv/bin/python -m bench.k8s_scheduler_replay --nodes 50 --seeds 42,43
 
 For each seed: the workload `kgpu sim pack` places (tuned to 130% of the slice's GPU capacity,
 shuffled), created as pending pods with ``schedulerName: kgpu`` through the official client; then
@@ -23,22 +23,19 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the API server double lives with the tests
+from kubernetes import client as k8s
 
-from bench.results_file import write_results  # noqa: E402
-from kubernetes import client as k8s  # noqa: E402
-
-from kgpu.backends.kubernetes.informer import list_objects, raw_call  # noqa: E402
-from kgpu.backends.kubernetes.replay import (  # noqa: E402
+from bench.common.results import write_results
+from kgpu.backends.kubernetes.informer import list_objects, raw_call
+from kgpu.backends.kubernetes.replay import (
     allocation_pct,
     packing_workload,
     place_pending,
     trace_objects,
 )
-from kgpu.backends.kubernetes.scheduler import KgpuScheduler  # noqa: E402
-from kgpu.sim.packing import run_packing  # noqa: E402
-from kgpu.sim.traces import DEFAULT_NODES, DEFAULT_PODS, load_nodes, load_pods  # noqa: E402
+from kgpu.backends.kubernetes.scheduler import KgpuScheduler
+from kgpu.sim.packing import run_packing
+from kgpu.sim.traces import DEFAULT_NODES, DEFAULT_PODS, load_nodes, load_pods
 
 RESULTS = Path(__file__).parent / "results"
 

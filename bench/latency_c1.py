@@ -11,10 +11,10 @@ comparison a paired one. Reported: p50/p90/p99 per target, the difference of p50
 target's quantity) and the median of the paired differences; the replica row shows what the
 gateway's hop costs.
 
-    .venv/bin/python bench/latency_c1.py [--requests 600] [--gap-ms 10] [--device cpu|cuda]
+    .venv/bin/python -m bench.latency_c1 [--requests 600] [--gap-ms 10] [--device cpu|cuda]
 
 `--model-dir DIR` serves another model directory on both servers (sentence-transformers layout): a
-copy of the model with one layer instead of six (`bench/small_model.py --layers 1 --out DIR`) shrinks the
+copy of the model with one layer instead of six (`bench/common/model.py --layers 1 --out DIR`) shrinks the
 forward pass, and with it the noise that hides the servers' own overhead.
 
 kgpu's control plane keeps running its loops (reconcile, autoscale, checkpoint) while naive is
@@ -30,37 +30,21 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
+from rich.console import Console
+from rich.table import Table
+
+from bench.common.loadgen import percentile
+from bench.common.machine import machine_facts
+from bench.common.model import check_model_dir, model_dir
+from bench.common.results import write_results
+from bench.common.servers import replica_url, server_settings, started_servers
+from bench.common.workload import DEFAULT_SEED, workload_bodies
+
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-
-import aiohttp  # noqa: E402
-import httpx  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from loadgen import percentile  # noqa: E402
-from results_file import write_results  # noqa: E402
-from serving import (  # noqa: E402
-    machine_facts,
-    model_dir,
-    server_settings,
-    started_servers,
-    workload_bodies,
-)
-from small_model import check_model_dir  # noqa: E402
-from workload import DEFAULT_SEED  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 132)
 TARGET_MS = 2.0
-
-
-def replica_url(kgpu_base: str) -> str:
-    """The one replica's own address, from the control plane's replica list."""
-    items = httpx.get(f"{kgpu_base}/apis/kgpu.dev/v1alpha1/replicas", timeout=10).json()["items"]
-    ready = [r for r in items if r["phase"] == "Ready" and r["url"]]
-    if len(ready) != 1:
-        raise RuntimeError(f"expected one ready replica, found {len(ready)}")
-    return ready[0]["url"]
 
 
 async def paired(urls: dict[str, str], bodies: list[bytes], requests: int, warmup: int, gap_s: float) -> dict:

@@ -10,10 +10,10 @@ time of the gateway process and of the replica from /proc before and after the w
 CPU ms per request for each and the request rate that would saturate its loop. Other threads (engine,
 tokenizer, and the GPU's work) are shown as well; they run beside the loop.
 
-    .venv/bin/python bench/loop_cpu.py [--inputs 32] [--concurrency 32] [--duration 6] [--device cpu|cuda]
+    .venv/bin/python -m bench.loop_cpu [--inputs 32] [--concurrency 32] [--duration 6] [--device cpu|cuda]
 
 `--model-dir DIR` serves another model directory: the example cut to no transformer layers
-(`bench/small_model.py --layers 0 --out DIR`) keeps a CPU's engine threads from crowding the loops.
+(`bench/common/model.py --layers 0 --out DIR`) keeps a CPU's engine threads from crowding the loops.
 Linux only (/proc).
 """
 
@@ -25,23 +25,17 @@ import sys
 import time
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from bench.common.loadgen import run_closed_loop
+from bench.common.machine import machine_facts
+from bench.common.model import check_model_dir, model_dir
+from bench.common.results import write_results
+from bench.common.servers import replica_url, server_settings, started_servers
+from bench.common.workload import workload_bodies
+
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from latency_c1 import replica_url  # noqa: E402
-from loadgen import run_closed_loop  # noqa: E402
-from results_file import write_results  # noqa: E402
-from serving import (  # noqa: E402
-    machine_facts,
-    model_dir,
-    server_settings,
-    started_servers,
-    workload_bodies,
-)
-from small_model import check_model_dir  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 132)
 TICKS = os.sysconf("SC_CLK_TCK")

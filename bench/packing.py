@@ -1,9 +1,9 @@
 """Packing benchmark: every placement policy on the Alibaba openb trace, seeds 42-51, beside the
 FGD paper's reported numbers; plus a scale run (7,500 nodes x 8 GPUs, 100,000 pods).
 
-    .venv/bin/python bench/packing.py                 # all policies, seeds 42-51, then the scale run
-    .venv/bin/python bench/packing.py --seeds 42-44 --policies best-fit,fgd,kgpu --no-scale
-    .venv/bin/python bench/packing.py --scale-only
+    .venv/bin/python -m bench.packing                 # all policies, seeds 42-51, then the scale run
+    .venv/bin/python -m bench.packing --seeds 42-44 --policies best-fit,fgd,kgpu --no-scale
+    .venv/bin/python -m bench.packing --scale-only
 
 Writes bench/results/packing.json and bench/results/packing.png (the plot needs matplotlib,
 the `bench` extra). Method: kgpu.sim.packing (the paper's: tune to 130% with replacement,

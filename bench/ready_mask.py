@@ -6,8 +6,8 @@ With a 2-D mask transformers builds a (batch, 1, length, length) mask in Python 
 any token is padded, which on a GPU reads the mask back (a host sync per pass). A CPU cannot show the
 sync, only the host time saved (``--device cuda`` shows both); a model cut to no layers shows it best, the full model hides it:
 
-    .venv/bin/python bench/small_model.py --layers 0 --out /tmp/minilm-l0
-    .venv/bin/python bench/ready_mask.py --model-dir /tmp/minilm-l0 --json bench/results/ready-mask-l0.json
+    .venv/bin/python -m bench.common.model --layers 0 --out /tmp/minilm-l0
+    .venv/bin/python -m bench.ready_mask --model-dir /tmp/minilm-l0 --json bench/results/ready-mask-l0.json
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
+from bench.common.machine import machine_facts
+from bench.common.model import check_model_dir, example_model_dir
+from bench.common.results import write_results
+from bench.common.workload import DEFAULT_SEED, load_vocabulary, make_sentences
 from kgpu.serving.engine import EmbeddingEngine
-from results_file import write_results
-from serving import machine_facts
-from small_model import check_model_dir, example_model_dir
-from workload import DEFAULT_SEED, load_vocabulary, make_sentences
 
 
 def main() -> int:

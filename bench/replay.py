@@ -3,7 +3,7 @@
 Prints a table, writes bench/results/replay.json and, when matplotlib is installed (the
 `bench` extra), bench/results/replay.png with replicas and gateway queue over time.
 
-    .venv/bin/python bench/replay.py [--trace FILE] [--queue deadline|fifo] [--container-concurrency N]
+    .venv/bin/python -m bench.replay [--trace FILE] [--queue deadline|fifo] [--container-concurrency N]
 """
 
 from __future__ import annotations

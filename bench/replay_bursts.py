@@ -4,7 +4,7 @@ Shows which bursts set the capacity any policy must have ready when they start (
 longer to start than a request's SLO slack, so only capacity already there can serve a burst).
 Prints a table and writes bench/results/replay_bursts.json.
 
-    .venv/bin/python bench/replay_bursts.py [--trace FILE] [--queue deadline|fifo] [--container-concurrency N]
+    .venv/bin/python -m bench.replay_bursts [--trace FILE] [--queue deadline|fifo] [--container-concurrency N]
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ policy that knew every burst's size but not when it starts would have to keep re
 Prints the schedules' SLO and GPU-hours next to static's for each gateway model; writes
 bench/results/replay_oracle.json.
 
-    .venv/bin/python bench/replay_oracle.py [--bucket 30] [--max-replicas 8]
+    .venv/bin/python -m bench.replay_oracle [--bucket 30] [--max-replicas 8]
 """
 
 from __future__ import annotations

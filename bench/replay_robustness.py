@@ -8,7 +8,7 @@ trace, its first and second halves by arrival time, arrival times scaled by 0.8 
 on one of SLO and GPU-hours without being worse on the other. Prints one table per model and
 variant and writes bench/results/replay_robustness.json.
 
-    .venv/bin/python bench/replay_robustness.py [--candidates NAME ...] [--grid main|headroom] [--variants NAME ...]
+    .venv/bin/python -m bench.replay_robustness [--candidates NAME ...] [--grid main|headroom] [--variants NAME ...]
 """
 
 from __future__ import annotations

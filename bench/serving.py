@@ -12,52 +12,48 @@ measurement window after a warm-up, single-sentence requests of 5-60 words from 
 Prints a table and the targets with PASS/MISS computed from the measured numbers; writes JSON.
 
 Examples:
-  .venv/bin/python bench/serving.py                                  # all systems, CPU defaults
-  .venv/bin/python bench/serving.py --systems naive,litserve --duration 3 --concurrency 1,8
-  python3 bench/serving.py --device cuda --dtype bfloat16 --duration 6
-  python3 bench/serving.py --device cuda --dtype bfloat16 --systems kgpu --batch-inputs 32 --concurrency 8,32
-  python3 bench/serving.py --report bench/results/serving-cuda.json      # re-print a saved (partial) run
-  .venv/bin/python bench/serving.py --model-dir /tmp/minilm-l0   # a cheap model: the servers' own overhead
+  .venv/bin/python -m bench.serving                                  # all systems, CPU defaults
+  .venv/bin/python -m bench.serving --systems naive,litserve --duration 3 --concurrency 1,8
+  python3 -m bench.serving --device cuda --dtype bfloat16 --duration 6
+  python3 -m bench.serving --device cuda --dtype bfloat16 --systems kgpu --batch-inputs 32 --concurrency 8,32
+  python3 -m bench.serving --report bench/results/serving-cuda.json      # re-print a saved (partial) run
+  .venv/bin/python -m bench.serving --model-dir /tmp/minilm-l0   # a cheap model: the servers' own overhead
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import targets
+from bench.common.loadgen import run_closed_loop
+from bench.common.machine import child_env, machine_facts
+from bench.common.model import check_model_dir, model_dir
+from bench.common.servers import READY_TIMEOUT_S, ServerStartError, keep_replica_logs, server_for
+from bench.common.workload import (
+    DEFAULT_SEED,
+    SENTENCE_POOL,
+    load_vocabulary,
+    make_sentences,
+    probe_body,
+    request_bodies,
+    word_counts,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-sys.path.insert(0, str(BENCH_DIR))
-
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-import kgpu_launch  # noqa: E402
-import targets  # noqa: E402
-from loadgen import run_closed_loop  # noqa: E402
-from servers import ServerProcess, ServerStartError, free_port  # noqa: E402
-from small_model import check_model_dir, example_model_dir  # noqa: E402
-from workload import DEFAULT_SEED, load_vocabulary, make_sentences, word_counts  # noqa: E402
-
 ALL_SYSTEMS = ("engine", "kgpu", "naive", "litserve")
-SERVED_NAME = "minilm"
-PROBE_SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
-READY_TIMEOUT_S = 180.0
-SENTENCE_POOL = 4096
 
 # Logs are read in files and CI output: use a width that fits the table instead of 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 132)
@@ -141,72 +137,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def model_dir(chosen: Path | None = None) -> str:
-    """``chosen`` (a ``--model-dir``) as an absolute path, else the example model's directory."""
-    return str(chosen.resolve() if chosen is not None else example_model_dir())
-
-
-def request_bodies(sentences: list[str], inputs_per_request: int) -> list[bytes]:
-    """Pre-encoded JSON bodies (the client never re-serializes); N consecutive sentences per request."""
-    bodies = []
-    for i in range(len(sentences)):
-        if inputs_per_request == 1:
-            payload_input: str | list[str] = sentences[i]
-        else:
-            payload_input = [sentences[(i + j) % len(sentences)] for j in range(inputs_per_request)]
-        bodies.append(json.dumps({"model": SERVED_NAME, "input": payload_input}).encode())
-    return bodies
-
-
-def workload_bodies(mdir: str, inputs_per_request: int, seed: int = DEFAULT_SEED) -> list[bytes]:
-    """The benchmarks' request bodies: mixed-length sentences over the served model's vocabulary."""
-    return request_bodies(make_sentences(SENTENCE_POOL, seed, load_vocabulary(mdir)), inputs_per_request)
-
-
-def probe_body(inputs_per_request: int) -> bytes:
-    payload_input = PROBE_SENTENCE if inputs_per_request == 1 else [PROBE_SENTENCE] * inputs_per_request
-    return json.dumps({"model": SERVED_NAME, "input": payload_input}).encode()
-
-
-def machine_facts(device: str) -> dict:
-    """What results files record of the machine: its GPU when one was used, and the package versions."""
-    return {"gpu": gpu_name() if device == "cuda" else None, "versions": versions()}
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for package in (
-        "torch",
-        "transformers",
-        "sentence-transformers",
-        "litserve",
-        "fastapi",
-        "uvicorn",
-        "aiohttp",
-        "orjson",
-    ):
-        try:
-            out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            out[package] = None
-    return out
-
-
-def gpu_name() -> str | None:
-    if not shutil.which("nvidia-smi"):
-        return None
-    try:
-        done = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=15,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
-
-
 # ---------------------------------------------------------------- systems
 
 
@@ -218,7 +148,8 @@ def run_engine(args: argparse.Namespace, mdir: str) -> dict:
         out = Path(tmp) / "engine.json"
         command = [
             sys.executable,
-            str(BENCH_DIR / "engine_ceiling.py"),
+            "-m",
+            "bench.engine_ceiling",
             "--model-dir",
             mdir,
             "--json-out",
@@ -245,13 +176,13 @@ def run_engine(args: argparse.Namespace, mdir: str) -> dict:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     timeout=budget,
-                    env=_child_env(),
+                    env=child_env(),
                     check=False,
                 )
             except subprocess.TimeoutExpired:
                 return {"ok": False, "error": f"engine run exceeded {budget:.0f} s", "log": str(log_path)}
         if done.returncode != 0 or not out.exists():
-            from servers import log_tail
+            from bench.common.servers import log_tail
 
             return {
                 "ok": False,
@@ -263,86 +194,6 @@ def run_engine(args: argparse.Namespace, mdir: str) -> dict:
     return report
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["HF_HUB_OFFLINE"] = "1"
-    src = str(REPO_ROOT / "src")
-    if src not in env.get("PYTHONPATH", "").split(os.pathsep):
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def server_settings(
-    device: str, dtype: str, batch_inputs: int, log_dir: Path, model_dir_arg: Path | None, mdir: str
-) -> SimpleNamespace:
-    """What `server_for` reads, for scripts that start servers without this script's own arguments
-    (``model_dir_arg``: the --model-dir given, None for the example's package); creates ``log_dir``."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    model_uri = None if model_dir_arg is None else mdir
-    return SimpleNamespace(
-        device=device, dtype=dtype, batch_inputs=batch_inputs, log_dir=log_dir, model_uri=model_uri
-    )
-
-
-def server_for(system: str, args: argparse.Namespace, mdir: str, state_dir: Path) -> ServerProcess:
-    port = free_port()
-    log_path = (
-        args.log_dir
-        / f"{system}-{args.device}{'' if args.batch_inputs == 1 else f'-inputs{args.batch_inputs}'}.log"
-    )
-    if system == "kgpu":
-        model_uri = getattr(args, "model_uri", None)  # None: the example's own model package
-        command = kgpu_launch.up_command(
-            port, state_dir, args.device, args.dtype, model_uri, getattr(args, "engine_workers", None)
-        )
-    elif system == "naive":
-        command = [
-            sys.executable,
-            str(BENCH_DIR / "naive_server.py"),
-            "--model-dir",
-            mdir,
-            "--port",
-            str(port),
-        ]
-        command += ["--device", args.device, "--dtype", args.dtype]
-    elif system == "litserve":
-        command = [
-            sys.executable,
-            str(BENCH_DIR / "litserve_server.py"),
-            "--model-dir",
-            mdir,
-            "--port",
-            str(port),
-        ]
-        command += ["--device", args.device, "--dtype", args.dtype, "--max-batch-size", "64"]
-        command += ["--batch-timeout", "0.005"]
-    else:
-        raise ValueError(f"not a server system: {system}")
-    return ServerProcess(system, command, port, log_path)
-
-
-@contextlib.contextmanager
-def started_servers(
-    systems: tuple[str, ...], settings: SimpleNamespace, mdir: str
-) -> Iterator[dict[str, ServerProcess]]:
-    """Start each system's server (kgpu in a throwaway state directory), wait until every one answers an
-    embeddings probe of ``settings.batch_inputs`` inputs, and stop them all on the way out, whatever
-    happened; for scripts that measure running servers side by side (``settings``: `server_settings`)."""
-    with tempfile.TemporaryDirectory(prefix="kgpu-bench-") as tmp:
-        servers = {name: server_for(name, settings, mdir, Path(tmp)) for name in systems}
-        try:
-            for name, server in servers.items():
-                console.print(f"[bold]{name}[/]: starting on port {server.port} (log {server.log_path})")
-                server.start(env=_child_env())
-            inputs = settings.batch_inputs
-            for server in servers.values():
-                server.wait_ready("/v1/embeddings", probe_body(inputs), inputs, READY_TIMEOUT_S)
-            yield servers
-        finally:
-            for server in servers.values():
-                server.stop()
-
-
 def run_server(
     system: str, args: argparse.Namespace, mdir: str, bodies: list[bytes], record: dict, save
 ) -> None:
@@ -352,7 +203,7 @@ def run_server(
         record.update(ok=False, log=str(server.log_path), command=server.command, points=[])
         console.print(f"[bold]{system}[/]: starting on port {server.port} (log {server.log_path})")
         try:
-            server.start(env=_child_env())
+            server.start(env=child_env())
             probe = server.wait_ready(
                 "/v1/embeddings", probe_body(args.batch_inputs), args.batch_inputs, READY_TIMEOUT_S
             )
@@ -387,16 +238,6 @@ def run_server(
             server.stop()
             if system == "kgpu":
                 record["replica_logs"] = keep_replica_logs(Path(tmp), server.log_path)
-
-
-def keep_replica_logs(work_dir: Path, server_log: Path) -> list[str]:
-    """Copy the replica logs out of the throwaway state directory, next to the `kgpu up` log."""
-    kept = []
-    for index, log in enumerate(sorted(work_dir.rglob("*.log"))):
-        target = server_log.with_name(f"{server_log.stem}-replica{index}-{log.name}")
-        shutil.copyfile(log, target)
-        kept.append(str(target))
-    return kept
 
 
 # ---------------------------------------------------------------- report

@@ -10,7 +10,7 @@ sets 1,000 spins unless told otherwise. This script starts ``--replicas`` replic
 (``--concurrency`` each), and reports the total requests/s and each replica's p50. Single-sentence
 requests of 5-60 words, as in bench/serving.py.
 
-    .venv/bin/python bench/shared_cores.py [--replicas 2] [--concurrency 1,32] [--duration 10] [--rounds 2]
+    .venv/bin/python -m bench.shared_cores [--replicas 2] [--concurrency 1,32] [--duration 10] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -20,30 +20,24 @@ import sys
 import threading
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from bench.common.loadgen import percentile, run_closed_loop
+from bench.common.machine import child_env, versions
+from bench.common.model import model_dir
+from bench.common.results import write_results
+from bench.common.servers import READY_TIMEOUT_S, ServerProcess, free_port
+from bench.common.workload import probe_body, workload_bodies
+
 BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from loadgen import percentile, run_closed_loop  # noqa: E402
-from results_file import write_results  # noqa: E402
-from servers import ServerProcess, free_port  # noqa: E402
-from serving import (  # noqa: E402
-    READY_TIMEOUT_S,
-    _child_env,
-    model_dir,
-    probe_body,
-    versions,
-    workload_bodies,
-)
 
 SETTINGS = {"kgpu (1,000 spins)": {}, "libgomp default (300,000 spins)": {"GOMP_SPINCOUNT": "300000"}}
 console = Console(width=None if sys.stdout.isatty() else 132)
 
 
 def start_replicas(count: int, extra_env: dict[str, str], log_dir: Path, tag: str) -> list[ServerProcess]:
-    env = {k: v for k, v in _child_env().items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in child_env().items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     replicas = []
     for index in range(count):
         port = free_port()

@@ -4,7 +4,7 @@ Both engines load the same model; every batch of sentences is embedded by both, 
 machine noise (these CPUs are shared) hits both sides alike. Prints sequences/s per batch size and the
 ratio, and the share of padding tokens the padded forward computes; writes bench/results/unpadded.json.
 
-    .venv/bin/python bench/unpadded.py [--batch-sizes 1,8,32,64,128] [--rounds 40] [--device cpu] [--dtype auto]
+    .venv/bin/python -m bench.unpadded [--batch-sizes 1,8,32,64,128] [--rounds 40] [--device cpu] [--dtype auto]
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rich.console import Console
 from rich.table import Table
 
-from workload import DEFAULT_SEED, load_vocabulary, make_sentences
+from bench.common.workload import DEFAULT_SEED, load_vocabulary, make_sentences
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import gpu_bundle
 from kgpu.serving.engine import EmbeddingEngine
-from tests.bench_scripts import load_bench_script
 
 from .conftest import SAMPLE_TEXTS
-
-gpu_bundle = load_bench_script("gpu_bundle")
 
 
 def test_model_package_travels_in_float16_and_serves_the_original_embeddings(model_dir, tmp_path):

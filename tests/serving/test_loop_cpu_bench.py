@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench_scripts import load_bench_script
+from bench import loop_cpu
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
-
-loop_cpu = load_bench_script("loop_cpu")
 
 
 def _spin(seconds: float) -> None:

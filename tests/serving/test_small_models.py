@@ -1,4 +1,4 @@
-"""Shallow copies of the example model (bench/small_model.py) load and compute what sentence-transformers does.
+"""Shallow copies of the example model (bench/common/model.py) load and compute what sentence-transformers does.
 
 The serving benchmark runs them to show the servers' own overhead; a model with no transformer layers
 at all (embeddings and pooling only) once made the replica fail at start-up.
@@ -11,12 +11,10 @@ import json
 import numpy as np
 import pytest
 
+from bench.common import model as small_model
 from kgpu.serving.engine import EmbeddingEngine
-from tests.bench_scripts import load_bench_script
 
 from .conftest import SAMPLE_TEXTS
-
-small_model = load_bench_script("small_model")
 
 
 @pytest.mark.parametrize("layers", [0, 1])

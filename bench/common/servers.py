@@ -8,18 +8,30 @@ stopping it also stops whatever it started (uvicorn workers, LitServe workers, k
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
+from rich.console import Console
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from bench.common import kgpu_launch
+from bench.common.machine import child_env
+from bench.common.workload import probe_body
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ServerStartError(RuntimeError):
@@ -132,3 +144,100 @@ def check_embeddings(payload: dict, expected_inputs: int) -> None:
         vector = item.get("embedding") if isinstance(item, dict) else None
         if not isinstance(vector, list) or not vector:
             raise ServerStartError(f"embedding missing or not a list of floats: {json.dumps(item)[:200]}")
+
+
+# ---------------------------------------------------------------- the systems under test
+
+READY_TIMEOUT_S = 180.0
+COMMON_DIR = Path(__file__).resolve().parent
+console = Console(width=None if sys.stdout.isatty() else 132)
+
+
+def server_settings(
+    device: str, dtype: str, batch_inputs: int, log_dir: Path, model_dir_arg: Path | None, mdir: str
+) -> SimpleNamespace:
+    """What `server_for` reads, for scripts that start servers without this script's own arguments
+    (``model_dir_arg``: the --model-dir given, None for the example's package); creates ``log_dir``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    model_uri = None if model_dir_arg is None else mdir
+    return SimpleNamespace(
+        device=device, dtype=dtype, batch_inputs=batch_inputs, log_dir=log_dir, model_uri=model_uri
+    )
+
+
+def server_for(system: str, args: argparse.Namespace, mdir: str, state_dir: Path) -> ServerProcess:
+    port = free_port()
+    log_path = (
+        args.log_dir
+        / f"{system}-{args.device}{'' if args.batch_inputs == 1 else f'-inputs{args.batch_inputs}'}.log"
+    )
+    if system == "kgpu":
+        model_uri = getattr(args, "model_uri", None)  # None: the example's own model package
+        command = kgpu_launch.up_command(
+            port, state_dir, args.device, args.dtype, model_uri, getattr(args, "engine_workers", None)
+        )
+    elif system == "naive":
+        command = [
+            sys.executable,
+            str(COMMON_DIR / "naive_server.py"),
+            "--model-dir",
+            mdir,
+            "--port",
+            str(port),
+        ]
+        command += ["--device", args.device, "--dtype", args.dtype]
+    elif system == "litserve":
+        command = [
+            sys.executable,
+            str(COMMON_DIR / "litserve_server.py"),
+            "--model-dir",
+            mdir,
+            "--port",
+            str(port),
+        ]
+        command += ["--device", args.device, "--dtype", args.dtype, "--max-batch-size", "64"]
+        command += ["--batch-timeout", "0.005"]
+    else:
+        raise ValueError(f"not a server system: {system}")
+    return ServerProcess(system, command, port, log_path)
+
+
+@contextlib.contextmanager
+def started_servers(
+    systems: tuple[str, ...], settings: SimpleNamespace, mdir: str
+) -> Iterator[dict[str, ServerProcess]]:
+    """Start each system's server (kgpu in a throwaway state directory), wait until every one answers an
+    embeddings probe of ``settings.batch_inputs`` inputs, and stop them all on the way out, whatever
+    happened; for scripts that measure running servers side by side (``settings``: `server_settings`)."""
+    with tempfile.TemporaryDirectory(prefix="kgpu-bench-") as tmp:
+        servers = {name: server_for(name, settings, mdir, Path(tmp)) for name in systems}
+        try:
+            for name, server in servers.items():
+                console.print(f"[bold]{name}[/]: starting on port {server.port} (log {server.log_path})")
+                server.start(env=child_env())
+            inputs = settings.batch_inputs
+            for server in servers.values():
+                server.wait_ready("/v1/embeddings", probe_body(inputs), inputs, READY_TIMEOUT_S)
+            yield servers
+        finally:
+            for server in servers.values():
+                server.stop()
+
+
+def keep_replica_logs(work_dir: Path, server_log: Path) -> list[str]:
+    """Copy the replica logs out of the throwaway state directory, next to the `kgpu up` log."""
+    kept = []
+    for index, log in enumerate(sorted(work_dir.rglob("*.log"))):
+        target = server_log.with_name(f"{server_log.stem}-replica{index}-{log.name}")
+        shutil.copyfile(log, target)
+        kept.append(str(target))
+    return kept
+
+
+def replica_url(kgpu_base: str) -> str:
+    """The one replica's own address, from the control plane's replica list."""
+    items = httpx.get(f"{kgpu_base}/apis/kgpu.dev/v1alpha1/replicas", timeout=10).json()["items"]
+    ready = [r for r in items if r["phase"] == "Ready" and r["url"]]
+    if len(ready) != 1:
+        raise RuntimeError(f"expected one ready replica, found {len(ready)}")
+    return ready[0]["url"]

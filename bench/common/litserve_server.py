@@ -5,7 +5,7 @@ Batching is configured on the LitAPI (``max_batch_size``, ``batch_timeout``), wh
 one API server process, ZeroMQ between them (``fast_queue``). Requests and responses follow the OpenAI ``/v1/embeddings`` shape; a request
 may carry one string or a list of strings, and a batch mixes both.
 
-Run: python bench/litserve_server.py --model-dir DIR --port P [--device cpu|cuda] [--dtype ...]
+Run: python -m bench.common.litserve_server --model-dir DIR --port P [--device cpu|cuda] [--dtype ...]
 """
 
 from __future__ import annotations

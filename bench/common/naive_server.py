@@ -4,7 +4,7 @@ The endpoint is a plain ``def``, so FastAPI runs each request in its threadpool 
 call ``encode`` side by side with no batching across requests. It speaks the same OpenAI-style
 ``/v1/embeddings`` request and response as kgpu so one load generator drives both.
 
-Run: python bench/naive_server.py --model-dir DIR --port P [--device cpu|cuda] [--dtype float32|...]
+Run: python -m bench.common.naive_server --model-dir DIR --port P [--device cpu|cuda] [--dtype float32|...]
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ the same seed. A fixed fallback list keeps the script usable when no vocabulary 
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from pathlib import Path
@@ -84,3 +85,31 @@ def word_counts(sentences: list[str]) -> dict[str, float]:
         "mean_words": round(sum(counts) / len(counts), 2),
         "median_words": counts[len(counts) // 2],
     }
+
+
+# The served model's name in requests, and what every server's readiness probe sends.
+SERVED_NAME = "minilm"
+PROBE_SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
+SENTENCE_POOL = 4096
+
+
+def request_bodies(sentences: list[str], inputs_per_request: int) -> list[bytes]:
+    """Pre-encoded JSON bodies (the client never re-serializes); N consecutive sentences per request."""
+    bodies = []
+    for i in range(len(sentences)):
+        if inputs_per_request == 1:
+            payload_input: str | list[str] = sentences[i]
+        else:
+            payload_input = [sentences[(i + j) % len(sentences)] for j in range(inputs_per_request)]
+        bodies.append(json.dumps({"model": SERVED_NAME, "input": payload_input}).encode())
+    return bodies
+
+
+def workload_bodies(mdir: str, inputs_per_request: int, seed: int = DEFAULT_SEED) -> list[bytes]:
+    """The benchmarks' request bodies: mixed-length sentences over the served model's vocabulary."""
+    return request_bodies(make_sentences(SENTENCE_POOL, seed, load_vocabulary(mdir)), inputs_per_request)
+
+
+def probe_body(inputs_per_request: int) -> bytes:
+    payload_input = PROBE_SENTENCE if inputs_per_request == 1 else [PROBE_SENTENCE] * inputs_per_request
+    return json.dumps({"model": SERVED_NAME, "input": payload_input}).encode()
