@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model-dir",
         type=Path,
         default=None,
-        help="serve this model directory on every system (default: the example's; see small_model.py)",
+        help="serve this model directory on every system (default: the example's; see bench/common/model.py)",
     )
     parser.add_argument(
         "--engine-workers",
