@@ -32,13 +32,13 @@ from collections import Counter
 from pathlib import Path
 
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceRequest, load_azure_trace
-from kgpu.sim.replay import ReplayResult, ServiceModel, _Replay, find_static, replay
+from kgpu.sim.replay import ReplayLoop, ReplayResult, ServiceModel, find_static, replay
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = {"no-limit": ServiceModel(), "cc8": ServiceModel(container_concurrency=8)}
 
 
-class _Scheduled(_Replay):
+class _Scheduled(ReplayLoop):
     """kgpu's replay loop (2 s ticks) with the replica count read from a schedule, looking ahead."""
 
     def __init__(self, requests, model, schedule: list[int], bucket_s: float) -> None:

@@ -204,7 +204,10 @@ def _percentile(values: Sequence[float], pct: float) -> float:
     return ordered[rank]
 
 
-class _Replay:
+class ReplayLoop:
+    """The replay's event loop (`replay` runs it); subclass it to drive the replicas some other way
+    (bench/replay_oracle.py reads them from a schedule)."""
+
     def __init__(
         self,
         requests: Sequence[TraceRequest],
@@ -613,7 +616,7 @@ def replay(
     """
     if not requests:
         raise ValueError("the trace has no requests")
-    result = _Replay(
+    result = ReplayLoop(
         requests, policy, model, spec, static_replicas, timeline_every_s, initial_replicas, tuning
     ).run()
     if policy == "static":
