@@ -28,7 +28,7 @@ from kgpu.api.errors import FieldError, forbidden, invalid, raise_field_errors, 
 from kgpu.api.model_uri import model_uri_problem
 from kgpu.api.names import dns1123_label_problems, label_key_problems, label_value_problems
 from kgpu.api.quantity import QuantityError, parse_quantity
-from kgpu.api.resources import check_resource_requirements, gpu_request
+from kgpu.api.resources import check_resource_requirements, cpu_memory_request, gpu_request
 from kgpu.api.sharing import sharing_errors
 from kgpu.gpu.catalog import (
     get_model,
@@ -84,9 +84,21 @@ def object_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
+def replica_name(namespace: str, service_name: str, index: int) -> str:
+    """The machine-wide name of a service's replica on one machine: `minilm-0.team-a`.
+
+    Every project shares the machine, so the name carries the namespace: it keys the replica's
+    log file, its devices and its metrics' labels, and two projects' services of the same name
+    must share none of them. A dot occurs in no name or namespace (DNS labels), so no two
+    services' replica names are equal. The `default` namespace keeps the plain `minilm-0`.
+    """
+    base = f"{service_name}-{index}"
+    return base if namespace == "default" else f"{base}.{namespace}"
+
+
 def replica_index(name: str) -> int:
-    """The ordinal of a StatefulSet-style name (`minilm-3` -> 3; a name without one sorts first)."""
-    tail = name.rsplit("-", 1)[-1]
+    """The ordinal of a StatefulSet-style name (`minilm-3` or `minilm-3.team-a` -> 3; none sorts first)."""
+    tail = name.partition(".")[0].rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else -1
 
 
@@ -188,6 +200,10 @@ class ResourceRequirements(KgpuModel):
 
     def gpu_request(self) -> tuple[str, int] | None:
         return gpu_request(self.requests, self.limits)
+
+    def cpu_memory_request(self) -> tuple[int, int]:
+        """(milli-CPU, bytes) one replica requests (defaults when none are declared)."""
+        return cpu_memory_request(self.requests, self.limits)
 
 
 class InferenceServiceSpec(KgpuModel):

@@ -1,7 +1,9 @@
 """The local backend: replicas are child processes on this machine.
 
 Replicas are named like a StatefulSet's pods (`minilm-0`, `minilm-1`, ...) so that
-scaling down always removes the highest index and names stay readable.
+scaling down always removes the highest index and names stay readable; a name carries its
+namespace (`minilm-0.team-a`, see `kgpu.api.models.replica_name`), so two projects' services
+of the same name share no log file, device or metrics label.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from kgpu.api.models import Cluster, InferenceService, replica_index
+from kgpu.api.models import Cluster, InferenceService, replica_index, replica_name
 from kgpu.backends.base import (
     DeviceUse,
     OneMachineBackend,
@@ -95,7 +97,7 @@ class LocalBackend(OneMachineBackend):
 
         # The devices are tried in index order until one replica does not fit; the rest are then
         # pending for the same reason without trying (bounded work however many replicas are wanted).
-        names = self._free_names(service.metadata.name, running)
+        names = self._free_names(service, running)
         pending: dict[str, str] = {}
         blocked: str | None = None
         while len(current) + len(pending) < replicas:
@@ -103,7 +105,11 @@ class LocalBackend(OneMachineBackend):
             if blocked is None:
                 try:
                     assignment = self.devices.assign(
-                        name, service.gpu_request(), service.spec.runtime.device, service.spec.gpu_models
+                        name,
+                        service.gpu_request(),
+                        service.spec.runtime.device,
+                        service.spec.gpu_models,
+                        service.spec.resources.cpu_memory_request(),
                     )
                 except Unschedulable as exc:
                     blocked = str(exc)
@@ -140,7 +146,7 @@ class LocalBackend(OneMachineBackend):
         elif pending:
             await self._stop(key, running.pop(old[-1].name))
 
-    def _free_names(self, service_name: str, running: dict[str, LocalReplica]) -> Iterator[str]:
+    def _free_names(self, service: InferenceService, running: dict[str, LocalReplica]) -> Iterator[str]:
         """Names by lowest free index, skipping those of running or still draining replicas.
 
         Names are never shared by two live processes, so the gateway's and the device allocator's
@@ -148,7 +154,7 @@ class LocalBackend(OneMachineBackend):
         """
         taken = set(running) | set(self._draining_replicas)
         for index in itertools.count():
-            name = f"{service_name}-{index}"
+            name = replica_name(service.metadata.namespace, service.metadata.name, index)
             if name not in taken:
                 yield name
 

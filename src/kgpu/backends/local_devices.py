@@ -9,6 +9,10 @@ the live replicas. What a service's resources ask for becomes a request:
 - ``nvidia.com/gpu.shared``: a share of one GPU, ``1000 / shared_slots`` milli-GPU, capped to the
   same part of the GPU's memory; on a machine set up for time-slicing, one time slice instead;
 - ``nvidia.com/mig-<profile>``: a free existing MIG device of that profile;
+Every request also carries the replica's CPU and memory request, so a replica that does not fit in
+what is left of this machine's CPU cores and memory stays Pending ("Insufficient cpu or memory"),
+as a pod does on a full node.
+
 - no GPU resource: the CPU, unless the runtime's device is ``auto`` or ``cuda`` and a GPU is
   there, in which case the replica takes a share (the embedded convenience: ``kgpu up`` uses the
   GPU when there is one; ``auto`` falls back to the CPU when no share is left).
@@ -82,44 +86,60 @@ class LocalDevices:
         self._by_replica: dict[str, tuple[Assignment, PodRequest]] = {}
 
     # -- what a service asks for --------------------------------------------------------------
-    def share_request(self, gpu_models: list[str] | tuple[str, ...] = ()) -> PodRequest:
+    def share_request(self, gpu_models: list[str] | tuple[str, ...] = (), **cpu_memory: int) -> PodRequest:
         if self.machine.time_slice_replicas:
-            return PodRequest(time_slice=True, gpu_models=tuple(gpu_models))
-        return PodRequest(gpu_count=1, gpu_milli=MILLI // self.shared_slots, gpu_models=tuple(gpu_models))
+            return PodRequest(time_slice=True, gpu_models=tuple(gpu_models), **cpu_memory)
+        return PodRequest(
+            gpu_count=1, gpu_milli=MILLI // self.shared_slots, gpu_models=tuple(gpu_models), **cpu_memory
+        )
 
     def assign(
-        self, replica: str, gpu_request: tuple[str, int] | None, runtime_device: str, gpu_models: list[str]
+        self,
+        replica: str,
+        gpu_request: tuple[str, int] | None,
+        runtime_device: str,
+        gpu_models: list[str],
+        cpu_memory: tuple[int, int] = (0, 0),
     ) -> Assignment:
+        """`cpu_memory`: the replica's (milli-CPU, bytes) request, reserved on this machine."""
         if replica in self._by_replica:
             return self._by_replica[replica][0]
         models = tuple(gpu_models)
+        cpu_milli, memory_bytes = cpu_memory
+        # Memory is counted in MiB, rounded up; a machine whose memory is unknown (0) counts none.
+        host = {
+            "cpu_milli": cpu_milli,
+            "memory_mib": -(-memory_bytes // 2**20) if self.inventory.memory_mib else 0,
+        }
         if gpu_request is None:
-            return self._cpu_or_opportunistic(replica, runtime_device, models)
+            return self._cpu_or_opportunistic(replica, runtime_device, models, host)
         name, count = gpu_request
         if name == WHOLE_RESOURCE:
-            return self.place(replica, PodRequest(gpu_count=count, gpu_milli=MILLI, gpu_models=models), name)
+            whole = PodRequest(gpu_count=count, gpu_milli=MILLI, gpu_models=models, **host)
+            return self.place(replica, whole, name)
         if name == SHARED_RESOURCE:
-            return self.place(replica, self.share_request(models), name)
+            return self.place(replica, self.share_request(models, **host), name)
         if name.startswith(MIG_PREFIX):
-            return self.place(
-                replica, PodRequest(mig_profile=name.removeprefix(MIG_PREFIX), gpu_models=models), name
-            )
+            mig = PodRequest(mig_profile=name.removeprefix(MIG_PREFIX), gpu_models=models, **host)
+            return self.place(replica, mig, name)
         raise Unschedulable(f"0/1 nodes are available: 1 Insufficient {name}.")
 
-    def _cpu_or_opportunistic(self, replica: str, runtime_device: str, models: tuple[str, ...]) -> Assignment:
+    def _cpu_or_opportunistic(
+        self, replica: str, runtime_device: str, models: tuple[str, ...], host: dict[str, int]
+    ) -> Assignment:
         usable = [
             g for g in self.inventory.gpus if not g.mig_enabled and (not models or g.catalog_model in models)
         ]
         if runtime_device == "cpu" or not usable:
             if runtime_device == "cuda":
                 raise Unschedulable("runtime.device is cuda but this node has no usable NVIDIA GPU")
-            return self.place(replica, PodRequest(), "cpu")
+            return self.place(replica, PodRequest(**host), "cpu")
         try:
-            return self.place(replica, self.share_request(models), "GPU share")
+            return self.place(replica, self.share_request(models, **host), "GPU share")
         except Unschedulable:
             if runtime_device == "cuda":
                 raise
-            return self.place(replica, PodRequest(), "cpu")
+            return self.place(replica, PodRequest(**host), "cpu")
 
     # -- placement through the framework ------------------------------------------------------
     def place(self, replica: str, request: PodRequest, resource: str | None = None) -> Assignment:

@@ -18,22 +18,20 @@ import hmac
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Float, Integer, String, bindparam, inspect, select, text
+from sqlalchemy import BigInteger, Float, Integer, String, bindparam, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from kgpu import API_VERSION
-from kgpu.api.errors import FieldError
-from kgpu.api.models import InferenceService
 from kgpu.auth_failures import FailureLimiter, TooManyFailures
-from kgpu.controlplane.resources import ResourceService
+from kgpu.controlplane.quota import HARD_KEYS, HardLimits
 
 ROLES = ("admin", "viewer")
 CLUSTER_ADMIN = "cluster-admin"
@@ -58,6 +56,10 @@ class _ProjectRow(_AuthBase):
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     gpu_quota: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # ResourceQuota's requests.cpu (milli-CPU), requests.memory (bytes) and count/replicas; None: no limit.
+    cpu_quota_milli: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    memory_quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    replica_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class _TokenRow(_AuthBase):
@@ -75,16 +77,20 @@ class _TokenRow(_AuthBase):
 
 
 # Columns added after the first release: databases made before them get them on start.
-_ADDED_TOKEN_COLUMNS = {"name": "VARCHAR(63)", "last_used_at": "FLOAT", "hash_scheme": "VARCHAR(16)"}
+_ADDED_COLUMNS = {
+    "api_tokens": {"name": "VARCHAR(63)", "last_used_at": "FLOAT", "hash_scheme": "VARCHAR(16)"},
+    "projects": {"cpu_quota_milli": "BIGINT", "memory_quota_bytes": "BIGINT", "replica_quota": "BIGINT"},
+}
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    present = {c["name"] for c in inspect(engine).get_columns(_TokenRow.__tablename__)}
-    missing = [(n, t) for n, t in _ADDED_TOKEN_COLUMNS.items() if n not in present]
-    if missing:
-        with engine.begin() as conn:
-            for column, sql_type in missing:
-                conn.execute(text(f"ALTER TABLE {_TokenRow.__tablename__} ADD COLUMN {column} {sql_type}"))
+    for table, columns in _ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspect(engine).get_columns(table)}
+        missing = [(n, t) for n, t in columns.items() if n not in present]
+        if missing:
+            with engine.begin() as conn:
+                for column, sql_type in missing:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}"))
 
 
 @dataclass(frozen=True)
@@ -140,9 +146,16 @@ def _iso(epoch: float) -> str:
 class Project:
     name: str
     gpu_quota: int | None
+    hard: HardLimits = field(default_factory=HardLimits)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "gpuQuota": self.gpu_quota}
+        hard = self.hard.to_hard()
+        return {"name": self.name, "gpuQuota": self.gpu_quota, **({"hard": hard} if hard else {})}
+
+
+def _project(row) -> Project:
+    hard = HardLimits(row.cpu_quota_milli, row.memory_quota_bytes, row.replica_quota)
+    return Project(row.name, row.gpu_quota, hard)
 
 
 class AuthError(ValueError):
@@ -165,9 +178,7 @@ _NO_SUCH_HASH = hash_secret(secrets.token_urlsafe(32), _NO_SUCH_KEY)
 
 
 _PROJECTS = _ProjectRow.__table__
-_PROJECT_BY_NAME = select(_PROJECTS.c.name, _PROJECTS.c.gpu_quota).where(
-    _PROJECTS.c.name == bindparam("p_name")
-)
+_PROJECT_BY_NAME = select(_PROJECTS).where(_PROJECTS.c.name == bindparam("p_name"))
 
 
 class AuthStore:
@@ -181,32 +192,39 @@ class AuthStore:
 
     # ------------------------------------------------------------ projects
 
-    def create_project(self, name: str, gpu_quota: int | None = None) -> Project:
+    def create_project(
+        self, name: str, gpu_quota: int | None = None, hard: HardLimits = HardLimits()
+    ) -> Project:
         try:
             with self._session.begin() as session:
-                session.add(_ProjectRow(name=name, gpu_quota=gpu_quota, created_at=time.time()))
+                session.add(
+                    _ProjectRow(name=name, gpu_quota=gpu_quota, created_at=time.time(), **_hard_columns(hard))
+                )
         except IntegrityError:
             raise AuthError(f'project "{name}" already exists') from None
-        return Project(name, gpu_quota)
+        return Project(name, gpu_quota, hard)
 
-    def set_quota(self, name: str, gpu_quota: int | None) -> Project:
+    def set_quota(self, name: str, gpu_quota: int | None, hard: HardLimits | None = None) -> Project:
+        """Set the GPU quota, and the CPU/memory/replica limits when `hard` is given."""
         with self._session.begin() as session:
             row = session.get(_ProjectRow, name)
             if row is None:
                 raise AuthError(f'project "{name}" not found')
             row.gpu_quota = gpu_quota
-        return Project(name, gpu_quota)
+            for column, value in _hard_columns(hard).items() if hard is not None else ():
+                setattr(row, column, value)
+            return _project(row)
 
     def project(self, name: str) -> Project | None:
         # Core, not the ORM: every service write reads its project (the quota check).
         with self._engine.connect() as conn:
             row = conn.execute(_PROJECT_BY_NAME, {"p_name": name}).first()
-        return Project(row.name, row.gpu_quota) if row else None
+        return _project(row) if row else None
 
     def projects(self) -> list[Project]:
         with self._session() as session:
             rows = session.scalars(select(_ProjectRow).order_by(_ProjectRow.name)).all()
-            return [Project(r.name, r.gpu_quota) for r in rows]
+            return [_project(r) for r in rows]
 
     # ------------------------------------------------------------ tokens
 
@@ -329,6 +347,14 @@ class TokenGuard:
         return principal
 
 
+def _hard_columns(hard: HardLimits) -> dict[str, int | None]:
+    return {
+        "cpu_quota_milli": hard.cpu_milli,
+        "memory_quota_bytes": hard.memory_bytes,
+        "replica_quota": hard.replicas,
+    }
+
+
 def _info(row: _TokenRow) -> TokenInfo:
     return TokenInfo(
         row.token_id,
@@ -357,63 +383,31 @@ def bootstrap_cluster_admin(store: AuthStore, state_dir: Path) -> str | None:
     return token
 
 
-# ---------------------------------------------------------------- quota
-
-
-def _gpus_wanted(service: InferenceService) -> int:
-    request = service.gpu_request()
-    if request is None:
-        return 0
-    replicas = service.spec.autoscaling.max_replicas if service.spec.autoscaling else service.spec.replicas
-    return replicas * request[1]
-
-
-def quota_check(auth: AuthStore, resources: ResourceService):
-    """An admission check: a service must fit in its project's GPU quota with the others."""
-
-    def check(resource: object) -> list[FieldError]:
-        if not isinstance(resource, InferenceService):
-            return []
-        namespace, name = resource.metadata.namespace, resource.metadata.name
-        project = auth.project(namespace)
-        if project is None or project.gpu_quota is None:
-            return []
-        requested = _gpus_wanted(resource)
-        if requested == 0:
-            return []
-        in_use = sum(
-            _gpus_wanted(other)
-            for other in resources.services()
-            if other.metadata.namespace == namespace and other.metadata.name != name
-        )
-        if requested + in_use <= project.gpu_quota:
-            return []
-        path = "spec.autoscaling.maxReplicas" if resource.spec.autoscaling else "spec.replicas"
-        return [
-            FieldError(
-                path,
-                f'exceeds project "{namespace}" GPU quota: {requested} requested + {in_use} in use '
-                f"> {project.gpu_quota}",
-            )
-        ]
-
-    return check
-
-
 # ---------------------------------------------------------------- HTTP
-
-
-class ProjectBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    name: str = Field(..., max_length=63, pattern=DNS_LABEL)
-    gpu_quota: int | None = Field(None, alias="gpuQuota", ge=0, le=1_000_000)
 
 
 class QuotaBody(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     gpu_quota: int | None = Field(None, alias="gpuQuota", ge=0, le=1_000_000)
+    hard: dict[str, str | int] | None = Field(
+        None,
+        description='ResourceQuota limits: "requests.cpu", "requests.memory", "count/replicas"',
+        max_length=len(HARD_KEYS),
+    )
+
+    def hard_limits(self) -> HardLimits | None:
+        """The limits in `hard` (None when the body leaves them as they are); 422 naming a bad entry."""
+        if self.hard is None:
+            return None
+        limits, errors = HardLimits.parse(self.hard)
+        if errors:
+            raise HTTPException(422, "; ".join(f"{e.path}: {e.message}" for e in errors))
+        return limits
+
+
+class ProjectBody(QuotaBody):
+    name: str = Field(..., max_length=63, pattern=DNS_LABEL)
 
 
 class TokenBody(BaseModel):
@@ -491,7 +485,9 @@ class AccessControl:
         def create_project(body: ProjectBody, request: Request) -> dict:
             self._require_cluster_admin(request)
             try:
-                return self.store.create_project(body.name, body.gpu_quota).to_dict()
+                return self.store.create_project(
+                    body.name, body.gpu_quota, body.hard_limits() or HardLimits()
+                ).to_dict()
             except AuthError as exc:
                 raise HTTPException(409, str(exc)) from None
 
@@ -506,7 +502,7 @@ class AccessControl:
         def set_quota(body: QuotaBody, request: Request, project: str) -> dict:
             self._require_cluster_admin(request)
             try:
-                return self.store.set_quota(project, body.gpu_quota).to_dict()
+                return self.store.set_quota(project, body.gpu_quota, body.hard_limits()).to_dict()
             except AuthError as exc:
                 raise HTTPException(404, str(exc)) from None
 

@@ -13,11 +13,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgpu import __version__
-from kgpu.controlplane.auth import AccessControl, AuthStore, quota_check
+from kgpu.controlplane.auth import AccessControl, AuthStore
 from kgpu.controlplane.console import mount_console
 from kgpu.controlplane.console_routes import console_routes
 from kgpu.controlplane.openapi import install_resource_schemas
 from kgpu.controlplane.platform import Platform
+from kgpu.controlplane.quota import quota_check
 from kgpu.controlplane.request_guard import GuardSettings, RequestGuard
 from kgpu.controlplane.routes import PREFIX, control_routes
 from kgpu.gateway.app import gateway_routes
@@ -91,7 +92,7 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
     control = control_routes(platform)
     app.state.watch_bus = control.watch_bus
     access = AccessControl(AuthStore(platform.store.engine), enabled=auth)
-    platform.resources.admission.append(quota_check(access.store, platform.resources))
+    platform.resources.admission.append(quota_check(access.store.project, platform.resources.services))
     app.state.access = access
     app.include_router(access.routes())  # before the control routes: /projects is not a resource type
     app.include_router(control, dependencies=[Depends(access.authorize)])

@@ -13,7 +13,9 @@ the node-pool advice. The machine becomes one snapshot node per (GPU model, shar
   framework's ``mig_slot``) reserves that device's memory slices.
 
 A CPU-only machine is one node without GPUs: requests without a GPU still go through the cycle.
-Local replicas are processes sharing the host, so they request no CPU or memory here.
+Local replicas request CPU and memory here as pods do (see :mod:`kgpu.backends.local_devices`);
+on a machine with GPUs of several models each group's node counts the whole machine's CPU and
+memory, so CPU and memory are enforced per group there.
 """
 
 from __future__ import annotations
