@@ -85,11 +85,12 @@ async def _drive(
     warmup_s: float,
     duration_s: float,
     result: LoadResult,
+    extra_headers: dict[str, str] | None = None,
 ) -> None:
     window_start = start_at + warmup_s
     window_end = window_start + duration_s
     n = len(client_ids)
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **(extra_headers or {})}
     connector = aiohttp.TCPConnector(limit=n, limit_per_host=n)
     timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT_S)
 
@@ -135,9 +136,9 @@ def _run_loop(coro) -> None:
 
 
 def _worker(args: tuple) -> LoadResult:
-    url, bodies, client_ids, start_at, warmup_s, duration_s, concurrency, inputs = args
+    url, bodies, client_ids, start_at, warmup_s, duration_s, concurrency, inputs, headers = args
     result = LoadResult(concurrency, duration_s, warmup_s, inputs)
-    _run_loop(_drive(url, bodies, client_ids, start_at, warmup_s, duration_s, result))
+    _run_loop(_drive(url, bodies, client_ids, start_at, warmup_s, duration_s, result, headers))
     return result
 
 
@@ -149,8 +150,11 @@ def run_closed_loop(
     warmup_s: float,
     inputs_per_request: int = 1,
     processes: int = 1,
+    headers: dict[str, str] | None = None,
 ) -> LoadResult:
-    """Drive ``url`` with ``concurrency`` closed-loop clients and return what completed in the window."""
+    """Drive ``url`` with ``concurrency`` closed-loop clients and return what completed in the window.
+
+    ``headers``: sent with every request besides the JSON content type (e.g. an API token)."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     if not bodies:
@@ -162,13 +166,25 @@ def run_closed_loop(
     if processes == 1:
         start_at = time.monotonic() + 0.05
         merged.merge(
-            _worker((url, bodies, shares[0], start_at, warmup_s, duration_s, concurrency, inputs_per_request))
+            _worker(
+                (
+                    url,
+                    bodies,
+                    shares[0],
+                    start_at,
+                    warmup_s,
+                    duration_s,
+                    concurrency,
+                    inputs_per_request,
+                    headers,
+                )
+            )
         )
         return merged
     # CLOCK_MONOTONIC is system-wide on Linux, so one start time lines all processes up.
     start_at = time.monotonic() + 1.0
     jobs = [
-        (url, bodies, share, start_at, warmup_s, duration_s, concurrency, inputs_per_request)
+        (url, bodies, share, start_at, warmup_s, duration_s, concurrency, inputs_per_request, headers)
         for share in shares
     ]
     with multiprocessing.get_context("fork").Pool(processes) as pool:

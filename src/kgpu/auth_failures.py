@@ -10,6 +10,12 @@ no hash). A token id over its budget is checked all the same: the right secret s
 (so that a caller who only knows another project's token id cannot lock that project out),
 and only wrong secrets get 429 instead of 401.
 
+Every failed check is answered after FAILURE_DELAY_S (an asyncio sleep: it holds a connection,
+not a CPU), as login programs delay a wrong password: a client that waits for each answer, as
+HTTP clients do, then sends at most one wrong token per second per connection, so a flood of
+them costs the server almost nothing and legitimate traffic keeps its throughput
+(bench/security.py measures both). How many connections a client may open is uvicorn's limit.
+
 The counters are fixed windows in memory, bounded in number (the oldest are dropped first):
 a server that restarts forgets them, and servers sharing a database count apart. Each key's
 budget resets when its window ends.
@@ -28,6 +34,8 @@ FAILURES_PER_ADDRESS = 20
 # Failed checks of one token id (from any address) per window before wrong secrets get 429.
 FAILURES_PER_TOKEN_ID = 50
 WINDOW_S = 60.0
+# How long a failed check (401 or 429) waits before it is answered.
+FAILURE_DELAY_S = 1.0
 # Counters kept at most (per kind); the oldest go first, so memory stays bounded under a flood.
 MAX_TRACKED_KEYS = 100_000
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from kgpu import auth_failures
 from kgpu.auth_failures import FAILURES_PER_ADDRESS, FAILURES_PER_TOKEN_ID, FailureLimiter
 from kgpu.controlplane import auth
 from kgpu.controlplane.auth import AuthStore, bootstrap_cluster_admin, legacy_hash_secret
@@ -158,3 +160,16 @@ def test_projects_routes_count_failures_too(shared):
         shared.get(f"{API}/projects", headers=wrong).status_code for _ in range(FAILURES_PER_ADDRESS + 2)
     }
     assert codes == {401, 429}
+
+
+def test_a_failed_check_is_answered_only_after_the_failure_delay(shared, monkeypatch):
+    """What keeps a flood cheap: a client that waits for its answer sends one wrong token per delay."""
+    monkeypatch.setattr(auth_failures, "FAILURE_DELAY_S", 0.3)
+    for path, method in ((services_path("team-a"), "GET"), ("/v1/embeddings", "POST")):
+        started = time.monotonic()
+        response = shared.request(
+            method, path, headers=bearer(_wrong(shared.tokens["a"])), json={"model": "m"}
+        )
+        assert response.status_code == 401
+        assert time.monotonic() - started >= 0.3
+    assert shared.get(services_path("team-a"), headers=bearer(shared.tokens["a"])).status_code == 200

@@ -13,6 +13,7 @@ everything and the project routes are open, as every other route is.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -29,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from kgpu import API_VERSION
+from kgpu import API_VERSION, auth_failures
 from kgpu.auth_failures import FailureLimiter, TooManyFailures
 from kgpu.controlplane.quota import HARD_KEYS, HardLimits
 
@@ -453,8 +454,10 @@ class AccessControl:
         try:
             principal = await run_in_threadpool(self.guard.check, token.strip(), client_address(request))
         except TooManyFailures as exc:
+            await asyncio.sleep(auth_failures.FAILURE_DELAY_S)
             raise HTTPException(429, str(exc), headers={"Retry-After": exc.retry_after_header}) from None
         if principal is None:
+            await asyncio.sleep(auth_failures.FAILURE_DELAY_S)
             raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
         request.state.principal = principal
         if principal.cluster_admin:

@@ -225,6 +225,7 @@ class Platform:
         # the replicas: a per-replica limit there would cap the whole service.
         per_replica = self.backend.ready_replicas(key) is None
         self.router.set_concurrency_limit(key, service.spec.container_concurrency if per_replica else 0)
+        self.router.set_parked(key, service.spec.replicas == 0 and service.spec.autoscaling is None)
 
     def observe(self, key: str) -> Observation:
         replicas = self.backend.replicas(key)

@@ -13,6 +13,7 @@ that does not exist, so its existence does not leak. The token stays at the gate
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
@@ -21,8 +22,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from kgpu import auth_failures
 from kgpu.auth_failures import TooManyFailures
 from kgpu.body_limit import BodyTooLarge, read_limited
+from kgpu.gateway.disconnect import unless_disconnected
 from kgpu.gateway.generation_work import generation_work
 from kgpu.gateway.router import ProxyResult, Router
 
@@ -52,6 +55,10 @@ def _openai_error(status: int, message: str, code: str, param: str | None = None
         {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}},
         status_code=status,
     )
+
+
+# What a request whose client disconnected "answers" (nginx's 499): nobody reads it.
+_CLIENT_GONE = ProxyResult(499, b"", {})
 
 
 def _to_response(result: ProxyResult) -> Response:
@@ -101,10 +108,14 @@ def gateway_routes(
         try:
             caller = await run_in_threadpool(verify, token.strip(), address)
         except TooManyFailures as exc:
+            await asyncio.sleep(auth_failures.FAILURE_DELAY_S)
             response = _openai_error(429, str(exc), "too_many_failed_token_checks")
             response.headers["retry-after"] = exc.retry_after_header
             return response
-        return caller if caller is not None else _unauthorized("invalid API token")
+        if caller is None:
+            await asyncio.sleep(auth_failures.FAILURE_DELAY_S)
+            return _unauthorized("invalid API token")
+        return caller
 
     def qualified(model: str, caller: Caller | None) -> str:
         """A bare model name is a service of the caller's project."""
@@ -183,17 +194,20 @@ def gateway_routes(
             except orjson.JSONEncodeError as exc:  # orjson encodes 255 levels of nesting, decodes 1024
                 return _openai_error(400, f"request body is nested too deeply: {exc}", "invalid_json")
         prompt_tokens, max_tokens = generation_work(path, payload)
-        result = await router.forward(
-            service,
-            path,
-            body,
-            "application/json",
-            deadline,
-            stream=payload.get("stream") is True,
-            prompt_tokens=prompt_tokens,
-            max_tokens=max_tokens,
+        result = await unless_disconnected(
+            request,
+            router.forward(
+                service,
+                path,
+                body,
+                "application/json",
+                deadline,
+                stream=payload.get("stream") is True,
+                prompt_tokens=prompt_tokens,
+                max_tokens=max_tokens,
+            ),
         )
-        return _to_response(result)
+        return _to_response(result or _CLIENT_GONE)
 
     @api.post("/v1/embeddings", summary="Create embeddings (OpenAI-compatible)")
     async def embeddings(request: Request) -> Response:
@@ -237,17 +251,20 @@ def gateway_routes(
                 payload = None  # the replica answers it with its own 400
             if isinstance(payload, dict):
                 prompt_tokens, max_tokens = generation_work(path, payload)
-        result = await router.forward(
-            service,
-            path,
-            body,
-            request.headers.get("content-type", "application/json"),
-            deadline,
-            stream=action == "generate_stream",
-            prompt_tokens=prompt_tokens,
-            max_tokens=max_tokens,
+        result = await unless_disconnected(
+            request,
+            router.forward(
+                service,
+                path,
+                body,
+                request.headers.get("content-type", "application/json"),
+                deadline,
+                stream=action == "generate_stream",
+                prompt_tokens=prompt_tokens,
+                max_tokens=max_tokens,
+            ),
         )
-        return _to_response(result)
+        return _to_response(result or _CLIENT_GONE)
 
     @api.post("/v2/models/{model}/infer", summary="Inference (Open Inference Protocol v2)")
     async def v2_infer(model: str, request: Request) -> Response:

@@ -68,6 +68,9 @@ class Router:
         # Waiters given a turn that have not resumed yet: new arrivals queue behind them.
         self._granted: dict[str, int] = {}
         self._limits: dict[str, int] = {}  # service -> containerConcurrency (0: no limit)
+        # Services with `replicas: 0` and no autoscaling: nothing will start a replica, so a
+        # request is answered 503 at once instead of being held until its timeout.
+        self._parked: set[str] = set()
         registry.on_change = self._admit
         # Called with the service key whenever a request has to wait for a replica (wakes a service at zero).
         self.on_hold: Callable[[str], None] | None = None
@@ -85,6 +88,13 @@ class Router:
         if self._limits.get(service, 0) != limit:
             self._limits[service] = limit
             self._admit(service)
+
+    def set_parked(self, service: str, parked: bool) -> None:
+        """Whether the service is scaled to zero with nothing to scale it up (see `_parked`)."""
+        if parked:
+            self._parked.add(service)
+        else:
+            self._parked.discard(service)
 
     def _pick(self, service: str, exclude_urls: set[str]) -> Endpoint | None:
         return self.registry.pick(service, exclude_urls, limit=self._limits.get(service, 0))
@@ -209,6 +219,14 @@ class Router:
         if refusal is not None:
             self.metrics.rejected.labels(service=service, reason="simulated").inc()
             return _error(503, refusal, code="service_simulated")
+        if service in self._parked:
+            self.metrics.rejected.labels(service=service, reason="scaled_to_zero").inc()
+            return _error(
+                503,
+                f"service {service!r} has replicas: 0 and no autoscaling, so no replica will start "
+                "(retrying will not help); set spec.replicas or spec.autoscaling to serve it",
+                code="service_scaled_to_zero",
+            )
         arrival = time.monotonic()
         hold_until = arrival + self.settings.hold_timeout_s
         client_deadline = hold_until if deadline_ms is None else arrival + deadline_ms / 1000.0
