@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kgpu.serving.config import ReplicaConfig
-from kgpu.serving.errors import ApiError, error_response
+from kgpu.serving.errors import ApiError, bad_request, error_response
 from kgpu.serving.generation_api import create_generation_router
 from kgpu.serving.generation_runtime import GenerationRuntime, replica_task
 from kgpu.serving.generation_v2 import create_generate_router
@@ -92,6 +92,13 @@ def _install_error_handlers(app: FastAPI, metrics: ReplicaMetrics) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = f"{request.method} {request.url.path}: {exc.detail}"
         return error_response(request.url.path, ApiError(exc.status_code, message, headers=exc.headers))
+
+    @app.exception_handler(RecursionError)
+    async def nested_too_deeply(request: Request, exc: RecursionError) -> Response:
+        # A JSON body may nest 1,024 levels (orjson's limit); code that walks or prints a value that
+        # deep (a repr in an error message) runs out of stack: the client's input, not our fault.
+        metrics.count_failure("bad_request")
+        return error_response(request.url.path, bad_request("request body is nested too deeply"))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:

@@ -2,8 +2,8 @@
 
 Accepted forms (the same as `spec.model.uri` in an InferenceService):
 
-- `pkg:<python_package>`: a model shipped inside an installed Python package; the directory is the
-  package's `get_model_path()` / `MODEL_DIR`, else `<package dir>/model`.
+- `pkg:<python_package>`: a model shipped inside an installed Python package: its `model/` directory,
+  found without importing the package (nothing a tenant names runs in the server).
 - `file:///abs/path`: a local directory.
 - a plain absolute or relative local path.
 
@@ -13,8 +13,8 @@ the model has to be present on disk before a replica is scheduled.
 
 from __future__ import annotations
 
-import importlib
 import re
+from importlib.machinery import PathFinder
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -37,16 +37,18 @@ def resolve_model_uri(uri: str) -> Path:
     if not isinstance(uri, str) or not uri.strip():
         raise ModelSourceError("model uri is empty; give a local path, file:///path or pkg:<package>")
     uri = uri.strip()
-    directory = _locate(uri)
-    if not directory.exists():
-        raise ModelSourceError(f"model uri {uri!r}: directory {directory} does not exist")
-    if not directory.is_dir():
-        raise ModelSourceError(f"model uri {uri!r}: {directory} is not a directory")
     try:
+        directory = _locate(uri)
+        if not directory.exists():
+            raise ModelSourceError(f"model uri {uri!r}: directory {directory} does not exist")
+        if not directory.is_dir():
+            raise ModelSourceError(f"model uri {uri!r}: {directory} is not a directory")
         read_model_layout(directory)
+        return directory.resolve()
     except ModelLayoutError as exc:
         raise ModelSourceError(f"model uri {uri!r}: {exc}") from exc
-    return directory.resolve()
+    except OSError as exc:  # a name too long, a loop of links, no permission: the path, not the server
+        raise ModelSourceError(f"model uri {uri!r}: cannot be read: {exc.strerror or exc}") from None
 
 
 def _locate(uri: str) -> Path:
@@ -78,21 +80,29 @@ def _scheme_of(uri: str) -> str:
 
 
 def _package_model_dir(package: str, uri: str) -> Path:
+    """`<package dir>/model`, found as the import system would find the package, without importing it.
+
+    Importing runs the package's code, and `pkg:` is something a tenant writes: `pkg:this` printed
+    to the server's log and `pkg:unittest.__main__` ran an argument parser inside the control
+    plane. The directory is looked up on `sys.path` (`PathFinder`, the finder the import system
+    uses for installed packages, given each level's own search path so that no parent package is
+    imported either) and must hold a model.
+    """
     if not _PACKAGE_NAME.match(package):
         raise ModelSourceError(f"model uri {uri!r}: {package!r} is not a valid Python package name")
-    try:
-        module = importlib.import_module(package)
-    except ImportError as exc:
+    locations: list[str] | None = None
+    for part in package.split("."):
+        spec = PathFinder.find_spec(part, locations)
+        if spec is None:
+            raise ModelSourceError(
+                f"model uri {uri!r}: Python package {package!r} is not installed (pip install it first)"
+            )
+        if not spec.submodule_search_locations:
+            raise ModelSourceError(f"model uri {uri!r}: {package!r} is a module, not a package with a model")
+        locations = list(spec.submodule_search_locations)
+    model_dir = Path(locations[0]) / "model"
+    if not model_dir.is_dir():
         raise ModelSourceError(
-            f"model uri {uri!r}: Python package {package!r} is not installed (pip install it first)"
-        ) from exc
-    getter = getattr(module, "get_model_path", None)
-    if callable(getter):
-        return Path(getter())
-    declared = getattr(module, "MODEL_DIR", None)
-    if declared:
-        return Path(declared)
-    module_file = getattr(module, "__file__", None)
-    if not module_file:
-        raise ModelSourceError(f"model uri {uri!r}: package {package!r} has no files on disk")
-    return Path(module_file).parent / "model"
+            f"model uri {uri!r}: package {package!r} contains no model (no model/ directory)"
+        )
+    return model_dir

@@ -10,6 +10,7 @@ shortened (Matryoshka) embeddings, so truncating would silently lower quality.
 from __future__ import annotations
 
 import base64
+import reprlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,8 @@ def _not_a_token(value: Any, where: str) -> ApiError:
     if isinstance(value, float) and abs(value) >= 2**63:
         # The JSON parser reads integers beyond 64 bits as floats: the client may well have sent one.
         return bad_request(f"{where} is a number too large to be a token id of any vocabulary", "input")
-    return bad_request(f"{where} must be an integer token id, got {value!r}", "input")
+    # reprlib: a bounded preview (an input nested 1,000 deep would exhaust repr's recursion).
+    return bad_request(f"{where} must be an integer token id, got {reprlib.repr(value)}", "input")
 
 
 def parse_input(value: Any, max_inputs: int) -> tuple[list[str] | None, list[list[int]] | None]:

@@ -12,6 +12,7 @@ import orjson
 import yaml
 from fastapi import HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from kgpu import API_VERSION
 from kgpu.api.errors import FieldError, ResourceValidationError
@@ -23,6 +24,9 @@ PREFIX = f"/apis/{API_VERSION}"
 # The Kubernetes API server's limit for a request body: a resource is kilobytes; without a limit one
 # request could make the server hold (and store, and list) anything up to its memory.
 MAX_BODY_BYTES = 3 * 1024 * 1024
+# YAML bodies are parsed far more slowly than JSON (libyaml: about a second per MiB on a busy core,
+# the pure-Python parser five times that): a lower limit bounds the time one request can take.
+MAX_YAML_BODY_BYTES = 512 * 1024
 
 # Path parameters: what the store can hold (DNS-1123 labels; names up to 253 characters).
 NAMESPACE = Path(..., max_length=63, description="Namespace (project) of the resource")
@@ -90,8 +94,16 @@ async def read_body(request: Request) -> bytes:
 
 async def json_body(request: Request) -> dict:
     raw = await read_body(request)
+    is_yaml = "yaml" in request.headers.get("content-type", "")
+    if is_yaml and len(raw) > MAX_YAML_BODY_BYTES:
+        raise HTTPException(
+            413,
+            f"a YAML request body is limited to {MAX_YAML_BODY_BYTES} bytes (JSON to {MAX_BODY_BYTES}); "
+            "send a large resource as JSON",
+        )
     try:
-        body = safe_load(raw) if "yaml" in request.headers.get("content-type", "") else json_loads_strict(raw)
+        # YAML takes far longer to parse than JSON: in a worker thread, so no route waits for it.
+        body = await run_in_threadpool(safe_load, raw) if is_yaml else json_loads_strict(raw)
     except (ValueError, yaml.YAMLError) as exc:
         raise HTTPException(400, f"request body is not valid JSON/YAML: {exc}") from None
     except RecursionError:
