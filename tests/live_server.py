@@ -13,10 +13,12 @@ from kgpu.backends.local_replica import free_port
 
 
 @contextmanager
-def serving(app) -> Iterator[str]:
-    """Serve `app` on a free loopback port; yields its base URL and stops the server on exit."""
+def serving(app, **config) -> Iterator[str]:
+    """Serve `app` on a free loopback port; yields its base URL and stops the server on exit.
+
+    `config`: more `uvicorn.Config` settings (the limits of kgpu.http_limits, for instance)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -24,6 +24,7 @@ import httpx
 
 from kgpu.backends.base import ReplicaHooks, ReplicaStatus
 from kgpu.backends.local_devices import Assignment
+from kgpu.serving.gateway_secret import GATEWAY_SECRET_ENV, replica_secret
 
 log = logging.getLogger("kgpu.backends.local")
 
@@ -116,6 +117,8 @@ class LocalReplica:
             env["CUDA_VISIBLE_DEVICES"] = self.assignment.visible_devices
         if self.assignment.memory_fraction is not None:
             env["KGPU_GPU_MEMORY_FRACTION"] = f"{self.assignment.memory_fraction:.4f}"
+        if self.url:  # only the gateway may call it (the URL is known once a port is taken)
+            env[GATEWAY_SECRET_ENV] = replica_secret(self.url)
         return env
 
     async def _spawn(self) -> asyncio.subprocess.Process:

@@ -30,10 +30,11 @@ def server(
     """Run the control plane and gateway without applying files (resources come through the API)."""
     import uvicorn  # imported here: pulls in the server stack
 
-    from kgpu.controlplane.auth import bootstrap_cluster_admin
+    from kgpu.controlplane.auth import bootstrap_cluster_admin, bootstrap_metrics_token
     from kgpu.controlplane.platform import Platform, PlatformConfig
     from kgpu.controlplane.request_guard import guard_settings
     from kgpu.controlplane.server import create_server_app
+    from kgpu.http_limits import uvicorn_limits
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     public_url = f"http://{host}:{port}"
@@ -50,10 +51,18 @@ def server(
             )
         else:
             console.print(f"auth on; the cluster-admin token was made at first start ({token_file})")
+        metrics_token = bootstrap_metrics_token(app.state.access.store, state_dir).resolve()
+        console.print(
+            f"/metrics needs the metrics token in {metrics_token}: "
+            f"kgpu prometheus-config --token-file {metrics_token}",
+            soft_wrap=True,
+        )
     else:
         console.print("[yellow]auth off: anyone who reaches this port can change everything[/yellow]")
     console.print(f"state in {Path(state_dir).resolve()}; API and gateway on {public_url}")
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    uvicorn.run(
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30, **uvicorn_limits()
+    )
 
 
 def login(

@@ -24,12 +24,17 @@ def prometheus_config(
     queue_target: float = typer.Option(
         0.25, "--queue-target", help="p99 queue time (seconds) above which KgpuQueueTimeAboveTarget fires"
     ),
+    token_file: Path = typer.Option(
+        None,
+        "--token-file",
+        help="file holding the server's metrics token (kgpu server --auth writes <state-dir>/metrics-token)",
+    ),
 ) -> None:
     """Write a Prometheus config (scrape targets by HTTP service discovery), recording and alert rules."""
     from kgpu.telemetry.prometheus_config import write_prometheus_config
 
     try:
-        paths = write_prometheus_config(output, server_url(server), scrape_interval, queue_target)
+        paths = write_prometheus_config(output, server_url(server), scrape_interval, queue_target, token_file)
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None

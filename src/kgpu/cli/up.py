@@ -21,6 +21,7 @@ from kgpu.controlplane.platform import Platform, PlatformConfig
 from kgpu.controlplane.request_guard import GuardSettings, guard_settings
 from kgpu.controlplane.resources import PLURAL_BY_KIND
 from kgpu.controlplane.server import create_server_app
+from kgpu.http_limits import uvicorn_limits
 
 READY_TIMEOUT_S = 900.0
 
@@ -120,7 +121,9 @@ def run_up(
     platform = Platform(PlatformConfig(state_dir=state_dir, public_url=public_url, database_url=database_url))
     app = create_server_app(platform, guard=guard or guard_settings(host))
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+        uvicorn.Config(
+            app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30, **uvicorn_limits()
+        )
     )
     inv = platform.inventory
     gpus = ", ".join(f"{g.name} ({g.memory_total_mib} MiB)" for g in inv.gpus) or f"none ({inv.note})"

@@ -36,6 +36,9 @@ from kgpu.controlplane.quota import HARD_KEYS, HardLimits
 
 ROLES = ("admin", "viewer")
 CLUSTER_ADMIN = "cluster-admin"
+# Reads /metrics and the Prometheus targets of every project, and nothing else (Prometheus's token).
+METRICS_READER = "metrics-reader"
+METRICS_PATHS = ("/metrics", f"/apis/{API_VERSION}/prometheus/targets")
 # How secrets are hashed: `hmac-sha256` now; PBKDF2 (a NULL scheme) in databases of earlier releases.
 HMAC_SCHEME = "hmac-sha256"
 LEGACY_PBKDF2_ITERATIONS = 120_000
@@ -111,6 +114,11 @@ class Principal:
 
     def administers(self, project: str) -> bool:
         return self.cluster_admin or (self.project == project and self.role == "admin")
+
+    @property
+    def reads_metrics(self) -> bool:
+        """May read every project's metrics and scrape targets."""
+        return self.cluster_admin or self.role == METRICS_READER
 
 
 @dataclass(frozen=True)
@@ -235,7 +243,7 @@ class AuthStore:
         `name` (unique in the project) says what the token is for; it defaults to `<role>-<id>`.
         """
         if project is None:
-            role = CLUSTER_ADMIN
+            role = METRICS_READER if role == METRICS_READER else CLUSTER_ADMIN
         elif role not in ROLES:
             raise AuthError(f'role: Unsupported value: "{role}": supported values: "admin", "viewer"')
         elif self.project(project) is None:
@@ -286,8 +294,11 @@ class AuthStore:
         return _info(row)
 
     def has_cluster_admin(self) -> bool:
+        return self.has_role(CLUSTER_ADMIN)
+
+    def has_role(self, role: str) -> bool:
         with self._session() as session:
-            return session.scalars(select(_TokenRow).filter_by(role=CLUSTER_ADMIN)).first() is not None
+            return session.scalars(select(_TokenRow).filter_by(role=role)).first() is not None
 
     def verify(self, token: str, slow_hash_allowed: bool = True) -> Principal | None:
         """The principal of a valid token, or None.
@@ -372,10 +383,23 @@ def bootstrap_cluster_admin(store: AuthStore, state_dir: Path) -> str | None:
 
     Returns the token when it was created now (to print once), None when one already exists.
     """
-    if store.has_cluster_admin():
+    return _bootstrap(store, Path(state_dir) / "admin-token", CLUSTER_ADMIN)
+
+
+def bootstrap_metrics_token(store: AuthStore, state_dir: Path) -> Path:
+    """Create Prometheus's token on first start, in `<state-dir>/metrics-token` (0600); its path.
+
+    `kgpu prometheus-config --token-file` points Prometheus at that file.
+    """
+    path = Path(state_dir) / "metrics-token"
+    _bootstrap(store, path, METRICS_READER)
+    return path
+
+
+def _bootstrap(store: AuthStore, path: Path, role: str) -> str | None:
+    if store.has_role(role):
         return None
-    token = store.create_token(None, CLUSTER_ADMIN)
-    path = Path(state_dir) / "admin-token"
+    token = store.create_token(None, role)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -427,6 +451,12 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+def reads_metrics(request: Request) -> bool:
+    """The caller may read every project's scrape targets (the metrics or cluster-admin token)."""
+    principal = principal_of(request)
+    return principal is not None and principal.reads_metrics
+
+
 def visible(request: Request, namespace: str) -> bool:
     principal = principal_of(request)
     return principal is None or principal.can_see(namespace)
@@ -462,6 +492,10 @@ class AccessControl:
         request.state.principal = principal
         if principal.cluster_admin:
             return
+        if principal.role == METRICS_READER:
+            if request.method != "GET" or request.url.path not in METRICS_PATHS:
+                raise HTTPException(403, "the metrics token reads only /metrics and the Prometheus targets")
+            return
         namespace = request.path_params.get("namespace")
         if namespace is not None and namespace != principal.project:
             raise HTTPException(
@@ -471,6 +505,18 @@ class AccessControl:
             raise HTTPException(
                 403, f'role "{principal.role}" in project "{principal.project}" can only read (needs admin)'
             )
+
+    async def authorize_metrics(self, request: Request) -> None:
+        """`/metrics` lists every project's services: the cluster admin's or Prometheus's token only."""
+        await self.authorize(request)
+        principal = principal_of(request)
+        if principal is not None and not principal.reads_metrics:
+            raise HTTPException(403, "/metrics needs the metrics token (<state-dir>/metrics-token)")
+
+    def inference_caller(self, token: str, address: str) -> Principal | None:
+        """The gateway's check: a project's or the cluster admin's token (the metrics token calls nothing)."""
+        principal = self.guard.check(token, address)
+        return None if principal is not None and principal.role == METRICS_READER else principal
 
     def _require_cluster_admin(self, request: Request) -> None:
         principal = principal_of(request)

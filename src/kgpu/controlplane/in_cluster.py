@@ -62,13 +62,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from kgpu.controlplane.platform import Platform
     from kgpu.controlplane.server import create_server_app
+    from kgpu.http_limits import uvicorn_limits
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     platform = Platform(platform_config(argv))
-    uvicorn.run(create_server_app(platform), host=args.host, port=args.port, timeout_graceful_shutdown=30)
+    uvicorn.run(
+        create_server_app(platform),
+        host=args.host,
+        port=args.port,
+        timeout_graceful_shutdown=30,
+        **uvicorn_limits(),
+    )
     return 0
 
 

@@ -104,7 +104,7 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
             platform.resolve_model,
             platform.known_models,
             # Under auth, inference needs a token of the service's project as well.
-            verify=access.guard.check if auth else None,
+            verify=access.inference_caller if auth else None,
         )
     )
 
@@ -112,7 +112,12 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
     def healthz() -> dict:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics of the gateway and control plane")
+    @app.get(
+        "/metrics",
+        tags=["metrics"],
+        summary="Prometheus metrics of the gateway and control plane (under auth: the metrics token)",
+        dependencies=[Depends(access.authorize_metrics)],
+    )
     def metrics() -> Response:
         return Response(generate_latest(platform.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -15,6 +15,8 @@ from typing import Protocol
 
 import aiohttp
 
+from kgpu.serving.gateway_secret import GATEWAY_SECRET_HEADER, origin_of, replica_secret
+
 PASS_HEADERS = ("content-type", "retry-after")
 
 
@@ -45,6 +47,11 @@ class Upstream(Protocol):
     async def close(self) -> None: ...
 
 
+def _headers(url: str, content_type: str) -> dict[str, str]:
+    # The replica's own secret (kgpu.serving.gateway_secret): a replica kgpu started answers no one else.
+    return {"content-type": content_type, GATEWAY_SECRET_HEADER: replica_secret(origin_of(url))}
+
+
 class AiohttpUpstream:
     def __init__(self, timeout_s: float = 300.0, connect_timeout_s: float = 5.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
@@ -65,9 +72,7 @@ class AiohttpUpstream:
 
     async def post(self, url: str, body: bytes, content_type: str) -> UpstreamResponse:
         try:
-            async with self._client().post(
-                url, data=body, headers={"content-type": content_type}
-            ) as response:
+            async with self._client().post(url, data=body, headers=_headers(url, content_type)) as response:
                 payload = await response.read()
                 headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in PASS_HEADERS}
                 return UpstreamResponse(response.status, headers, payload)
@@ -78,7 +83,7 @@ class AiohttpUpstream:
         response: aiohttp.ClientResponse | None = None
         try:
             response = await self._client().post(
-                url, data=body, headers={"content-type": content_type}, timeout=self._stream_timeout
+                url, data=body, headers=_headers(url, content_type), timeout=self._stream_timeout
             )
             headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in PASS_HEADERS}
             if response.status != 200 or not headers.get("content-type", "").startswith("text/event-stream"):

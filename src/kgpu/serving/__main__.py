@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from kgpu.http_limits import uvicorn_limits
 from kgpu.serving.engine_threads import spin_briefly
 
 spin_briefly()  # before anything imports torch, which loads libgomp
@@ -166,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         timeout_graceful_shutdown=int(args.graceful_timeout),
         access_log=False,  # per-request lines would dominate the log at serving rates; /metrics has counts
+        **uvicorn_limits(),
     )
     server = ReplicaServer(uvicorn_config, app.state.runtime)
     event_loop.after_uvicorn_stops(log)  # exit 0 after draining, not "killed by SIGTERM"

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kgpu.serving.config import ReplicaConfig
 from kgpu.serving.errors import ApiError, bad_request, error_response
+from kgpu.serving.gateway_secret import GatewayOnly, secret_from_environment
 from kgpu.serving.generation_api import create_generation_router
 from kgpu.serving.generation_runtime import GenerationRuntime, replica_task
 from kgpu.serving.generation_v2 import create_generate_router
@@ -62,6 +63,8 @@ def create_app(config: ReplicaConfig, engine_factory: EngineFactory | None = Non
     for router in routers:
         app.include_router(router)
     app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
+    if (secret := secret_from_environment()) is not None:  # started by kgpu: answer only its gateway
+        app.add_middleware(GatewayOnly, secret=secret)
     _install_error_handlers(app, runtime.metrics)
 
     @app.get("/metrics")

@@ -47,8 +47,12 @@ def _seconds(duration: str) -> float:
     return sum(int(n) * _UNIT_S[unit] for n, unit in re.findall(r"(\d+)(ms|s|m|h)", duration))
 
 
-def scrape_config(server_url: str, scrape_interval: str = "15s") -> dict:
-    """prometheus.yml for a kgpu server at ``server_url``."""
+def scrape_config(server_url: str, scrape_interval: str = "15s", token_file: Path | None = None) -> dict:
+    """prometheus.yml for a kgpu server at ``server_url``.
+
+    ``token_file``: the server's metrics token (under `--auth` its `/metrics` and targets need it);
+    replicas' own `/metrics` are scraped without one.
+    """
     parts = urlsplit(server_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f'--server: invalid value "{server_url}": expected a URL like http://127.0.0.1:8000')
@@ -62,8 +66,14 @@ def scrape_config(server_url: str, scrape_interval: str = "15s") -> dict:
     base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
     discovery = f"{base}/apis/{API_VERSION}/prometheus/targets"
 
+    authorization = (
+        {"authorization": {"type": "Bearer", "credentials_file": str(Path(token_file).resolve())}}
+        if token_file is not None
+        else {}
+    )
+
     def sd(role: str) -> list[dict]:
-        return [{"url": f"{discovery}?role={role}", "refresh_interval": scrape_interval}]
+        return [{"url": f"{discovery}?role={role}", "refresh_interval": scrape_interval, **authorization}]
 
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
@@ -73,6 +83,7 @@ def scrape_config(server_url: str, scrape_interval: str = "15s") -> dict:
                 "job_name": "kgpu",
                 "scheme": parts.scheme,
                 "metrics_path": f"{parts.path.rstrip('/')}/metrics",
+                **authorization,
                 "http_sd_configs": sd("server"),
                 "metric_relabel_configs": [
                     {
@@ -188,10 +199,11 @@ def write_prometheus_config(
     server_url: str,
     scrape_interval: str = "15s",
     queue_target_s: float = DEFAULT_QUEUE_TARGET_S,
+    token_file: Path | None = None,
 ) -> list[Path]:
     """Write prometheus.yml and the two rule files under ``output``; returns their paths."""
     files = {
-        "prometheus.yml": scrape_config(server_url, scrape_interval),
+        "prometheus.yml": scrape_config(server_url, scrape_interval, token_file),
         RECORDING_FILE: recording_rules(),
         ALERTS_FILE: alert_rules(queue_target_s),
     }

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from kgpu.api.models import NodePool
-from kgpu.controlplane.auth import principal_of, visible
+from kgpu.controlplane.auth import principal_of, reads_metrics, visible
 from kgpu.controlplane.registry import BackendRegistry
 from kgpu.controlplane.routes.http import PREFIX
 from kgpu.gpu.discovery import NodeInventory
@@ -39,7 +39,7 @@ def replica_routes(
             if replica.phase != "Ready" or not replica.url:
                 continue
             project, _, _name = replica.service.partition("/")
-            if not visible(request, project):
+            if not (visible(request, project) or reads_metrics(request)):
                 continue
             labels = {
                 "project": project,

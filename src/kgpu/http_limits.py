@@ -1,0 +1,97 @@
+"""Limits on what one HTTP client may hold of a kgpu server (API, gateway and replicas alike).
+
+uvicorn closes idle keep-alive connections and can cap concurrent connections, but it has no
+deadline for reading a request: a client sending its headers a byte at a time (slowloris) held a
+connection open for as long as it liked (45 s in a probe, and then only because it stopped).
+:class:`DeadlineHttpToolsProtocol` is uvicorn's own httptools protocol with two deadlines added:
+
+- the request line and headers must arrive within HEADER_TIMEOUT_S of the request's first byte
+  (or of the connection, for its first request);
+- a request body must make progress at least every BODY_IDLE_TIMEOUT_S (while the server is
+  reading it: time the server itself pauses reading does not count).
+
+A client past either deadline has its connection closed. The other limits, all uvicorn's own:
+
+- TIMEOUT_KEEP_ALIVE_S: an idle keep-alive connection is closed after this long;
+- LIMIT_CONCURRENCY: connections and requests in progress at once, past which uvicorn answers 503;
+- request heads are limited by httptools (llhttp) to 80 KiB; bodies by each route (3 MiB for a
+  resource, 512 KiB for YAML, 32 MiB at the gateway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+HEADER_TIMEOUT_S = 10.0
+BODY_IDLE_TIMEOUT_S = 30.0
+TIMEOUT_KEEP_ALIVE_S = 5
+# Above the gateway's hold queue (2,048 per service) so that a full queue answers its own 503.
+LIMIT_CONCURRENCY = 4096
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # uvicorn without httptools: its h11 protocol, without the read deadlines
+    HttpToolsProtocol = None  # type: ignore[assignment, misc]
+
+
+if HttpToolsProtocol is not None:
+
+    class DeadlineHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc, valid-type]
+        """uvicorn's httptools protocol that closes connections too slow to send their request."""
+
+        header_timeout_s = HEADER_TIMEOUT_S
+        body_idle_timeout_s = BODY_IDLE_TIMEOUT_S
+
+        _read_deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self, seconds: float) -> None:
+            self._disarm()
+            self._read_deadline = self.loop.call_later(seconds, self._read_too_slow, seconds)
+
+        def _disarm(self) -> None:
+            if self._read_deadline is not None:
+                self._read_deadline.cancel()
+                self._read_deadline = None
+
+        def _read_too_slow(self, seconds: float) -> None:
+            self._read_deadline = None
+            if self.flow is not None and self.flow.read_paused:
+                self._arm(seconds)  # the server stopped reading, not the client: not its time
+            elif not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm(self.header_timeout_s)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm(self.header_timeout_s)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._arm(self.body_idle_timeout_s)
+
+        def on_body(self, body: bytes) -> None:
+            super().on_body(body)
+            self._arm(self.body_idle_timeout_s)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._disarm()
+
+
+def uvicorn_limits() -> dict[str, Any]:
+    """Keyword arguments of `uvicorn.Config` / `uvicorn.run` that set the limits above."""
+    limits: dict[str, Any] = {
+        "timeout_keep_alive": TIMEOUT_KEEP_ALIVE_S,
+        "limit_concurrency": LIMIT_CONCURRENCY,
+    }
+    if HttpToolsProtocol is not None:
+        limits["http"] = DeadlineHttpToolsProtocol
+    return limits
