@@ -409,15 +409,18 @@ class SimNodes:
         }
         placers: dict[str, ClusterPlacer | None] = {}
 
+        def ready_in(cluster: Cluster) -> list[NodeUse]:
+            return [
+                use
+                for use in placement.values()
+                if use.node.ready(now)
+                and use.node.namespace == cluster.metadata.namespace
+                and use.node.cluster == cluster.metadata.name
+            ]
+
         def placer_of(cluster: Cluster) -> ClusterPlacer | None:
             if cluster.key not in placers:
-                ready = [
-                    use
-                    for use in placement.values()
-                    if use.node.ready(now)
-                    and use.node.namespace == cluster.metadata.namespace
-                    and use.node.cluster == cluster.metadata.name
-                ]
+                ready = ready_in(cluster)
                 placers[cluster.key] = ClusterPlacer(ready) if ready else None
             return placers[cluster.key]
 
@@ -433,12 +436,7 @@ class SimNodes:
             accepted = frozenset(service.spec.gpu_models)
             request, units = request_of(resource, count, service.spec.gpu_models)
             candidates = [
-                use
-                for use in placement.values()
-                if use.node.ready(now)
-                and use.node.namespace == cluster.metadata.namespace
-                and use.node.cluster == cluster.metadata.name
-                and (not accepted or use.pool.spec.flavor.gpu_model in accepted)
+                use for use in ready_in(cluster) if not accepted or use.pool.spec.flavor.gpu_model in accepted
             ]
             key = service.key
             template = service.template_hash()
@@ -458,9 +456,8 @@ class SimNodes:
                     home.take(resource, count)
                 replicas.append(before if kept is not None else None)
             plans.append(
-                (
+                _Plan(
                     service,
-                    key,
                     cluster,
                     resource,
                     count,
@@ -475,19 +472,11 @@ class SimNodes:
 
         counts: dict[str, int] = {}
         placed_replicas: dict[str, tuple[SimReplica, ...]] = {}
-        for (
-            service,
-            key,
-            cluster,
-            resource,
-            count,
-            accepted,
-            template,
-            request,
-            units,
-            candidates,
-            replicas,
-        ) in plans:
+        for plan in plans:
+            service, cluster, resource, count, replicas = (
+                plan.service, plan.cluster, plan.resource, plan.count, plan.replicas
+            )  # fmt: skip
+            key = service.key
             start_delay = _flag(cluster, START_DELAY_FLAG, REPLICA_START_DELAY_S)
             placer = placer_of(cluster)
             # Every unplaced replica of a service asks for the same thing and free room only
@@ -501,14 +490,14 @@ class SimNodes:
                     "name": name,
                     "service": key,
                     "cluster": cluster.metadata.name,
-                    "template": template,
+                    "template": plan.template,
                     "resource": resource,
                     "count": count,
                 }
                 if blocked is None:
                     placed = (
-                        placer.place(request, units, resource, count, candidates)
-                        if placer is not None and candidates
+                        placer.place(plan.request, plan.units, resource, count, plan.candidates)
+                        if placer is not None and plan.candidates
                         else None
                     )
                     if placed is not None:
@@ -523,11 +512,11 @@ class SimNodes:
                             placements=placements,
                         )
                         continue
-                    blocked = _unschedulable(cluster, resource, count, accepted, sim_pools, nodes, now)
+                    blocked = _unschedulable(cluster, resource, count, plan.accepted, sim_pools, nodes, now)
                 replicas[index] = SimReplica(**common, message=blocked)
                 counts[key] = counts.get(key, 0) + 1
                 if resource is not None:  # the node-pool autoscaler is judged by GPU requests
-                    pending[cluster.key][1].append(_Need(resource, count, accepted))
+                    pending[cluster.key][1].append(_Need(resource, count, plan.accepted))
             placed_replicas[key] = tuple(r for r in replicas if r is not None)
         self._pending = counts
         self._replicas = placed_replicas
@@ -611,6 +600,22 @@ class SimNodes:
                 session.execute(
                     delete(_SimNodeRow).filter_by(namespace=n.namespace, pool=n.pool, name=n.name)
                 )
+
+
+@dataclass
+class _Plan:
+    """One sim service during a pass: what its replicas ask for, where they may go, which are kept."""
+
+    service: InferenceService
+    cluster: Cluster
+    resource: str | None
+    count: int
+    accepted: frozenset[str]
+    template: str
+    request: object  # PodRequest
+    units: int
+    candidates: list[NodeUse]
+    replicas: list[SimReplica | None]
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,16 @@ def resource_routes(
         """Store (see `writes_in_place`); the store's listeners take it from there."""
         return fn(*args) if writes_in_place else await run_in_threadpool(fn, *args)
 
+    async def write_body(
+        request: Request, namespace: str, plural: str, name: str | None, create_only: bool
+    ) -> JSONResponse:
+        """Create (POST) or create-or-replace (PUT) from the request's body."""
+        kind = kind_of(plural)
+        body = await json_body(request)
+        if (mismatch := kind_mismatch(body, kind)) is not None:
+            return mismatch
+        return await write(store_resource, body, namespace, name, create_only)
+
     def list_response(kind: str, namespace: str | None, request: Request) -> dict:
         stored, revision = store.list_at_revision(kind, namespace)
         stored = [s for s in stored if visible(request, s.namespace)]  # a project's token sees its own
@@ -178,11 +188,7 @@ def resource_routes(
         responses={201: RESOURCE_RESPONSE[200], **resource_errors},
     )
     async def create(request: Request, namespace: str = NAMESPACE, plural: str = PLURAL) -> JSONResponse:
-        kind = kind_of(plural)
-        body = await json_body(request)
-        if (mismatch := kind_mismatch(body, kind)) is not None:
-            return mismatch
-        return await write(store_resource, body, namespace, None, True)
+        return await write_body(request, namespace, plural, None, create_only=True)
 
     @api.get(
         item_path,
@@ -213,11 +219,7 @@ def resource_routes(
     async def replace(
         request: Request, namespace: str = NAMESPACE, plural: str = PLURAL, name: str = NAME
     ) -> JSONResponse:
-        kind = kind_of(plural)
-        body = await json_body(request)
-        if (mismatch := kind_mismatch(body, kind)) is not None:
-            return mismatch
-        return await write(store_resource, body, namespace, name, False)
+        return await write_body(request, namespace, plural, name, create_only=False)
 
     @api.patch(
         item_path,
