@@ -190,3 +190,26 @@ def test_karpenter_node_pools_are_cluster_scoped_and_pruned_over_http_against_ap
         delete_pool(api)
         operator.reconcile_node_pools()
         assert api.items("karpenter.sh/v1", "nodepools") == []
+
+
+def test_a_node_cluster_api_created_gets_its_pools_labels_and_taints_over_http_against_api_double():
+    with ApiServerDouble() as api:
+        put_pool(api)
+        md = render_machine_deployment(h100_pool(), CAPI)
+        propagated = {
+            k: v
+            for k, v in md["spec"]["template"]["metadata"]["labels"].items()
+            if k.startswith("node.cluster.x-k8s.io/")
+        }
+        propagated["node.cluster.x-k8s.io/kgpu-pool"] = "h100"
+        api.put(
+            "v1", "nodes", {"metadata": {"name": "prod-h100-x1", "labels": propagated}, "spec": {}}, "capi"
+        )
+        operator = Operator(KubeApis.from_client(api.client()), provisioning=CAPI)
+        assert operator.reconcile_node_pools()["default/h100"]["nodes"] == 1
+        node = api.read("v1", "nodes", "prod-h100-x1")
+        assert node["metadata"]["labels"]["kgpu.dev/pool"] == "h100"
+        assert node["metadata"]["labels"]["kgpu.dev/gpu-model"] == "H100-80GB"
+        assert {"key": "nvidia.com/gpu", "effect": "NoSchedule"} in node["spec"]["taints"]
+        selectors = {kwargs.get("label_selector") for _fn, _key, kwargs in operator.watches()}
+        assert {"kgpu.dev/pool", "node.cluster.x-k8s.io/kgpu-pool"} <= selectors

@@ -39,6 +39,7 @@ from kgpu.backends.kubernetes.nodepool import (
 )
 from kgpu.backends.kubernetes.provisioning import (
     CAPI_API_VERSION,
+    CAPI_POOL_NODE_LABEL,
     KARPENTER_API_VERSION,
     ProvisioningSettings,
     provisioning_status,
@@ -279,8 +280,7 @@ class Operator:
         self.apply(render_mig_parted_configmap(models, self.gpu_operator_namespace))
         for obj, pool in pools:
             config = node_config(pool)
-            nodes = as_dict(self.apis.core.list_node(label_selector=f"{POOL_LABEL}={pool.metadata.name}"))
-            node_items = nodes.get("items") or []
+            node_items = self.pool_nodes(pool)
             for node in node_items:
                 self.configure_node(node, config)
             status = {
@@ -339,6 +339,22 @@ class Operator:
             else:
                 custom.delete_namespaced_custom_object(group, version, namespace, plural, name)
 
+    def _node_pool_labels(self) -> list[str]:
+        """Labels that name a node's pool: kgpu's, and the one Cluster API propagates from the
+        MachineDeployment kgpu rendered (a new node has only that until kgpu labels it)."""
+        keys = [POOL_LABEL]
+        if self.provisioning.provider == "cluster-api":
+            keys.append(CAPI_POOL_NODE_LABEL)
+        return keys
+
+    def pool_nodes(self, pool: NodePool) -> list[dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for key in self._node_pool_labels():
+            listed = as_dict(self.apis.core.list_node(label_selector=f"{key}={pool.metadata.name}"))
+            for node in listed.get("items") or []:
+                found.setdefault(node["metadata"]["name"], node)
+        return [found[name] for name in sorted(found)]
+
     def configure_node(self, node: dict[str, Any], config: NodeConfig, attempts: int = 5) -> None:
         """Give one node its pool's taints (a guarded merge patch, retried on a conflict), then its
         labels and the record of those taints by server-side apply."""
@@ -393,7 +409,10 @@ class Operator:
                 {"label_selector": _selector(MANAGED_BY)},
             ),
             (self.apis.core.list_pod_for_all_namespaces, _service_key, {"label_selector": SERVICE_LABEL}),
-            (self.apis.core.list_node, _pools_key, {"label_selector": POOL_LABEL}),
+            *(
+                (self.apis.core.list_node, _pools_key, {"label_selector": key})
+                for key in self._node_pool_labels()
+            ),
         ]
 
     def run(

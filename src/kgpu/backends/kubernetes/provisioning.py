@@ -13,10 +13,11 @@ kgpu has no cloud API of its own. A cluster picks one path (the operator's ``--n
   with limits of maxNodes times the flavor (GPUs, CPU, memory). Karpenter has no minimum: a pool's
   minNodes is reported as not enforced.
 
-Nodes come up labelled with ``kgpu.dev/pool`` (Cluster API: through the machine template's labels
-under ``node.cluster.x-k8s.io/``, which Cluster API propagates, and the capacity annotation the
-autoscaler reads; Karpenter: the template's labels), so the operator finds them and applies the
-pool's labels and taints (see :mod:`nodepool`).
+The operator finds a new node by its pool and applies the pool's labels and taints (see
+:mod:`nodepool`): Karpenter puts the template's labels (``kgpu.dev/pool`` among them) on its
+nodes; Cluster API propagates only labels under ``node.cluster.x-k8s.io/``, so its nodes come with
+``node.cluster.x-k8s.io/kgpu-pool``, and the autoscaler's scale-from-zero template carries the
+pool's full labels in the capacity annotation.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ KARPENTER_API_VERSION = "karpenter.sh/v1"
 MIN_SIZE = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-min-size"
 MAX_SIZE = "cluster.x-k8s.io/cluster-api-autoscaler-node-group-max-size"
 CAPACITY = "capacity.cluster-autoscaler.kubernetes.io/"
-# Cluster API copies Machine labels under this prefix to the Node (since v1.4).
-CAPI_NODE_LABEL_PREFIX = "node.cluster.x-k8s.io/"
+# Cluster API copies Machine labels under this prefix to the Node (since v1.4): a new node of a
+# pool carries this one, which the operator looks for, before it applies kgpu.dev/pool.
+CAPI_POOL_NODE_LABEL = "node.cluster.x-k8s.io/kgpu-pool"
 KARPENTER_GPU_NAME = "karpenter.k8s.aws/instance-gpu-name"
 KARPENTER_GPU_COUNT = "karpenter.k8s.aws/instance-gpu-count"
 
@@ -131,7 +133,7 @@ def render_machine_deployment(pool: NodePool, settings: ProvisioningSettings) ->
         "namespace": pool.metadata.namespace,
     }
     selector = {"cluster.x-k8s.io/cluster-name": settings.cluster_name, POOL_LABEL: pool.metadata.name}
-    machine_labels = {**selector, CAPI_NODE_LABEL_PREFIX + "kgpu-pool": pool.metadata.name}
+    machine_labels = {**selector, CAPI_POOL_NODE_LABEL: pool.metadata.name}
     return {
         "apiVersion": CAPI_API_VERSION,
         "kind": "MachineDeployment",
