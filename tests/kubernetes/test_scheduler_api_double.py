@@ -233,3 +233,63 @@ def test_the_scheduler_loop_binds_new_pods_and_survives_expired_watches_over_htt
     assert not thread.is_alive()
     (event, _) = sorted(api.items("v1", "events", "ml"), key=lambda e: e["involvedObject"]["name"])
     assert event["message"] == "Successfully assigned ml/p1 to a"
+
+
+def shared_pod(name: str, resource: str) -> dict:
+    request = (
+        PodRequest(100, 0, time_slice=True)
+        if resource.endswith(".shared")
+        else PodRequest(100, 0, mig_profile=resource.split("mig-")[1])
+    )
+    return pod_object(request, name, "ml")
+
+
+def test_time_slices_come_from_the_device_plugin_config_the_node_selects_over_http_against_api_double(api):
+    from kgpu.backends.kubernetes.nodepool import render_device_plugin_configmap
+    from tests.kubernetes._matrix import pool
+
+    shared_pool = pool("l4", "L4", 1, sharing={"mode": "time-slicing", "replicas": 2})
+    api.put("v1", "configmaps", render_device_plugin_configmap([shared_pool], "gpu-operator"))
+    labels = {"kgpu.dev/gpu-model": "L4", "nvidia.com/device-plugin.config": "kgpu-default-l4"}
+    node = {
+        "metadata": {"name": "l4-1", "labels": labels},
+        "spec": {},
+        "status": {
+            "allocatable": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu.shared": "2"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    api.put("v1", "nodes", node)
+    for name in ("s1", "s2", "s3"):
+        api.put("v1", "pods", shared_pod(name, "nvidia.com/gpu.shared"))
+    scheduler = scheduler_for(api, device_plugin_configmap=("gpu-operator", "kgpu-device-plugin-config"))
+    eventually(lambda: scheduler.replicas_by_config == {"kgpu-default-l4": 2})
+    decisions = [scheduler.schedule_one(timeout_s=1.0) for _ in range(3)]
+    scheduler.stop.set()
+    assert [d.placement is not None for d in decisions] == [True, True, False]
+    assert decisions[2].message == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.shared."
+
+
+def test_mig_devices_are_counted_per_profile_over_http_against_api_double(api):
+    node = {
+        "metadata": {
+            "name": "h100-1",
+            "labels": {"kgpu.dev/gpu-model": "H100-80GB", "nvidia.com/gpu.count": "1"},
+        },
+        "spec": {},
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "nvidia.com/mig-3g.40gb": "2"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+    api.put("v1", "nodes", node)
+    for name in ("m1", "m2", "m3"):
+        api.put("v1", "pods", shared_pod(name, "nvidia.com/mig-3g.40gb"))
+    api.put("v1", "pods", shared_pod("small", "nvidia.com/mig-1g.10gb"))
+    scheduler = scheduler_for(api)
+    decisions = {d.name: d for d in (scheduler.schedule_one(timeout_s=1.0) for _ in range(4))}
+    scheduler.stop.set()
+    assert [decisions[n].placement is not None for n in ("m1", "m2", "m3")] == [True, True, False]
+    assert decisions["m3"].message == "0/1 nodes are available: 1 Insufficient nvidia.com/mig-3g.40gb."
+    assert decisions["small"].placement is None  # the node has no 1g.10gb devices
+    assert decisions["small"].message == "0/1 nodes are available: 1 Insufficient nvidia.com/mig-1g.10gb."

@@ -254,7 +254,12 @@ class KgpuScheduler:
         self.snapshot = ClusterSnapshot([f.spec for f in facts])
         self._index = {f.spec.name: i for i, f in enumerate(facts)}
         self.constraints = NodeConstraints(facts)
-        self.framework = make_framework(self.policy, self.snapshot, workload or [PodRequest()])
+        try:
+            self.framework = make_framework(self.policy, self.snapshot, workload)
+        except ValueError:
+            # No pod yet that typical pods can be learnt from (none at all, or only time slices and
+            # MIG devices, which fragmentation does not measure): learn from a CPU-only pod instead.
+            self.framework = make_framework(self.policy, self.snapshot, [*workload, PodRequest()])
         self.framework.filters.insert(0, self.constraints)
         self._learned = {r.shape for r in workload}
         self._learned_at = time.monotonic()
@@ -446,7 +451,14 @@ class KgpuScheduler:
         pod = self._next(timeout_s)
         if pod is None:
             return None
-        decision = self.decide(pod)
+        try:
+            decision = self.decide(pod)
+        except Exception:  # a bug must not stop every other pod from being placed
+            log.exception("placing %s/%s failed", pod["metadata"]["namespace"], pod["metadata"]["name"])
+            with self.lock:
+                self.unschedulable[pod["metadata"]["uid"]] = time.monotonic()
+            self.stats["errors"] += 1
+            return None
         if decision.placement is None:
             self.stats["unschedulable"] += 1
             self._events.put(("failed", (pod, decision.message)))
