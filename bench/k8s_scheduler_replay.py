@@ -72,7 +72,7 @@ def replay_seed(nodes, pods, seed: int, policy: str) -> dict:
         scheduler = KgpuScheduler(core, policy=policy)
         scheduler.start_watches()
         scheduler.wait_synced(60)
-        writer = threading.Thread(target=scheduler._write_events, daemon=True)
+        writer = threading.Thread(target=scheduler.write_events, daemon=True)
         writer.start()
         busy_s = place_pending(scheduler)
         scheduler.drain_events()

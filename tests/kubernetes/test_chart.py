@@ -332,9 +332,9 @@ def scheduler_calls() -> set[tuple[str, str, str, str | None]]:
         decisions = [scheduler.schedule_one(timeout_s=1.0) for _ in range(2)]
         failed = next(d for d in decisions if d.placement is None)
         pod = api.read("v1", "pods", failed.name, "ml")
-        scheduler._report_failure(pod, failed.message)
-        scheduler._report_failure(pod, failed.message)
-        scheduler._report_scheduled(next(d for d in decisions if d.placement is not None))
+        scheduler.report_failure(pod, failed.message)
+        scheduler.report_failure(pod, failed.message)
+        scheduler.report_scheduled(next(d for d in decisions if d.placement is not None))
         scheduler.stop.set()
         api.store.close_watches()
         return requested(api)

@@ -87,7 +87,7 @@ def test_a_pod_that_fits_nowhere_gets_kube_schedulers_event_and_condition_over_h
     scheduler = scheduler_for(api)
     decision = scheduler.schedule_one()
     assert decision is not None and decision.placement is None
-    scheduler._report_failure(api.read("v1", "pods", "big", "ml"), decision.message)
+    scheduler.report_failure(api.read("v1", "pods", "big", "ml"), decision.message)
     scheduler.stop.set()
     assert decision.message == "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
     (event,) = api.items("v1", "events", "ml")
@@ -133,7 +133,7 @@ def test_the_operators_status_shows_the_kgpu_schedulers_reason_over_http_against
     api.put("v1", "nodes", gpu_node("a-gpu", 2, GPU_TAINT))
     scheduler = scheduler_for(api)
     decision = scheduler.schedule_one()
-    scheduler._report_failure(api.read("v1", "pods", "minilm-x", "ml"), decision.message)
+    scheduler.report_failure(api.read("v1", "pods", "minilm-x", "ml"), decision.message)
     scheduler.stop.set()
     status = operator.reconcile_service("ml", "minilm")
     scheduled = status["conditions"][0]
@@ -149,14 +149,12 @@ def test_a_bind_lost_to_another_scheduler_is_undone_and_its_placement_counted_ov
     api.put("v1", "pods", gpu_pod("p1"))
     api.put("v1", "pods", gpu_pod("p2"))
     scheduler = scheduler_for(api)
-    pod = scheduler._next(1.0)
+    pod = scheduler.next_pod(1.0)
     decision = scheduler.decide(pod)
     other = "b" if decision.placement.node_name == "a" else "a"
     # The default scheduler binds the same pod elsewhere first.
     with api.store.lock:
-        api.store.bind(
-            api_route("p1" if pod["metadata"]["name"] == "p1" else "p2"), {"target": {"name": other}}
-        )
+        api.store.bind(api_route(pod["metadata"]["name"]), {"target": {"name": other}})
     assert scheduler.bind(decision) is False
     assert scheduler.stats["bind_conflicts"] == 1
     eventually(

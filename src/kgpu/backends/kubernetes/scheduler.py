@@ -329,7 +329,7 @@ class KgpuScheduler:
 
     # ------------------------------------------------------------ scheduling
 
-    def _next(self, timeout_s: float) -> dict[str, Any] | None:
+    def next_pod(self, timeout_s: float) -> dict[str, Any] | None:
         """The next pod to place (waiting up to ``timeout_s``), with parked pods released on time."""
         with self.lock:
             deadline = time.monotonic() + timeout_s
@@ -448,7 +448,7 @@ class KgpuScheduler:
         return True
 
     def schedule_one(self, timeout_s: float = 0.2) -> Decision | None:
-        pod = self._next(timeout_s)
+        pod = self.next_pod(timeout_s)
         if pod is None:
             return None
         try:
@@ -468,7 +468,7 @@ class KgpuScheduler:
 
     # ------------------------------------------------------------ events (written off the hot path)
 
-    def _write_events(self) -> None:
+    def write_events(self) -> None:
         while not self.stop.is_set() or not self._events.empty():
             try:
                 kind, args = self._events.get(timeout=0.2)
@@ -476,9 +476,9 @@ class KgpuScheduler:
                 continue
             try:
                 if kind == "failed":
-                    self._report_failure(*args)
+                    self.report_failure(*args)
                 else:
-                    self._report_scheduled(*args)
+                    self.report_scheduled(*args)
             except Exception as exc:  # an event lost is no reason to stop
                 log.warning("event not written: %s", exc)
             finally:
@@ -507,7 +507,7 @@ class KgpuScheduler:
             "count": 1,
         }
 
-    def _report_scheduled(self, decision: Decision) -> None:
+    def report_scheduled(self, decision: Decision) -> None:
         ref = {"namespace": decision.namespace, "name": decision.name, "uid": decision.uid}
         assert decision.placement is not None
         message = (
@@ -519,7 +519,7 @@ class KgpuScheduler:
             self._event(ref, "Scheduled", "Normal", message, _now()),
         )
 
-    def _report_failure(self, pod: dict[str, Any], message: str) -> None:
+    def report_failure(self, pod: dict[str, Any], message: str) -> None:
         """A FailedScheduling event (repeats counted on one event, as the event recorder does) and the
         pod's PodScheduled=False condition."""
         meta = pod["metadata"]
@@ -591,7 +591,7 @@ class KgpuScheduler:
     def run(self, watch_timeout_s: int = 300) -> None:
         """Watch, then place pods until ``stop`` is set."""
         self.start_watches(watch_timeout_s)
-        writer = threading.Thread(target=self._write_events, name="kgpu-scheduler-events", daemon=True)
+        writer = threading.Thread(target=self.write_events, name="kgpu-scheduler-events", daemon=True)
         writer.start()
         while not self.stop.is_set() and not self.wait_synced(1.0):
             pass
