@@ -291,3 +291,14 @@ def test_mig_devices_are_counted_per_profile_over_http_against_api_double(api):
     assert decisions["m3"].message == "0/1 nodes are available: 1 Insufficient nvidia.com/mig-3g.40gb."
     assert decisions["small"].placement is None  # the node has no 1g.10gb devices
     assert decisions["small"].message == "0/1 nodes are available: 1 Insufficient nvidia.com/mig-1g.10gb."
+
+
+def test_no_bind_leaves_the_scheduler_once_leadership_is_lost_over_http_against_api_double(api):
+    api.put("v1", "nodes", gpu_node("a", 1))
+    api.put("v1", "pods", gpu_pod("p1"))
+    scheduler = scheduler_for(api)
+    decision = scheduler.decide(scheduler.next_pod(1.0))
+    scheduler.stop.set()  # the Lease was lost between the decision and the bind
+    assert scheduler.bind(decision) is False
+    assert not [r for r in api.store.requests if r.method == "POST"]
+    assert api.read("v1", "pods", "p1", "ml")["spec"].get("nodeName") is None

@@ -414,6 +414,11 @@ class KgpuScheduler:
         """POST the pod's Binding; on refusal undo the assumption (and re-queue unless it is moot)."""
         placement = decision.placement
         assert placement is not None
+        if self.stop.is_set():  # leadership lost while deciding: the new leader places the pod
+            with self.lock:
+                self._release(decision.uid)
+            self.stats["not_leading"] += 1
+            return False
         body = {
             "apiVersion": "v1",
             "kind": "Binding",
