@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -147,6 +149,16 @@ def test_history_follows_project_access_and_restart_is_an_admin_write(tmp_path):
         assert client.get(history, headers=bearer(tokens["b"])).status_code == 403
         missing = client.get(history.replace("/svc", "/nope"), headers=bearer(tokens["a"]))
         assert missing.status_code == 404 and "nope" in missing.text
+
+        # A GPU shared with another project's replica: its readings show, its replica's name does not.
+        meta = {"node": "n", "gpu": "0", "mig": "", "model": "H200", "replica": "b-0", "projects": ["team-b"]}
+        platform.history.record(time.time(), "gpu:n/0", {"util_pct": 5.0}, meta)
+        seen_by_a = client.get("/api/v1/history/gpus", headers=bearer(tokens["a"])).json()["items"]["n/0"]
+        assert seen_by_a["meta"]["replica"] == "replicas of other projects" and seen_by_a["series"][
+            "util_pct"
+        ] == [5.0]
+        seen_by_b = client.get("/api/v1/history/gpus", headers=bearer(tokens["b"])).json()["items"]["n/0"]
+        assert seen_by_b["meta"]["replica"] == "b-0" and "projects" not in seen_by_b["meta"]
 
         restart = services_path("team-a", "svc") + "/replicas/svc-0/restart"
         forged = client.post(restart, headers=bearer(tokens["a-viewer"]))

@@ -10,7 +10,9 @@ def test_top_once_shows_the_service_with_its_request_rate(platform):
     with httpx.Client(base_url=platform.url, timeout=30) as http:
         for i in range(5):
             assert http.post("/v1/embeddings", json={"model": "minilm", "input": f"t{i}"}).status_code == 200
-    result = CliRunner().invoke(app, ["top", "--once", "--interval", "0.5", "--server", platform.url])
+    result = CliRunner().invoke(
+        app, ["top", "--once", "--interval", "0.5", "--server", platform.url], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 0, result.output
     assert "GPUs" in result.output and "Services" in result.output
     [line] = [ln for ln in result.output.splitlines() if "default/minilm" in ln]

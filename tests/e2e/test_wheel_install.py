@@ -60,7 +60,14 @@ def test_wheel_installed_in_a_fresh_venv_serves_the_example_from_an_empty_direct
     env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", COLUMNS="200")
     wheel = _build_wheel(tmp_path, env)
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"kgpu/examples/minilm.yaml", "kgpu/controlplane/console/index.html"} <= names
+    console = "kgpu/controlplane/console"
+    assert {
+        "kgpu/examples/minilm.yaml",
+        f"{console}/index.html",
+        f"{console}/vendor/uplot/uPlot.iife.min.js",
+        f"{console}/vendor/uplot/uPlot.min.css",
+        f"{console}/vendor/uplot/LICENSE",
+    } <= names
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], env)

@@ -64,10 +64,15 @@ def console_routes(platform: Platform) -> APIRouter:
         return window(history.read(f"pool:{namespace}/{name}", POOL_SERIES))
 
     @api.get(HISTORY + "/gpus", summary="Each GPU's last 15 minutes: utilization, memory, power")
-    def gpu_history() -> dict:
-        return window(
-            {"items": {g.removeprefix("gpu:"): history.read(g, GPU_SERIES) for g in history.groups("gpu")}}
-        )
+    def gpu_history(request: Request) -> dict:
+        items = {}
+        for group in history.groups("gpu"):
+            data = history.read(group, GPU_SERIES)
+            meta = data["meta"] = dict(data["meta"])
+            if not all(visible(request, project) for project in meta.pop("projects", [])):
+                meta["replica"] = "replicas of other projects"  # the GPU is shared; who uses it is theirs
+            items[group.removeprefix("gpu:")] = data
+        return window({"items": items})
 
     @api.get(
         "/api/v1/gpu-layout",

@@ -155,7 +155,10 @@ class MetricsSampler:
             }
             meta = {"node": row["node"], "gpu": row["gpu"], "mig": row["mig"], "model": row["model"]}
             self.history.record(
-                now, f"gpu:{row['node']}/{device}", values, {**meta, "replica": row["replica"]}
+                now,
+                f"gpu:{row['node']}/{device}",
+                values,
+                {**meta, "replica": row["replica"], "projects": [p for p in row["project"].split(",") if p]},
             )
         for pool, values in self._pools().items():
             self.history.record(now, f"pool:{pool}", values)

@@ -171,6 +171,7 @@ def gpu_rows(cur: Snapshot) -> list[dict]:
             )
             row = rows.setdefault(device, {"gpu": d.get("gpu", ""), "mig": d.get("GPU_I_PROFILE", ""),
                                            "model": d.get("modelName", ""), "replica": d.get("replica", ""),
+                                           "project": d.get("project", ""),
                                            "uuid": d.get("UUID", ""), "node": d.get("Hostname", "")})  # fmt: skip
             row[key] = value
     return [rows[k] for k in sorted(rows)]
