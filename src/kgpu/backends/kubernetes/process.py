@@ -41,10 +41,14 @@ def connect(args: argparse.Namespace) -> None:
         stream=sys.stdout,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.kubeconfig:
-        config.load_kube_config(config_file=args.kubeconfig, context=args.context)
-    else:
-        config.load_incluster_config()
+    try:
+        if args.kubeconfig:
+            config.load_kube_config(config_file=args.kubeconfig, context=args.context)
+        else:
+            config.load_incluster_config()
+    except config.ConfigException as exc:
+        where = f"--kubeconfig {args.kubeconfig}" if args.kubeconfig else "in-cluster configuration"
+        raise SystemExit(f"error: {where}: {exc}") from None
 
 
 def run_elected(args: argparse.Namespace, work: Callable[[threading.Event], None]) -> int:
