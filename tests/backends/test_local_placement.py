@@ -12,12 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kgpu.backends.local import LocalBackend, serving_args
+from kgpu.backends.local import LocalBackend
 from kgpu.backends.local_devices import LocalDevices, Unschedulable
 from kgpu.gpu.discovery import NodeInventory, discover
 from kgpu.scheduling.machine import MachineSnapshot
 from kgpu.scheduling.requests import MILLI, PodRequest
 from kgpu.scheduling.snapshot import Placement
+from kgpu.serving.replica_spec import build_replica_spec
 from tests.backends.fake_nvml_machine import H100, H200, FakeNVMLMachine
 from tests.backends.test_local_rollout import backend, live, no_processes, service, settle
 
@@ -238,7 +239,7 @@ async def test_fake_nvml_rollout_on_a_full_8xh100_node_moves_replica_by_replica(
             r.phase = "Ready"
     now = b._replicas["default/m"]
     assert len(live(b)) == 2 and all(
-        r.args[r.args.index("--max-batch-tokens") + 1] == "4096" for r in now.values()
+        r.spec.args[r.spec.args.index("--max-batch-tokens") + 1] == "4096" for r in now.values()
     )
     held = sorted(r._env()["CUDA_VISIBLE_DEVICES"] for r in now.values())
     assert held == ["GPU-00,GPU-01,GPU-02,GPU-03", "GPU-04,GPU-05,GPU-06,GPU-07"]
@@ -378,8 +379,8 @@ async def test_fake_nvml_backend_on_a_time_sliced_machine_gives_slices_with_thei
 
 def test_engine_workers_reach_the_local_replica_only_when_the_spec_sets_them():
     plain = service()
-    assert "--engine-workers" not in serving_args(plain, "m-0", "cpu")
+    assert "--engine-workers" not in build_replica_spec(plain).args
     tuned = service().model_copy(deep=True)
     tuned.spec.runtime.engine_workers = 3
-    args = serving_args(tuned, "m-0", "cpu")
+    args = list(build_replica_spec(tuned).args)
     assert args[args.index("--engine-workers") + 1] == "3"

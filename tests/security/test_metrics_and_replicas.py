@@ -18,6 +18,7 @@ from kgpu.backends.local_replica import LocalReplica
 from kgpu.controlplane.auth import bootstrap_metrics_token
 from kgpu.gateway.upstream import AiohttpUpstream
 from kgpu.serving.gateway_secret import GATEWAY_SECRET_ENV, GatewayOnly, origin_of, replica_secret
+from kgpu.serving.replica_spec import ReplicaSpec
 from kgpu.telemetry.prometheus_config import write_prometheus_config
 from tests.backends.test_local_devices import node
 from tests.controlplane.test_auth import API, bearer, shared
@@ -79,7 +80,7 @@ def test_a_replica_started_by_kgpu_answers_only_the_gateway(tmp_path):
             service="team-a/embed",
             name="embed-0.team-a",
             node="n",
-            args=[],
+            spec=ReplicaSpec(command=()),
             assignment=LocalDevices(node()).assign("embed-0.team-a", None, "cpu", []),
             log_path=tmp_path / "log",
             hooks=None,

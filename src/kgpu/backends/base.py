@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from kgpu.api.models import Cluster, InferenceService, NodePool, RuntimeSpec
+from kgpu.api.models import Cluster, InferenceService, NodePool
 from kgpu.scheduling.requests import MILLI, PodRequest
 
 # The placement policy of every backend that places replicas itself (local, sim): one policy, so a
@@ -27,22 +27,6 @@ def typical_requests(shared_slots: int) -> list[PodRequest]:
         PodRequest(gpu_count=1, gpu_milli=MILLI),
         PodRequest(gpu_count=1, gpu_milli=MILLI // shared_slots),
     ]
-
-
-def generation_args(service: InferenceService) -> list[str]:
-    """The replica's task and generation settings, as flags, where the spec sets them."""
-    runtime = service.spec.runtime
-    args = ["--task", service.spec.model.task]
-    if runtime.kv_cache_bytes is not None:
-        args += ["--kv-cache-bytes", str(runtime.kv_cache_bytes)]
-    if runtime.prefill_chunk_tokens is not None:
-        args += ["--prefill-chunk-tokens", str(runtime.prefill_chunk_tokens)]
-    return args
-
-
-def engine_workers_args(runtime: RuntimeSpec) -> list[str]:
-    """``--engine-workers`` for the replica when the spec sets it; otherwise the replica picks by device."""
-    return [] if runtime.engine_workers is None else ["--engine-workers", str(runtime.engine_workers)]
 
 
 @dataclass

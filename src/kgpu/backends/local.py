@@ -15,38 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kgpu.api.models import Cluster, InferenceService, replica_index, replica_name
-from kgpu.backends.base import (
-    DeviceUse,
-    OneMachineBackend,
-    ReplicaHooks,
-    ReplicaStatus,
-    engine_workers_args,
-    generation_args,
-)
+from kgpu.backends.base import DeviceUse, OneMachineBackend, ReplicaHooks, ReplicaStatus
 from kgpu.backends.local_devices import DEFAULT_SHARED_SLOTS, LocalDevices, Unschedulable
 from kgpu.backends.local_replica import LocalReplica
 from kgpu.gpu.discovery import NodeInventory
+from kgpu.serving.replica_spec import build_replica_spec
 
 log = logging.getLogger("kgpu.backends.local")
-
-
-def serving_args(service: InferenceService, replica: str, device: str) -> list[str]:
-    """Command-line arguments of `python -m kgpu.serving` for one replica of the service."""
-    runtime = service.spec.runtime
-    return [
-        "--model-uri", service.spec.model.uri,
-        "--served-name", service.metadata.name,
-        "--device", device,
-        "--dtype", runtime.dtype,
-        "--max-batch-tokens", str(runtime.max_batch_tokens),
-        "--max-batch-size", str(runtime.max_batch_size),
-        "--max-queue", str(runtime.max_queue),
-        "--max-inputs", str(runtime.max_inputs),
-        "--replica", replica,
-        "--service", service.key,
-        *engine_workers_args(runtime),
-        *generation_args(service),
-    ]  # fmt: skip
 
 
 class LocalBackend(OneMachineBackend):
@@ -98,6 +73,7 @@ class LocalBackend(OneMachineBackend):
         # The devices are tried in index order until one replica does not fit; the rest are then
         # pending for the same reason without trying (bounded work however many replicas are wanted).
         names = self._free_names(service, running)
+        spec = build_replica_spec(service)
         pending: dict[str, str] = {}
         blocked: str | None = None
         while len(current) + len(pending) < replicas:
@@ -120,7 +96,7 @@ class LocalBackend(OneMachineBackend):
                 service=key,
                 name=name,
                 node=self.node,
-                args=serving_args(service, name, assignment.device),
+                spec=spec,
                 assignment=assignment,
                 log_path=self.log_path(name),
                 hooks=self.hooks,

@@ -1,6 +1,6 @@
-"""One local replica: a `python -m kgpu.serving` child process and its lifecycle.
+"""One local replica: a child process rendered from its `ReplicaSpec`, and its lifecycle.
 
-Start it, report it to the gateway when `/v2/health/ready` answers, restart it with
+Start it, report it to the gateway when its readiness path answers, restart it with
 exponential backoff when it exits on its own, and on stop take it out of routing,
 wait for its in-flight requests, then SIGTERM (the server drains) and finally SIGKILL.
 """
@@ -25,6 +25,7 @@ import httpx
 from kgpu.backends.base import ReplicaHooks, ReplicaStatus
 from kgpu.backends.local_devices import Assignment
 from kgpu.serving.gateway_secret import GATEWAY_SECRET_ENV, replica_secret
+from kgpu.serving.replica_spec import KGPU_COMMAND, ReplicaSpec
 
 log = logging.getLogger("kgpu.backends.local")
 
@@ -59,7 +60,7 @@ class LocalReplica:
     service: str
     name: str
     node: str
-    args: list[str]  # serving arguments without host/port
+    spec: ReplicaSpec  # what the process is (argv, env, probes), the same as a pod's container
     assignment: Assignment
     log_path: Path
     hooks: ReplicaHooks
@@ -110,38 +111,38 @@ class LocalReplica:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["HF_HUB_OFFLINE"] = "1"
-        env["TRANSFORMERS_OFFLINE"] = "1"
-        env["PYTHONUNBUFFERED"] = "1"
-        if self.assignment.visible_devices is not None:
-            env["CUDA_VISIBLE_DEVICES"] = self.assignment.visible_devices
-        if self.assignment.memory_fraction is not None:
-            env["KGPU_GPU_MEMORY_FRACTION"] = f"{self.assignment.memory_fraction:.4f}"
+        env.update(
+            self.spec.environment(
+                port=self.port or 0,
+                replica=self.name,
+                device=self.assignment.device,
+                host="127.0.0.1",
+                visible_devices=self.assignment.visible_devices,
+                memory_fraction=self.assignment.memory_fraction,
+            )
+        )
         if self.url:  # only the gateway may call it (the URL is known once a port is taken)
             env[GATEWAY_SECRET_ENV] = replica_secret(self.url)
         return env
+
+    def _argv(self, env: dict[str, str]) -> list[str]:
+        argv = self.spec.argv(env)
+        if self.spec.command == KGPU_COMMAND:  # kgpu's replica runs on the control plane's interpreter
+            argv[0] = sys.executable
+        return argv
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         logfile = self.log_path.open("ab")
         try:
-            cmd = [
-                sys.executable,
-                "-m",
-                "kgpu.serving",
-                *self.args,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ]
+            env = self._env()
             process = await asyncio.create_subprocess_exec(
-                *cmd,
+                *self._argv(env),
                 stdout=logfile,
                 stderr=asyncio.subprocess.STDOUT,
                 stdin=asyncio.subprocess.DEVNULL,
-                env=self._env(),
+                env=env,
                 preexec_fn=_die_with_parent,
             )
         finally:
@@ -150,7 +151,7 @@ class LocalReplica:
 
     async def _probe_ready(self, client: httpx.AsyncClient) -> bool:
         try:
-            response = await client.get(f"{self.url}/v2/health/ready")
+            response = await client.get(f"{self.url}{self.spec.readiness_path}")
         except httpx.HTTPError:
             return False
         return response.status_code == 200

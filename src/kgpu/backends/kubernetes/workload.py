@@ -1,4 +1,4 @@
-"""InferenceService -> Deployment (replicas running ``kgpu.serving``), Service, PodDisruptionBudget, ServiceMonitor.
+"""InferenceService -> Deployment (its replicas' containers rendered from their ``ReplicaSpec``), Service, PodDisruptionBudget, ServiceMonitor.
 
 Pure functions: the same service and settings always give the same manifests, so the operator can
 apply them level-triggered and tests can compare them exactly.
@@ -12,7 +12,6 @@ from typing import Any
 from kgpu import __version__
 from kgpu.api.models import InferenceService
 from kgpu.api.resources import is_extended_resource
-from kgpu.backends.base import engine_workers_args, generation_args
 from kgpu.backends.kubernetes.labels import (
     GFD_PRODUCT_LABEL,
     GPU_MODEL_LABEL,
@@ -23,6 +22,7 @@ from kgpu.backends.kubernetes.labels import (
     service_labels,
 )
 from kgpu.gpu.catalog import VENDOR_DOMAINS, vendor_for_resource_domain
+from kgpu.serving.replica_spec import ReplicaSpec, build_replica_spec
 
 REPLICA_PORT = 8000
 SERVICE_PORT = 80
@@ -130,39 +130,15 @@ def tolerations(isvc: InferenceService) -> list[dict[str, Any]]:
     return [{"key": key, "operator": "Exists", "effect": "NoSchedule"}]
 
 
-def replica_args(isvc: InferenceService, settings: WorkloadSettings) -> list[str]:
-    runtime = isvc.spec.runtime
+def replica_environment(spec: ReplicaSpec, runtime_device: str) -> list[dict[str, Any]]:
+    """The container's env: the pod's name as the replica's, the fixed port, the spec's own variables.
+
+    Listed in dependency order; the device plugin sets CUDA_VISIBLE_DEVICES for the GPUs it gives.
+    """
+    values = spec.environment(port=REPLICA_PORT, replica="$(POD_NAME)", device=runtime_device, host="0.0.0.0")
     return [
-        "--model-uri",
-        isvc.spec.model.uri,
-        "--served-name",
-        isvc.metadata.name,
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(REPLICA_PORT),
-        "--device",
-        runtime.device,
-        "--dtype",
-        runtime.dtype,
-        "--max-batch-tokens",
-        str(runtime.max_batch_tokens),
-        "--max-batch-size",
-        str(runtime.max_batch_size),
-        "--max-queue",
-        str(runtime.max_queue),
-        "--max-inputs",
-        str(runtime.max_inputs),
-        "--replica",
-        "$(POD_NAME)",
-        "--service",
-        isvc.metadata.name,
-        "--project",
-        isvc.metadata.namespace,
-        "--graceful-timeout",
-        str(settings.drain_timeout_s),
-        *engine_workers_args(runtime),
-        *generation_args(isvc),
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *({"name": name, "value": value} for name, value in values.items()),
     ]
 
 
@@ -183,20 +159,18 @@ def render_deployment(
 ) -> dict[str, Any]:
     settings = settings or WorkloadSettings()
     name = isvc.metadata.name
+    spec = build_replica_spec(isvc, drain_timeout_s=settings.drain_timeout_s)
     container: dict[str, Any] = {
         "name": "replica",
-        "image": settings.image,
+        "image": spec.image or settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["python", "-m", "kgpu.serving"],
-        "args": replica_args(isvc, settings),
-        "env": [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "HF_HUB_OFFLINE", "value": "1"},
-        ],
+        "command": list(spec.command),
+        "args": list(spec.args),
+        "env": replica_environment(spec, isvc.spec.runtime.device),
         "ports": [{"name": "http", "containerPort": REPLICA_PORT, "protocol": "TCP"}],
-        "startupProbe": _probe("/v2/health/live", 5, max(1, settings.startup_timeout_s // 5)),
-        "readinessProbe": _probe("/v2/health/ready", 5, 2),
-        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "startupProbe": _probe(spec.liveness_path, 5, max(1, settings.startup_timeout_s // 5)),
+        "readinessProbe": _probe(spec.readiness_path, 5, 2),
+        "livenessProbe": _probe(spec.liveness_path, 10, 3),
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(settings.pre_stop_sleep_s)]}}},
         "resources": container_resources(isvc),
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},

