@@ -163,13 +163,16 @@ def test_service_page_logs_and_actions_for_an_admin(platform, tmp_path):
         try:
             page, errors, offsite = new_page(browser, platform.url)
             page.goto(f"{platform.url}/console/#/services/default/actions", timeout=10_000)
-            page.wait_for_function(
-                "document.getElementById('service-status').textContent.includes('1/1 ready')", timeout=120_000
+            # No need to wait for the model to load: the log and the actions are there from the start.
+            page.locator('tr[data-replica="actions-0"] button.restart').wait_for(timeout=30_000)
+            _wait_until(
+                lambda: [p for p in (platform.state_dir / "logs").glob("*actions-0.log") if p.stat().st_size],
+                30,
             )
             # The log of a replica: its last lines, and what it writes next while following.
             page.click('a.log-link[data-replica="actions-0"]')
             page.wait_for_function(
-                "document.getElementById('service-log').textContent.includes('ready: serving')", timeout=5_000
+                "document.getElementById('service-log').textContent.includes('actions-0')", timeout=5_000
             )
             (log_file,) = (platform.state_dir / "logs").glob("*actions-0.log")
             with log_file.open("a") as log:
@@ -188,15 +191,13 @@ def test_service_page_logs_and_actions_for_an_admin(platform, tmp_path):
                 "document.getElementById('action-state').textContent.includes('restart actions-0: done')",
                 timeout=5_000,
             )
-            replaced = _wait_until(
+            # A fresh process replaces it (its readiness is not waited for: scaled to zero next).
+            _wait_until(
                 lambda: [
-                    r
-                    for r in platform.replicas("default/actions")
-                    if r["phase"] == "Ready" and r["pid"] != before["pid"]
+                    r for r in platform.replicas("default/actions") if r["pid"] not in (None, before["pid"])
                 ],
-                timeout_s=120,
+                timeout_s=30,
             )
-            assert len(replaced) == 1
             events = " ".join(e["message"] for e in platform.service("actions")["status"]["events"])
             assert "actions-0 restarting on request" in events
 
