@@ -16,32 +16,12 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-import orjson
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
 
 from bench.common.loadgen import run_closed_loop
 from bench.common.servers import free_port
-
-
-def _stub_app():
-    app = FastAPI()
-    body = orjson.dumps(
-        {
-            "object": "list",
-            "data": [{"object": "embedding", "index": 0, "embedding": np.ones(384, np.float32)}],
-        },
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
-
-    @app.post("/v1/embeddings")
-    async def embeddings(request: Request) -> Response:
-        await request.body()
-        return Response(body, media_type="application/json")
-
-    return app
+from bench.common.stub_replica import stub_app
 
 
 class _HttpxUpstream:
@@ -91,7 +71,7 @@ def _gateway_app(upstream_url: str, upstream_kind: str = "aiohttp"):
 
 
 def _serve(kind: str, port: int, upstream_url: str, upstream_kind: str = "aiohttp") -> None:
-    app = _stub_app() if kind == "stub" else _gateway_app(upstream_url, upstream_kind)
+    app = stub_app() if kind == "stub" else _gateway_app(upstream_url, upstream_kind)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

@@ -12,7 +12,7 @@
    after they have gone: it should be empty within 1 s, and a new request should be held again
    rather than refused as if the queue were full.
 
-    .venv/bin/python bench/security.py [--duration 5] [--clients 8] [--attackers 64] [--abandoned 2100]
+    .venv/bin/python -m bench.security [--duration 5] [--clients 8] [--attackers 64] [--abandoned 2100]
 """
 
 from __future__ import annotations
@@ -22,47 +22,25 @@ import asyncio
 import json
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 import httpx
-import numpy as np
-import orjson
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi import FastAPI
 from sqlalchemy import create_engine, text
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import run_closed_loop
-from results_file import write_results
-from servers import free_port
-from serving import machine_facts
+from bench.common.loadgen import run_closed_loop
+from bench.common.machine import machine_facts
+from bench.common.results import write_results
+from bench.common.servers import free_port
+from bench.common.stub_replica import stub_app
 
 SERVICE = "default/minilm"
 ATTACK_SOURCE = "127.0.0.2"  # another client address on the loopback network
 BODIES = [json.dumps({"model": "minilm", "input": f"sentence {i}"}).encode() for i in range(100)]
-
-
-def _stub_app() -> FastAPI:
-    app = FastAPI()
-    body = orjson.dumps(
-        {
-            "object": "list",
-            "data": [{"object": "embedding", "index": 0, "embedding": np.ones(384, np.float32)}],
-        },
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
-
-    @app.post("/v1/embeddings")
-    async def embeddings(request: Request) -> Response:
-        await request.body()
-        return Response(body, media_type="application/json")
-
-    return app
 
 
 def _gateway_app(replica_url: str | None, database_url: str | None, limited: bool) -> FastAPI:
@@ -101,7 +79,7 @@ def _gateway_app(replica_url: str | None, database_url: str | None, limited: boo
 
 
 def _serve(kind: str, port: int, replica_url: str | None, database_url: str | None, limited: bool) -> None:
-    app = _stub_app() if kind == "stub" else _gateway_app(replica_url, database_url, limited)
+    app = stub_app() if kind == "stub" else _gateway_app(replica_url, database_url, limited)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 
