@@ -19,18 +19,21 @@ import hmac
 import os
 import secrets
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import BigInteger, Float, Integer, String, bindparam, inspect, select, text
+from sqlalchemy import BigInteger, Boolean, Float, Integer, String, bindparam, inspect, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from kgpu import API_VERSION, auth_failures
+from kgpu.api.errors import FieldError
+from kgpu.api.models import Cluster
 from kgpu.auth_failures import FailureLimiter, TooManyFailures
 from kgpu.controlplane.quota import HARD_KEYS, HardLimits
 
@@ -64,6 +67,8 @@ class _ProjectRow(_AuthBase):
     cpu_quota_milli: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     memory_quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     replica_quota: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Whether the project's services may name model paths on the server (`pkg:` always works).
+    local_model_paths: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class _TokenRow(_AuthBase):
@@ -83,7 +88,12 @@ class _TokenRow(_AuthBase):
 # Columns added after the first release: databases made before them get them on start.
 _ADDED_COLUMNS = {
     "api_tokens": {"name": "VARCHAR(63)", "last_used_at": "FLOAT", "hash_scheme": "VARCHAR(16)"},
-    "projects": {"cpu_quota_milli": "BIGINT", "memory_quota_bytes": "BIGINT", "replica_quota": "BIGINT"},
+    "projects": {
+        "cpu_quota_milli": "BIGINT",
+        "memory_quota_bytes": "BIGINT",
+        "replica_quota": "BIGINT",
+        "local_model_paths": "BOOLEAN",
+    },
 }
 
 
@@ -156,15 +166,21 @@ class Project:
     name: str
     gpu_quota: int | None
     hard: HardLimits = field(default_factory=HardLimits)
+    local_model_paths: bool = False
 
     def to_dict(self) -> dict:
         hard = self.hard.to_hard()
-        return {"name": self.name, "gpuQuota": self.gpu_quota, **({"hard": hard} if hard else {})}
+        return {
+            "name": self.name,
+            "gpuQuota": self.gpu_quota,
+            **({"hard": hard} if hard else {}),
+            **({"localModelPaths": True} if self.local_model_paths else {}),
+        }
 
 
 def _project(row) -> Project:
     hard = HardLimits(row.cpu_quota_milli, row.memory_quota_bytes, row.replica_quota)
-    return Project(row.name, row.gpu_quota, hard)
+    return Project(row.name, row.gpu_quota, hard, bool(row.local_model_paths))
 
 
 class AuthError(ValueError):
@@ -202,19 +218,34 @@ class AuthStore:
     # ------------------------------------------------------------ projects
 
     def create_project(
-        self, name: str, gpu_quota: int | None = None, hard: HardLimits = HardLimits()
+        self,
+        name: str,
+        gpu_quota: int | None = None,
+        hard: HardLimits = HardLimits(),
+        local_model_paths: bool = False,
     ) -> Project:
+        row = _ProjectRow(
+            name=name,
+            gpu_quota=gpu_quota,
+            created_at=time.time(),
+            local_model_paths=local_model_paths,
+            **_hard_columns(hard),
+        )
         try:
             with self._session.begin() as session:
-                session.add(
-                    _ProjectRow(name=name, gpu_quota=gpu_quota, created_at=time.time(), **_hard_columns(hard))
-                )
+                session.add(row)
         except IntegrityError:
             raise AuthError(f'project "{name}" already exists') from None
-        return Project(name, gpu_quota, hard)
+        return Project(name, gpu_quota, hard, local_model_paths)
 
-    def set_quota(self, name: str, gpu_quota: int | None, hard: HardLimits | None = None) -> Project:
-        """Set the GPU quota, and the CPU/memory/replica limits when `hard` is given."""
+    def set_quota(
+        self,
+        name: str,
+        gpu_quota: int | None,
+        hard: HardLimits | None = None,
+        local_model_paths: bool | None = None,
+    ) -> Project:
+        """Set the GPU quota, and the CPU/memory/replica limits and local-path setting when given."""
         with self._session.begin() as session:
             row = session.get(_ProjectRow, name)
             if row is None:
@@ -222,7 +253,15 @@ class AuthStore:
             row.gpu_quota = gpu_quota
             for column, value in _hard_columns(hard).items() if hard is not None else ():
                 setattr(row, column, value)
+            if local_model_paths is not None:
+                row.local_model_paths = local_model_paths
             return _project(row)
+
+    def local_paths_allowed(self, namespace: str) -> bool:
+        """Whether the namespace's services may name model paths on the server (a namespace that is
+        no project: only the cluster admin writes there)."""
+        project = self.project(namespace)
+        return project is None or project.local_model_paths
 
     def project(self, name: str) -> Project | None:
         # Core, not the ORM: every service write reads its project (the quota check).
@@ -420,6 +459,9 @@ class QuotaBody(BaseModel):
         description='ResourceQuota limits: "requests.cpu", "requests.memory", "count/replicas"',
         max_length=len(HARD_KEYS),
     )
+    local_model_paths: bool | None = Field(
+        None, alias="localModelPaths", description="services may name model paths on the server"
+    )
 
     def hard_limits(self) -> HardLimits | None:
         """The limits in `hard` (None when the body leaves them as they are); 422 naming a bad entry."""
@@ -440,6 +482,26 @@ class TokenBody(BaseModel):
 
     role: str = Field(..., pattern="^(admin|viewer)$")
     name: str | None = Field(None, max_length=63, pattern=DNS_LABEL, description="what the token is for")
+
+
+# The caller of the request being handled (None when auth is off): admission checks read it.
+CALLER: ContextVar[Principal | None] = ContextVar("kgpu_caller", default=None)
+
+
+def cluster_registration_check(resource: object) -> list[FieldError]:
+    """Admission: only the cluster admin registers a Kubernetes cluster. Its kubeconfig reaches a real
+    cluster (and the server's files), and it takes over where the namespace's services run, so a
+    project's admin must not set one up; `sim` and `local` clusters run nothing anywhere else."""
+    caller = CALLER.get()
+    if caller is None or caller.cluster_admin:
+        return []
+    if isinstance(resource, Cluster) and resource.spec.backend == "kubernetes":
+        return [
+            FieldError(
+                "spec.backend", "Forbidden: only the cluster-admin token registers Kubernetes clusters"
+            )
+        ]
+    return []
 
 
 def principal_of(request: Request) -> Principal | None:
@@ -490,6 +552,7 @@ class AccessControl:
             await asyncio.sleep(auth_failures.FAILURE_DELAY_S)
             raise HTTPException(401, "invalid API token", headers={"WWW-Authenticate": "Bearer"})
         request.state.principal = principal
+        CALLER.set(principal)  # what admission checks see of the caller (the write runs in this context)
         if principal.cluster_admin:
             return
         if principal.role == METRICS_READER:
@@ -535,7 +598,10 @@ class AccessControl:
             self._require_cluster_admin(request)
             try:
                 return self.store.create_project(
-                    body.name, body.gpu_quota, body.hard_limits() or HardLimits()
+                    body.name,
+                    body.gpu_quota,
+                    body.hard_limits() or HardLimits(),
+                    bool(body.local_model_paths),
                 ).to_dict()
             except AuthError as exc:
                 raise HTTPException(409, str(exc)) from None
@@ -551,7 +617,9 @@ class AccessControl:
         def set_quota(body: QuotaBody, request: Request, project: str) -> dict:
             self._require_cluster_admin(request)
             try:
-                return self.store.set_quota(project, body.gpu_quota, body.hard_limits()).to_dict()
+                return self.store.set_quota(
+                    project, body.gpu_quota, body.hard_limits(), body.local_model_paths
+                ).to_dict()
             except AuthError as exc:
                 raise HTTPException(404, str(exc)) from None
 

@@ -97,7 +97,7 @@ class Platform:
         self.resources = ResourceService(
             self.store,
             admission=[
-                cluster_admission(self._clusters, [check_model_available], default_cluster),
+                cluster_admission(self._clusters, [self._check_model], default_cluster),
                 *BACKEND_ADMISSION,
             ],
         )
@@ -205,6 +205,24 @@ class Platform:
         return MetricsSampler(
             self.history, registry_text(self.metrics.registry), statuses, replica_urls, pools
         )
+
+    # Whether a namespace's services may name a model by a path on this machine (the server sets it
+    # under --auth: a project setting, off by default). Without it, the path is not even looked at:
+    # the error would tell the caller which of the server's files exist.
+    local_paths_allowed: Callable[[str], bool] = staticmethod(lambda namespace: True)
+
+    def _check_model(self, resource: object) -> list[FieldError]:
+        if isinstance(resource, InferenceService) and not resource.spec.model.uri.startswith("pkg:"):
+            namespace = resource.metadata.namespace
+            if not self.local_paths_allowed(namespace):
+                return [
+                    FieldError(
+                        "spec.model.uri",
+                        f'Forbidden: project "{namespace}" may not use model paths on the server (the '
+                        "cluster admin allows them with the project's localModelPaths); use pkg:<package>",
+                    )
+                ]
+        return check_model_available(resource)
 
     def _clusters(self) -> list[Cluster]:
         return stored_clusters(self.store, self.resources.parsed)

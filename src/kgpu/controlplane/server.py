@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgpu import __version__
-from kgpu.controlplane.auth import AccessControl, AuthStore
+from kgpu.controlplane.auth import AccessControl, AuthStore, cluster_registration_check
 from kgpu.controlplane.console import mount_console
 from kgpu.controlplane.console_routes import console_routes
 from kgpu.controlplane.openapi import install_resource_schemas
@@ -93,6 +93,9 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
     app.state.watch_bus = control.watch_bus
     access = AccessControl(AuthStore(platform.store.engine), enabled=auth)
     platform.resources.admission.append(quota_check(access.store.project, platform.resources.services))
+    platform.resources.admission.append(cluster_registration_check)
+    if auth:  # tenants name models by package unless the cluster admin allows server paths
+        platform.local_paths_allowed = access.store.local_paths_allowed
     app.state.access = access
     app.include_router(access.routes())  # before the control routes: /projects is not a resource type
     app.include_router(control, dependencies=[Depends(access.authorize)])

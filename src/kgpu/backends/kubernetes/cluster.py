@@ -84,6 +84,13 @@ class _Placed:
     routed: str | None = None  # the URL given to the gateway
 
 
+def _unloadable(cluster: Cluster, exc: Exception) -> str:
+    """Why a cluster cannot be reached, for its users: the reason goes to the server's log only,
+    since it may name the server's files (which exist, which do not) and the status is theirs to read."""
+    log.warning("cluster %s: cannot load its kubeconfig: %s", cluster.key, exc)
+    return f"cluster {cluster.key}: cannot load its kubeconfig (the server's log says why)"
+
+
 class KubernetesBackend:
     """Places services and pools on registered Kubernetes clusters (the reconciler's Backend surface)."""
 
@@ -175,9 +182,7 @@ class KubernetesBackend:
         try:
             api = await asyncio.to_thread(self.api_for, cluster)
         except Exception as exc:  # kubeconfig unreadable, context gone: reported, retried next pass
-            self._services.setdefault(
-                key, _Placed(cluster.key, None)
-            ).error = f"cluster {cluster.key}: cannot load its kubeconfig: {exc}"
+            self._services.setdefault(key, _Placed(cluster.key, None)).error = _unloadable(cluster, exc)
             return
         placed = self._services.setdefault(key, _Placed(cluster.key, api))
         placed.api = api
@@ -319,7 +324,7 @@ class KubernetesBackend:
         try:
             api = await asyncio.to_thread(self.api_for, cluster)
         except Exception as exc:
-            self._pools.setdefault(key, _Placed(cluster.key, None)).error = str(exc)
+            self._pools.setdefault(key, _Placed(cluster.key, None)).error = _unloadable(cluster, exc)
             return
         placed = self._pools.setdefault(key, _Placed(cluster.key, api))
         placed.api = api

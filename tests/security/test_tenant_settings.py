@@ -1,0 +1,83 @@
+"""Under `--auth`, a project's admin cannot probe the server's files or take over where services run.
+
+Probes: `Cluster.spec.kubeconfig` took any server path from any project admin and its errors told
+which files exist, and a Cluster silently moved a namespace's services; a model path's errors told
+whether a server path exists.
+"""
+
+from __future__ import annotations
+
+from tests.controlplane.test_api import service
+from tests.controlplane.test_auth import API, bearer, services_path, shared
+
+assert shared  # fixture: a server with auth, projects team-a and team-b
+
+CLUSTER = {
+    "apiVersion": "kgpu.dev/v1alpha1",
+    "kind": "Cluster",
+    "metadata": {"name": "prod"},
+    "spec": {"backend": "kubernetes", "kubeconfig": "/etc/shadow"},
+}
+
+
+def test_only_the_cluster_admin_registers_kubernetes_clusters(shared):
+    a = bearer(shared.tokens["a"])
+    path = f"{API}/namespaces/team-a/clusters/prod"
+    refused = shared.put(path, json=CLUSTER, headers=a)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["fields"] == [
+        {
+            "path": "spec.backend",
+            "message": "Forbidden: only the cluster-admin token registers Kubernetes clusters",
+        }
+    ]
+    assert shared.get(path, headers=a).status_code == 404  # nothing was stored
+    sim = {**CLUSTER, "spec": {"backend": "sim"}}
+    assert shared.put(path, json=sim, headers=a).status_code == 201  # virtual nodes: nothing to reach
+    to_kube = shared.patch(
+        path,
+        content='{"spec": {"backend": "kubernetes"}}',
+        headers={**a, "content-type": "application/merge-patch+json"},
+    )
+    assert to_kube.status_code == 422
+    assert shared.put(path, json=CLUSTER, headers=bearer(shared.admin)).status_code == 200
+
+
+def test_model_paths_are_a_project_setting_and_their_errors_say_nothing_about_files(shared, tmp_path):
+    a = bearer(shared.tokens["a"])
+    (tmp_path / "exists").mkdir()
+    answers = []
+    for uri in (str(tmp_path / "exists"), str(tmp_path / "missing"), f"file://{tmp_path}/exists"):
+        response = shared.put(services_path("team-a", "m"), json=service("m", model={"uri": uri}), headers=a)
+        assert response.status_code == 422
+        answers.append(response.json()["error"]["fields"][0]["message"])
+    assert len(set(answers)) == 1 and "may not use model paths on the server" in answers[0]
+    assert str(tmp_path) not in answers[0]
+    # A package still works; the cluster admin may allow paths for a project.
+    ok = shared.put(services_path("team-a", "m"), json=service("m"), headers=a)
+    assert ok.status_code == 201
+    allowed = shared.patch(
+        f"{API}/projects/team-a", json={"gpuQuota": 4, "localModelPaths": True}, headers=bearer(shared.admin)
+    )
+    assert allowed.json()["localModelPaths"] is True
+    missing = shared.put(
+        services_path("team-a", "m2"), json=service("m2", model={"uri": str(tmp_path / "missing")}), headers=a
+    )
+    assert "does not exist" in missing.text
+
+
+async def test_a_clusters_unloadable_kubeconfig_is_reported_without_the_reason():
+    """The reason (which would say whether /etc/shadow exists) goes to the server's log only."""
+    from kgpu.api.io import parse_resource
+    from kgpu.api.models import Cluster
+    from kgpu.backends.kubernetes.cluster import KubernetesBackend
+
+    def connect(cluster):
+        raise FileNotFoundError(2, "No such file or directory", "/etc/shadow-not-here")
+
+    backend = KubernetesBackend(connect)
+    cluster = Cluster.model_validate({**CLUSTER, "metadata": {"name": "prod", "namespace": "team-a"}})
+    svc = parse_resource({**service("m"), "metadata": {"name": "m", "namespace": "team-a"}})
+    await backend.ensure_on(cluster, svc, 1)
+    message = backend.service_report("team-a/m", 1)["conditions"][0]["message"]
+    assert "cannot load its kubeconfig" in message and "shadow" not in message
