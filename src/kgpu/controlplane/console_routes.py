@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request
 
-from kgpu import API_VERSION
 from kgpu.api.models import NodePool, object_key
 from kgpu.controlplane import gpu_layout
 from kgpu.controlplane.auth import principal_of, visible
 from kgpu.controlplane.history import GPU_SERIES, POOL_SERIES, SERVICE_SERIES
 from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.resources import NotFoundError
+from kgpu.controlplane.routes.http import PREFIX
 
-PREFIX = f"/apis/{API_VERSION}"
 HISTORY = "/api/v1/history"
 
 

@@ -234,7 +234,8 @@ async function refresh() {
       document.getElementById("service-actions").hidden = true;
       document.getElementById("cluster-list").innerHTML = "";
     } else {
-      state.textContent = `cannot reach the server: ${error.message}`;
+      // An answer with an HTTP status (a service deleted meanwhile) is not an unreachable server.
+      state.textContent = error.message.includes(": HTTP ") ? error.message : `cannot reach the server: ${error.message}`;
     }
     state.className = "bad";
   } finally {
