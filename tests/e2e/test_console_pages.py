@@ -166,7 +166,9 @@ def test_service_page_logs_and_actions_for_an_admin(platform, tmp_path):
             # No need to wait for the model to load: the log and the actions are there from the start.
             page.locator('tr[data-replica="actions-0"] button.restart').wait_for(timeout=30_000)
             _wait_until(
-                lambda: [p for p in (platform.state_dir / "logs").glob("*actions-0.log") if p.stat().st_size],
+                lambda: [
+                    p for p in (platform.state_dir / "logs").rglob("*actions-0*.log") if p.stat().st_size
+                ],
                 30,
             )
             # The log of a replica: its last lines, and what it writes next while following.
@@ -174,7 +176,7 @@ def test_service_page_logs_and_actions_for_an_admin(platform, tmp_path):
             page.wait_for_function(
                 "document.getElementById('service-log').textContent.includes('actions-0')", timeout=5_000
             )
-            (log_file,) = (platform.state_dir / "logs").glob("*actions-0.log")
+            (log_file,) = (platform.state_dir / "logs").rglob("*actions-0*.log")
             with log_file.open("a") as log:
                 log.write("a line written after the page read the log\n")
             page.wait_for_function(
