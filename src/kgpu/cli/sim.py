@@ -14,6 +14,7 @@ from kgpu.cli.replay import replay
 from kgpu.scheduling.policies import POLICIES
 from kgpu.sim.packing import run_packing
 from kgpu.sim.traces import DEFAULT_NODES, DEFAULT_PODS, TraceError, load_nodes, load_pods
+from kgpu.sim.variants import BUILD_SEED, build_variants, mix, parse_name, variant_names, write_pods
 
 sim_app = typer.Typer(help="Simulate placement on virtual nodes from traces.", no_args_is_help=True)
 console = Console()
@@ -97,3 +98,44 @@ def pack(
 
 
 sim_app.command("replay")(replay)
+
+
+@sim_app.command()
+def variants(
+    trace: Path = typer.Option(DEFAULT_PODS, "--trace", help="openb pod list CSV to build from"),
+    nodes: Path = typer.Option(DEFAULT_NODES, "--nodes", help="openb node list CSV (GPU models to pin to)"),
+    names: str = typer.Option("all", "--names", help="comma-separated variant names, or 'all'"),
+    out: Path | None = typer.Option(
+        None, "--out", help="write each variant as <out>/openb_pod_list_<name>.csv"
+    ),
+    seed: int = typer.Option(BUILD_SEED, "--seed", help="seed of the resampling"),
+) -> None:
+    """Workload variants of the trace, one dimension at a time (CPU-only, sharing, GPU-model pins, multi-GPU)."""
+    chosen = variant_names() if names == "all" else [n for n in names.split(",") if n]
+    try:
+        for name in chosen:
+            parse_name(name)
+        node_specs, pods = load_nodes(nodes), load_pods(trace)
+        built = build_variants(pods, node_specs, chosen, seed)
+    except (TraceError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    table = Table(title=f"variants of {trace.name} (build seed {seed})")
+    for column in ("variant", "pods", "CPU-only % of CPU", "sharing % of GPU pods", "pinned % of GPU pods"):
+        table.add_column(column, justify="right")
+    table.add_column("multi-GPU % of GPU", justify="right")
+    rows = [("default", mix(pods))] + [(v.name, mix(v.pods)) for v in built]
+    for name, m in rows:
+        table.add_row(
+            name,
+            f"{m['pods']:.0f}",
+            *(
+                f"{m[k]:.1f}"
+                for k in ("cpu_only_cpu_pct", "share_pods_pct", "pinned_pods_pct", "multi_gpu_pct")
+            ),
+        )
+    console.print(table)
+    if out is not None:
+        for v in built:
+            write_pods(v.pods, out / f"openb_pod_list_{v.name}.csv", prefix=f"openb-{v.name}")
+        console.print(f"{len(built)} pod lists written to {out}")
