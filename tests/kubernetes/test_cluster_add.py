@@ -38,7 +38,9 @@ def test_cluster_add_registers_a_kubernetes_cluster_with_the_chosen_context(serv
     assert "cluster/gpu-prod created (context prod)" in out.output
     stored = KgpuClient(url).get("clusters", "default", "gpu-prod")
     assert stored["spec"]["backend"] == "kubernetes" and stored["spec"]["kubeContext"] == "prod"
-    assert stored["spec"]["kubeconfig"] == str(kubeconfig.resolve())
+    # The kubeconfig went to the server as a secret: the Cluster names it, not a file.
+    assert stored["spec"]["kubeconfigSecret"] == "gpu-prod" and "kubeconfig" not in stored["spec"]
+    assert _platform.kubeconfigs.get("default", "gpu-prod") == kubeconfig.read_text()
 
     out = run(["cluster", "add", "gpu-prod", "--kubeconfig", str(kubeconfig)], url)
     assert "cluster/gpu-prod configured (context staging)" in out.output  # the file's current-context

@@ -7,6 +7,10 @@ whether a server path exists.
 
 from __future__ import annotations
 
+from kgpu.api.io import parse_resource
+from kgpu.api.models import Cluster
+from kgpu.backends.kubernetes.cluster import KubernetesBackend
+from kgpu.controlplane.registry import connect_stored
 from tests.controlplane.test_api import service
 from tests.controlplane.test_auth import API, bearer, services_path, shared
 
@@ -68,9 +72,6 @@ def test_model_paths_are_a_project_setting_and_their_errors_say_nothing_about_fi
 
 async def test_a_clusters_unloadable_kubeconfig_is_reported_without_the_reason():
     """The reason (which would say whether /etc/shadow exists) goes to the server's log only."""
-    from kgpu.api.io import parse_resource
-    from kgpu.api.models import Cluster
-    from kgpu.backends.kubernetes.cluster import KubernetesBackend
 
     def connect(cluster):
         raise FileNotFoundError(2, "No such file or directory", "/etc/shadow-not-here")
@@ -81,3 +82,39 @@ async def test_a_clusters_unloadable_kubeconfig_is_reported_without_the_reason()
     await backend.ensure_on(cluster, svc, 1)
     message = backend.service_report("team-a/m", 1)["conditions"][0]["message"]
     assert "cannot load its kubeconfig" in message and "shadow" not in message
+
+
+KUBECONFIG = """
+apiVersion: v1
+kind: Config
+clusters:
+- {name: c1, cluster: {server: "https://10.0.0.1:6443", insecure-skip-tls-verify: true}}
+users:
+- {name: u, user: {token: not-a-real-token}}
+contexts:
+- {name: prod, context: {cluster: c1, user: u}}
+current-context: prod
+"""
+
+
+def test_kubeconfigs_are_stored_as_secrets_by_the_cluster_admin_and_never_read_back(shared):
+    path = f"{API}/namespaces/team-a/kubeconfigs/prod"
+    body = {"kubeconfig": KUBECONFIG}
+    assert shared.put(path, json=body, headers=bearer(shared.tokens["a"])).status_code == 403
+    admin = bearer(shared.admin)
+    assert shared.put(path, json=body, headers=admin).status_code == 201
+    listed = shared.get(f"{API}/namespaces/team-a/kubeconfigs", headers=admin).json()["items"]
+    assert [item["name"] for item in listed] == ["prod"] and "not-a-real-token" not in str(listed)
+    bad = shared.put(path, json={"kubeconfig": "password: hunter2"}, headers=admin)
+    assert bad.status_code == 422 and "hunter2" not in bad.text
+    # A Cluster names it; the server connects with its content (no file is read).
+    cluster = {
+        **CLUSTER,
+        "spec": {"backend": "kubernetes", "kubeconfigSecret": "prod", "kubeContext": "prod"},
+    }
+    assert (
+        shared.put(f"{API}/namespaces/team-a/clusters/prod", json=cluster, headers=admin).status_code == 201
+    )
+    parsed = Cluster.model_validate({**cluster, "metadata": {"name": "prod", "namespace": "team-a"}})
+    api = connect_stored(parsed, shared.app.state.platform.kubeconfigs.get)
+    assert api.api_client.configuration.host == "https://10.0.0.1:6443"

@@ -397,18 +397,28 @@ class ClusterSpec(KgpuModel):
     # Kubeconfig file on the control plane's machine (kubernetes backend only). Neither this nor
     # kubeContext: the cluster the control plane runs in (or the default kubeconfig outside one).
     kubeconfig: str | None = Field(None, max_length=4096)
+    # A kubeconfig the control plane stores (kgpu.controlplane.kubeconfigs), by name in the Cluster's
+    # namespace: the credentials themselves, where `kubeconfig` names a file on the server.
+    kubeconfig_secret: str | None = Field(None, max_length=63)
     autoscaler: dict[str, str] = Field(default_factory=dict)  # cluster-autoscaler style flags
 
     @model_validator(mode="after")
     def _context_only_for_kubernetes(self) -> ClusterSpec:
+        settings = (
+            ("kubeContext", self.kube_context),
+            ("kubeconfig", self.kubeconfig),
+            ("kubeconfigSecret", self.kubeconfig_secret),
+        )
         if self.backend != "kubernetes":
             raise_field_errors(
                 [
                     forbidden(field, "may only be set when backend is kubernetes")
-                    for field, value in (("kubeContext", self.kube_context), ("kubeconfig", self.kubeconfig))
+                    for field, value in settings
                     if value is not None
                 ]
             )
+        if self.kubeconfig is not None and self.kubeconfig_secret is not None:
+            raise_field_errors([forbidden("kubeconfigSecret", "may not be set together with kubeconfig")])
         return self
 
 

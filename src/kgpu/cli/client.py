@@ -125,6 +125,11 @@ class KgpuClient:
         path = f"/apis/{API_VERSION}/projects/{_segment(project)}/tokens/{_segment(token)}"
         return self._request("DELETE", path).json()["revoked"]
 
+    def put_kubeconfig(self, namespace: str, name: str, content: str) -> None:
+        """Store a cluster's kubeconfig on the server (cluster admin; it is never read back)."""
+        path = f"/apis/{API_VERSION}/namespaces/{_segment(namespace)}/kubeconfigs/{_segment(name)}"
+        self._request("PUT", path, json={"kubeconfig": content})
+
     def replica_log(self, replica: str, offset: int = 0, tail: int | None = None) -> tuple[str, int]:
         params: dict = {"offset": offset}
         if tail is not None:

@@ -59,11 +59,11 @@ def check_kubeconfig(path: Path, context: str | None) -> str:
     return chosen
 
 
-def cluster_resource(name: str, context: str, namespace: str, kubeconfig: Path | None = None) -> dict:
+def cluster_resource(name: str, context: str, namespace: str, kubeconfig_secret: str | None = None) -> dict:
+    """The Cluster; `kubeconfig_secret`: the name its kubeconfig is stored under on the server."""
     spec = {"backend": "kubernetes", "kubeContext": context}
-    if kubeconfig is not None:
-        # The control plane reads the same file (`kgpu up` runs on this machine): an absolute path.
-        spec["kubeconfig"] = str(kubeconfig.expanduser().resolve())
+    if kubeconfig_secret is not None:
+        spec["kubeconfigSecret"] = kubeconfig_secret
     body = {
         "apiVersion": "kgpu.dev/v1alpha1",
         "kind": "Cluster",
@@ -85,12 +85,15 @@ def cluster_add(
     """Register a Kubernetes cluster (backend kubernetes) with the control plane."""
     try:
         chosen = check_kubeconfig(kubeconfig, context)
-        body = cluster_resource(name, chosen, namespace, kubeconfig)
+        body = cluster_resource(name, chosen, namespace, kubeconfig_secret=name)
     except (KubeconfigError, ResourceValidationError) as exc:
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     try:
-        _, created = KgpuClient(server).apply("clusters", body)
+        client = KgpuClient(server)
+        # The content goes to the server as a secret (the server never reads a file a client names).
+        client.put_kubeconfig(namespace, name, kubeconfig.read_text(encoding="utf-8"))
+        _, created = client.apply("clusters", body)
     except ApiError as exc:
         err.print(f"[red]error:[/red] {exc}")
         for field in exc.fields:

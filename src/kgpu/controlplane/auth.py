@@ -582,9 +582,13 @@ class AccessControl:
         return None if principal is not None and principal.role == METRICS_READER else principal
 
     def _require_cluster_admin(self, request: Request) -> None:
+        self.require_cluster_admin(request, "only the cluster-admin token manages projects")
+
+    @staticmethod
+    def require_cluster_admin(request: Request, message: str) -> None:
         principal = principal_of(request)
         if principal is not None and not principal.cluster_admin:
-            raise HTTPException(403, "only the cluster-admin token manages projects")
+            raise HTTPException(403, message)
 
     def routes(self) -> APIRouter:
         api = APIRouter(tags=["projects"], dependencies=[Depends(self.authorize)])

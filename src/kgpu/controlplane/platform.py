@@ -16,6 +16,7 @@ from kgpu.backends.base import Backend, ReplicaHooks, RouteHooks
 from kgpu.controlplane.autoscaler import Observation, ReplicaAutoscaler, measured_startup_s
 from kgpu.controlplane.events import EventLog
 from kgpu.controlplane.history import MetricsSampler, RingHistory, pool_values, registry_text
+from kgpu.controlplane.kubeconfigs import KubeconfigSecrets
 from kgpu.controlplane.reconciler import Reconciler
 from kgpu.controlplane.registry import (
     BACKEND_ADMISSION,
@@ -105,6 +106,7 @@ class Platform:
         self.registry = ReplicaRegistry()
         self.metrics = GatewayMetrics()
         self.router = Router(self.registry, self.metrics, config.router)
+        self.kubeconfigs = KubeconfigSecrets(self.store.engine)  # what Clusters name by kubeconfigSecret
         self.backend = embedded_registry(
             state_dir=self.state_dir,
             inventory=self.inventory,
@@ -119,6 +121,7 @@ class Platform:
             adopt_orphans=self.store.revision() > 0,  # a store that started empty may have lost state
             on_event=self.events.record,
             local_factory=backend_factory,
+            kubeconfigs=self.kubeconfigs.get,
         )
         self.router.refuse = self.backend.refusal  # e.g. a sim cluster's replicas serve nothing
         self.autoscaler = ReplicaAutoscaler(on_event=self.events.record, on_change=self._kick)

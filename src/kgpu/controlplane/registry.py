@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from kgpu.api.errors import FieldError
 from kgpu.api.io import parse_resource
 from kgpu.api.models import CLUSTER_ANNOTATION, Cluster, InferenceService, NodePool
@@ -89,6 +91,26 @@ def connect(cluster: Cluster) -> Any:
             client_configuration=configuration,
             persist_config=False,
         )
+    return client.CustomObjectsApi(client.ApiClient(configuration))
+
+
+def connect_stored(cluster: Cluster, kubeconfigs: Callable[[str, str], str | None]) -> Any:
+    """A CustomObjectsApi for a Cluster whose kubeconfig the control plane stores (`kubeconfigSecret`)."""
+    from kubernetes import client, config
+
+    spec = cluster.spec
+    content = kubeconfigs(cluster.metadata.namespace, spec.kubeconfig_secret or "")
+    if content is None:
+        raise ValueError(
+            f'no stored kubeconfig "{spec.kubeconfig_secret}" in namespace {cluster.metadata.namespace}'
+        )
+    configuration = client.Configuration()
+    config.load_kube_config_from_dict(
+        yaml.safe_load(content),
+        context=spec.kube_context,
+        client_configuration=configuration,
+        persist_config=False,
+    )
     return client.CustomObjectsApi(client.ApiClient(configuration))
 
 
@@ -290,11 +312,20 @@ def embedded_registry(
     adopt_orphans: bool,
     on_event: Callable[[str, str], None],
     local_factory: Callable[[Path, NodeInventory, ReplicaHooks], Backend] | None = None,
+    kubeconfigs: Callable[[str, str], str | None] | None = None,
 ) -> BackendRegistry:
-    """The embedded platform's backends: this machine, registered Kubernetes clusters, sim clusters."""
+    """The embedded platform's backends: this machine, registered Kubernetes clusters, sim clusters.
+
+    `kubeconfigs`: the stored kubeconfigs Clusters name (kgpu.controlplane.kubeconfigs)."""
     local = (local_factory or LocalBackend)(state_dir, inventory, replica_hooks)
+
+    def connect_cluster(cluster: Cluster) -> Any:
+        if cluster.spec.kubeconfig_secret is not None and kubeconfigs is not None:
+            return connect_stored(cluster, kubeconfigs)
+        return connect(cluster)
+
     kube = KubernetesBackend(
-        connect,
+        connect_cluster,
         route_hooks,
         route_in_cluster=in_cluster,
         cluster_domain=cluster_domain,

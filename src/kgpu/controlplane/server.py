@@ -16,6 +16,7 @@ from kgpu import __version__
 from kgpu.controlplane.auth import AccessControl, AuthStore, cluster_registration_check
 from kgpu.controlplane.console import mount_console
 from kgpu.controlplane.console_routes import console_routes
+from kgpu.controlplane.kubeconfigs import kubeconfig_routes
 from kgpu.controlplane.openapi import install_resource_schemas
 from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.quota import quota_check
@@ -97,7 +98,10 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
     if auth:  # tenants name models by package unless the cluster admin allows server paths
         platform.local_paths_allowed = access.store.local_paths_allowed
     app.state.access = access
-    app.include_router(access.routes())  # before the control routes: /projects is not a resource type
+    app.include_router(access.routes())
+    app.include_router(
+        kubeconfig_routes(platform.kubeconfigs, access)
+    )  # before the control routes: /projects is not a resource type
     app.include_router(control, dependencies=[Depends(access.authorize)])
     app.include_router(console_routes(platform), dependencies=[Depends(access.authorize)])
     install_resource_schemas(app)
