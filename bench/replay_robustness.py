@@ -19,15 +19,15 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceRequest, load_azure_trace
+from kgpu.sim.azure_trace import DEFAULT_TRACE, load_azure_trace
 from kgpu.sim.hold_tuning import HoldTuning
 from kgpu.sim.replay import ReplayResult, ServiceModel, default_spec, find_static, replay
+from kgpu.sim.trace_versions import trace_version
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = {"no-limit": ServiceModel(), "cc8": ServiceModel(container_concurrency=8)}
@@ -117,25 +117,10 @@ def candidates(model: ServiceModel) -> dict[str, tuple[dict, HoldTuning | None]]
     return {**grid(model), **headroom_grid(model)}
 
 
-def trace_variant(trace: list[TraceRequest], name: str) -> list[TraceRequest]:
-    end = trace[-1].arrival_s
-    if name == "full":
-        return trace
-    if name == "first-half":
-        return [r for r in trace if r.arrival_s < end / 2]
-    if name == "second-half":
-        rest = [r for r in trace if r.arrival_s >= end / 2]
-        return [replace(r, arrival_s=r.arrival_s - rest[0].arrival_s) for r in rest]
-    if name.startswith("x"):
-        factor = float(name[1:])
-        return [replace(r, arrival_s=r.arrival_s * factor) for r in trace]
-    raise ValueError(f"unknown trace variant {name!r}")
-
-
 def _run(job: tuple) -> tuple[str, str, str, dict]:
     model_name, variant, policy, trace_path = job
     model = MODELS[model_name]
-    trace = trace_variant(load_azure_trace(trace_path), variant)
+    trace = trace_version(load_azure_trace(trace_path), variant)
     if policy == "static":
         result: ReplayResult = find_static(trace, model)
     elif policy in BASELINES:

@@ -7,7 +7,7 @@ import pytest
 from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.sim.azure_trace import TraceError, TraceRequest, load_azure_trace
 from kgpu.sim.hold_tuning import HoldTuning
-from kgpu.sim.replay import ServiceModel, default_spec, find_static, replay
+from kgpu.sim.replay import ReplayLoop, ServiceModel, default_spec, find_static, replay
 
 
 def req(t: float, context: int, generated: int = 0) -> TraceRequest:
@@ -198,3 +198,23 @@ def test_kgpu_default_burst_memory_equals_its_hold_tuning_spelt_out():
     assert work.completed == len(trace)
     deadline = replay(trace, "kgpu", tuning=HoldTuning(reactive="deadline", replica_throughput=8000))
     assert deadline.completed == len(trace)
+
+
+def test_a_request_times_out_at_the_instant_its_timeout_event_is_due():
+    # 0.1 + 600 - 600 is not 0.1 in floating point; expiring "arrived by now - timeout" kept the
+    # request while the loop's next event (arrival + timeout) was already now: it woke there forever.
+    arrival = next(a / 7 for a in range(1, 1000) if a / 7 + 600.0 - 600.0 < a / 7)
+    loop = ReplayLoop([req(arrival, 100)], "static", ServiceModel(), None, 1, 10.0)
+    loop.queue.push(0, arrival, arrival + 2.0)
+    assert loop._expire(arrival + 600.0) == 1 and len(loop.queue) == 0
+
+
+def test_arrived_work_is_what_the_gateway_knows_not_the_answer_still_to_come():
+    # The first request is estimated by its prompt alone (nothing completed yet); it finishes at
+    # 2.5 s (2,000 units at 1,000/s), so the second is its prompt plus 10 x the first's 100 tokens,
+    # not plus 10 x its own 300.
+    trace = [req(0.5, 1000, 100), req(3.0, 500, 300)]
+    loop = ReplayLoop(trace, "kgpu", ServiceModel(), None, None, 10.0)
+    loop.run()
+    arrived = {s.time: s.arrived_work for s in loop.samples if s.arrived_work}
+    assert arrived == {2.0: 1000.0, 4.0: 1500.0}

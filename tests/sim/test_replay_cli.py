@@ -53,3 +53,18 @@ def test_replay_queue_option_picks_the_gateway_queue(tmp_path):
         assert out.exit_code == 0, out.output
         met[queue] = json.loads(out.output)["slo_met"]
     assert met == {"fifo": 17, "deadline": 18}
+
+
+def test_replay_trace_version_rescales_the_arrivals_and_unknown_ones_are_named(tmp_path):
+    path = tmp_path / "trace.csv"
+    path.write_text(TRACE)
+    runner = CliRunner()
+    full = runner.invoke(sim_app, ["replay", "--trace", str(path), "--policy", "kgpu", "--json"])
+    half = runner.invoke(
+        sim_app, ["replay", "--trace", str(path), "--policy", "kgpu", "--json", "--trace-version", "x0.5"]
+    )
+    assert full.exit_code == 0 and half.exit_code == 0, half.output
+    # 40 requests over 3.9 s, then over 1.95 s: the last one is done about 1.95 s earlier.
+    assert json.loads(full.output)["duration_s"] - json.loads(half.output)["duration_s"] > 1.5
+    bad = runner.invoke(sim_app, ["replay", "--trace", str(path), "--trace-version", "x3"])
+    assert bad.exit_code == 2 and "unknown trace version 'x3'" in bad.output

@@ -13,7 +13,10 @@ class Sample:
     ``concurrency`` is the time-averaged number of requests in the system (in flight on
     replicas plus waiting in the gateway queue), as Knative's activator and queue-proxy
     count it. ``in_flight`` is the part running on replicas, ``queue`` the part waiting.
-    ``completed_work`` is the work (any unit, e.g. tokens) finished in the interval and
+    ``arrived_work`` is the work of the interval's arrivals as the gateway can know it when they
+    arrive (their prompts plus the mean answer of the requests completed so far: the length of an
+    answer still being generated is unknown to any live policy); ``completed_work`` is the work
+    (any unit, e.g. tokens) finished in the interval and
     ``busy_replica_seconds`` the replica-seconds that had at least one request: their ratio is
     the measured per-replica throughput.
     """

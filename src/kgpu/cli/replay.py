@@ -16,6 +16,7 @@ from kgpu.cli.plotting import pyplot
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, load_azure_trace
 from kgpu.sim.replay import POLICIES, ReplayResult, ServiceModel, find_static
 from kgpu.sim.replay import replay as run_replay
+from kgpu.sim.trace_versions import VERSIONS, trace_version
 
 console = Console()
 err = Console(stderr=True)
@@ -102,6 +103,11 @@ def plot_timelines(results: Sequence[ReplayResult], path: Path) -> None:
 def replay(
     trace: Path = typer.Option(DEFAULT_TRACE, "--trace", help="AzureLLMInferenceTrace_code.csv"),
     policy: str = typer.Option("kgpu", "--policy", help=f"one of: {', '.join(POLICIES)}"),
+    version: str = typer.Option(
+        "full",
+        "--trace-version",
+        help=f"the trace's version (kgpu.sim.trace_versions): {', '.join(VERSIONS)}",
+    ),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
     plot: Path | None = typer.Option(None, "--plot", help="write replicas and queue over time to this PNG"),
     queue: str = typer.Option(
@@ -118,11 +124,16 @@ def replay(
     if policy not in POLICIES:
         err.print(f"[red]error:[/red] --policy: unknown policy {policy!r}; known: {', '.join(POLICIES)}")
         raise typer.Exit(2)
+    if version not in VERSIONS:
+        err.print(
+            f"[red]error:[/red] --trace-version: unknown trace version {version!r}; known: {', '.join(VERSIONS)}"
+        )
+        raise typer.Exit(2)
     if queue not in QUEUES:
         err.print(f"[red]error:[/red] --queue: unknown queue {queue!r}; known: {', '.join(QUEUES)}")
         raise typer.Exit(2)
     try:
-        requests = load_azure_trace(trace)
+        requests = trace_version(load_azure_trace(trace), version)
         model = ServiceModel(queue=queue, container_concurrency=container_concurrency)
         result = run_policy(requests, policy, model=model)
         if plot is not None:
@@ -134,7 +145,9 @@ def replay(
         print(json.dumps(result.to_dict()))
         return
     console.print(
-        results_table([result], f"replay: {len(requests)} requests over {requests[-1].arrival_s:.0f} s")
+        results_table(
+            [result], f"replay ({version}): {len(requests)} requests over {requests[-1].arrival_s:.0f} s"
+        )
     )
     if plot is not None:
         console.print(f"plot written to {plot}")

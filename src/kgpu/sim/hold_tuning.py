@@ -2,8 +2,11 @@
 
 The live policy (`kgpu.autoscaling.predictive`) remembers bursts by the peak concurrency of its
 stabilization window and sizes the demand now by the request count over its target. These knobs
-replace either: a decaying memory of a work signal, and sizing by the deadlines of the work waiting
-(which needs what only a replay knows exactly). They plug into the live policy as its `Sizing`.
+replace either: a decaying memory of a work signal, and sizing by the deadlines of the work waiting.
+They plug into the live policy as its `Sizing`, and read only what a live gateway knows: a request's
+work is its prompt plus the mean answer of the requests completed so far (`Sample.arrived_work`,
+`ReplayLoop._pending_work`), never its own answer's length. (The results of 2026-11-30 for the work
+signal read each request's full work at arrival: they are clairvoyant baselines, not live policies.)
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ class HoldTuning:
     """How the policy remembers bursts, when not by its default (the peak concurrency of a fixed window).
 
     ``signal``: what a tick records as the replicas a burst needs: ``"concurrency"``, the last
-    sample's concurrency over the target (the default memory's measure); ``"work"``, the work that arrived in
+    sample's concurrency over the target (the default memory's measure); ``"work"``, the estimated work
+    (prompt plus the mean completed answer) that arrived in
     the trailing windows (up to ``windows_s``) over what ``replica_throughput`` (work units/s of one
     replica at its full-speed batch, a property of the model server) finishes in the window plus
     ``slack_s`` (the shortest SLO slack), i.e. the replicas that would have served those arrivals

@@ -434,11 +434,7 @@ class ReplayLoop:
         less the service the replica reports (at least a tenth of the estimate is left).
         """
         model = self.model
-        mean_generated = self.generated_done / self.completed_count if self.completed_count else 0.0
-
-        def estimate(index: int) -> float:
-            return self.requests[index].context_tokens + model.generated_token_weight * mean_generated
-
+        estimate = self._estimated_work
         pending = [(deadline, estimate(index)) for index, deadline in self.queue.waiting()]
         for r in active:
             served = r.served + (model.rate(r.n()) * (now - r.updated_at) if r.heap else 0.0)
@@ -446,6 +442,12 @@ class ReplayLoop:
                 got = served - (tag - self.work[index])
                 pending.append((self.deadlines[index], max(0.1 * estimate(index), estimate(index) - got)))
         return pending
+
+    def _estimated_work(self, index: int) -> float:
+        """A request's work as the gateway knows it before the answer: its prompt plus the mean answer
+        of the requests completed so far (never its own answer's length, which only the trace knows)."""
+        mean_generated = self.generated_done / self.completed_count if self.completed_count else 0.0
+        return self.requests[index].context_tokens + self.model.generated_token_weight * mean_generated
 
     def _free_gpus(self, now: float) -> int:
         live = [n for n in self.nodes if n.removed_at is None and n.ready_at <= now]
@@ -521,7 +523,7 @@ class ReplayLoop:
                 remaining -= 1
                 if who.draining and not who.heap:
                     who.stopped_at = now
-            expired = len(self.queue.expire(now - model.queue_timeout_s))
+            expired = self._expire(now)
             self.failed += expired
             remaining -= expired
             if joins and min(joins) <= now:
@@ -530,7 +532,7 @@ class ReplayLoop:
                 request = self.requests[next_arrival]
                 self.queue.push(next_arrival, request.arrival_s, self.deadlines[next_arrival])
                 self.acc_arrivals += 1
-                self.acc_arrived_work += self.work[next_arrival]
+                self.acc_arrived_work += self._estimated_work(next_arrival)
                 next_arrival += 1
             if now >= next_tick:
                 self._tick(now)
@@ -546,6 +548,20 @@ class ReplayLoop:
             self.max_replicas = max(self.max_replicas, len(self._live_replicas()))
         self._frame(now)
         return self._result(now)
+
+    def _expire(self, now: float) -> int:
+        """Fail the requests that have waited the hold timeout; how many.
+
+        The same test as the loop's next timeout event (``arrival + timeout <= now``): with
+        ``expire(now - timeout)`` rounding can keep a request whose timeout event is due, and the
+        loop would wake at that same instant again and again without advancing.
+        """
+        expired = 0
+        while (
+            oldest := self.queue.oldest_arrival()
+        ) is not None and oldest + self.model.queue_timeout_s <= now:
+            expired += len(self.queue.expire(oldest))
+        return expired
 
     def _frame(self, now: float) -> None:
         live = self._live_replicas()
