@@ -52,7 +52,7 @@ def console_routes(platform: Platform) -> APIRouter:
     )
     def service_history(namespace: str, name: str) -> dict:
         must_exist("InferenceService", namespace, name)
-        return window(history.read(f"service:{namespace}/{name}", SERVICE_SERIES))
+        return window(history.read("service:" + object_key(namespace, name), SERVICE_SERIES))
 
     @api.get(
         HISTORY + "/namespaces/{namespace}/nodepools/{name}",
@@ -60,7 +60,7 @@ def console_routes(platform: Platform) -> APIRouter:
     )
     def pool_history(namespace: str, name: str) -> dict:
         must_exist("NodePool", namespace, name)
-        return window(history.read(f"pool:{namespace}/{name}", POOL_SERIES))
+        return window(history.read("pool:" + object_key(namespace, name), POOL_SERIES))
 
     @api.get(HISTORY + "/gpus", summary="Each GPU's last 15 minutes: utilization, memory, power")
     def gpu_history(request: Request) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kgpu.api.models import object_key
 from kgpu.gpu.catalog import get_model, mig_profile_of_resource
 
 
@@ -115,7 +116,7 @@ def sim_nodes(node_items: list[dict], replicas: list[Any]) -> list[dict]:
         out.append(
             {
                 "name": item["hostname"],
-                "pool": f"{item['namespace']}/{item['pool']}",
+                "pool": object_key(item["namespace"], item["pool"]),
                 "backend": "sim",
                 "status": item["status"],
                 "gpus": gpus,

@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from kgpu.api.errors import ResourceValidationError
-from kgpu.api.models import InferenceService, NodePool
+from kgpu.api.models import InferenceService, NodePool, object_key
 from kgpu.backends.kubernetes.crds_info import GROUP, VERSION
 from kgpu.backends.kubernetes.custom_objects import model_of
 from kgpu.backends.kubernetes.informer import WATCH_TIMEOUT_S, Informer
@@ -271,7 +271,7 @@ class Operator:
             except ResourceValidationError as exc:
                 status = {"phase": "Invalid", "message": str(exc)}
                 self.write_status(POOLS, obj, status)
-                statuses[f"{meta['namespace']}/{meta['name']}"] = status
+                statuses[object_key(meta["namespace"], meta["name"])] = status
                 continue
             assert isinstance(pool, NodePool)
             pools.append((obj, pool))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kgpu.api.models import NodePool
+from kgpu.api.models import NodePool, object_key
 from kgpu.api.quantity import parse_quantity
 from kgpu.backends.base import PLACEMENT_POLICY, typical_requests
 from kgpu.backends.local_devices import DEFAULT_SHARED_SLOTS
@@ -109,7 +109,7 @@ class ClusterPlacer:
         self.nodes = nodes
         self._index = {id(use): i for i, use in enumerate(nodes)}
         self.snapshot = ClusterSnapshot(
-            [node_spec(f"{use.node.namespace}/{use.node.name}", use.pool) for use in nodes]
+            [node_spec(object_key(use.node.namespace, use.node.name), use.pool) for use in nodes]
         )
         self.framework = make_framework(
             PLACEMENT_POLICY,
