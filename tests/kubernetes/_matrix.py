@@ -55,6 +55,26 @@ def services() -> dict[str, InferenceService]:
             replicas=0,
             autoscaling={"policy": "kpa", "minReplicas": 1, "maxReplicas": 8},
         ),
+        # Servers other than kgpu's replica (docs/runtimes.md).
+        "image-vllm": service(
+            "image-vllm",
+            {"nvidia.com/gpu": 1},
+            runtime={"kind": "image", "image": "vllm/vllm-openai:v0.11.0", "preset": "vllm"},
+        ),
+        "image-entrypoint": service(
+            "image-entrypoint",
+            {"cpu": "2", "memory": "4Gi"},
+            runtime={
+                "kind": "image",
+                "image": "michaelf34/infinity:0.0.77",
+                "args": ["v2", "--port", "8000"],
+            },
+        ),
+        "command": service(
+            "command",
+            {"cpu": "2", "memory": "4Gi"},
+            runtime={"kind": "command", "command": ["my-server"], "portFlag": "--port", "env": {"A": "1"}},
+        ),
     }
 
 

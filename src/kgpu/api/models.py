@@ -8,6 +8,7 @@ FieldErrors with paths relative to the model so io.py can report full paths.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,6 +30,7 @@ from kgpu.api.model_uri import model_uri_problem
 from kgpu.api.names import dns1123_label_problems, label_key_problems, label_value_problems
 from kgpu.api.quantity import QuantityError, parse_quantity
 from kgpu.api.resources import check_resource_requirements, cpu_memory_request, gpu_request
+from kgpu.api.runtime_presets import PRESETS
 from kgpu.api.sharing import sharing_errors
 from kgpu.gpu.catalog import (
     get_model,
@@ -156,7 +158,29 @@ class ModelSpec(KgpuModel):
         return value
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variables kgpu sets for every replica; a service's env may not replace them.
+RESERVED_ENV = frozenset(
+    {"PORT", "MODEL_PATH", "SERVED_MODEL_NAME", "KGPU_HOST", "KGPU_DEVICE", "KGPU_REPLICA", "POD_NAME"}
+)
+
+
 class RuntimeSpec(KgpuModel):
+    # kgpu: kgpu's own replica (embeddings or generation, from the model); command: any server
+    # process (`command` and `args`, or a `preset`); image: a container running it (Kubernetes only).
+    kind: Literal["kgpu", "command", "image"] = "kgpu"
+    # A known server's command line and readiness path (kgpu.api.runtime_presets, docs/runtimes.md).
+    preset: str | None = None
+    command: list[str] = Field(default_factory=list, max_length=64)
+    args: list[str] = Field(default_factory=list, max_length=256)
+    env: dict[str, str] = Field(default_factory=dict)
+    image: str | None = Field(None, max_length=512)
+    # The server learns its port from $PORT, and also from this flag when set ("--port" -> "--port 8000").
+    port_flag: str | None = Field(None, max_length=64)
+    # Answers 200 once the model is loaded; the preset's, or /health for a command.
+    readiness_path: str | None = Field(None, max_length=256)
+    # What the gateway may send it: OpenAI's API or the Open Inference Protocol v2.
+    protocol: Literal["openai", "v2"] | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     max_batch_tokens: int = Field(16384, ge=1, le=INT32_MAX)
     max_batch_size: int = Field(256, ge=1, le=65536)
@@ -182,6 +206,36 @@ class RuntimeSpec(KgpuModel):
             if amount < 1024**2:
                 raise_field_errors([invalid("", value, "must be at least 1Mi (bytes of KV cache)")])
         return value
+
+    @model_validator(mode="after")
+    def _runtime_kind_rules(self) -> RuntimeSpec:
+        errors: list[FieldError] = []
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                errors.append(unsupported("preset", self.preset, sorted(PRESETS)))
+            if self.kind == "kgpu":
+                self.kind = "command"  # a preset names a server other than kgpu's own
+        if self.kind == "kgpu":
+            for name in ("command", "args", "env", "image", "port_flag", "readiness_path", "protocol"):
+                if getattr(self, name):
+                    errors.append(forbidden(to_camel(name), "may only be set when kind is command or image"))
+        elif self.kind == "command" and not self.command and self.preset is None:
+            errors.append(required("command", "a command runtime needs a command or a preset"))
+        if self.kind == "image" and not self.image:
+            errors.append(required("image", "an image runtime names its container image"))
+        if self.kind == "command" and self.image:
+            errors.append(forbidden("image", "may only be set when kind is image"))
+        for key in self.env:
+            if not _ENV_NAME.match(key):
+                errors.append(invalid(f"env.{key}", key, "must be a C identifier ([A-Za-z_][A-Za-z0-9_]*)"))
+            elif key in RESERVED_ENV:
+                errors.append(forbidden(f"env.{key}", "is set by kgpu for every replica"))
+        if self.readiness_path is not None and not self.readiness_path.startswith("/"):
+            errors.append(
+                invalid("readinessPath", self.readiness_path, "must be an absolute path, e.g. /health")
+            )
+        raise_field_errors(errors)
+        return self
 
     @property
     def kv_cache_bytes(self) -> int | None:

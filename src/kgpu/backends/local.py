@@ -19,7 +19,7 @@ from kgpu.backends.base import DeviceUse, OneMachineBackend, ReplicaHooks, Repli
 from kgpu.backends.local_devices import DEFAULT_SHARED_SLOTS, LocalDevices, Unschedulable
 from kgpu.backends.local_replica import LocalReplica
 from kgpu.gpu.discovery import NodeInventory
-from kgpu.serving.replica_spec import build_replica_spec
+from kgpu.serving.replica_spec import build_replica_spec, model_location
 
 log = logging.getLogger("kgpu.backends.local")
 
@@ -73,7 +73,7 @@ class LocalBackend(OneMachineBackend):
         # The devices are tried in index order until one replica does not fit; the rest are then
         # pending for the same reason without trying (bounded work however many replicas are wanted).
         names = self._free_names(service, running)
-        spec = build_replica_spec(service)
+        spec = build_replica_spec(service, model_path=model_location(service.spec.model.uri))
         pending: dict[str, str] = {}
         blocked: str | None = None
         while len(current) + len(pending) < replicas:

@@ -25,7 +25,7 @@ import httpx
 from kgpu.backends.base import ReplicaHooks, ReplicaStatus
 from kgpu.backends.local_devices import Assignment
 from kgpu.serving.gateway_secret import GATEWAY_SECRET_ENV, replica_secret
-from kgpu.serving.replica_spec import KGPU_COMMAND, ReplicaSpec
+from kgpu.serving.replica_spec import KGPU_COMMAND, ReplicaSpec, local_search_path
 
 log = logging.getLogger("kgpu.backends.local")
 
@@ -110,7 +110,7 @@ class LocalReplica:
             return ""
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = dict(os.environ, PATH=local_search_path())
         env.update(
             self.spec.environment(
                 port=self.port or 0,

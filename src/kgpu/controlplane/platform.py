@@ -12,6 +12,7 @@ from pathlib import Path
 
 from kgpu.api.errors import FieldError
 from kgpu.api.models import Cluster, InferenceService, object_key
+from kgpu.api.runtime_presets import PRESETS
 from kgpu.backends.base import Backend, ReplicaHooks, RouteHooks
 from kgpu.controlplane.autoscaler import Observation, ReplicaAutoscaler, measured_startup_s
 from kgpu.controlplane.events import EventLog
@@ -32,7 +33,8 @@ from kgpu.gateway.metrics import GatewayMetrics
 from kgpu.gateway.registry import ReplicaRegistry
 from kgpu.gateway.router import Router, RouterSettings
 from kgpu.gpu.discovery import NodeInventory, discover
-from kgpu.serving.model_source import ModelSourceError, resolve_model_uri
+from kgpu.serving.model_source import ModelSourceError, locate_model, resolve_model_uri
+from kgpu.serving.replica_spec import build_replica_spec, missing_executable, model_location
 from kgpu.telemetry.gpu_exporter import DeviceUser, GPUExporter
 from kgpu.telemetry.snapshot import sequences_by_service
 
@@ -52,16 +54,39 @@ def check_model_available(resource: object) -> list[FieldError]:
     if not isinstance(resource, InferenceService):
         return []
     uri = resource.spec.model.uri
+    kgpu_runtime = resource.spec.runtime.kind == "kgpu"
     found_at = _MODEL_FOUND_AT.get(uri)
-    if found_at is not None and time.monotonic() - found_at < MODEL_CHECK_REUSE_S:
+    if kgpu_runtime and found_at is not None and time.monotonic() - found_at < MODEL_CHECK_REUSE_S:
         return []
     try:
-        resolve_model_uri(uri)
+        if kgpu_runtime:
+            resolve_model_uri(uri)
+        else:  # another server reads it: only where it is, in whatever layout that server reads
+            locate_model(uri)
+            return []
     except ModelSourceError as exc:
         _MODEL_FOUND_AT.pop(uri, None)
         return [FieldError("spec.model.uri", f'Invalid value: "{uri}": {exc}')]
     _MODEL_FOUND_AT[uri] = time.monotonic()
     return []
+
+
+def check_runtime_available(resource: object) -> list[FieldError]:
+    """Refuse at apply time a runtime this machine cannot run: an image, or a missing executable."""
+    if not isinstance(resource, InferenceService) or resource.spec.runtime.kind == "kgpu":
+        return []
+    runtime = resource.spec.runtime
+    if runtime.kind == "image":
+        return [
+            FieldError("spec.runtime.kind", 'Unsupported value: "image": runs on a Kubernetes cluster only')
+        ]
+    missing = missing_executable(build_replica_spec(resource, model_path=""))
+    if missing is None:
+        return []
+    field, install = "spec.runtime.command", f"install {missing!r} on this machine"
+    if runtime.preset is not None and not runtime.command:
+        field, install = "spec.runtime.preset", PRESETS[runtime.preset].install
+    return [FieldError(field, f"Invalid value: {missing!r} is not installed on this machine: {install}")]
 
 
 @dataclass
@@ -98,7 +123,7 @@ class Platform:
         self.resources = ResourceService(
             self.store,
             admission=[
-                cluster_admission(self._clusters, [self._check_model], default_cluster),
+                cluster_admission(self._clusters, [self._check_model, self._check_runtime], default_cluster),
                 *BACKEND_ADMISSION,
             ],
         )
@@ -227,6 +252,20 @@ class Platform:
                 ]
         return check_model_available(resource)
 
+    def _check_runtime(self, resource: object) -> list[FieldError]:
+        """A command runs as the server's own user, with its files: only where local paths are allowed."""
+        if isinstance(resource, InferenceService) and resource.spec.runtime.kind == "command":
+            namespace = resource.metadata.namespace
+            if not self.local_paths_allowed(namespace):
+                return [
+                    FieldError(
+                        "spec.runtime.kind",
+                        f'Forbidden: project "{namespace}" may not run commands on the server (the '
+                        "cluster admin allows them with the project's localModelPaths)",
+                    )
+                ]
+        return check_runtime_available(resource)
+
     def _clusters(self) -> list[Cluster]:
         return stored_clusters(self.store, self.resources.parsed)
 
@@ -247,6 +286,9 @@ class Platform:
         per_replica = self.backend.ready_replicas(key) is None
         self.router.set_concurrency_limit(key, service.spec.container_concurrency if per_replica else 0)
         self.router.set_parked(key, service.spec.replicas == 0 and service.spec.autoscaling is None)
+        if service.spec.runtime.kind != "kgpu":
+            spec = build_replica_spec(service, model_path=model_location(service.spec.model.uri))
+            self.router.set_upstream_model(key, spec.served_model_name)
 
     def observe(self, key: str) -> Observation:
         replicas = self.backend.replicas(key)

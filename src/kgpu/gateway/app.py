@@ -186,7 +186,7 @@ def gateway_routes(
             return _openai_error(
                 404, f"model {model!r} is not served here (known: {known})", "model_not_found", "model"
             )
-        served_name = service.split("/", 1)[1]
+        served_name = router.upstream_model(service)
         if model != served_name:  # "team-a/minilm": replicas know their service by its plain name
             payload["model"] = served_name
             try:

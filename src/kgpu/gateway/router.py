@@ -68,6 +68,8 @@ class Router:
         # Waiters given a turn that have not resumed yet: new arrivals queue behind them.
         self._granted: dict[str, int] = {}
         self._limits: dict[str, int] = {}  # service -> containerConcurrency (0: no limit)
+        # service -> the `model` its replicas answer to, where that is not the service's name.
+        self._upstream_models: dict[str, str] = {}
         # Services with `replicas: 0` and no autoscaling: nothing will start a replica, so a
         # request is answered 503 at once instead of being held until its timeout.
         self._parked: set[str] = set()
@@ -88,6 +90,17 @@ class Router:
         if self._limits.get(service, 0) != limit:
             self._limits[service] = limit
             self._admit(service)
+
+    def set_upstream_model(self, service: str, model: str | None) -> None:
+        """The `model` the service's replicas answer to (None: the service's plain name)."""
+        if model is None:
+            self._upstream_models.pop(service, None)
+        else:
+            self._upstream_models[service] = model
+
+    def upstream_model(self, service: str) -> str:
+        """What a forwarded request names as its model: "team-a/minilm" is "minilm" to its replicas."""
+        return self._upstream_models.get(service) or service.split("/", 1)[1]
 
     def set_parked(self, service: str, parked: bool) -> None:
         """Whether the service is scaled to zero with nothing to scale it up (see `_parked`)."""

@@ -51,6 +51,21 @@ def resolve_model_uri(uri: str) -> Path:
         raise ModelSourceError(f"model uri {uri!r}: cannot be read: {exc.strerror or exc}") from None
 
 
+def locate_model(uri: str) -> Path:
+    """Where `uri` points on this machine, which must exist, in whatever layout its server reads.
+
+    For command runtimes: a GGUF file for llama.cpp or a model repository for Triton is not the
+    Hugging Face layout `resolve_model_uri` checks, so only the location is checked here.
+    """
+    try:
+        path = _locate(uri.strip())
+        if not path.exists():
+            raise ModelSourceError(f"model uri {uri!r}: {path} does not exist")
+        return path.resolve()
+    except OSError as exc:
+        raise ModelSourceError(f"model uri {uri!r}: cannot be read: {exc.strerror or exc}") from None
+
+
 def _locate(uri: str) -> Path:
     if uri.startswith("pkg:"):
         return _package_model_dir(uri[len("pkg:") :], uri)

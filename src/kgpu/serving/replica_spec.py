@@ -14,16 +14,25 @@ its env, and the local backend expands them the same way (`expand`), so both rea
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.machinery import PathFinder
 
 from kgpu.api.models import InferenceService
+from kgpu.api.runtime_presets import PRESETS
+from kgpu.serving.model_source import ModelSourceError, locate_model
 
 PORT_ENV = "PORT"
 REPLICA_ENV = "KGPU_REPLICA"
 DEVICE_ENV = "KGPU_DEVICE"
 HOST_ENV = "KGPU_HOST"
+# Command runtimes: where the model is on this machine or node, and the name clients send.
+MODEL_PATH_ENV = "MODEL_PATH"
+SERVED_MODEL_NAME_ENV = "SERVED_MODEL_NAME"
 # Set by the backend for the device it assigned (local) or by the device plugin (Kubernetes).
 VISIBLE_DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
 MEMORY_FRACTION_ENV = "KGPU_GPU_MEMORY_FRACTION"
@@ -60,6 +69,7 @@ class ReplicaSpec:
     protocol: str = "kgpu"  # kgpu (OpenAI and v2), openai or v2: what the gateway may send it
     runtime: str = "kgpu"  # kgpu, command or image
     image: str | None = None  # the container image of an image runtime (Kubernetes only)
+    served_model_name: str | None = None  # the `model` requests must name; None: the service's name
 
     def environment(
         self,
@@ -113,10 +123,74 @@ def _kgpu_args(service: InferenceService, drain_timeout_s: float) -> list[str]:
     return args
 
 
-def build_replica_spec(service: InferenceService, *, drain_timeout_s: float = 30.0) -> ReplicaSpec:
-    """The replica description of `service` (the one place a service's command line is written)."""
+def model_location(uri: str) -> str:
+    """The model's path on this machine for a command runtime's $(MODEL_PATH) (local backend); the
+    URI's path when it is not here."""
+    try:
+        return str(locate_model(uri))
+    except ModelSourceError:
+        return uri.removeprefix("file://")
+
+
+def build_replica_spec(
+    service: InferenceService, *, drain_timeout_s: float = 30.0, model_path: str | None = None
+) -> ReplicaSpec:
+    """The replica description of `service` (the one place a service's command line is written).
+
+    `model_path`: where the backend found the model (default: the URI's path, as inside an image).
+    """
+    runtime = service.spec.runtime
+    if runtime.kind == "kgpu":
+        return ReplicaSpec(
+            command=KGPU_COMMAND, args=tuple(_kgpu_args(service, drain_timeout_s)), env=dict(OFFLINE_ENV)
+        )
+    preset = PRESETS[runtime.preset] if runtime.preset else None
+    entrypoint = list(runtime.command) or list(preset.command if preset else ())
+    args = [*entrypoint[1:], *runtime.args]
+    if runtime.port_flag:
+        args += [runtime.port_flag, f"$({PORT_ENV})"]
+    env = {
+        **OFFLINE_ENV,
+        MODEL_PATH_ENV: model_path or service.spec.model.uri.removeprefix("file://"),
+        SERVED_MODEL_NAME_ENV: service.metadata.name,
+        **runtime.env,
+    }
+    readiness = runtime.readiness_path or (preset.readiness_path if preset else "/health")
     return ReplicaSpec(
-        command=KGPU_COMMAND,
-        args=tuple(_kgpu_args(service, drain_timeout_s)),
-        env=dict(OFFLINE_ENV),
+        command=tuple(entrypoint[:1]),  # none: an image's own entrypoint
+        args=tuple(args),
+        env=env,
+        readiness_path=readiness,
+        liveness_path=(preset.liveness_path if preset else None) or readiness,
+        metrics_path=preset.metrics_path if preset else None,
+        protocol=runtime.protocol or (preset.protocol if preset else "openai"),
+        runtime=runtime.kind,
+        image=runtime.image,
+        served_model_name=expand(preset.served_model_name, env) if preset else None,
     )
+
+
+def local_search_path() -> str:
+    """PATH of a local replica: the control plane's own environment first, so servers installed
+    beside kgpu (`transformers`, `vllm`, ... in the same virtual environment) are found."""
+    return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
+
+
+def missing_executable(spec: ReplicaSpec) -> str | None:
+    """What the replica's command needs and this machine lacks, or None.
+
+    `python -m pkg.module` is looked up as the import system would, without importing anything
+    (a tenant's module name must not run code in the control plane).
+    """
+    if spec.command == KGPU_COMMAND or not spec.command:
+        return None
+    executable = spec.command[0]
+    if executable.startswith("$("):
+        return None  # chosen by the replica's env at start
+    if shutil.which(executable, path=local_search_path()) is None:
+        return executable
+    if executable in ("python", "python3") and spec.args[:1] == ("-m",) and len(spec.args) > 1:
+        module = spec.args[1].split(".", 1)[0]
+        if PathFinder.find_spec(module) is None:
+            return f"python -m {spec.args[1]}"
+    return None

@@ -164,8 +164,6 @@ def render_deployment(
         "name": "replica",
         "image": spec.image or settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": list(spec.command),
-        "args": list(spec.args),
         "env": replica_environment(spec, isvc.spec.runtime.device),
         "ports": [{"name": "http", "containerPort": REPLICA_PORT, "protocol": "TCP"}],
         "startupProbe": _probe(spec.liveness_path, 5, max(1, settings.startup_timeout_s // 5)),
@@ -176,6 +174,11 @@ def render_deployment(
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
+    # An image runtime without a command runs the image's own entrypoint.
+    if spec.command:
+        container["command"] = list(spec.command)
+    if spec.args:
+        container["args"] = list(spec.args)
     pod_spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": settings.termination_grace_period_s,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},

@@ -1,0 +1,135 @@
+"""A third-party model server as a `command` runtime through `kgpu up`: `transformers serve` (the
+`transformers` preset) on the tiny random Llama, with the official openai client through the gateway;
+its process killed and restarted, and the service scaled to 2 and back under load with no lost request.
+
+infinity-emb is not used here: installing it would replace numpy 2, click, typer, rich and uvicorn in
+the shared environment with older versions (pip's resolver, infinity-emb 0.0.78), so the server
+installed beside kgpu (transformers' own) is the one exercised.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+PATH = "/apis/kgpu.dev/v1alpha1/namespaces/default/inferenceservices/tchat"
+MESSAGES = [{"role": "user", "content": "Say something."}]
+
+
+def _replicas(platform) -> list[dict]:
+    return platform.replicas(service="default/tchat")
+
+
+def _wait(platform, ready: int, timeout: float = 240.0, restarts: int = 0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replicas = _replicas(platform)
+        if (
+            sum(r["phase"] == "Ready" for r in replicas) == ready
+            and len(replicas) == ready
+            and sum(r["restarts"] for r in replicas) >= restarts
+        ):
+            return replicas
+        time.sleep(0.3)
+    log = (platform.workdir / "kgpu-up.log").read_text()[-3000:]
+    raise AssertionError(f"tchat not at {ready} ready replicas: {_replicas(platform)}\n{log}")
+
+
+def _scale(platform, replicas: int) -> None:
+    response = platform.http.patch(
+        PATH, json={"spec": {"replicas": replicas}}, headers={"content-type": "application/merge-patch+json"}
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.fixture(scope="module")
+def tchat(platform, tiny_llm_dir: Path):
+    document = {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "tchat", "namespace": "default"},
+        "spec": {
+            "model": {"uri": str(tiny_llm_dir)},
+            "runtime": {"preset": "transformers", "device": "cpu"},
+            "replicas": 1,
+        },
+    }
+    response = platform.http.put(PATH, json=document)
+    assert response.status_code in (200, 201), response.text
+    _wait(platform, 1)
+    yield platform
+    platform.http.delete(PATH)
+
+
+def _client(platform) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{platform.url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_a_preset_that_is_not_installed_is_refused_at_apply_time(platform, tiny_llm_dir):
+    document = {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "vllm-here", "namespace": "default"},
+        "spec": {"model": {"uri": str(tiny_llm_dir)}, "runtime": {"preset": "vllm"}},
+    }
+    response = platform.http.put(PATH.replace("tchat", "vllm-here"), json=document)
+    assert response.status_code == 422
+    assert "spec.runtime.preset" in response.text and "pip install vllm" in response.text
+
+
+def test_the_openai_client_chats_with_transformers_serve_through_the_gateway(tchat):
+    client = _client(tchat)
+    whole = client.chat.completions.create(model="tchat", messages=MESSAGES, max_tokens=6)
+    assert whole.choices[0].message.content is not None and whole.usage.completion_tokens > 0
+    stream = client.chat.completions.create(model="tchat", messages=MESSAGES, max_tokens=6, stream=True)
+    assert len([c for c in stream if c.choices and c.choices[0].delta.content]) >= 1
+    replica = _replicas(tchat)[0]
+    log = tchat.http.get(f"/apis/kgpu.dev/v1alpha1/replicas/{replica['name']}/log")
+    assert log.status_code == 200 and "/v1/chat/completions" in log.text  # the server's output, in kgpu logs
+
+
+def test_a_killed_server_is_restarted_and_serves_again(tchat):
+    [replica] = _replicas(tchat)
+    os.kill(replica["pid"], signal.SIGKILL)
+    [restarted] = _wait(tchat, 1, restarts=replica["restarts"] + 1)
+    assert restarted["pid"] != replica["pid"]
+    answer = _client(tchat).chat.completions.create(model="tchat", messages=MESSAGES, max_tokens=4)
+    assert answer.usage.completion_tokens > 0
+
+
+def test_scaling_to_two_and_back_under_load_loses_no_request(tchat):
+    client = _client(tchat)
+    results: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                answer = client.chat.completions.create(model="tchat", messages=MESSAGES, max_tokens=4)
+                results.append("ok" if answer.usage.completion_tokens > 0 else "empty")
+            except openai.OpenAIError as exc:
+                results.append(f"error: {exc}")
+
+    workers = [threading.Thread(target=load) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        _scale(tchat, 2)
+        _wait(tchat, 2)
+        served_by_two = len(results)
+        time.sleep(1.0)
+        _scale(tchat, 1)
+        _wait(tchat, 1)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=60)
+    assert len(results) > served_by_two > 0
+    assert [r for r in results if r != "ok"] == []
