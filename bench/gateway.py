@@ -32,7 +32,7 @@ class _HttpxUpstream:
             timeout=300.0, limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512)
         )
 
-    async def post(self, url: str, body: bytes, content_type: str):
+    async def post(self, url: str, body: bytes, content_type: str, extra_headers=None):
         from kgpu.gateway.upstream import ReplicaGone, UpstreamResponse
 
         try:

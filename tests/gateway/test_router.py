@@ -32,7 +32,7 @@ class FakeUpstream:
     def __init__(self, handler) -> None:
         self.handler = handler
 
-    async def post(self, url: str, body: bytes, content_type: str) -> UpstreamResponse:
+    async def post(self, url: str, body: bytes, content_type: str, extra_headers=None) -> UpstreamResponse:
         result = self.handler(Request(url))
         return await result if inspect.isawaitable(result) else result
 

@@ -84,7 +84,9 @@ def test_faked_api_server_router_picks_the_cluster_service_endpoint(tmp_path, cl
     sent: list[str] = []
 
     class RecordingUpstream:  # what the gateway would send over HTTP
-        async def post(self, url: str, body: bytes, content_type: str) -> UpstreamResponse:
+        async def post(
+            self, url: str, body: bytes, content_type: str, extra_headers=None
+        ) -> UpstreamResponse:
             sent.append(url)
             return UpstreamResponse(200, {"content-type": "application/json"}, b'{"data": []}')
 

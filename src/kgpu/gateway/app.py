@@ -16,18 +16,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
+from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from kgpu import auth_failures
+from kgpu import __version__, auth_failures
 from kgpu.auth_failures import TooManyFailures
 from kgpu.body_limit import BodyTooLarge, read_limited
 from kgpu.gateway.disconnect import unless_disconnected
 from kgpu.gateway.generation_work import generation_work
 from kgpu.gateway.router import ProxyResult, Router
+from kgpu.serving.v2_binary import HEADER_LENGTH
 
 # Returns the service key ("namespace/name") for a model name, or None if unknown.
 ServiceResolver = Callable[[str], "str | None"]
@@ -83,6 +85,16 @@ def _unauthorized(message: str) -> JSONResponse:
 
 def _namespace(model: str) -> str:
     return model.rpartition("/")[0] or "default"
+
+
+# What the gateway passes through to replicas besides plain JSON (kgpu.serving.v2_binary).
+V2_EXTENSIONS = ["binary_tensor_data", "generate"]
+
+
+def binary_header(request: Request) -> dict[str, str] | None:
+    """The binary tensor data extension's header, which the replica needs to read the body."""
+    value = request.headers.get(HEADER_LENGTH)
+    return None if value is None else {HEADER_LENGTH: value}
 
 
 def gateway_routes(
@@ -242,9 +254,9 @@ def gateway_routes(
         body = await _read_body(request)
         if isinstance(body, JSONResponse):
             return JSONResponse({"error": "request body too large"}, status_code=413)
-        path = f"/v2/models/{service.split('/', 1)[1]}/{action}"
+        path = f"/v2/models/{router.upstream_model(service)}/{action}"
         prompt_tokens, max_tokens = 0, 0
-        if action != "infer":
+        if not action.endswith("infer"):
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError:
@@ -262,6 +274,7 @@ def gateway_routes(
                 stream=action == "generate_stream",
                 prompt_tokens=prompt_tokens,
                 max_tokens=max_tokens,
+                extra_headers=binary_header(request),
             ),
         )
         return _to_response(result or _CLIENT_GONE)
@@ -269,6 +282,56 @@ def gateway_routes(
     @api.post("/v2/models/{model}/infer", summary="Inference (Open Inference Protocol v2)")
     async def v2_infer(model: str, request: Request) -> Response:
         return await v2_request(model, request, "infer")
+
+    @api.post("/v2/models/{model}/versions/{version}/infer", summary="Inference of one model version (v2)")
+    async def v2_infer_version(model: str, version: str, request: Request) -> Response:
+        return await v2_request(model, request, f"versions/{quote(version, safe='')}/infer")
+
+    @api.get("/v2", summary="Server metadata (Open Inference Protocol v2)")
+    async def v2_server_metadata() -> dict:
+        return {"name": "kgpu", "version": __version__, "extensions": V2_EXTENSIONS}
+
+    @api.get("/v2/health/live", summary="The gateway is up (v2)")
+    async def v2_live() -> Response:
+        return Response(status_code=200)
+
+    @api.get("/v2/health/ready", summary="The gateway routes requests (v2)")
+    async def v2_ready() -> Response:
+        return Response(status_code=200)
+
+    async def v2_model_read(model: str, request: Request, suffix: str) -> Response:
+        """Model metadata or readiness: a ready replica answers (a model has no replica ready: 503)."""
+        caller = await caller_of(request)
+        if isinstance(caller, JSONResponse):
+            return caller
+        service = resolve_for(model, caller)
+        if service is None:
+            return JSONResponse({"error": f"model {model!r} is not served here"}, status_code=404)
+        path = f"/v2/models/{router.upstream_model(service)}{suffix}"
+        result = await router.read(service, path)
+        if result.status != 200 or suffix.endswith("/ready"):
+            return _to_response(result)
+        # The replica answers with the name it knows; the client asked by the service's.
+        metadata = orjson.loads(result.body)
+        if isinstance(metadata, dict):
+            metadata["name"] = model
+        return JSONResponse(metadata)
+
+    @api.get("/v2/models/{model}", summary="Model metadata (v2)")
+    async def v2_model_metadata(model: str, request: Request) -> Response:
+        return await v2_model_read(model, request, "")
+
+    @api.get("/v2/models/{model}/ready", summary="Model readiness (v2)")
+    async def v2_model_ready(model: str, request: Request) -> Response:
+        return await v2_model_read(model, request, "/ready")
+
+    @api.get("/v2/models/{model}/versions/{version}", summary="Model version metadata (v2)")
+    async def v2_model_version_metadata(model: str, version: str, request: Request) -> Response:
+        return await v2_model_read(model, request, f"/versions/{quote(version, safe='')}")
+
+    @api.get("/v2/models/{model}/versions/{version}/ready", summary="Model version readiness (v2)")
+    async def v2_model_version_ready(model: str, version: str, request: Request) -> Response:
+        return await v2_model_read(model, request, f"/versions/{quote(version, safe='')}/ready")
 
     @api.post(
         "/v2/models/{model}/generate", summary="Text generation (Open Inference Protocol generate extension)"

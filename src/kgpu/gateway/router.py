@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from kgpu.gateway.deadline_queue import DeadlineQueue
@@ -177,6 +177,7 @@ class Router:
         stream: bool = False,
         prompt_tokens: int = 0,
         max_tokens: int = 0,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> ProxyResult:
         """``deadline_ms``: the client's deadline, milliseconds from now (orders the wait queue).
 
@@ -186,9 +187,22 @@ class Router:
         """
         started = time.perf_counter()
         work = prompt_tokens + max_tokens
-        result = await self._forward(service, path, body, content_type, deadline_ms, stream, work, max_tokens)
+        result = await self._forward(
+            service, path, body, content_type, deadline_ms, stream, work, max_tokens, extra_headers
+        )
         self.metrics.observe(service, result.status, time.perf_counter() - started)
         return result
+
+    async def read(self, service: str, path: str) -> ProxyResult:
+        """A GET answered by one ready replica (v2 model metadata); 503 when none is ready."""
+        endpoint = self._pick(service, set())
+        if endpoint is None:
+            return _unavailable(service)
+        try:
+            response = await self.upstream.get(endpoint.url + path)
+        except ReplicaGone as exc:
+            return _error(502, f"service {service!r}: replica {endpoint.replica} failed: {exc}")
+        return ProxyResult(response.status, response.body, response.headers, endpoint.replica)
 
     def _claim(self, endpoint: Endpoint, work: int) -> None:
         endpoint.outstanding += 1
@@ -227,6 +241,7 @@ class Router:
         stream: bool = False,
         work: int = 0,
         generate: int = 0,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> ProxyResult:
         refusal = self.refuse(service) if self.refuse is not None else None
         if refusal is not None:
@@ -285,7 +300,7 @@ class Router:
             self._claim(endpoint, work)
             send = self.upstream.post_streaming if stream else self.upstream.post
             try:
-                response = await send(endpoint.url + path, body, content_type)
+                response = await send(endpoint.url + path, body, content_type, extra_headers)
             except ReplicaGone as exc:
                 self._release(endpoint, work)
                 log.warning("replica %s failed mid-request (%s); retrying elsewhere", endpoint.replica, exc)

@@ -9,7 +9,7 @@ pool and C HTTP parser keep the proxy hop cheap.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,7 +17,8 @@ import aiohttp
 
 from kgpu.serving.gateway_secret import GATEWAY_SECRET_HEADER, origin_of, replica_secret
 
-PASS_HEADERS = ("content-type", "retry-after")
+# The binary tensor data extension's header (kgpu.serving.v2_binary) travels with its body both ways.
+PASS_HEADERS = ("content-type", "retry-after", "inference-header-content-length")
 
 
 class ReplicaGone(Exception):
@@ -38,18 +39,28 @@ class UpstreamResponse:
 
 
 class Upstream(Protocol):
-    async def post(self, url: str, body: bytes, content_type: str) -> UpstreamResponse: ...
+    async def post(
+        self, url: str, body: bytes, content_type: str, extra_headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse: ...
 
-    async def post_streaming(self, url: str, body: bytes, content_type: str) -> UpstreamResponse:
+    async def post_streaming(
+        self, url: str, body: bytes, content_type: str, extra_headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
         """Like `post`, but a 200 event stream comes back after its first chunk, with the rest to follow."""
         ...
+
+    async def get(self, url: str) -> UpstreamResponse: ...
 
     async def close(self) -> None: ...
 
 
-def _headers(url: str, content_type: str) -> dict[str, str]:
+def _headers(url: str, content_type: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     # The replica's own secret (kgpu.serving.gateway_secret): a replica kgpu started answers no one else.
-    return {"content-type": content_type, GATEWAY_SECRET_HEADER: replica_secret(origin_of(url))}
+    return {
+        **(extra or {}),
+        "content-type": content_type,
+        GATEWAY_SECRET_HEADER: replica_secret(origin_of(url)),
+    }
 
 
 class AiohttpUpstream:
@@ -70,20 +81,28 @@ class AiohttpUpstream:
             )
         return self._session
 
-    async def post(self, url: str, body: bytes, content_type: str) -> UpstreamResponse:
+    async def post(
+        self, url: str, body: bytes, content_type: str, extra_headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
         try:
-            async with self._client().post(url, data=body, headers=_headers(url, content_type)) as response:
+            headers = _headers(url, content_type, extra_headers)
+            async with self._client().post(url, data=body, headers=headers) as response:
                 payload = await response.read()
                 headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in PASS_HEADERS}
                 return UpstreamResponse(response.status, headers, payload)
         except _STREAM_ERRORS as exc:
             raise ReplicaGone(f"{type(exc).__name__}: {exc}") from exc
 
-    async def post_streaming(self, url: str, body: bytes, content_type: str) -> UpstreamResponse:
+    async def post_streaming(
+        self, url: str, body: bytes, content_type: str, extra_headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
         response: aiohttp.ClientResponse | None = None
         try:
             response = await self._client().post(
-                url, data=body, headers=_headers(url, content_type), timeout=self._stream_timeout
+                url,
+                data=body,
+                headers=_headers(url, content_type, extra_headers),
+                timeout=self._stream_timeout,
             )
             headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in PASS_HEADERS}
             if response.status != 200 or not headers.get("content-type", "").startswith("text/event-stream"):
@@ -100,6 +119,16 @@ class AiohttpUpstream:
                 response.close()
             raise ReplicaGone(f"{type(exc).__name__}: {exc}") from exc
         return UpstreamResponse(response.status, headers, first, _rest_of(response))
+
+    async def get(self, url: str) -> UpstreamResponse:
+        """A read (v2 model metadata) from one replica."""
+        try:
+            async with self._client().get(url, headers=_headers(url, "application/json")) as response:
+                payload = await response.read()
+                headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in PASS_HEADERS}
+                return UpstreamResponse(response.status, headers, payload)
+        except _STREAM_ERRORS as exc:
+            raise ReplicaGone(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
         if self._session is not None:

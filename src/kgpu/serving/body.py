@@ -11,7 +11,7 @@ from kgpu.body_limit import BodyTooLarge, read_limited
 from kgpu.serving.errors import ApiError
 
 
-def _too_large(limit: int) -> ApiError:
+def too_large(limit: int) -> ApiError:
     return ApiError(
         413,
         f"request body is larger than the limit of {limit} bytes; send fewer or shorter inputs per request",
@@ -27,7 +27,7 @@ async def read_json_body(request: Request, limit: int) -> Any:
     try:
         raw = await read_limited(request, limit)
     except BodyTooLarge:
-        raise _too_large(limit) from None
+        raise too_large(limit) from None
     if not raw.strip():
         raise ApiError(400, "request body is empty; send a JSON object")
     try:

@@ -1,23 +1,39 @@
 """Open Inference Protocol v2 (KServe / Triton): health, metadata and `infer` with a BYTES text input.
 
 The model takes one BYTES tensor of texts (any shape; its elements are the inputs, row-major) and returns
-one FP32 tensor `embedding` of shape [n, dim].
+one FP32 tensor `embedding` of shape [n, dim], as JSON or with the binary tensor data extension
+(kgpu.serving.v2_binary). Its one version is "1": `/v2/models/{name}/versions/1/...` are the same routes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 
 from kgpu import __version__
-from kgpu.serving.body import read_json_body
+from kgpu.body_limit import BodyTooLarge, read_limited
+from kgpu.serving.body import too_large
 from kgpu.serving.errors import ApiError, bad_request
 from kgpu.serving.runtime import ReplicaRuntime
+from kgpu.serving.v2_binary import (
+    BINARY_CONTENT_TYPE,
+    HEADER_LENGTH,
+    attach_binary_inputs,
+    encode_response,
+    header_length,
+    split_body,
+    wants_binary,
+)
 
 INPUT_NAME = "text"
 OUTPUT_NAME = "embedding"
+MODEL_VERSION = "1"
+
+
+def check_version(version: str) -> None:
+    if version != MODEL_VERSION:
+        raise ApiError(404, f"model version {version!r} is not served; the one version is {MODEL_VERSION!r}")
 
 
 def _flatten(data: Any, max_depth: int) -> list[Any] | None:
@@ -126,6 +142,11 @@ def create_health_router(runtime: Any, extensions: list[str]) -> APIRouter:
             )
         return Response(status_code=200 if runtime.ready else 503)
 
+    @router.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_version_ready(name: str, version: str) -> Response:
+        check_version(version)
+        return await model_ready(name)
+
     return router
 
 
@@ -147,22 +168,40 @@ def create_v2_router(runtime: ReplicaRuntime) -> APIRouter:
         dim = runtime.engine.dim if runtime.engine is not None else -1  # unknown until loaded
         return {
             "name": config.served_name,
-            "versions": ["1"],
+            "versions": [MODEL_VERSION],
             "platform": "pytorch",
             "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
             "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, dim]}],
         }
 
+    @router.get("/v2/models/{name}/versions/{version}")
+    async def model_version_metadata(name: str, version: str) -> dict[str, Any]:
+        check_version(version)
+        return await model_metadata(name)
+
+    async def read_request(request: Request) -> Any:
+        """The request's JSON, with any binary input data put in its tensors' `data`."""
+        try:
+            raw = await read_limited(request, config.max_body_bytes)
+        except BodyTooLarge:
+            raise too_large(config.max_body_bytes) from None
+        length = header_length(request.headers.get(HEADER_LENGTH), len(raw))
+        if not raw[: length or None].strip():
+            raise ApiError(400, "request body is empty; send a JSON object")
+        body, binary = split_body(raw, length)
+        attach_binary_inputs(body, binary)
+        return body
+
     @router.post("/v2/models/{name}/infer")
     async def infer(name: str, request: Request) -> Response:
         check_model(name)
-        body = await read_json_body(request, config.max_body_bytes)
+        body = await read_request(request)
         runtime.require_ready()
         texts = parse_infer_texts(body, config.max_inputs)
         _, vectors = await runtime.embed_texts(texts)
         response: dict[str, Any] = {
             "model_name": config.served_name,
-            "model_version": "1",
+            "model_version": MODEL_VERSION,
             "outputs": [
                 {
                     "name": OUTPUT_NAME,
@@ -175,8 +214,15 @@ def create_v2_router(runtime: ReplicaRuntime) -> APIRouter:
         if isinstance(body, dict) and "id" in body:
             response["id"] = body["id"]
         # orjson straight from the array: FastAPI's encoder would walk every float of a large output.
-        return Response(
-            orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
-        )
+        binary = {OUTPUT_NAME: vectors} if wants_binary(body, OUTPUT_NAME) else {}
+        content, length = encode_response(response, binary)
+        if length is None:
+            return Response(content, media_type="application/json")
+        return Response(content, media_type=BINARY_CONTENT_TYPE, headers={HEADER_LENGTH: str(length)})
+
+    @router.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer_version(name: str, version: str, request: Request) -> Response:
+        check_version(version)
+        return await infer(name, request)
 
     return router
