@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -109,8 +110,6 @@ def test_an_embedding_service_has_no_generation_series():
             gateway.observe("default/minilm", 200, 0.01)
             await sampler.sample(http)
 
-    import asyncio
-
     asyncio.run(twice())
     series = ring.read("service:default/minilm", SERVICE_SERIES)["series"]
     assert series["rps"][-1] > 0
@@ -173,3 +172,20 @@ def test_history_follows_project_access_and_restart_is_an_admin_write(tmp_path):
             client.get("/api/v1/gpu-layout", headers=bearer(tokens["a"])).json()["items"][0]["backend"]
             == "local"
         )
+
+
+def test_a_deleted_service_gets_no_more_samples_though_its_gauges_stay():
+    gateway = GatewayMetrics()
+    for key in ("default/live", "default/deleted"):
+        gateway.desired_replicas.labels(service=key).set(1)  # a gauge stays after its service goes
+        gateway.observe(key, 200, 0.01)
+    ring = RingHistory()
+    sampler = MetricsSampler(ring, registry_text(gateway.registry), lambda: {"default/live"}, list, dict)
+
+    async def twice() -> None:
+        async with httpx.AsyncClient() as http:
+            await sampler.sample(http)
+            await sampler.sample(http)
+
+    asyncio.run(twice())
+    assert ring.groups("service") == ["service:default/live"]

@@ -411,24 +411,26 @@ def test_a_generation_service_page_charts_time_to_first_token_and_tokens_per_sec
 ):
     """examples/chat.yaml with the tiny random Llama, one CPU replica: its own metrics reach the charts."""
     document = yaml.safe_load(CHAT_EXAMPLE.read_text())
-    document["metadata"]["name"] = "chat-console"
+    # Not "chat...": e2e/test_generation_platform looks for "default/chat" in `kgpu top`, whose rows
+    # include services deleted earlier (their gauges stay on /metrics).
+    document["metadata"]["name"] = "console-chat"
     document["spec"].update(replicas=1)
     document["spec"]["model"]["uri"] = str(tiny_llm_dir)
     document["spec"]["runtime"]["device"] = "cpu"
-    path = f"{API}/namespaces/default/inferenceservices/chat-console"
+    path = f"{API}/namespaces/default/inferenceservices/console-chat"
     assert platform.http.put(path, json=document).status_code in (200, 201)
     try:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 page, errors, offsite = new_page(browser, platform.url)
-                page.goto(f"{platform.url}/console/#/services/default/chat-console", timeout=10_000)
+                page.goto(f"{platform.url}/console/#/services/default/console-chat", timeout=10_000)
                 page.wait_for_function(
                     "document.getElementById('service-status').textContent.includes('1/1 ready')",
                     timeout=120_000,
                 )
                 completion = {
-                    "model": "chat-console",
+                    "model": "console-chat",
                     "prompt": "GPUs are",
                     "max_tokens": 8,
                     "temperature": 0,

@@ -95,12 +95,14 @@ class MetricsSampler:
         self,
         history: RingHistory,
         registry_text: Callable[[], bytes],
-        statuses: Callable[[], None],
+        statuses: Callable[[], set[str] | None],
         replica_urls: Callable[[], list[tuple[str, str]]],
         pools: Callable[[], dict[str, Values]],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """`statuses` refreshes the replica gauges (ready/desired) the registry then holds;
+        """`statuses` refreshes the replica gauges (ready/desired) the registry then holds, and names
+        the services that exist (a deleted service's gauges stay in the registry: it gets no more
+        samples, so it leaves the history with the window; None: every service in the registry);
         `replica_urls` lists (replica, URL) of ready replicas; `pools` gives each pool's values."""
         self.history = history
         self._registry_text = registry_text
@@ -109,6 +111,7 @@ class MetricsSampler:
         self._pools = pools
         self._clock = clock
         self._previous: Snapshot | None = None
+        self._services: set[str] | None = None
 
     @property
     def latest(self) -> Snapshot | None:
@@ -125,7 +128,7 @@ class MetricsSampler:
                 await asyncio.sleep(self.history.interval_s)
 
     async def read(self, http: httpx.AsyncClient) -> Snapshot:
-        self._statuses()
+        self._services = self._statuses()
         snapshot = Snapshot(at=self._clock())
         snapshot.add_text(self._registry_text().decode())
         replicas = self._replica_urls()
@@ -143,6 +146,8 @@ class MetricsSampler:
         previous, self._previous = self._previous, current
         if previous is not None:
             for row in service_rows(previous, current):
+                if self._services is not None and row["service"] not in self._services:
+                    continue
                 self.history.record(now, f"service:{row['service']}", {k: row[k] for k in SERVICE_SERIES})
         for row in gpu_rows(current):
             used, free = row.get("used"), row.get("free")

@@ -220,9 +220,11 @@ class Platform:
         self.gpu_exporter.close()
 
     def _history_sampler(self) -> MetricsSampler:
-        def statuses() -> None:  # sets the ready/desired gauges the sample reads
-            for service in self.resources.services():
+        def statuses() -> set[str]:  # sets the ready/desired gauges the sample reads
+            services = self.resources.services()
+            for service in services:
                 self.status.service(service)
+            return {s.key for s in services}
 
         def replica_urls() -> list[tuple[str, str]]:  # replicas on this machine (others are not reachable)
             return [(r.name, r.url) for r in self.backend.local.replicas() if r.phase == "Ready" and r.url]
