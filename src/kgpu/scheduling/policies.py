@@ -25,6 +25,7 @@ import numpy as np
 from kgpu.scheduling.context import RequestContext
 from kgpu.scheduling.frag import FragmentationCache, TypicalPods
 from kgpu.scheduling.framework import BestFitGpuSelector, Framework
+from kgpu.scheduling.pools import PoolReserve
 from kgpu.scheduling.requests import MILLI, PodRequest
 from kgpu.scheduling.snapshot import ClusterSnapshot, Placement
 
@@ -322,6 +323,7 @@ class KgpuScore(FragmentationScore):
         band_milli: float = 2000.0,
         closed_gap_milli: int = 100,
         protect_gpus: int | None = None,
+        pools: PoolReserve | None = None,
     ) -> None:
         self.band_milli = band_milli
         self.cpu_per_milli = cpu_per_milli
@@ -331,6 +333,9 @@ class KgpuScore(FragmentationScore):
         # Larger than any change of the sum of squares (at most 2 x GPUs + 2) plus a band's spread.
         self._protect_penalty = 4.0 * float(snapshot.gpu_present.sum()) + 4.0 * MAX_SCORE + 1.0
         self._tables: dict[tuple, np.ndarray] = {}
+        self.pools = pools
+        # Per milli-GPU a short group loses: above the idle-node rule and everything under it.
+        self._pool_penalty = 2.0 * self._protect_penalty
         super().__init__(typical, snapshot, transform=self._banded)
 
     @classmethod
@@ -345,6 +350,11 @@ class KgpuScore(FragmentationScore):
         counted = [r for r in workload if r.kind in ("none", "whole", "share")]
         gpu = sum(r.total_gpu_milli for r in counted)
         cpu = sum(r.cpu_milli for r in counted) / gpu if gpu else 0.0
+        # A cluster with less CPU per GPU than the whole workload asks for cannot feed every pod;
+        # the GPUs are then kept fed at the GPU pods' own ratio (CPU-only pods get what is left).
+        has_gpu = snapshot.gpu_count > 0
+        if gpu and snapshot.cpu_capacity[has_gpu].sum() < cpu * snapshot.gpu_capacity_milli.sum():
+            cpu = sum(r.cpu_milli for r in counted if r.gpu_count) / gpu
         memory = sum(r.memory_mib for r in counted) / gpu if gpu else 0.0
         multi = typical.gpu_count[typical.gpu_milli == MILLI]
         largest = int(multi.max()) if len(multi) else 0
@@ -354,6 +364,7 @@ class KgpuScore(FragmentationScore):
             cpu_per_milli=cpu,
             memory_per_milli=memory,
             protect_gpus=largest if largest > 1 else None,
+            pools=PoolReserve.from_workload(workload, snapshot),
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -403,6 +414,23 @@ class KgpuScore(FragmentationScore):
         return np.bincount(left[counted], minlength=MILLI + 1).astype(np.float64)
 
     def score(self, ctx: RequestContext, nodes: np.ndarray) -> np.ndarray:
+        value = self._score(ctx, nodes)
+        short = self.pools.short() if self.pools is not None else []
+        if not short or ctx.kind not in ("none", "whole", "share"):
+            return value
+        left = self.snapshot.gpu_left[nodes]
+        if ctx.kind == "whole":
+            free = left == MILLI
+            after = np.where(free & (np.cumsum(free, axis=1) <= ctx.gpu_count), 0, left)
+        elif ctx.kind == "share":
+            after = left.copy()
+            after[np.arange(len(nodes)), self._entry(ctx).gpu[nodes]] -= ctx.request.gpu_milli
+        else:
+            after = left
+        lost = self.pools.lost(ctx, nodes, after, short)
+        return value - self._pool_penalty * lost if lost.any() else value
+
+    def _score(self, ctx: RequestContext, nodes: np.ndarray) -> np.ndarray:
         if ctx.kind not in ("share", "memory-share"):
             return super().score(ctx, nodes)
         self._cached_scores(ctx, nodes)  # brings this shape's per-GPU tables up to date
