@@ -139,10 +139,14 @@ def test_unknown_policy_is_an_error_listing_the_known_ones() -> None:
         make_framework("worst-fit", two_nodes())
 
 
-def _kgpu(snapshot: ClusterSnapshot, workload: list[PodRequest], protect: bool = True) -> Framework:
+def _kgpu(
+    snapshot: ClusterSnapshot, workload: list[PodRequest], protect: bool = True, pools: bool = True
+) -> Framework:
     plugin = KgpuScore.for_workload(workload, snapshot)
     if not protect:
         plugin.protect_gpus = None
+    if not pools:
+        plugin.pools = None
     return Framework(snapshot, [(plugin, 1.0)], selector=FragmentationGpuSelector(plugin), name="kgpu")
 
 
@@ -224,3 +228,51 @@ def test_kgpu_share_does_not_open_an_idle_node_kept_for_multi_gpu_pods() -> None
     assert KgpuScore.for_workload(workload, snapshot()).protect_gpus == 8
     placed = make_framework("kgpu", snapshot(), workload).schedule(share)
     assert (placed.node_name, placed.gpus) == ("used", (0,))
+
+
+def pinned_pool_cluster() -> ClusterSnapshot:
+    # A small T4 pool listed first, each node with one of its two GPUs taken (2 GPUs free), then ten
+    # idle 8-GPU G2 nodes (80 GPUs).
+    s = ClusterSnapshot(
+        [NodeSpec(f"t4-{i}", 64000, 262144, 2, "T4") for i in range(2)]
+        + [NodeSpec(f"g2-{i}", 96000, 393216, 8, "G2") for i in range(10)]
+    )
+    s.gpu_left[:2, :2] = [1000, 0]
+    s.version[:] += 1
+    return s
+
+
+def pinned_workload(pinned: int, unpinned: int) -> list[PodRequest]:
+    return [PodRequest(cpu_milli=4000, gpu_count=1, gpu_milli=1000, gpu_models=("T4",))] * pinned + [
+        PodRequest(cpu_milli=4000, gpu_count=1, gpu_milli=1000)
+    ] * unpinned
+
+
+UNPINNED = PodRequest(cpu_milli=4000, gpu_count=1, gpu_milli=1000)
+
+
+def test_kgpu_keeps_a_small_pinned_pool_for_its_pods_when_their_demand_exceeds_it() -> None:
+    # 4% of the GPU asked for is pinned to T4 (too rare to be a typical pod): 0.04 x 82 free GPUs > the
+    # pool's 2, so the pool is short and an unpinned pod goes to G2. Without the rule (and under FGD)
+    # it fills the first node, a T4, which packing prefers.
+    workload = pinned_workload(pinned=4, unpinned=96)
+    assert _kgpu(pinned_pool_cluster(), workload, pools=False).schedule(UNPINNED).node_name == "t4-0"
+    assert make_framework("fgd", pinned_pool_cluster(), workload).schedule(UNPINNED).node_name == "t4-0"
+    assert make_framework("kgpu", pinned_pool_cluster(), workload).schedule(UNPINNED).node_name == "g2-0"
+    # a pinned pod still goes to its pool
+    assert make_framework("kgpu", pinned_pool_cluster(), workload).schedule(workload[0]).node_name == "t4-0"
+
+
+def test_kgpu_lets_unpinned_pods_use_a_pool_whose_pinned_demand_fits() -> None:
+    # 1% pinned: 0.01 x 82 = 0.8 GPUs, under the pool's 2: nothing to keep, packing decides as before.
+    workload = pinned_workload(pinned=1, unpinned=99)
+    assert make_framework("kgpu", pinned_pool_cluster(), workload).schedule(UNPINNED).node_name == "t4-0"
+
+
+def test_kgpu_feeds_gpus_at_the_gpu_pods_ratio_on_a_cluster_short_of_cpu() -> None:
+    # 12 CPUs per GPU on the nodes; the workload with its CPU-only pods asks 15 per GPU, its GPU pods 10.
+    workload = [PodRequest(cpu_milli=10000, gpu_count=1, gpu_milli=1000)] * 10 + [PodRequest(cpu_milli=50000)]
+    poor = ClusterSnapshot([NodeSpec("g2", 96000, 393216, 8, "G2")])
+    rich = ClusterSnapshot([NodeSpec("t4", 64000, 262144, 2, "T4")])
+    assert KgpuScore.for_workload(workload, poor).cpu_per_milli == pytest.approx(10.0)
+    assert KgpuScore.for_workload(workload, rich).cpu_per_milli == pytest.approx(15.0)

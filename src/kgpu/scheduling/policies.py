@@ -11,7 +11,8 @@ integer scores in 0..100 like kube-scheduler's, ties broken at random by the fra
 - ``fgd``: least increase of fragmentation against the typical pods (node and GPU), scored as the
   artifact does: ``int(100 * sigmoid((frag_before - frag_after) / 1000))``.
 - ``kgpu``: FGD's fragmentation plus GPUs stranded by CPU/memory, banded, packing inside a band;
-  shares pick their GPU by the sum of squares of the free-share histogram. See :class:`KgpuScore`.
+  shares pick their GPU by the sum of squares of the free-share histogram; capacity kept for pods
+  only a few nodes can host. See :class:`KgpuScore`.
 """
 
 from __future__ import annotations
@@ -310,6 +311,14 @@ class KgpuScore(FragmentationScore):
        cannot tell how many gaps of a size already wait for the same pods).
     4. **Whole nodes stay whole.** A share does not open an idle node big enough for the largest
        typical multi-GPU pod (``protect_gpus``) while any other node can take it.
+    5. **Small pools are kept for the pods that need them.** Pods pinned to a small GPU model, or
+       too big for all but a few nodes, fail early when flexible pods fill those nodes first; FGD's
+       per-node measure does not see it. While such a group's remaining capacity is below its share
+       of the workload's GPU times the cluster's free GPU, no pod takes that capacity where another
+       node fits it (:class:`~kgpu.scheduling.pools.PoolReserve`; above the idle-node rule).
+    6. **A cluster short of CPU.** When the nodes have less CPU per GPU than the whole workload asks
+       for, not every pod can be fed; the CPU term then uses the GPU pods' own CPU per GPU, so the
+       GPUs are kept fed and the CPU-only pods get what is left.
     """
 
     name = "kgpu"
