@@ -90,3 +90,18 @@ def test_version_names_kgpu_python_and_torchs_build():
 def test_the_default_example_ships_inside_the_package():
     assert DEFAULT_EXAMPLE.is_file()
     assert DEFAULT_EXAMPLE.resolve().parent.parent == Path(__import__("kgpu").__file__).resolve().parent
+
+
+def test_up_on_a_port_in_use_stops_before_starting_anything_and_says_what_to_do(tmp_path):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = CliRunner().invoke(
+            app, ["up", "--port", str(port), "--state-dir", str(tmp_path / "state")], env={"COLUMNS": "200"}
+        )
+    assert result.exit_code == 1
+    assert (
+        f"port 127.0.0.1:{port} is in use" in result.output and f"kgpu up --port {port + 1}" in result.output
+    )
+    assert not (tmp_path / "state").exists()  # nothing was started or written

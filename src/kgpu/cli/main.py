@@ -90,6 +90,9 @@ def up(
             load_resource_file(path)
         except ResourceValidationError as exc:
             _fail(f"{path}:\n{exc}")
+    port_check = doctor.check_port(host, port)  # before anything starts: the commonest first-run failure
+    if port_check.status == doctor.FAIL:
+        _fail(f"{port_check.name} is {port_check.detail}: {port_check.fix} (`kgpu doctor` checks the rest)")
     run_up(
         files, host, port, state_dir, database_url, guard_settings(host, allow_host or [], allow_origin or [])
     )

@@ -102,7 +102,7 @@ async def _apply_and_watch(console: Console, public_url: str, files: list[Path])
             console.print(_summary(public_url, services))
         else:
             console.print(
-                "[yellow]services are not ready yet; `kgpu get replicas -o wide` and `kgpu logs` say why[/yellow]"
+                "[yellow]services are not ready yet; `kgpu get replicas -o wide` and `kgpu logs` say why, `kgpu doctor` checks this machine[/yellow]"
             )
 
 
