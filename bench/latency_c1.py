@@ -27,13 +27,12 @@ import argparse
 import asyncio
 import statistics
 import sys
-import time
 from pathlib import Path
 
-import aiohttp
 from rich.console import Console
 from rich.table import Table
 
+from bench.common.latency_pairs import paired
 from bench.common.loadgen import percentile
 from bench.common.machine import machine_facts
 from bench.common.model import check_model_dir, model_dir
@@ -45,28 +44,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 
 console = Console(width=None if sys.stdout.isatty() else 132)
 TARGET_MS = 2.0
-
-
-async def paired(urls: dict[str, str], bodies: list[bytes], requests: int, warmup: int, gap_s: float) -> dict:
-    """Latencies in ms per target, request i of every target carrying the same body."""
-    latencies: dict[str, list[float]] = {name: [] for name in urls}
-    names = list(urls)
-    headers = {"content-type": "application/json"}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        for i in range(warmup + requests):
-            body = bodies[i % len(bodies)]
-            order = names[i % len(names) :] + names[: i % len(names)]
-            for name in order:
-                started = time.perf_counter()
-                async with session.post(urls[name], data=body, headers=headers) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise RuntimeError(f"{name}: HTTP {response.status}")
-                elapsed = (time.perf_counter() - started) * 1000
-                if i >= warmup:
-                    latencies[name].append(elapsed)
-                await asyncio.sleep(gap_s)
-    return latencies
 
 
 def summarize(latencies: dict[str, list[float]], baseline: str = "naive") -> list[dict]:

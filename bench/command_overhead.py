@@ -1,0 +1,155 @@
+"""What kgpu's gateway costs in front of a server it runs as a `command` runtime, against calling it directly.
+
+`kgpu up` runs the example embedding model in a server that is not kgpu's (the FastAPI +
+sentence-transformers server of bench/common/naive_server.py, started as `spec.runtime.kind: command`
+with `$(MODEL_PATH)` and `portFlag`); the same server is then driven through the gateway and at its own
+address, in the same run. Concurrency 1 is paired (each sentence to both targets in turn, the order
+rotating, a short pause between requests); concurrency 64 alternates direct and gateway windows.
+Targets: p50 through the gateway at most 1 ms above direct at concurrency 1, and at least 0.95x the
+direct throughput at concurrency 64.
+
+    .venv/bin/python -m bench.command_overhead [--requests 300] [--duration 8] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import kgpu_launch
+from bench.common.latency_pairs import paired
+from bench.common.loadgen import run_closed_loop
+from bench.common.machine import child_env, machine_facts
+from bench.common.model import example_model_dir
+from bench.common.results import write_results
+from bench.common.servers import ServerProcess, free_port, replica_url
+from bench.common.workload import DEFAULT_SEED, workload_bodies
+
+BENCH_DIR = Path(__file__).resolve().parent
+console = Console(width=None if sys.stdout.isatty() else 132)
+P50_BUDGET_MS = 1.0
+THROUGHPUT_FLOOR = 0.95
+READY_TIMEOUT_S = 300.0
+
+
+def command_service(model_dir: Path) -> dict:
+    """The example model in a server other than kgpu's, as a command runtime."""
+    return {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "minilm", "namespace": "default"},  # the model the workload names
+        "spec": {
+            "model": {"uri": str(model_dir)},
+            "replicas": 1,
+            "runtime": {
+                "kind": "command",
+                "command": [
+                    sys.executable, "-m", "bench.common.naive_server", "--model-dir", "$(MODEL_PATH)",
+                    "--host", "$(KGPU_HOST)", "--device", "cpu",
+                ],
+                "portFlag": "--port",
+                "readinessPath": "/openapi.json",  # FastAPI answers it once the model is loaded
+                "protocol": "openai",
+            },
+        },
+    }  # fmt: skip
+
+
+def wait_ready(base: str, deadline_s: float, server: ServerProcess) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(f"kgpu up exited; see {server.log_path}")
+        try:
+            items = httpx.get(f"{base}/apis/kgpu.dev/v1alpha1/replicas", timeout=5).json()["items"]
+            if any(r["phase"] == "Ready" for r in items):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the command runtime was not ready after {deadline_s:.0f} s; see {server.log_path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--requests", type=int, default=300, help="paired requests per target at concurrency 1"
+    )
+    parser.add_argument("--gap-ms", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per throughput window")
+    parser.add_argument("--rounds", type=int, default=2, help="direct/gateway window pairs at --concurrency")
+    parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "command-overhead-cpu.json")
+    args = parser.parse_args(argv)
+    model = example_model_dir()
+    bodies = workload_bodies(str(model), 1, DEFAULT_SEED)
+    with tempfile.TemporaryDirectory(prefix="kgpu-bench-") as tmp:
+        work = Path(tmp)
+        services = work / "minilm.yaml"
+        services.write_text(yaml.safe_dump(command_service(model), sort_keys=False))
+        port = free_port()
+        command = [*kgpu_launch.kgpu_executable(), "up", "-f", str(services), "--port", str(port)]
+        command += ["--state-dir", str(work / "state")]
+        server = ServerProcess("kgpu", command, port, args.json.parent / "logs" / "command-overhead-kgpu.log")
+        server.start(env=child_env())
+        try:
+            wait_ready(server.base_url, READY_TIMEOUT_S, server)
+            direct = replica_url(server.base_url) + "/v1/embeddings"
+            urls = {"direct": direct, "gateway": server.base_url + "/v1/embeddings"}
+            console.print(f"command runtime at {direct}; {args.requests} paired requests at concurrency 1")
+            latencies = asyncio.run(paired(urls, bodies, args.requests, 20, args.gap_ms / 1000))
+            throughput: dict[str, list[float]] = {"direct": [], "gateway": []}
+            for _ in range(args.rounds):
+                for name, url in urls.items():
+                    result = run_closed_loop(url, bodies, args.concurrency, args.duration, 1.0)
+                    summary = result.summary()
+                    if summary["errors"]:
+                        raise RuntimeError(f"{name}: {summary['errors']} errors: {summary['error_kinds']}")
+                    throughput[name].append(summary["req_per_s"])
+        finally:
+            server.stop()
+    p50 = {name: statistics.median(values) for name, values in latencies.items()}
+    rps = {name: statistics.median(values) for name, values in throughput.items()}
+    p50_added = p50["gateway"] - p50["direct"]
+    ratio = rps["gateway"] / rps["direct"]
+    table = Table(title="gateway in front of a command runtime (CPU, same run)")
+    for column in ("target", "p50 ms (c=1)", f"req/s (c={args.concurrency})"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for name in urls:
+        table.add_row(name, f"{p50[name]:.2f}", f"{rps[name]:.1f}")
+    console.print(table)
+    p50_ok, ratio_ok = p50_added <= P50_BUDGET_MS, ratio >= THROUGHPUT_FLOOR
+    console.print(f"p50 added by the gateway: {p50_added:.2f} ms (target <= {P50_BUDGET_MS} ms): {p50_ok}")
+    console.print(f"throughput ratio: {ratio:.3f} (target >= {THROUGHPUT_FLOOR}): {ratio_ok}")
+    write_results(
+        args.json,
+        "command_overhead",
+        vars(args),
+        machine_facts("cpu"),
+        p50_ms=p50,
+        p50_added_ms=round(p50_added, 3),
+        req_per_s=rps,
+        req_per_s_rounds=throughput,
+        throughput_ratio=round(ratio, 4),
+        targets={"p50_added_ms_max": P50_BUDGET_MS, "throughput_ratio_min": THROUGHPUT_FLOOR},
+        met={"p50": p50_ok, "throughput": ratio_ok},
+        # Other work on the machine moves these numbers more than the gateway does: say how much there was.
+        load_average_1m_at_end=round(os.getloadavg()[0], 2),
+    )
+    console.print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
