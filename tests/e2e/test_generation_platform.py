@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -161,7 +162,8 @@ def test_kgpu_top_shows_the_generation_columns_of_the_chat_service(chat) -> None
         app, ["top", "--once", "--interval", "0.5", "--server", chat.url], env={"COLUMNS": "200"}
     )
     assert result.exit_code == 0, result.output
-    lines = [ln for ln in result.output.splitlines() if "default/chat" in ln]
+    # Other tests' services may share the prefix (default/chat-console): match the name as a whole word.
+    lines = [ln for ln in result.output.splitlines() if re.search(r"default/chat(?![\w-])", ln)]
     assert len(lines) == 1, result.output
     line = lines[0]
     assert "0/0" in line and "%" in line  # running/waiting sequences and KV usage of an idle service
