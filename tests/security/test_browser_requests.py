@@ -110,3 +110,14 @@ def test_a_server_bound_to_every_interface_accepts_any_name_unless_names_are_giv
     assert guard_settings("0.0.0.0").allowed_hosts is None
     assert guard_settings("::", hosts=["gpu-box.lan"]).allowed_hosts == {"gpu-box.lan"}
     assert guard_settings("10.1.2.3").allowed_hosts == {"10.1.2.3"}
+
+
+def test_binary_tensor_requests_pass(up):
+    """Triton's HTTP client sends binary tensor data with its header and no content type."""
+    headers = {"inference-header-content-length": "2"}
+    response = up.post("/v2/models/nothing/infer", content=b"{}\x00\x01", headers=headers)
+    assert response.status_code == 404  # the gateway answered: no such model
+    octets = up.post(
+        "/v2/models/nothing/infer", content=b"\x00", headers={"content-type": "application/octet-stream"}
+    )
+    assert octets.status_code == 404

@@ -10,9 +10,10 @@ API. This middleware closes both, for every route on the server (API, gateway, c
   for a loopback bind, and names the user configures) is refused with 421: a rebound page
   sends its own name. A server bound to every interface (`0.0.0.0`) accepts any `Host`
   unless names are configured: it is reachable by whatever name the network gives it;
-- a write (POST, PUT, PATCH, DELETE) with a body must declare JSON, YAML or a patch type:
-  none of them is a type a page may send cross-site without the browser asking the server
-  first (CORS preflight), which this server never allows (415 otherwise);
+- a write (POST, PUT, PATCH, DELETE) with a body must declare JSON, YAML, a patch type or
+  binary tensor data (or carry the Open Inference Protocol's binary header, as Triton's client
+  does): a page may send none of them cross-site without the browser asking the server first
+  (CORS preflight), which this server never allows (415 otherwise);
 - a write whose `Origin` is not this server's own origin, nor one the user configures, is
   refused with 403 (also when `Sec-Fetch-Site` says cross-site).
 
@@ -27,10 +28,22 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# What writes may declare: JSON (and every +json type: merge patch, JSON patch), and YAML.
+# What writes may declare: JSON (and every +json type: merge patch, JSON patch), YAML, and the
+# binary tensor data of the Open Inference Protocol. None is a type a page may send cross-site
+# without the browser asking the server first.
 ALLOWED_MEDIA_TYPES = frozenset(
-    {"application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
+    {
+        "application/json",
+        "application/yaml",
+        "application/x-yaml",
+        "text/yaml",
+        "text/x-yaml",
+        "application/octet-stream",
+    }
 )
+# Triton's HTTP client sends binary tensors with this header and no content type; a page cannot
+# send the header cross-site without the browser asking first either.
+BINARY_TENSOR_HEADER = b"inference-header-content-length"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
 
@@ -128,6 +141,8 @@ class RequestGuard:
         has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
         if has_body:
             media_type = _media_type(headers.get(b"content-type", b"").decode("latin-1"))
+            if not media_type and BINARY_TENSOR_HEADER in headers:
+                return None
             if not _allowed_media_type(media_type):
                 return (
                     415,
@@ -146,7 +161,15 @@ class RequestGuard:
 
 
 _READ_HEADERS = frozenset(
-    {b"host", b"origin", b"sec-fetch-site", b"content-type", b"content-length", b"transfer-encoding"}
+    {
+        b"host",
+        b"origin",
+        b"sec-fetch-site",
+        b"content-type",
+        b"content-length",
+        b"transfer-encoding",
+        BINARY_TENSOR_HEADER,
+    }
 )
 
 

@@ -165,6 +165,35 @@ def gateway_routes(
             )
         return value, None
 
+    async def forward(
+        request: Request,
+        service: str,
+        path: str,
+        body: bytes,
+        content_type: str,
+        deadline: float | None,
+        stream: bool,
+        work: tuple[int, int],
+        extra_headers: dict[str, str] | None = None,
+    ) -> Response:
+        """Forward to a replica while the client is still there (kgpu.gateway.disconnect)."""
+        prompt_tokens, max_tokens = work
+        result = await unless_disconnected(
+            request,
+            router.forward(
+                service,
+                path,
+                body,
+                content_type,
+                deadline,
+                stream=stream,
+                prompt_tokens=prompt_tokens,
+                max_tokens=max_tokens,
+                extra_headers=extra_headers,
+            ),
+        )
+        return _to_response(result or _CLIENT_GONE)
+
     async def _read_body(request: Request) -> bytes | JSONResponse:
         try:
             return await read_limited(request, MAX_BODY_BYTES)
@@ -205,21 +234,9 @@ def gateway_routes(
                 body = orjson.dumps(payload)
             except orjson.JSONEncodeError as exc:  # orjson encodes 255 levels of nesting, decodes 1024
                 return _openai_error(400, f"request body is nested too deeply: {exc}", "invalid_json")
-        prompt_tokens, max_tokens = generation_work(path, payload)
-        result = await unless_disconnected(
-            request,
-            router.forward(
-                service,
-                path,
-                body,
-                "application/json",
-                deadline,
-                stream=payload.get("stream") is True,
-                prompt_tokens=prompt_tokens,
-                max_tokens=max_tokens,
-            ),
-        )
-        return _to_response(result or _CLIENT_GONE)
+        stream = payload.get("stream") is True
+        work = generation_work(path, payload)
+        return await forward(request, service, path, body, "application/json", deadline, stream, work)
 
     @api.post("/v1/embeddings", summary="Create embeddings (OpenAI-compatible)")
     async def embeddings(request: Request) -> Response:
@@ -263,21 +280,12 @@ def gateway_routes(
                 payload = None  # the replica answers it with its own 400
             if isinstance(payload, dict):
                 prompt_tokens, max_tokens = generation_work(path, payload)
-        result = await unless_disconnected(
-            request,
-            router.forward(
-                service,
-                path,
-                body,
-                request.headers.get("content-type", "application/json"),
-                deadline,
-                stream=action == "generate_stream",
-                prompt_tokens=prompt_tokens,
-                max_tokens=max_tokens,
-                extra_headers=binary_header(request),
-            ),
+        content_type = request.headers.get("content-type", "application/json")
+        stream = action == "generate_stream"
+        work = (prompt_tokens, max_tokens)
+        return await forward(
+            request, service, path, body, content_type, deadline, stream, work, binary_header(request)
         )
-        return _to_response(result or _CLIENT_GONE)
 
     @api.post("/v2/models/{model}/infer", summary="Inference (Open Inference Protocol v2)")
     async def v2_infer(model: str, request: Request) -> Response:
