@@ -16,6 +16,9 @@ from tests.api._support import error_lines, service
         "/srv/models/minilm",
         "./minilm",
         "minilm",
+        "hf://sentence-transformers/all-MiniLM-L6-v2",  # from the model cache, never downloaded
+        "hf://sentence-transformers/all-MiniLM-L6-v2@main",
+        "pvc://models/minilm",  # on Kubernetes
     ],
 )
 def test_local_sources_are_accepted(uri: str) -> None:
@@ -25,7 +28,6 @@ def test_local_sources_are_accepted(uri: str) -> None:
 @pytest.mark.parametrize(
     "uri",
     [
-        "hf://sentence-transformers/all-MiniLM-L6-v2",
         "https://example.com/model.tar.gz",
         "http://example.com/m",
         "s3://bucket/model",
@@ -53,7 +55,7 @@ def test_bare_hub_id_is_refused_with_a_hint(tmp_path, monkeypatch) -> None:
 def test_network_refusal_names_the_alternatives() -> None:
     assert NETWORK_REFUSAL == (
         "network model sources are not used (kgpu never downloads models); "
-        "give a local path, a file:// URI or a pkg:<python_package> URI"
+        "give a local path, a file:// URI, a pkg:<python_package> URI or hf://<org>/<name> from the model cache"
     )
 
 

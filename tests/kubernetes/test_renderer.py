@@ -251,3 +251,24 @@ def test_an_image_runtime_runs_its_image_with_the_presets_argv_and_probes():
     command = container("command")
     assert command["image"] == WorkloadSettings().image  # a command runs in kgpu's runtime image
     assert kubelet_argv(command, "p")[-3:] == ["my-server", "--port", "8000"][-3:]
+
+
+def test_pvc_models_and_the_model_cache_are_read_only_volumes():
+    from tests.kubernetes._matrix import service
+
+    isvc = service("from-pvc", {"cpu": "2", "memory": "4Gi"}, model={"uri": "pvc://models/minilm/v3"})
+    settings = WorkloadSettings(model_cache_claim="hf-cache")
+    pod = render_deployment(isvc, 1, settings)["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert {"name": "model", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in pod[
+        "volumes"
+    ]
+    assert {"name": "model", "mountPath": "/models/models", "readOnly": True} in c["volumeMounts"]
+    assert {"name": "model-cache", "mountPath": "/models/.cache", "readOnly": True} in c["volumeMounts"]
+    args = parse_args(kubelet_argv(c, "from-pvc-1")[3:])
+    assert args.model_uri == "/models/models/minilm/v3"  # the replica reads the mounted path
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["KGPU_MODEL_CACHE"] == env["HF_HUB_CACHE"] == "/models/.cache"  # hf:// resolves from it
+    from tests.kubernetes.test_manifests_validate import validate_everywhere
+
+    validate_everywhere(render_deployment(isvc, 1, settings))

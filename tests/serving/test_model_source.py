@@ -24,7 +24,6 @@ def test_file_uri_and_plain_paths_resolve(model_dir: Path, monkeypatch: pytest.M
 @pytest.mark.parametrize(
     "uri",
     [
-        "hf://sentence-transformers/all-MiniLM-L6-v2",
         "https://example.com/model.tar.gz",
         "s3://bucket/models/minilm",
         "gs://bucket/minilm",

@@ -7,17 +7,24 @@ Accepted forms (the same as `spec.model.uri` in an InferenceService):
 - `file:///abs/path`: a local directory.
 - a plain absolute or relative local path.
 
-Hub ids and remote URLs are refused on purpose: replicas must start identically on air-gapped nodes, so
-the model has to be present on disk before a replica is scheduled.
+- `hf://org/name[@revision]`: a Hugging Face repository already in this machine's (or node's) model
+  cache, resolved by `huggingface_hub` with local files only: the cache of `KGPU_MODEL_CACHE`, else
+  huggingface_hub's own (`HF_HUB_CACHE`). Every replica on the machine shares it.
+
+Bare hub ids and remote URLs are refused on purpose, and nothing is downloaded: replicas must start
+identically on air-gapped nodes, so the model has to be on disk (or in the cache) before a replica is
+scheduled; `hf download org/name` fills the cache ahead of time.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from importlib.machinery import PathFinder
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from kgpu.api.model_uri import HF_URI
 from kgpu.serving.model_layout import ModelLayoutError, read_model_layout
 
 _NETWORK_SCHEMES = ("hf", "http", "https", "s3", "gs", "gcs", "az", "abfs", "ftp", "ssh", "oci")
@@ -66,9 +73,48 @@ def locate_model(uri: str) -> Path:
         raise ModelSourceError(f"model uri {uri!r}: cannot be read: {exc.strerror or exc}") from None
 
 
+MODEL_CACHE_ENV = "KGPU_MODEL_CACHE"
+
+
+def model_cache_dir() -> Path:
+    """The model cache replicas of this machine share (a read-only volume on a Kubernetes node)."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get(MODEL_CACHE_ENV) or constants.HF_HUB_CACHE)
+
+
+def _hub_snapshot(uri: str) -> Path:
+    """The cached snapshot of an hf:// repository; never a download (local files only)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    match = HF_URI.match(uri)
+    if match is None:
+        raise ModelSourceError(f"model uri {uri!r}: write hf://<org>/<name> or hf://<org>/<name>@<revision>")
+    cache = model_cache_dir()
+    try:
+        return Path(
+            snapshot_download(
+                match["repo"], revision=match["revision"], cache_dir=cache, local_files_only=True
+            )
+        )
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        raise ModelSourceError(
+            f"model uri {uri!r}: {match['repo']} (revision {match['revision'] or 'main'}) is not in the "
+            f"model cache {cache} and kgpu does not download; fill the cache first "
+            f"(hf download {match['repo']} --cache-dir {cache})"
+        ) from None
+    except HFValidationError as exc:
+        raise ModelSourceError(f"model uri {uri!r}: {exc}") from None
+
+
 def _locate(uri: str) -> Path:
     if uri.startswith("pkg:"):
         return _package_model_dir(uri[len("pkg:") :], uri)
+    if uri.startswith("hf://"):
+        return _hub_snapshot(uri)
+    if uri.startswith("pvc://"):
+        raise ModelSourceError(f"model uri {uri!r}: pvc:// volumes are mounted on Kubernetes clusters only")
     scheme = _scheme_of(uri)
     if scheme == "file":
         parsed = urlparse(uri)

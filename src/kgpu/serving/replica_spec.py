@@ -94,10 +94,10 @@ class ReplicaSpec:
         return [expand(arg, env) for arg in (*self.command, *self.args)]
 
 
-def _kgpu_args(service: InferenceService, drain_timeout_s: float) -> list[str]:
+def _kgpu_args(service: InferenceService, drain_timeout_s: float, model_uri: str) -> list[str]:
     runtime = service.spec.runtime
     args = [
-        "--model-uri", service.spec.model.uri,
+        "--model-uri", model_uri,
         "--served-name", service.metadata.name,
         "--host", f"$({HOST_ENV})",
         "--port", f"$({PORT_ENV})",
@@ -133,16 +133,25 @@ def model_location(uri: str) -> str:
 
 
 def build_replica_spec(
-    service: InferenceService, *, drain_timeout_s: float = 30.0, model_path: str | None = None
+    service: InferenceService,
+    *,
+    drain_timeout_s: float = 30.0,
+    model_path: str | None = None,
+    model_uri: str | None = None,
 ) -> ReplicaSpec:
     """The replica description of `service` (the one place a service's command line is written).
 
     `model_path`: where the backend found the model (default: the URI's path, as inside an image).
+    `model_uri`: the URI as the replica sees it, where the backend mounts it elsewhere (a pvc://
+    volume's mount path on Kubernetes); default spec.model.uri.
     """
     runtime = service.spec.runtime
+    model_uri = model_uri or service.spec.model.uri
     if runtime.kind == "kgpu":
         return ReplicaSpec(
-            command=KGPU_COMMAND, args=tuple(_kgpu_args(service, drain_timeout_s)), env=dict(OFFLINE_ENV)
+            command=KGPU_COMMAND,
+            args=tuple(_kgpu_args(service, drain_timeout_s, model_uri)),
+            env=dict(OFFLINE_ENV),
         )
     preset = PRESETS[runtime.preset] if runtime.preset else None
     entrypoint = list(runtime.command) or list(preset.command if preset else ())
@@ -151,7 +160,7 @@ def build_replica_spec(
         args += [runtime.port_flag, f"$({PORT_ENV})"]
     env = {
         **OFFLINE_ENV,
-        MODEL_PATH_ENV: model_path or service.spec.model.uri.removeprefix("file://"),
+        MODEL_PATH_ENV: model_path or model_uri.removeprefix("file://"),
         SERVED_MODEL_NAME_ENV: service.metadata.name,
         **runtime.env,
     }

@@ -22,6 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--gpu-operator-namespace", default=GPU_OPERATOR_NAMESPACE)
     parser.add_argument(
+        "--model-cache-claim",
+        default="",
+        help="PersistentVolumeClaim with a Hugging Face model cache, mounted read-only into every replica",
+    )
+    parser.add_argument(
         "--drain-timeout", type=flags.positive_int, default=30, help="seconds replicas get to drain"
     )
     parser.add_argument(
@@ -88,7 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     operator = Operator(
         KubeApis.from_client(),
         WorkloadSettings(
-            image=args.runtime_image, drain_timeout_s=args.drain_timeout, scheduler_name=args.scheduler_name
+            image=args.runtime_image,
+            drain_timeout_s=args.drain_timeout,
+            scheduler_name=args.scheduler_name,
+            model_cache_claim=args.model_cache_claim or None,
         ),
         gpu_operator_namespace=args.gpu_operator_namespace,
         provisioning=provisioning,

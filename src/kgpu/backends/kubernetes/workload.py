@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kgpu import __version__
+from kgpu.api.model_uri import PVC_URI
 from kgpu.api.models import InferenceService
 from kgpu.api.resources import is_extended_resource
 from kgpu.backends.kubernetes.labels import (
@@ -22,6 +23,7 @@ from kgpu.backends.kubernetes.labels import (
     service_labels,
 )
 from kgpu.gpu.catalog import VENDOR_DOMAINS, vendor_for_resource_domain
+from kgpu.serving.model_source import MODEL_CACHE_ENV
 from kgpu.serving.replica_spec import ReplicaSpec, build_replica_spec
 
 REPLICA_PORT = 8000
@@ -49,6 +51,10 @@ class WorkloadSettings:
     # Who places the replicas: kgpu's scheduler (deployed by the chart) unless a service names
     # another with the kgpu.dev/scheduler-name annotation; "" leaves it to the cluster's default.
     scheduler_name: str = SCHEDULER_NAME
+    # A PersistentVolumeClaim holding a Hugging Face model cache (filled ahead of time, e.g. with
+    # `hf download`), mounted read-only into every replica: hf:// models load from it, none is baked
+    # into the image and no replica downloads. None: no cache volume.
+    model_cache_claim: str | None = None
 
     @property
     def termination_grace_period_s(self) -> int:
@@ -130,12 +136,46 @@ def tolerations(isvc: InferenceService) -> list[dict[str, Any]]:
     return [{"key": key, "operator": "Exists", "effect": "NoSchedule"}]
 
 
-def replica_environment(spec: ReplicaSpec, runtime_device: str) -> list[dict[str, Any]]:
+MODELS_MOUNT = "/models"
+MODEL_CACHE_MOUNT = "/models/.cache"
+
+
+def model_volumes(isvc: InferenceService, settings: WorkloadSettings) -> tuple[str | None, list, list, dict]:
+    """(the model URI as the replica sees it, volumes, volume mounts, env) for pvc:// and the cache.
+
+    Both read-only: a replica reads its model and never changes what other replicas share.
+    """
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    env: dict[str, str] = {}
+    model_uri = None
+    pvc = PVC_URI.match(isvc.spec.model.uri)
+    if pvc is not None:
+        claim = pvc["claim"]
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": "model", "mountPath": f"{MODELS_MOUNT}/{claim}", "readOnly": True})
+        model_uri = f"{MODELS_MOUNT}/{claim}{pvc['path'] or ''}"
+    if settings.model_cache_claim:
+        volumes.append(
+            {
+                "name": "model-cache",
+                "persistentVolumeClaim": {"claimName": settings.model_cache_claim, "readOnly": True},
+            }
+        )
+        mounts.append({"name": "model-cache", "mountPath": MODEL_CACHE_MOUNT, "readOnly": True})
+        env = {MODEL_CACHE_ENV: MODEL_CACHE_MOUNT, "HF_HUB_CACHE": MODEL_CACHE_MOUNT}
+    return model_uri, volumes, mounts, env
+
+
+def replica_environment(
+    spec: ReplicaSpec, runtime_device: str, extra: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """The container's env: the pod's name as the replica's, the fixed port, the spec's own variables.
 
     Listed in dependency order; the device plugin sets CUDA_VISIBLE_DEVICES for the GPUs it gives.
     """
     values = spec.environment(port=REPLICA_PORT, replica="$(POD_NAME)", device=runtime_device, host="0.0.0.0")
+    values.update(extra or {})
     return [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         *({"name": name, "value": value} for name, value in values.items()),
@@ -159,12 +199,13 @@ def render_deployment(
 ) -> dict[str, Any]:
     settings = settings or WorkloadSettings()
     name = isvc.metadata.name
-    spec = build_replica_spec(isvc, drain_timeout_s=settings.drain_timeout_s)
+    model_uri, volumes, mounts, model_env = model_volumes(isvc, settings)
+    spec = build_replica_spec(isvc, drain_timeout_s=settings.drain_timeout_s, model_uri=model_uri)
     container: dict[str, Any] = {
         "name": "replica",
         "image": spec.image or settings.image,
         "imagePullPolicy": settings.image_pull_policy,
-        "env": replica_environment(spec, isvc.spec.runtime.device),
+        "env": replica_environment(spec, isvc.spec.runtime.device, model_env),
         "ports": [{"name": "http", "containerPort": REPLICA_PORT, "protocol": "TCP"}],
         "startupProbe": _probe(spec.liveness_path, 5, max(1, settings.startup_timeout_s // 5)),
         "readinessProbe": _probe(spec.readiness_path, 5, 2),
@@ -172,7 +213,7 @@ def render_deployment(
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(settings.pre_stop_sleep_s)]}}},
         "resources": container_resources(isvc),
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *mounts],
     }
     # An image runtime without a command runs the image's own entrypoint.
     if spec.command:
@@ -184,7 +225,7 @@ def render_deployment(
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
         "containers": [container],
         # PyTorch uses shared memory; the container default (64 MiB) is too small.
-        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+        "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}, *volumes],
     }
     scheduler = isvc.metadata.annotations.get(SCHEDULER_ANNOTATION, settings.scheduler_name)
     if scheduler:
