@@ -167,12 +167,16 @@ class GenerationEngine:
             raise GenerationError("the generation loop stopped while starting")
 
     def warmup(self) -> float:
+        """One short answer through the running loop, so the first client does not pay for lazy set-up.
+
+        It runs on the loop's own thread, like every later step: on CPUs, GNU OpenMP gives each thread that
+        computes its own team of helpers, and helpers past the core count sleep and wake at every operation
+        (kgpu.serving.engine_threads), which made steps several times slower when the model had also been
+        run from another thread."""
         started = time.perf_counter()
-        ids = self.tokenize("warm up")
-        out = self.model.generate(
-            torch.tensor([ids], device=self._device), max_new_tokens=2, do_sample=False, pad_token_id=0
-        )
-        del out
+        request_id = self._manager.add_request(self.tokenize("warm up"), max_new_tokens=2, streaming=False)
+        if request_id is None or self._manager.get_result(request_id, timeout=300) is None:
+            raise GenerationError("the generation loop did not answer its warm-up request")
         return time.perf_counter() - started
 
     def stop(self, timeout: float | None = 10.0) -> None:

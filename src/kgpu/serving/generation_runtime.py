@@ -88,8 +88,8 @@ class GenerationRuntime:
             log.info("loading model %s from %s for generation", config.served_name, config.model_uri)
             started = time.perf_counter()
             engine = await asyncio.to_thread(self._engine_factory, config)
-            log.info("warmed up in %.2fs", await asyncio.to_thread(engine.warmup))
             await asyncio.to_thread(engine.start)
+            log.info("warmed up in %.2fs", await asyncio.to_thread(engine.warmup))
             self.generation_metrics.track_engine(
                 engine.running_sequences, engine.waiting_sequences, engine.kv_cache_usage
             )

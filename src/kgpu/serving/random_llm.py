@@ -104,8 +104,12 @@ def train_tokenizer(vocab_size: int) -> Any:
     return tokenizer
 
 
-def write_random_llm(out: Path, size: str = "tiny", seed: int = 0) -> Path:
-    """Write the checkpoint to `out` (created) and return it."""
+def write_random_llm(out: Path, size: str = "tiny", seed: int = 0, reachable_eos: bool = True) -> Path:
+    """Write the checkpoint to `out` (created) and return it.
+
+    `reachable_eos=False` zeroes the end-of-sequence token's output row, so its logit is 0 while random rows
+    spread far wider: greedy decoding then never ends an answer early, and every answer runs to its
+    `max_tokens` (a benchmark's answer lengths are then those of its trace)."""
     if size not in SHAPES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SHAPES)}")
     import torch  # only where a model is written
@@ -121,6 +125,9 @@ def write_random_llm(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if not reachable_eos:
+        with torch.no_grad():
+            model.get_output_embeddings().weight[eos].zero_()
     model.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=bos)
     model.save_pretrained(out, safe_serialization=True)
     fast = PreTrainedTokenizerFast(
@@ -142,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--out", type=Path, required=True, help="directory to write (created)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--unreachable-eos", action="store_true", help="answers always run to max_tokens (benchmarks)"
+    )
     args = parser.parse_args(argv)
-    write_random_llm(args.out, args.size, args.seed)
+    write_random_llm(args.out, args.size, args.seed, reachable_eos=not args.unreachable_eos)
     print(f"wrote a random {args.size} Llama to {args.out}")
     return 0
 
