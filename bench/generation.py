@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import itertools
 import os
 import random
@@ -39,6 +38,8 @@ sys.path.insert(0, str(REPO_ROOT / "src"))
 sys.path.insert(0, str(BENCH_DIR))
 
 from kgpu.serving.engine_threads import spin_briefly  # noqa: E402
+from kgpu.sim.azure_trace import DEFAULT_TRACE, load_azure_trace  # noqa: E402
+from kgpu.sim.traces import TraceError  # noqa: E402
 
 spin_briefly()  # every contender runs with the same libgomp setting (the servers inherit the environment)
 
@@ -50,8 +51,7 @@ from kgpu_launch import kgpu_executable  # noqa: E402
 from results_file import write_results  # noqa: E402
 from servers import ServerProcess, free_port  # noqa: E402
 
-TRACE = REPO_ROOT.parent / "shared" / "data" / "azure-llm-inference-2023" / "AzureLLMInferenceTrace_code.csv"
-TRACE_SOURCE = "https://github.com/Azure/AzurePublicDataset (AzureLLMInferenceTrace_code.csv)"
+TRACE = REPO_ROOT / DEFAULT_TRACE
 CONTENDERS = ("engine", "kgpu", "naive", "transformers")
 SERVED = "bench-llm"
 READY_TIMEOUT_S = 600.0
@@ -124,10 +124,11 @@ def one_token_words(tokenizer) -> list[str]:
 
 def workload(tokenizer, args: argparse.Namespace, context: int, count: int = 4000) -> list[WorkItem]:
     """Trace requests with scaled prompts; a prompt and its answer always fit the model's `context`."""
-    if not TRACE.exists():
-        raise SystemExit(f"the Azure LLM trace is missing: {TRACE}\ndownload it from {TRACE_SOURCE}")
-    with TRACE.open() as f:
-        rows = [(int(r["ContextTokens"]), int(r["GeneratedTokens"])) for r in csv.DictReader(f)]
+    try:
+        trace = load_azure_trace(TRACE)
+    except TraceError as exc:
+        raise SystemExit(str(exc)) from None
+    rows = [(request.context_tokens, request.generated_tokens) for request in trace]
     rng = random.Random(args.seed)
     words = one_token_words(tokenizer)
     items = []
@@ -311,28 +312,35 @@ async def run_contender(
         finally:
             engine.stop()
         return results
+    for level in levels:
+        # A fresh server per level: a server that keeps computing answers its clients abandoned at the end
+        # of the last level (the naive one does) would charge that backlog to this one.
+        results[str(level)] = await run_server_level(name, args, model_dir, items, level)
+        print(f"  {name} c={level}: {results[str(level)]}", flush=True)
+    return results
+
+
+async def run_server_level(
+    name: str, args: argparse.Namespace, model_dir: Path, items: list[WorkItem], level: int
+) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"kgpu-bench-{name}-") as tmp:
         port = free_port()
         args.log_dir.mkdir(parents=True, exist_ok=True)
-        server = ServerProcess(
-            name,
-            server_command(name, args, model_dir, port, Path(tmp)),
-            port,
-            args.log_dir / f"generation-{name}.log",
-        )
+        command = server_command(name, args, model_dir, port, Path(tmp))
+        server = ServerProcess(name, command, port, args.log_dir / f"generation-{name}-c{level}.log")
         server.start(env={"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT / "src")})
         try:
             model = served_model(name, model_dir)
             await wait_ready(server, model)
-            limits = httpx.Limits(max_connections=max(levels) + 8, max_keepalive_connections=max(levels) + 8)
+            limits = httpx.Limits(max_connections=level + 8, max_keepalive_connections=level + 8)
             async with httpx.AsyncClient(base_url=server.base_url, timeout=600, limits=limits) as http:
-                send = http_sender(http, "/v1/completions", model)
-                for level in levels:
-                    results[str(level)] = summarize(*await closed_loop(send, items, level, args.duration))
-                    print(f"  {name} c={level}: {results[str(level)]}", flush=True)
+                return summarize(
+                    *await closed_loop(
+                        http_sender(http, "/v1/completions", model), items, level, args.duration
+                    )
+                )
         finally:
             server.stop()
-    return results
 
 
 # -- report ------------------------------------------------------------------------------------------------

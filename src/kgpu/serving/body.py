@@ -8,7 +8,7 @@ import orjson
 from fastapi import Request
 
 from kgpu.body_limit import BodyTooLarge, read_limited
-from kgpu.serving.errors import ApiError
+from kgpu.serving.errors import ApiError, bad_request
 
 
 def too_large(limit: int) -> ApiError:
@@ -34,3 +34,23 @@ async def read_json_body(request: Request, limit: int) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}") from exc
+
+
+def check_model(body: Any, served_name: str) -> dict[str, Any]:
+    """The request object, once it names the model this replica serves (400 without one, 404 for another)."""
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    model = body.get("model")
+    if model is None:
+        raise bad_request("'model' is required", "model")
+    if not isinstance(model, str):
+        raise bad_request("'model' must be a string", "model")
+    if model != served_name:
+        raise ApiError(
+            404,
+            f"The model '{model}' does not exist; this server serves '{served_name}'",
+            param="model",
+            code="model_not_found",
+            reason="model_not_found",
+        )
+    return body

@@ -19,21 +19,20 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from kgpu.serving.body import read_json_body
+from kgpu.serving.body import check_model, read_json_body
 from kgpu.serving.errors import ApiError
 from kgpu.serving.generation_engine import Delta, GenerationError
 from kgpu.serving.generation_params import (
     COMPLETIONS_DEFAULT_MAX_TOKENS,
     ParsedRequest,
     chat_messages,
-    check_model,
     check_token_ids,
     completion_prompt,
     parse_common,
 )
 from kgpu.serving.generation_runtime import GenerationRuntime
+from kgpu.serving.openai_api import add_models_route
 
-_STARTED = int(time.time())
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 # (delta text, finish reason) -> the choice of one chunk or answer, per endpoint.
@@ -190,11 +189,5 @@ def create_generation_router(runtime: GenerationRuntime) -> APIRouter:
         }
         return await answer(request, parsed, "chat.completion", choice, first)
 
-    @router.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [{"id": config.served_name, "object": "model", "created": _STARTED, "owned_by": "kgpu"}],
-        }
-
+    add_models_route(router, config.served_name)
     return router

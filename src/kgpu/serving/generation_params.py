@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kgpu.serving.errors import ApiError, bad_request
+from kgpu.serving.errors import bad_request
 from kgpu.serving.generation_engine import GenerationRequest
 from kgpu.serving.sampling import Sampling
 
@@ -42,25 +42,6 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def check_model(body: Any, served_name: str) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object")
-    model = body.get("model")
-    if model is None:
-        raise bad_request("'model' is required", "model")
-    if not isinstance(model, str):
-        raise bad_request("'model' must be a string", "model")
-    if model != served_name:
-        raise ApiError(
-            404,
-            f"The model '{model}' does not exist; this server serves '{served_name}'",
-            param="model",
-            code="model_not_found",
-            reason="model_not_found",
-        )
-    return body
 
 
 def _refuse_unknown(body: dict[str, Any], known: set[str]) -> None:

@@ -20,7 +20,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from kgpu.serving.body import read_json_body
+from kgpu.serving.body import check_model, read_json_body
 from kgpu.serving.errors import ApiError, bad_request
 from kgpu.serving.runtime import ReplicaRuntime
 
@@ -88,21 +88,7 @@ def parse_input(value: Any, max_inputs: int) -> tuple[list[str] | None, list[lis
 
 
 def parse_embeddings_request(body: Any, served_name: str, dim: int, max_inputs: int) -> EmbeddingsRequest:
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object")
-    model = body.get("model")
-    if model is None:
-        raise bad_request("'model' is required", "model")
-    if not isinstance(model, str):
-        raise bad_request("'model' must be a string", "model")
-    if model != served_name:
-        raise ApiError(
-            404,
-            f"The model '{model}' does not exist; this server serves '{served_name}'",
-            param="model",
-            code="model_not_found",
-            reason="model_not_found",
-        )
+    body = check_model(body, served_name)
     texts, token_ids = parse_input(body.get("input"), max_inputs)
 
     # Only a missing or null value means the default: `or` would take 0, "" or {} for "float" too.
@@ -167,11 +153,16 @@ def create_openai_router(runtime: ReplicaRuntime) -> APIRouter:
             orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
         )
 
+    add_models_route(router, config.served_name)
+    return router
+
+
+def add_models_route(router: APIRouter, served_name: str) -> None:
+    """`GET /v1/models`: the one model this replica serves (every runtime)."""
+
     @router.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {
             "object": "list",
-            "data": [{"id": config.served_name, "object": "model", "created": _STARTED, "owned_by": "kgpu"}],
+            "data": [{"id": served_name, "object": "model", "created": _STARTED, "owned_by": "kgpu"}],
         }
-
-    return router

@@ -1,0 +1,64 @@
+"""bench/generation.py's parts: trace prompts of the planned lengths, the closed loop on the real engine, and the
+targets verdicts (the benchmark itself is a script; these check what its numbers are made of)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.bench_scripts import load_bench_script
+
+generation = load_bench_script("generation")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_llm_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_llm_dir, local_files_only=True)
+
+
+def test_trace_prompts_have_their_planned_token_counts_and_fit_the_context(tokenizer) -> None:
+    args = generation.parse_args(["--prompt-scale", "0.03", "--max-tokens", "40"])
+    items = generation.workload(tokenizer, args, context=256, count=50)
+    for item in items:
+        assert len(tokenizer.encode(item.prompt, add_special_tokens=False)) == item.prompt_tokens
+        assert item.prompt_tokens + item.max_tokens <= 256 - 8 and 1 <= item.max_tokens <= 40
+    assert len({item.prompt_tokens for item in items}) > 5  # lengths follow the trace, not one value
+
+
+def test_the_closed_loop_counts_tokens_and_latencies_from_the_engine(tiny_llm_dir: Path, tokenizer) -> None:
+    from kgpu.serving.generation_engine import GenerationEngine
+
+    args = generation.parse_args(["--prompt-scale", "0.01", "--max-tokens", "8"])
+    items = generation.workload(tokenizer, args, context=256, count=20)
+    engine = GenerationEngine(tiny_llm_dir, device="cpu")
+    engine.start()
+    engine.warmup()
+    try:
+        answers, seconds = asyncio.run(generation.closed_loop(generation.engine_sender(engine), items, 3, 2.0))
+    finally:
+        engine.stop()
+    row = generation.summarize(answers, seconds)
+    assert row["failed"] == 0 and row["output_tokens"] == sum(a.tokens for a in answers) > 0
+    assert row["tokens_per_s"] == pytest.approx(row["output_tokens"] / 2.0, rel=0.01)
+    assert row["ttft_p50_ms"] is not None and row["ttft_p50_ms"] <= row["ttft_p99_ms"]
+
+
+def test_targets_are_met_or_missed_with_their_numbers() -> None:
+    def level(tokens_per_s: float, ttft: float = 100.0, itl50: float = 10.0, itl99: float = 20.0) -> dict:
+        return {"tokens_per_s": tokens_per_s, "ttft_p50_ms": ttft, "itl_p50_ms": itl50, "itl_p99_ms": itl99}
+
+    results = {
+        "engine": {"32": level(100.0)},
+        "kgpu": {"32": level(90.0, itl99=40.0), "1": level(5.0, ttft=104.0)},
+        "naive": {"32": level(20.0), "1": level(5.0, ttft=100.0)},
+    }
+    checks = {check["target"]: (check["value"], check["met"]) for check in generation.targets(results)}
+    assert checks["c=32 kgpu tokens/s >= 0.85x engine"] == (0.9, True)
+    assert checks["c=32 kgpu tokens/s >= 5.0x naive"] == (4.5, False)
+    assert checks["c=32 kgpu tokens/s >= 1.0x transformers"] == (None, None)
+    assert checks["c=1 kgpu TTFT p50 within 5 ms of naive"] == (4.0, True)
+    assert checks["c=32 kgpu inter-token p99 <= 3x p50"] == (4.0, False)
