@@ -102,6 +102,35 @@ def test_the_async_openai_client_streams_concurrently_through_the_gateway(chat) 
     assert streamed == whole
 
 
+def test_v2_generate_stream_through_the_gateway_and_a_disconnect_frees_the_sequence(chat) -> None:
+    body = {"text_input": "def main():", "parameters": {"max_tokens": 6, "temperature": 0}}
+    with httpx.Client(base_url=chat.url, timeout=60) as http:
+        whole = http.post("/v2/models/chat/generate", json=body).json()
+        with http.stream("POST", "/v2/models/chat/generate_stream", json=body) as response:
+            events = [orjson.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+        assert "".join(event["text_output"] for event in events) == whole["text_output"]
+        generated_before = _replica_sum(chat, "kgpu_generation_generated_tokens_total")
+        long = {"model": "chat", "prompt": "x", "max_tokens": 240, "temperature": 0, "stream": True}
+        with http.stream("POST", "/v1/completions", json=long) as response:
+            next(response.iter_lines())  # the answer has started; the client leaves
+        deadline = time.monotonic() + 10
+        while _replica_sum(chat, "kgpu_generation_running_sequences") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _replica_sum(chat, "kgpu_generation_running_sequences") == 0
+        # The replica stopped generating for the client that left, well before its 240 tokens.
+        assert _replica_sum(chat, "kgpu_generation_generated_tokens_total") - generated_before < 240
+
+
+def _replica_sum(platform, name: str) -> float:
+    """A metric summed over the chat replicas' /metrics."""
+    total = 0.0
+    for replica in _chat_replicas(platform):
+        for line in httpx.get(f"{replica['url']}/metrics").text.splitlines():
+            if line.startswith(name + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 async def _stream_once(http: httpx.AsyncClient, index: int) -> tuple[int, int, bool, bool]:
     """(status, content events, finished with [DONE], ended with an error event)."""
     body = {"model": "chat", "prompt": f"Request {index}", "max_tokens": 30, "temperature": 0, "stream": True}

@@ -38,7 +38,9 @@ def test_the_closed_loop_counts_tokens_and_latencies_from_the_engine(tiny_llm_di
     engine.start()
     engine.warmup()
     try:
-        answers, seconds = asyncio.run(generation.closed_loop(generation.engine_sender(engine), items, 3, 2.0))
+        answers, seconds = asyncio.run(
+            generation.closed_loop(generation.engine_sender(engine), items, 3, 2.0)
+        )
     finally:
         engine.stop()
     row = generation.summarize(answers, seconds)

@@ -159,7 +159,9 @@ class GenerationEngine:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._manager.start()
+        # The loop thread takes the caller's inference mode: no autograd bookkeeping on any step.
+        with torch.inference_mode():
+            self._manager.start()
         deadline = time.monotonic() + 60
         while self._cache() is None and self._manager.is_running() and time.monotonic() < deadline:
             time.sleep(0.005)  # the loop thread creates the cache; its size is a fact clients are told
