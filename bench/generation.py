@@ -12,10 +12,10 @@ p50/p99 and the gap between tokens p50/p99.
 Contenders, run one after another on the same machine:
   engine        kgpu's generation engine in this process, no HTTP (the ceiling)
   kgpu          `kgpu up` with one generation replica, requests through its gateway
-  naive         FastAPI calling `model.generate` per request, one at a time (bench/naive_generation_server.py)
+  naive         FastAPI calling `model.generate` per request, one at a time (bench/common/naive_generation_server.py)
   transformers  `transformers serve --continuous-batching` on the same local checkpoint
 
-    .venv/bin/python bench/generation.py --duration 20 --json bench/results/generation-cpu.json
+    .venv/bin/python -m bench.generation --duration 20 --json bench/results/generation-cpu.json
 """
 
 from __future__ import annotations
@@ -32,14 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
-sys.path.insert(0, str(REPO_ROOT / "src"))
-sys.path.insert(0, str(BENCH_DIR))
-
-from kgpu.serving.engine_threads import spin_briefly  # noqa: E402
-from kgpu.sim.azure_trace import DEFAULT_TRACE, load_azure_trace  # noqa: E402
-from kgpu.sim.traces import TraceError  # noqa: E402
+from kgpu.serving.engine_threads import spin_briefly
 
 spin_briefly()  # every contender runs with the same libgomp setting (the servers inherit the environment)
 
@@ -47,10 +40,13 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 import yaml  # noqa: E402
 
-from kgpu_launch import kgpu_executable  # noqa: E402
-from results_file import write_results  # noqa: E402
-from servers import ServerProcess, free_port  # noqa: E402
+from bench.common.kgpu_launch import REPO_ROOT, kgpu_executable  # noqa: E402
+from bench.common.results import write_results  # noqa: E402
+from bench.common.servers import ServerProcess, free_port  # noqa: E402
+from kgpu.sim.azure_trace import DEFAULT_TRACE, load_azure_trace  # noqa: E402
+from kgpu.sim.traces import TraceError  # noqa: E402
 
+BENCH_DIR = REPO_ROOT / "bench"
 TRACE = REPO_ROOT / DEFAULT_TRACE
 CONTENDERS = ("engine", "kgpu", "naive", "transformers")
 SERVED = "bench-llm"
@@ -261,7 +257,7 @@ def server_command(name: str, args: argparse.Namespace, model_dir: Path, port: i
             str(work / "state"),
         ]
     if name == "naive":
-        return [sys.executable, str(BENCH_DIR / "naive_generation_server.py"), "--model-dir", str(model_dir),
+        return [sys.executable, "-m", "bench.common.naive_generation_server", "--model-dir", str(model_dir),
                 "--port", str(port), "--device", args.device, "--dtype", args.dtype]  # fmt: skip
     if name == "transformers":
         executable = Path(sys.executable).parent / "transformers"
@@ -328,7 +324,12 @@ async def run_server_level(
         args.log_dir.mkdir(parents=True, exist_ok=True)
         command = server_command(name, args, model_dir, port, Path(tmp))
         server = ServerProcess(name, command, port, args.log_dir / f"generation-{name}-c{level}.log")
-        server.start(env={"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT / "src")})
+        server.start(
+            env={
+                "HF_HUB_OFFLINE": "1",
+                "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
+            }
+        )
         try:
             model = served_model(name, model_dir)
             await wait_ready(server, model)

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench_scripts import load_bench_script
-
-generation = load_bench_script("generation")
+from bench import generation
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ Requests are served in arrival order by a single worker thread (no batching acro
 streams its tokens as server-sent events as `generate` produces them (a streamer), in the OpenAI completions
 shape, so the benchmark's load generator reads it like the other servers. Greedy decoding only.
 
-Run: python bench/naive_generation_server.py --model-dir DIR --port P [--device cpu|cuda] [--dtype ...]
+Run: python -m bench.common.naive_generation_server --model-dir DIR --port P [--device cpu|cuda] [--dtype ...]
 """
 
 from __future__ import annotations
