@@ -41,7 +41,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def serve(urls: multiprocessing.Queue) -> None:
-    from tests.kubernetes.api_double import ApiServerDouble
+    from bench.common.kube_api_double import ApiServerDouble
 
     with ApiServerDouble() as api:
         urls.put(api.url)

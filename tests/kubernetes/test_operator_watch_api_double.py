@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
+from bench.common.kube_api_double import ApiServerDouble
 from kgpu.backends.kubernetes.operator import Operator
-from tests.kubernetes.api_double import ApiServerDouble
 from tests.kubernetes.test_operator_api_double import deployment, operator_for, put_service
 
 GV = "kgpu.dev/v1alpha1"

@@ -10,6 +10,7 @@ from importlib import resources
 import jsonschema
 import pytest
 
+from bench.common.kube_api_double import ApiServerDouble
 from kgpu.backends.kubernetes.__main__ import build_parser, provisioning_settings
 from kgpu.backends.kubernetes.operator import KubeApis, Operator
 from kgpu.backends.kubernetes.provisioning import (
@@ -19,7 +20,6 @@ from kgpu.backends.kubernetes.provisioning import (
     render_machine_deployment,
 )
 from tests.kubernetes._matrix import pool
-from tests.kubernetes.api_double import ApiServerDouble
 
 CAPI = ProvisioningSettings(
     provider="cluster-api",

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from bench.common.kube_api_double import ApiError, ApiServerDouble, Route
 from kgpu.backends.kubernetes.cluster_view import node_object, pod_object
 from kgpu.backends.kubernetes.replay import allocation_pct, packing_workload, place_pending, trace_objects
 from kgpu.backends.kubernetes.scheduler import KgpuScheduler
@@ -14,7 +15,6 @@ from kgpu.scheduling.requests import PodRequest
 from kgpu.scheduling.snapshot import NodeSpec
 from kgpu.sim.packing import run_packing
 from kgpu.sim.traces import DEFAULT_NODES, DEFAULT_PODS, load_nodes, load_pods
-from tests.kubernetes.api_double import ApiError, ApiServerDouble, Route
 from tests.kubernetes.test_operator_watch_api_double import eventually
 
 SEED = 42
