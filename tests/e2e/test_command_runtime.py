@@ -91,7 +91,11 @@ def test_the_openai_client_chats_with_transformers_serve_through_the_gateway(tch
     assert len([c for c in stream if c.choices and c.choices[0].delta.content]) >= 1
     replica = _replicas(tchat)[0]
     log = tchat.http.get(f"/apis/kgpu.dev/v1alpha1/replicas/{replica['name']}/log")
-    assert log.status_code == 200 and "/v1/chat/completions" in log.text  # the server's output, in kgpu logs
+    assert log.status_code == 200 and "/v1/chat/completions" in log.text
+    v2 = tchat.http.post("/v2/models/tchat/infer", json={"inputs": []})  # it speaks only OpenAI's API
+    assert (
+        v2.status_code == 400 and "speaks only the OpenAI API" in v2.text
+    )  # the server's output, in kgpu logs
 
 
 def test_a_killed_server_is_restarted_and_serves_again(tchat):

@@ -344,3 +344,13 @@ async def test_a_deleted_service_leaves_no_state_behind_at_the_gateway():
     # The service works again when a replica comes back.
     registry.add(SERVICE, "minilm-1", "http://127.0.0.1:1002")
     assert (await router.forward(SERVICE, "/x", b"{}", "application/json")).status == 200
+
+
+def test_a_service_speaking_one_protocol_refuses_the_other_by_name():
+    router = Router(ReplicaRegistry(), GatewayMetrics())
+    assert router.protocol_refusal("default/qwen", "v2") is None  # kgpu's replica speaks both
+    router.set_protocol("default/qwen", "openai")
+    assert router.protocol_refusal("default/qwen", "openai") is None
+    assert "speaks only the OpenAI API" in router.protocol_refusal("default/qwen", "v2")
+    router.set_protocol("default/qwen", None)
+    assert router.protocol_refusal("default/qwen", "v2") is None

@@ -118,3 +118,13 @@ def test_kubeconfigs_are_stored_as_secrets_by_the_cluster_admin_and_never_read_b
     parsed = Cluster.model_validate({**cluster, "metadata": {"name": "prod", "namespace": "team-a"}})
     api = connect_stored(parsed, shared.app.state.platform.kubeconfigs.get)
     assert api.api_client.configuration.host == "https://10.0.0.1:6443"
+
+
+def test_command_runtimes_run_only_for_projects_allowed_the_servers_files(shared):
+    """A command runs as the server's own user: a project without localModelPaths may not start one."""
+    b = bearer(shared.tokens["b"])
+    runtime = {"kind": "command", "command": ["transformers", "serve"]}
+    refused = shared.put(services_path("team-b", "cmd"), json=service("cmd", runtime=runtime), headers=b)
+    assert refused.status_code == 422
+    [field] = refused.json()["error"]["fields"]
+    assert field["path"] == "spec.runtime.kind" and "may not run commands on the server" in field["message"]

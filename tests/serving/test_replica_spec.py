@@ -27,7 +27,7 @@ def team_service():
     )
 
 
-def local_argv(service, tmp_path) -> list[str]:
+def local_replica(service, tmp_path, port: int) -> LocalReplica:
     replica = LocalReplica(
         service=service.key,
         name="embed-0.team-a",
@@ -37,7 +37,12 @@ def local_argv(service, tmp_path) -> list[str]:
         log_path=tmp_path / "log",
         hooks=None,
     )
-    replica.port = 41234
+    replica.port = port
+    return replica
+
+
+def local_argv(service, tmp_path) -> list[str]:
+    replica = local_replica(service, tmp_path, 41234)
     return replica._argv(replica._env())
 
 
@@ -76,16 +81,6 @@ def test_both_backends_give_the_replica_the_same_service_and_project_labels(tmp_
 
 def test_the_local_process_gets_the_spec_env_and_its_devices(tmp_path):
     service = team_service()
-    replica = LocalReplica(
-        service=service.key,
-        name="embed-0.team-a",
-        node="n",
-        spec=build_replica_spec(service),
-        assignment=LocalDevices(discover()).assign("embed-0.team-a", None, "cpu", []),
-        log_path=tmp_path / "log",
-        hooks=None,
-    )
-    replica.port = 5555
-    env = replica._env()
+    env = local_replica(service, tmp_path, 5555)._env()
     assert env["HF_HUB_OFFLINE"] == "1" and env["PORT"] == "5555"
     assert env["CUDA_VISIBLE_DEVICES"] == ""  # a CPU replica sees no GPU

@@ -241,31 +241,32 @@ class Platform:
     # the error would tell the caller which of the server's files exist.
     local_paths_allowed: Callable[[str], bool] = staticmethod(lambda namespace: True)
 
+    def _local_refusal(self, namespace: str, field: str, what: str, hint: str = "") -> list[FieldError]:
+        """Refuse `what` (the server's files or processes) to a project not allowed local paths."""
+        if self.local_paths_allowed(namespace):
+            return []
+        return [
+            FieldError(
+                field,
+                f'Forbidden: project "{namespace}" may not {what} (the cluster admin allows them with '
+                f"the project's localModelPaths){hint}",
+            )
+        ]
+
     def _check_model(self, resource: object) -> list[FieldError]:
         if isinstance(resource, InferenceService) and not resource.spec.model.uri.startswith("pkg:"):
             namespace = resource.metadata.namespace
-            if not self.local_paths_allowed(namespace):
-                return [
-                    FieldError(
-                        "spec.model.uri",
-                        f'Forbidden: project "{namespace}" may not use model paths on the server (the '
-                        "cluster admin allows them with the project's localModelPaths); use pkg:<package>",
-                    )
-                ]
+            what = "use model paths on the server"
+            if refusal := self._local_refusal(namespace, "spec.model.uri", what, "; use pkg:<package>"):
+                return refusal
         return check_model_available(resource)
 
     def _check_runtime(self, resource: object) -> list[FieldError]:
         """A command runs as the server's own user, with its files: only where local paths are allowed."""
         if isinstance(resource, InferenceService) and resource.spec.runtime.kind == "command":
             namespace = resource.metadata.namespace
-            if not self.local_paths_allowed(namespace):
-                return [
-                    FieldError(
-                        "spec.runtime.kind",
-                        f'Forbidden: project "{namespace}" may not run commands on the server (the '
-                        "cluster admin allows them with the project's localModelPaths)",
-                    )
-                ]
+            if refusal := self._local_refusal(namespace, "spec.runtime.kind", "run commands on the server"):
+                return refusal
         return check_runtime_available(resource)
 
     def _clusters(self) -> list[Cluster]:
@@ -288,9 +289,13 @@ class Platform:
         per_replica = self.backend.ready_replicas(key) is None
         self.router.set_concurrency_limit(key, service.spec.container_concurrency if per_replica else 0)
         self.router.set_parked(key, service.spec.replicas == 0 and service.spec.autoscaling is None)
-        if service.spec.runtime.kind != "kgpu":
+        if service.spec.runtime.kind == "kgpu":
+            self.router.set_upstream_model(key, None)
+            self.router.set_protocol(key, None)
+        else:
             spec = build_replica_spec(service, model_path=model_location(service.spec.model.uri))
             self.router.set_upstream_model(key, spec.served_model_name)
+            self.router.set_protocol(key, spec.protocol)
 
     def observe(self, key: str) -> Observation:
         replicas = self.backend.replicas(key)

@@ -227,6 +227,8 @@ def gateway_routes(
             return _openai_error(
                 404, f"model {model!r} is not served here (known: {known})", "model_not_found", "model"
             )
+        if (refusal := router.protocol_refusal(service, "openai")) is not None:
+            return _openai_error(400, refusal, "unsupported_protocol", "model")
         served_name = router.upstream_model(service)
         if model != served_name:  # "team-a/minilm": replicas know their service by its plain name
             payload["model"] = served_name
@@ -258,13 +260,22 @@ def gateway_routes(
         data = [{"id": m, "object": "model", "owned_by": "kgpu"} for m in models_for(caller)]
         return JSONResponse({"object": "list", "data": data})
 
-    async def v2_request(model: str, request: Request, action: str) -> Response:
+    async def v2_service(model: str, request: Request) -> str | JSONResponse:
+        """The service a v2 request names, or the answer when the caller may not or it speaks no v2."""
         caller = await caller_of(request)
         if isinstance(caller, JSONResponse):
             return caller
         service = resolve_for(model, caller)
         if service is None:
             return JSONResponse({"error": f"model {model!r} is not served here"}, status_code=404)
+        if (refusal := router.protocol_refusal(service, "v2")) is not None:
+            return JSONResponse({"error": refusal}, status_code=400)
+        return service
+
+    async def v2_request(model: str, request: Request, action: str) -> Response:
+        service = await v2_service(model, request)
+        if isinstance(service, JSONResponse):
+            return service
         deadline, bad_deadline = deadline_ms(request)
         if bad_deadline is not None:
             return JSONResponse({"error": bad_deadline}, status_code=400)
@@ -309,12 +320,9 @@ def gateway_routes(
 
     async def v2_model_read(model: str, request: Request, suffix: str) -> Response:
         """Model metadata or readiness: a ready replica answers (a model has no replica ready: 503)."""
-        caller = await caller_of(request)
-        if isinstance(caller, JSONResponse):
-            return caller
-        service = resolve_for(model, caller)
-        if service is None:
-            return JSONResponse({"error": f"model {model!r} is not served here"}, status_code=404)
+        service = await v2_service(model, request)
+        if isinstance(service, JSONResponse):
+            return service
         path = f"/v2/models/{router.upstream_model(service)}{suffix}"
         result = await router.read(service, path)
         if result.status != 200 or suffix.endswith("/ready"):

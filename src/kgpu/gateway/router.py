@@ -70,6 +70,8 @@ class Router:
         self._limits: dict[str, int] = {}  # service -> containerConcurrency (0: no limit)
         # service -> the `model` its replicas answer to, where that is not the service's name.
         self._upstream_models: dict[str, str] = {}
+        # service -> the one protocol its replicas speak ("openai" or "v2"); absent: both (kgpu's own).
+        self._protocols: dict[str, str] = {}
         # Services with `replicas: 0` and no autoscaling: nothing will start a replica, so a
         # request is answered 503 at once instead of being held until its timeout.
         self._parked: set[str] = set()
@@ -97,6 +99,21 @@ class Router:
             self._upstream_models.pop(service, None)
         else:
             self._upstream_models[service] = model
+
+    def set_protocol(self, service: str, protocol: str | None) -> None:
+        """The one protocol the service's replicas speak (None: OpenAI and v2 both, kgpu's replica)."""
+        if protocol is None:
+            self._protocols.pop(service, None)
+        else:
+            self._protocols[service] = protocol
+
+    def protocol_refusal(self, service: str, protocol: str) -> str | None:
+        """Why a request of `protocol` cannot go to the service's replicas, or None when it can."""
+        speaks = self._protocols.get(service)
+        if speaks is None or speaks == protocol:
+            return None
+        names = {"openai": "the OpenAI API (/v1/...)", "v2": "the Open Inference Protocol v2 (/v2/...)"}
+        return f"service {service!r} runs a server that speaks only {names.get(speaks, speaks)}"
 
     def upstream_model(self, service: str) -> str:
         """What a forwarded request names as its model: "team-a/minilm" is "minilm" to its replicas."""
