@@ -11,6 +11,7 @@ from rich.text import Text
 
 from kgpu.api.errors import ResourceValidationError
 from kgpu.api.io import load_resource_file
+from kgpu.api.models import object_key
 from kgpu.cli import render
 from kgpu.cli.client import ApiError, KgpuClient
 from kgpu.cli.describe import describe_nodepool, describe_service
@@ -232,22 +233,24 @@ def delete(
 
 @app.command()
 def logs(
-    name: str = typer.Argument(..., help="a replica (minilm-0) or a service (minilm: all its replicas)"),
+    name: str = typer.Argument(
+        ..., help="a replica (minilm-0) or a service (minilm or namespace/minilm: all its replicas)"
+    ),
+    namespace: str = NamespaceOption,
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new lines"),
     tail: int = typer.Option(100, "--tail", min=1, help="lines to show from the end of each log"),
     server: str = ServerOption,
 ) -> None:
     """Print a replica's log (model loading, batches, errors)."""
     client = _client(server)
+    if "/" in name:
+        namespace, _, name = name.partition("/")
     try:
-        replicas = client.replicas()
-        names = [r["name"] for r in replicas if r["name"] == name]
+        names = _replicas_named(client.replicas(), namespace, name)
         if not names:
-            names = sorted(
-                {r["name"] for r in replicas if r["service"].split("/")[-1] == name or r["service"] == name}
+            _fail(
+                f'no replica or service named "{name}" in namespace "{namespace}" (see `kgpu get replicas`)'
             )
-        if not names:
-            _fail(f'no replica or service named "{name}" (see `kgpu get replicas`)')
         prefix = len(names) > 1
         offsets = {}
         for replica in names:
@@ -262,6 +265,15 @@ def logs(
         _report_api_error(exc)
     except KeyboardInterrupt:
         pass
+
+
+def _replicas_named(replicas: list[dict], namespace: str, name: str) -> list[str]:
+    """The replica `name` or the replicas of the service `name`, of the namespace only: another
+    project's service of the same name is a different service (without auth every replica is listed)."""
+    own = [r for r in replicas if r["service"].partition("/")[0] == namespace]
+    return [r["name"] for r in own if r["name"] == name] or sorted(
+        r["name"] for r in own if r["service"] == object_key(namespace, name)
+    )
 
 
 def _print_structured(items: list[dict], fmt: str) -> None:
