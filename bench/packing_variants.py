@@ -13,6 +13,7 @@ bench/results/packing_variants.json (every run's allocation at 100% and 130%, an
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -98,6 +99,45 @@ def print_table(rows: dict[str, dict], policies: list[str]) -> None:
         )
 
 
+def combine(specs: list[str], out: Path) -> int:
+    """The table of runs saved by earlier invocations, each ``FILE`` or ``FILE:policy,policy`` (only
+    those policies' runs); a (trace, policy, seed) may come from one source only."""
+    sources = [Path(spec.split(":")[0]) for spec in specs]
+    wanted = [set(spec.split(":")[1].split(",")) if ":" in spec else None for spec in specs]
+    documents = [json.loads(p.read_text()) for p in sources]
+    runs: list[dict] = []
+    seen: set[tuple] = set()
+    for path, doc, only in zip(sources, documents, wanted, strict=True):
+        for r in doc["runs"]:
+            if only is not None and r["policy"] not in only:
+                continue
+            key = (r["trace"], r["policy"], r["seed"])
+            if key in seen:
+                print(f"error: {path}: {key} is also in an earlier file", file=sys.stderr)
+                return 1
+            seen.add(key)
+            runs.append(r)
+    traces = list(dict.fromkeys(r["trace"] for r in runs))
+    policies = [p for p in ("random", "best-fit", "fgd", "kgpu") if any(r["policy"] == p for r in runs)]
+    rows = table(runs, traces, policies)
+    print_table(rows, policies)
+    write_results(
+        out,
+        "packing_variants",
+        {"from_json": " ".join(specs)},
+        documents[0]["machine"],
+        sources=[
+            {"source": spec, "created": d["created"], "command": d["command"], "seconds": d["seconds"]}
+            for spec, d in zip(specs, documents, strict=True)
+        ],
+        held_out=list(HELD_OUT),
+        mixes=documents[0]["mixes"],
+        table=rows,
+        runs=runs,
+    )
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policies", default="random,best-fit,fgd,kgpu")
@@ -107,7 +147,16 @@ def main() -> int:
     ap.add_argument("--nodes", default=str(DEFAULT_NODES))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", default=str(RESULTS / "packing_variants.json"))
+    ap.add_argument(
+        "--from-json",
+        nargs="+",
+        metavar="FILE[:POLICIES]",
+        help="place nothing: the table of the runs saved in these result files, optionally only some "
+        "policies' (baselines from one run and kgpu from a later one; the JSON names every source)",
+    )
     args = ap.parse_args()
+    if args.from_json:
+        return combine(args.from_json, Path(args.json))
 
     policies, seeds, traces = args.policies.split(","), parse_seeds(args.seeds), args.variants.split(",")
     try:
