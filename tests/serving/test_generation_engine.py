@@ -105,3 +105,27 @@ async def test_closing_an_answer_frees_its_sequence_and_kv_blocks(engine: Genera
         await asyncio.sleep(0.01)
     assert engine.running_sequences() == 0
     assert engine.kv_cache_usage() == pytest.approx(before)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+async def test_cuda_greedy_answers_under_load_equal_generate_and_seeds_reproduce(tiny_llm_dir: Path) -> None:
+    gpu = GenerationEngine(tiny_llm_dir, device="cuda", dtype="float32")
+    assert gpu.device.startswith("cuda")
+    gpu.start()
+    try:
+        ids = [gpu.tokenize(prompt) for prompt in PROMPTS]
+        requests = [GenerationRequest(prompt, n) for prompt, n in zip(ids, MAX_TOKENS, strict=True)]
+        together = await asyncio.gather(*(answer(gpu, request) for request in requests))
+        for request, (_, tokens, _) in zip(requests, together, strict=True):
+            with torch.no_grad():
+                out = gpu.model.generate(
+                    torch.tensor([request.prompt_ids], device="cuda"), max_new_tokens=request.max_tokens,
+                    do_sample=False, eos_token_id=gpu.eos_token_ids,
+                )  # fmt: skip
+            assert tokens == out[0, len(request.prompt_ids) :].tolist()
+        sampled = GenerationRequest(ids[0], 16, Sampling(temperature=1.0, top_p=0.9, seed=3))
+        first, second = await asyncio.gather(answer(gpu, sampled), answer(gpu, sampled))
+        assert first[1] == second[1]
+    finally:
+        gpu.stop()

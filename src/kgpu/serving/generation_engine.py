@@ -110,6 +110,9 @@ class GenerationEngine:
             max_batch_tokens=self.prefill_chunk_tokens,
             max_requests_per_batch=max_running,
             scheduler_type="fifo",
+            # The per-request sampler (kgpu.serving.sampling) reads each row's sampling slot on the host,
+            # which a captured CUDA graph cannot do: steps run eagerly (as they do on CPU anyway).
+            use_cuda_graph=False,
         )
         if kv_cache_bytes is not None:
             cb_config.num_blocks = max(1, kv_cache_bytes // (per_token * page_size))
