@@ -144,7 +144,7 @@ def test_get_yaml_output_applies_again(api):
         ),
         ({"replicas": -1}, "spec.replicas", ""),
         ({"runtime": {"dtype": "int3"}}, "spec.runtime.dtype", ""),
-        ({"model": {"uri": "hf://sentence-transformers/all-MiniLM-L6-v2"}}, "spec.model.uri", "network"),
+        ({"model": {"uri": "https://example.com/all-MiniLM-L6-v2"}}, "spec.model.uri", "network"),
         ({"model": {"uri": "pkg:no_such_model_package"}}, "spec.model.uri", "no_such_model_package"),
         # Past 2^63-1: once a 500 from the store's JSON, or from Decimal / int() overflows.
         (
@@ -292,7 +292,9 @@ def test_merge_patch_changes_only_what_it_names(api):
 
 def test_merge_patch_is_validated_like_a_replace(api):
     api.put(f"{BASE}/minilm", json=service(replicas=2))
-    response = patch(api, f"{BASE}/minilm", {"spec": {"replicas": -1, "model": {"uri": "hf://org/model"}}})
+    response = patch(
+        api, f"{BASE}/minilm", {"spec": {"replicas": -1, "model": {"uri": "https://example.com/model"}}}
+    )
     assert response.status_code == 422
     paths = {f["path"] for f in response.json()["error"]["fields"]}
     assert {"spec.replicas", "spec.model.uri"} <= paths
