@@ -405,3 +405,13 @@ def test_node_provisioner_values_reach_the_operator_with_exactly_the_rbac_it_nee
         ("nodepools", v) for v in ("list", "create", "patch", "delete")
     }
     assert ProvisioningSettings().provider == "none"
+
+
+def test_the_model_cache_claim_reaches_the_operators_flags():
+    def operator_args(values: dict) -> list[str]:
+        objects = by_kind(render_chart(CHART, values=values))
+        return objects[("Deployment", "kgpu-operator")]["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert "--model-cache-claim" not in operator_args({})
+    args = operator_args({"operator": {"modelCacheClaim": "hf-cache"}})
+    assert build_parser().parse_args(args).model_cache_claim == "hf-cache"
