@@ -67,9 +67,15 @@ def wait_for_chart_data(page, chart_id: str, timeout_ms: int = 20_000) -> dict:
         }}""",
         timeout=timeout_ms,
     )
-    page.wait_for_timeout(100)  # the redraw after setData
-    state = chart_state(page, chart_id)
-    assert state is not None and state["max"] > 0, state
+    # Two samples 2 s apart span a few pixels of a 15-minute axis: the line grows with each new sample,
+    # so wait (bounded) for it to cover more than a speck; a blank canvas still fails.
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        page.wait_for_timeout(250)  # the redraw after setData
+        state = chart_state(page, chart_id)
+        assert state is not None and state["max"] > 0, state
+        if state["colored"] > 20 or time.monotonic() > deadline:
+            break
     assert state["colored"] > 20, f"chart {chart_id} has data {state} but its canvas shows no line"
     return state
 
