@@ -92,6 +92,13 @@ async def test_a_stop_string_ends_the_answer_before_it(engine: GenerationEngine)
 
 async def test_closing_an_answer_frees_its_sequence_and_kv_blocks(engine: GenerationEngine) -> None:
     ids = engine.tokenize(PROMPTS[3])
+    # The engine is shared with earlier tests: measure the baseline once their sequences have left
+    # and their blocks are back, or a block freed meanwhile hides the one this answer takes.
+    for _ in range(300):
+        if engine.running_sequences() == 0 and engine.waiting_sequences() == 0:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
     before = engine.kv_cache_usage()
     stream = engine.generate(GenerationRequest(ids, 200))
     async for _ in stream:
