@@ -281,6 +281,8 @@ class Platform:
         if stored.kind == "InferenceService":
             what = {"ADDED": "created", "MODIFIED": "updated"}.get(change.type, "deleted; draining replicas")
             self.events.record(object_key(stored.namespace, stored.name), what)
+            if change.type == "DELETED":
+                self.metrics.forget_service(object_key(stored.namespace, stored.name))
 
     def _route_settings(self, service: InferenceService) -> None:
         key = service.key

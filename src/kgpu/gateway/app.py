@@ -328,7 +328,12 @@ def gateway_routes(
         if result.status != 200 or suffix.endswith("/ready"):
             return _to_response(result)
         # The replica answers with the name it knows; the client asked by the service's.
-        metadata = orjson.loads(result.body)
+        try:
+            metadata = orjson.loads(result.body)
+        except orjson.JSONDecodeError:  # a command runtime's own server may answer anything
+            return JSONResponse(
+                {"error": f"model {model!r}: its server answered metadata that is not JSON"}, 502
+            )
         if isinstance(metadata, dict):
             metadata["name"] = model
         return JSONResponse(metadata)

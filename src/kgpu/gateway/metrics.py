@@ -68,6 +68,14 @@ class GatewayMetrics:
             registry=r,
         )
 
+    def forget_service(self, service: str) -> None:
+        """A deleted service's replica gauges go (they describe what exists now); its request counts stay."""
+        for gauge in (self.ready_replicas, self.desired_replicas):
+            try:
+                gauge.remove(service)
+            except KeyError:  # never reported
+                pass
+
     def observe(self, service: str, status: int, seconds: float) -> None:
         self.requests.labels(service=service, code=str(status)).inc()
         self.latency.labels(service=service).observe(seconds)
