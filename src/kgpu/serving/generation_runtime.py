@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 from kgpu.gc_tuning import freeze_what_is_loaded
@@ -20,14 +19,13 @@ from kgpu.serving.errors import ApiError
 from kgpu.serving.generation_engine import Delta, GenerationEngine, GenerationError, GenerationRequest
 from kgpu.serving.generation_metrics import GenerationMetrics
 from kgpu.serving.metrics import ReplicaMetrics
-from kgpu.serving.model_layout import read_model_layout
-from kgpu.serving.model_source import ModelSourceError, resolve_model_uri
+from kgpu.serving.model_source import resolve_model_uri
+from kgpu.serving.model_task import served_task
 from kgpu.serving.runtime import readiness_error
 
 log = logging.getLogger("kgpu.serving")
 
 GenerationEngineFactory = Callable[[ReplicaConfig], Any]
-_CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
 
 def build_generation_engine(config: ReplicaConfig) -> GenerationEngine:
@@ -41,25 +39,9 @@ def build_generation_engine(config: ReplicaConfig) -> GenerationEngine:
     )
 
 
-def model_task(directory: Path) -> str:
-    """'generation' for a causal language model directory, 'embedding' for anything else (sentence-transformers
-    layouts and encoders)."""
-    if (directory / "modules.json").exists():
-        return "embedding"
-    layout = read_model_layout(directory)
-    architectures = layout.config.get("architectures") or []
-    return "generation" if any(str(a).endswith(_CAUSAL_LM_SUFFIXES) for a in architectures) else "embedding"
-
-
 def replica_task(config: ReplicaConfig) -> str:
-    """The task a replica serves: as configured, else read from its model directory. A directory that cannot be
-    read counts as embeddings, whose runtime then reports the load error as it always has."""
-    if config.task != "auto":
-        return config.task
-    try:
-        return model_task(resolve_model_uri(config.model_uri))
-    except (ModelSourceError, ValueError):
-        return "embedding"
+    """The task a replica serves: as configured, else read from its model directory (kgpu.serving.model_task)."""
+    return served_task(config.task, config.model_uri)
 
 
 class GenerationRuntime:
