@@ -154,3 +154,14 @@ def test_cluster_backends_and_kube_context() -> None:
     assert error_lines({"kind": "Cluster", "metadata": {"name": "dev"}, "spec": {"backend": "nomad"}}) == [
         'spec.backend: Unsupported value: "nomad": supported values: "local", "kubernetes", "sim"'
     ]
+
+
+def test_flavor_price_comes_from_the_catalog_unless_the_pool_declares_its_own() -> None:
+    named = parse_resource(pool(flavor={"name": "g3-ai-16-64-l4-24-1"})).spec.flavor
+    assert named.price_per_gpu_hour == 0.8
+    by_model = parse_resource(pool(flavor={"gpuModel": "H100-80GB", "gpuCount": 8})).spec.flavor
+    assert by_model.price_per_gpu_hour == 2.5
+    own = parse_resource(pool(flavor={"gpuModel": "H100-80GB", "gpuCount": 8, "pricePerGpuHour": 1.2}))
+    assert own.spec.flavor.price_per_gpu_hour == 1.2
+    (line,) = error_lines(pool(flavor={"gpuModel": "L4", "gpuCount": 1, "pricePerGpuHour": -1}))
+    assert line.startswith("spec.flavor.pricePerGpuHour:")

@@ -39,7 +39,7 @@ from kgpu.gpu.catalog import (
     vendor_display_name,
     vendor_for_resource_domain,
 )
-from kgpu.gpu.flavors import all_flavors, get_flavor
+from kgpu.gpu.flavors import all_flavors, catalog_price_per_gpu_hour, get_flavor
 
 
 def _quantity_input(value: Any) -> str | int | float:
@@ -353,6 +353,9 @@ class Flavor(KgpuModel):
     gpu_count: int = Field(0, ge=0, le=64)
     cpu: QuantityValue | None = None
     memory: QuantityValue | None = None
+    # USD per GPU per hour: what placement across clusters (policy fill) and the fleet replay
+    # compare. Unset: the named flavor's catalog price, else the catalog's lowest for gpuModel.
+    price_per_gpu_hour: float | None = Field(None, ge=0, le=1_000_000)
 
     @model_validator(mode="after")
     def _flavor_rules(self) -> Flavor:
@@ -367,9 +370,13 @@ class Flavor(KgpuModel):
                 self.gpu_model, self.gpu_count = named.gpu_model, named.gpu_count
             self.cpu = self.cpu if self.cpu is not None else named.cpu
             self.memory = self.memory if self.memory is not None else named.memory
+            if self.price_per_gpu_hour is None and self.gpu_model == named.gpu_model:
+                self.price_per_gpu_hour = named.price_per_gpu_hour
         if self.gpu_model is not None:
             try:
                 self.gpu_model = get_model(self.gpu_model).name  # the catalog's spelling
+                if self.price_per_gpu_hour is None:
+                    self.price_per_gpu_hour = catalog_price_per_gpu_hour(self.gpu_model)
             except KeyError:
                 errors.append(unsupported("gpuModel", self.gpu_model, model_names()))
             if self.gpu_count == 0:

@@ -1,0 +1,126 @@
+"""The split of one desired replica count over clusters: each policy's rule, and properties."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kgpu.multicluster.placement import (
+    PLACEMENT_POLICIES,
+    UNAVAILABLE,
+    ClusterOffer,
+    split_replicas,
+)
+
+ON_PREM = ClusterOffer("on-prem", price_per_gpu_hour=1.0, capacity=2, max_capacity=3)
+CLOUD = ClusterOffer("cloud", price_per_gpu_hour=2.5, capacity=0, max_capacity=20)
+
+
+def test_fill_uses_the_cheaper_cluster_first_and_overflows_to_the_dearer():
+    offers = [CLOUD, ON_PREM]  # declared dear first: fill goes by price, not order
+    assert split_replicas(2, offers, "fill").replicas == {"cloud": 0, "on-prem": 2}
+    # The cheap cluster holds 3 once its pool grows; the rest goes to the cloud.
+    split = split_replicas(7, offers, "fill")
+    assert split.replicas == {"cloud": 4, "on-prem": 3}
+    assert (split.skipped, split.unplaced) == ({}, 0)
+
+
+def test_fill_breaks_equal_prices_towards_the_local_cluster():
+    offers = [
+        ClusterOffer("a", price_per_gpu_hour=1.0),
+        ClusterOffer("b", price_per_gpu_hour=1.0, local=True),
+    ]
+    assert split_replicas(3, offers, "fill").replicas == {"a": 0, "b": 3}
+
+
+def test_spread_balances_and_keeps_the_odd_replica_where_it_already_runs():
+    offers = [ClusterOffer("a"), ClusterOffer("b"), ClusterOffer("c")]
+    assert split_replicas(6, offers, "spread").replicas == {"a": 2, "b": 2, "c": 2}
+    assert split_replicas(4, offers, "spread").replicas == {"a": 2, "b": 1, "c": 1}
+    moved = [ClusterOffer("a"), ClusterOffer("b"), ClusterOffer("c", current=2)]
+    assert split_replicas(4, moved, "spread").replicas == {"a": 1, "b": 1, "c": 2}
+
+
+def test_spread_gives_a_full_cluster_its_room_and_the_rest_to_the_others():
+    offers = [ClusterOffer("small", capacity=1), ClusterOffer("big")]
+    assert split_replicas(5, offers, "spread").replicas == {"small": 1, "big": 4}
+
+
+def test_failover_puts_everything_on_the_primary_and_uses_backups_when_it_is_lost():
+    primary, backup = ClusterOffer("primary"), ClusterOffer("backup", price_per_gpu_hour=0.1)
+    assert split_replicas(4, [primary, backup], "failover").replicas == {"primary": 4, "backup": 0}
+    lost = ClusterOffer("primary", available=False)
+    split = split_replicas(4, [lost, backup], "failover")
+    assert split.replicas == {"primary": 0, "backup": 4}
+    assert split.skipped == {"primary": UNAVAILABLE}
+
+
+def test_a_cluster_that_cannot_host_the_service_is_skipped_with_its_reason():
+    no_gpu = ClusterOffer("cpu-only", reason="no node pool has a GPU of models H100-80GB")
+    split = split_replicas(3, [no_gpu, ClusterOffer("gpu", capacity=2)], "spread")
+    assert split.replicas == {"cpu-only": 0, "gpu": 2}
+    assert split.skipped == {"cpu-only": "no node pool has a GPU of models H100-80GB"}
+    assert split.unplaced == 1
+
+
+def test_unknown_policy_and_bad_input_are_refused():
+    with pytest.raises(
+        ValueError, match="unknown placement policy 'cheapest'; known: fill, spread, failover"
+    ):
+        split_replicas(1, [CLOUD], "cheapest")
+    with pytest.raises(ValueError, match="offered twice"):
+        split_replicas(1, [CLOUD, CLOUD], "fill")
+    with pytest.raises(ValueError, match=">= 0"):
+        split_replicas(-1, [CLOUD], "fill")
+
+
+bounds = st.one_of(st.none(), st.integers(0, 12))
+offers_strategy = st.lists(
+    st.builds(
+        ClusterOffer,
+        name=st.sampled_from("abcdefgh"),
+        available=st.booleans(),
+        local=st.booleans(),
+        price_per_gpu_hour=st.sampled_from([0.0, 0.8, 1.0, 2.5, 3.5]),
+        capacity=bounds,
+        max_capacity=bounds,
+        current=st.integers(0, 5),
+        reason=st.one_of(st.none(), st.just("no quota for nvidia.com/gpu")),
+    ),
+    max_size=6,
+    unique_by=lambda offer: offer.name,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(desired=st.integers(0, 40), offers=offers_strategy, policy=st.sampled_from(sorted(PLACEMENT_POLICIES)))
+def test_split_properties(desired, offers, policy):
+    split = split_replicas(desired, offers, policy)
+    usable = [o for o in offers if o.available and o.reason is None]
+    # Every offered cluster is in the answer; only usable ones get replicas, the others say why.
+    assert list(split.replicas) == [o.name for o in offers]
+    assert set(split.skipped) == {o.name for o in offers} - {o.name for o in usable}
+    assert all(split.replicas[name] == 0 for name in split.skipped)
+    # No cluster beyond its room; the sum is the desired count when the rooms allow it.
+    assert all(o.room is None or split.replicas[o.name] <= o.room for o in usable)
+    total_room = None if any(o.room is None for o in usable) else sum(o.room for o in usable)
+    expected = desired if total_room is None else min(desired, total_room)
+    assert split.placed == expected and split.unplaced == desired - expected
+    has_room = [o for o in usable if o.room is None or split.replicas[o.name] < o.room]
+    if policy == "fill":
+        # Never a replica on a dearer cluster while a cheaper one still has room.
+        for cheap in has_room:
+            assert all(
+                split.replicas[o.name] == 0 for o in usable if o.price_per_gpu_hour > cheap.price_per_gpu_hour
+            )
+    if policy == "spread" and has_room:
+        # Clusters with room differ by at most one, and none of them has fewer than a full one.
+        counts = [split.replicas[o.name] for o in has_room]
+        assert max(counts) - min(counts) <= 1
+        assert all(split.replicas[o.name] <= max(counts) for o in usable)
+    if policy == "failover":
+        # A backup gets replicas only once every cluster before it is full.
+        for i, o in enumerate(usable):
+            if split.replicas[o.name]:
+                assert all(p.room is not None and split.replicas[p.name] == p.room for p in usable[:i])
