@@ -115,10 +115,10 @@ def test_split_properties(desired, offers, policy):
                 split.replicas[o.name] == 0 for o in usable if o.price_per_gpu_hour > cheap.price_per_gpu_hour
             )
     if policy == "spread" and has_room:
-        # Clusters with room differ by at most one, and none of them has fewer than a full one.
+        # Clusters with room differ by at most one; a full one holds at most one more than they do.
         counts = [split.replicas[o.name] for o in has_room]
         assert max(counts) - min(counts) <= 1
-        assert all(split.replicas[o.name] <= max(counts) for o in usable)
+        assert all(split.replicas[o.name] <= max(counts) + 1 for o in usable)
     if policy == "failover":
         # A backup gets replicas only once every cluster before it is full.
         for i, o in enumerate(usable):

@@ -260,6 +260,51 @@ class ResourceRequirements(KgpuModel):
         return cpu_memory_request(self.requests, self.limits)
 
 
+MAX_PLACEMENT_CLUSTERS = 64
+
+
+class ClusterSelector(KgpuModel):
+    # Clusters whose metadata.labels hold every pair (region, provider, spot, ...).
+    match_labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("match_labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        raise_field_errors(_label_errors(value))
+        return value
+
+
+class PlacementSpec(KgpuModel):
+    """The clusters a service may run in, and how its replicas are split over them.
+
+    The clusters are those `clusters` names, in that order, then those `clusterSelector` matches
+    (by name); `failover` goes down that order. Without `spec.placement` a service runs in one
+    cluster (the kgpu.dev/cluster annotation's, or the control plane's own).
+    """
+
+    clusters: list[str] = Field(default_factory=list, max_length=MAX_PLACEMENT_CLUSTERS)
+    cluster_selector: ClusterSelector | None = None
+    # fill: cheapest cluster (price per GPU-hour) with room first; spread: balanced over the
+    # clusters; failover: all in the first available cluster, the next ones as backups. Each is a
+    # rule of kgpu.multicluster.placement.PLACEMENT_POLICIES (a test keeps the two lists equal).
+    policy: Literal["fill", "spread", "failover"] = "spread"
+
+    @model_validator(mode="after")
+    def _placement_rules(self) -> PlacementSpec:
+        errors: list[FieldError] = []
+        seen: set[str] = set()
+        for i, name in enumerate(self.clusters):
+            problems = dns1123_label_problems(name) if name else ["must not be empty"]
+            errors.extend(invalid(f"clusters[{i}]", name, problem) for problem in problems)
+            if name in seen:
+                errors.append(FieldError(f"clusters[{i}]", f'Duplicate value: "{name}"'))
+            seen.add(name)
+        if not self.clusters and (self.cluster_selector is None or not self.cluster_selector.match_labels):
+            errors.append(required("clusters", "name the clusters, or give clusterSelector.matchLabels"))
+        raise_field_errors(errors)
+        return self
+
+
 class InferenceServiceSpec(KgpuModel):
     model: ModelSpec
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
@@ -273,6 +318,8 @@ class InferenceServiceSpec(KgpuModel):
     # replica; more wait in the gateway's queue (earliest deadline first). 0: no limit, the
     # replica's own queue (runtime.maxQueue) bounds it.
     container_concurrency: int = Field(0, ge=0, le=1_000_000)
+    # Several clusters as one: which clusters, and the policy that splits the replicas over them.
+    placement: PlacementSpec | None = None
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> InferenceServiceSpec:
@@ -328,6 +375,20 @@ class InferenceService(KgpuModel):
 
     def gpu_request(self) -> tuple[str, int] | None:
         return self.spec.gpu_request()
+
+    @model_validator(mode="after")
+    def _one_way_to_name_clusters(self) -> InferenceService:
+        if self.spec.placement is not None and CLUSTER_ANNOTATION in self.metadata.annotations:
+            raise_field_errors(
+                [
+                    forbidden(
+                        f"metadata.annotations[{CLUSTER_ANNOTATION}]",
+                        "may not be set together with spec.placement (list the cluster in "
+                        "spec.placement.clusters)",
+                    )
+                ]
+            )
+        return self
 
     def template_hash(self) -> str:
         """A short hash of what a replica is made from; a replica of another template gets replaced.
