@@ -150,6 +150,7 @@ class _Replica:
     heap: list[tuple[float, int]] = field(default_factory=list)  # (finish tag, request index)
     draining: bool = False
     stopped_at: float | None = None
+    cluster: int = 0  # the fleet replay's cluster index (kgpu.sim.fleet_replay); 0 otherwise
 
     def n(self) -> int:
         return len(self.heap)
@@ -161,6 +162,8 @@ class _Node:
     asked_at: float
     ready_at: float
     removed_at: float | None = None
+    cluster: int = 0  # the fleet replay's cluster index
+    pool: int = 0  # the fleet replay's pool index within its cluster
 
 
 @dataclass
@@ -328,6 +331,10 @@ class ReplayLoop:
             if r.n() == 0:
                 r.stopped_at = now
 
+    def _pending_replicas(self) -> int:
+        """Replicas wanted that have no GPU yet (the fleet replay counts them per cluster)."""
+        return self.pending
+
     def _place_pending(self, now: float) -> None:
         while self.pending and self._start_replica(now):
             self.pending -= 1
@@ -403,7 +410,7 @@ class ReplayLoop:
             samples=self.samples,
             now=now,
             ready=sum(1 for r in active if r.ready_at <= now),
-            current=len(active) + self.pending,
+            current=len(active) + self._pending_replicas(),
             in_system=sum(r.n() for r in active) + len(self.queue),
             replica_startup_s=self.model.replica_startup_s,
             node_startup_s=self.model.node_startup_s,
@@ -510,7 +517,8 @@ class ReplayLoop:
             joins = [n.ready_at for n in self.nodes if n.removed_at is None and n.ready_at > now]
             oldest = self.queue.oldest_arrival()
             timeout = math.inf if oldest is None else oldest + model.queue_timeout_s
-            t = min(arrival, completion, next_tick, next_scan, next_frame, timeout, *readies, *joins)
+            scenario = self._next_scenario_event(now)
+            t = min(arrival, completion, next_tick, next_scan, next_frame, timeout, scenario, *readies, *joins)
             self._accumulate(t, now)
             now = t
             if completion == now and who is not None:
@@ -526,6 +534,8 @@ class ReplayLoop:
             expired = self._expire(now)
             self.failed += expired
             remaining -= expired
+            if scenario <= now:
+                remaining -= self._scenario_event(now)
             if joins and min(joins) <= now:
                 self._place_pending(now)
             while next_arrival < total and self.requests[next_arrival].arrival_s <= now:
@@ -548,6 +558,14 @@ class ReplayLoop:
             self.max_replicas = max(self.max_replicas, len(self._live_replicas()))
         self._frame(now)
         return self._result(now)
+
+    def _next_scenario_event(self, now: float) -> float:
+        """When the next event of a scenario the subclass plays happens (outages); never here."""
+        return math.inf
+
+    def _scenario_event(self, now: float) -> int:
+        """Play the scenario's events due at ``now``; how many requests they ended for good."""
+        return 0
 
     def _expire(self, now: float) -> int:
         """Fail the requests that have waited the hold timeout; how many.
