@@ -1,0 +1,424 @@
+"""The trace replay over a fleet of clusters: one service, its replicas split over clusters, outages.
+
+The service model, the gateway queue and the autoscaler are the one-cluster replay's
+(`kgpu.sim.replay`): the service's desired replica count comes from the same entry point
+(`kgpu.autoscaling.policy.decide`). What changes:
+
+- every autoscaler tick, the desired count is split over the service's clusters by
+  `kgpu.multicluster.placement.split_replicas`, the function the live control plane uses, from
+  what each cluster offers now (available, price per GPU-hour, replicas it can hold now and once
+  its pools grow);
+- each cluster has its own node pools (GPUs per node, min/max nodes, node boot delay, price per
+  GPU-hour) and node-pool autoscaler (`decide_node_pools`), and its own replica start delay;
+- the gateway sends each request to the ready replica with the fewest in flight, in any
+  cluster it can reach;
+- an outage makes a cluster unreachable from its start to its end: its replicas are lost at once
+  and the gateway stops sending there; a request in flight there that had not started streaming
+  (its prompt not yet processed: no token sent) goes back to the gateway queue and is retried
+  elsewhere (counted in `retried_requests`); one that had started streaming is cut
+  (`cut_streams`: it counts as failed and misses its SLO). The control plane marks the cluster
+  unavailable `failoverAfter` seconds after it stops answering; from then the split gives its
+  share to the other clusters. When it returns, the split gives replicas back by the policy;
+  a cluster giving replicas away keeps its ready ones until the replacements are ready, so the
+  ready count never drops below the desired count because of a move;
+- GPU-hours count each replica from its start to its stop, priced at its pool's price per
+  GPU-hour (`cost`); `node_cost` prices the node-hours of every pool (what a provider bills
+  for whole nodes).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from kgpu.api.autoscaling import AutoscalingSpec
+from kgpu.autoscaling.nodepool import NodeView, PendingReplica, PoolState, PoolView, decide_node_pools
+from kgpu.multicluster.placement import ClusterOffer, split_replicas
+from kgpu.sim.azure_trace import TraceRequest
+from kgpu.sim.fleet import Fleet, FleetCluster
+from kgpu.sim.replay import POLICIES, ReplayLoop, ReplayResult, ServiceModel, _Node, _Replica, default_spec
+
+OUTAGE, FAILOVER, RETURN = "outage", "failover", "return"
+
+
+@dataclass(frozen=True)
+class ClusterUsage:
+    name: str
+    gpu_hours: float
+    node_hours: float
+    cost: float  # GPU-hours of the replicas x their pool's price per GPU-hour
+    node_cost: float  # node-hours x GPUs per node x price per GPU-hour
+    max_replicas: int
+
+
+@dataclass
+class FleetReplayResult:
+    replay: ReplayResult
+    placement: str
+    clusters: list[ClusterUsage]
+    cost: float
+    node_cost: float
+    retried_requests: int
+    cut_streams: int
+    outages: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)  # outage, failover, return: when, which cluster
+
+    def to_dict(self, timeline: bool = False) -> dict:
+        return {
+            **self.replay.to_dict(timeline),
+            "placement": self.placement,
+            "cost": self.cost,
+            "node_cost": self.node_cost,
+            "retried_requests": self.retried_requests,
+            "cut_streams": self.cut_streams,
+            "clusters": [asdict(c) for c in self.clusters],
+            "outages": self.outages,
+            "events": self.events,
+        }
+
+
+class FleetReplayLoop(ReplayLoop):
+    """The replay's loop with the capacity of several clusters; see the module's docstring."""
+
+    def __init__(
+        self,
+        requests: Sequence[TraceRequest],
+        fleet: Fleet,
+        policy: str,
+        model: ServiceModel,
+        spec: AutoscalingSpec | None,
+        timeline_every_s: float,
+    ) -> None:
+        if policy == "static" or policy not in POLICIES:
+            raise ValueError(f"a fleet replays an autoscaled policy (kgpu, kpa, hpa), not {policy!r}")
+        self.fleet = fleet
+        self.clusters: list[FleetCluster] = fleet.allowed()
+        self.start_s = [c.replica_start_s(model.replica_startup_s) for c in self.clusters]
+        self.pending_in = [0] * len(self.clusters)
+        self.pool_states = [PoolState() for _ in self.clusters]
+        self.retried = 0
+        self.cut_streams = 0
+        self.last_desired = 0
+        self.events: list[dict] = []
+        index = {c.name: i for i, c in enumerate(self.clusters)}
+        # Outages of clusters the service may not use change nothing for it.
+        self.outages = [(o.start_s, o.end_s, index[o.cluster]) for o in fleet.outages if o.cluster in index]
+        grace = fleet.failover_after_s
+        scenario = []
+        for start, end, c in self.outages:
+            scenario += [(start, OUTAGE, c), (end, RETURN, c)]
+            if start + grace < end:
+                scenario.append((start + grace, FAILOVER, c))
+        self.scenario = sorted(scenario)
+        self.played = 0
+        if spec is None:
+            capacity = sum(c.max_gpus for c in self.clusters)
+            spec = default_spec(policy, model).model_copy(update={"max_replicas": max(1, capacity)})
+        super().__init__(requests, policy, model, spec, None, timeline_every_s)
+
+    # ---- reachability ---------------------------------------------------------------------
+    def _reachable(self, c: int, now: float) -> bool:
+        """Whether the cluster answers at ``now`` (the gateway and its backend can reach it)."""
+        return not any(start <= now < end for start, end, oc in self.outages if oc == c)
+
+    def _known_down(self, c: int, now: float) -> bool:
+        """Whether the control plane has marked the cluster unavailable (after the grace period)."""
+        grace = self.fleet.failover_after_s
+        return any(start + grace <= now < end for start, end, oc in self.outages if oc == c)
+
+    # ---- capacity -------------------------------------------------------------------------
+    def _start(self, static_replicas: int | None, initial_replicas: int | None) -> None:
+        for c, cluster in enumerate(self.clusters):
+            for p, pool in enumerate(cluster.pools):
+                for _ in range(pool.min_nodes):
+                    self.nodes.append(_Node(len(self.nodes), 0.0, 0.0, cluster=c, pool=p))
+        assert self.spec is not None
+        initial = max(1, self.spec.min_replicas) if initial_replicas is None else initial_replicas
+        split = split_replicas(initial, self._offers(0.0), self.fleet.placement.policy)
+        self.last_desired = initial
+        for c, cluster in enumerate(self.clusters):
+            # A warm start, as the one-cluster replay's: the nodes the first replicas need are there.
+            for _ in range(split.replicas[cluster.name]):
+                if self._start_replica_in(c, 0.0, ready_now=True):
+                    continue
+                pool = self._growable_pool(c)
+                if pool is None:
+                    break
+                self.nodes.append(_Node(len(self.nodes), 0.0, 0.0, cluster=c, pool=pool))
+                if not self._start_replica_in(c, 0.0, ready_now=True):
+                    break
+
+    def _growable_pool(self, c: int) -> int | None:
+        for p, pool in enumerate(self.clusters[c].pools):
+            if self._pool_nodes(c, p) < pool.max_nodes:
+                return p
+        return None
+
+    def _pool_nodes(self, c: int, p: int) -> int:
+        return sum(1 for n in self.nodes if n.removed_at is None and n.cluster == c and n.pool == p)
+
+    def _gpus(self, node: _Node) -> int:
+        return self.clusters[node.cluster].pools[node.pool].flavor.gpu_count
+
+    def _used(self) -> dict[int, int]:
+        used: dict[int, int] = {}
+        for r in self._live_replicas():
+            used[r.node] = used.get(r.node, 0) + 1
+        return used
+
+    def _free_gpu_node_in(self, c: int, now: float) -> _Node | None:
+        if not self._reachable(c, now):
+            return None
+        used = self._used()
+        for node in self.nodes:
+            if (
+                node.cluster == c
+                and node.removed_at is None
+                and node.ready_at <= now
+                and used.get(node.id, 0) < self._gpus(node)
+            ):
+                return node
+        return None
+
+    def _start_replica_in(self, c: int, now: float, ready_now: bool = False) -> bool:
+        node = self._free_gpu_node_in(c, now)
+        if node is None:
+            return False
+        ready_at = now if ready_now else now + self.start_s[c]
+        self.replicas.append(_Replica(len(self.replicas), node.id, now, ready_at, updated_at=now, cluster=c))
+        return True
+
+    def _offers(self, now: float) -> list[ClusterOffer]:
+        used = self._used()
+        offers = []
+        for c, cluster in enumerate(self.clusters):
+            current = sum(1 for r in self._active() if r.cluster == c)
+            nodes = [n for n in self.nodes if n.cluster == c and n.removed_at is None]
+            free_now = sum(max(0, self._gpus(n) - used.get(n.id, 0)) for n in nodes if n.ready_at <= now)
+            coming = sum(self._gpus(n) for n in nodes if n.ready_at > now)
+            growth = sum(
+                (pool.max_nodes - self._pool_nodes(c, p)) * pool.flavor.gpu_count
+                for p, pool in enumerate(cluster.pools)
+            )
+            offers.append(
+                ClusterOffer(
+                    name=cluster.name,
+                    available=not self._known_down(c, now),
+                    local=cluster.local,
+                    price_per_gpu_hour=min(p.price for p in cluster.pools),
+                    capacity=current + free_now,
+                    max_capacity=current + free_now + coming + max(0, growth),
+                    current=current,
+                )
+            )
+        return offers
+
+    def _pending_replicas(self) -> int:
+        return sum(self.pending_in)
+
+    def _free_gpus(self, now: float) -> int:
+        used = self._used()
+        free = sum(
+            max(0, self._gpus(n) - used.get(n.id, 0))
+            for n in self.nodes
+            if n.removed_at is None and n.ready_at <= now and self._reachable(n.cluster, now)
+        )
+        return max(0, free - self._pending_replicas())
+
+    def _scale_to(self, now: float, desired: int) -> None:
+        """Split ``desired`` over the clusters and move each toward its share (make before break)."""
+        self.last_desired = desired
+        split = split_replicas(desired, self._offers(now), self.fleet.placement.policy)
+        active = self._active()
+        changed = False
+        have = [
+            sum(1 for r in active if r.cluster == c) + self.pending_in[c] for c in range(len(self.clusters))
+        ]
+        for c, cluster in enumerate(self.clusters):
+            for _ in range(split.replicas[cluster.name] - have[c]):
+                changed = True
+                if not self._start_replica_in(c, now):
+                    self.pending_in[c] += 1
+        # Ready replicas beyond the desired count may go; those a move needs stay until their
+        # replacements are ready.
+        removable = max(0, sum(1 for r in active if r.ready_at <= now) - desired)
+        for c, cluster in enumerate(self.clusters):
+            surplus = have[c] - split.replicas[cluster.name]
+            if surplus <= 0:
+                continue
+            cancelled = min(surplus, self.pending_in[c])
+            self.pending_in[c] -= cancelled
+            surplus -= cancelled
+            changed = changed or cancelled > 0
+            mine = [r for r in active if r.cluster == c]
+            # Unready replicas go first (as Kubernetes removes them first), then the least busy.
+            for r in sorted(mine, key=lambda r: (r.ready_at <= now, r.n(), -r.id)):
+                if surplus == 0:
+                    break
+                if r.ready_at <= now:
+                    if removable == 0:
+                        break
+                    removable -= 1
+                self._advance(r, now)
+                r.draining = True
+                if r.n() == 0:
+                    r.stopped_at = now
+                surplus -= 1
+                changed = True
+        if changed:
+            self.scale_events += 1
+
+    def _place_pending(self, now: float) -> None:
+        for c in range(len(self.clusters)):
+            while self.pending_in[c] and self._start_replica_in(c, now):
+                self.pending_in[c] -= 1
+
+    def _node_scan(self, now: float) -> None:
+        used = self._used()
+        for c, cluster in enumerate(self.clusters):
+            if not self._reachable(c, now):
+                continue  # its API does not answer: nothing is asked of it
+            pools = []
+            for p, pool in enumerate(cluster.pools):
+                nodes = [n for n in self.nodes if n.cluster == c and n.pool == p and n.removed_at is None]
+                pools.append(
+                    PoolView(
+                        name=str(p),
+                        gpu_model=pool.flavor.gpu_model or "",
+                        gpus_per_node=pool.flavor.gpu_count,
+                        min_nodes=pool.min_nodes,
+                        max_nodes=pool.max_nodes,
+                        nodes=tuple(
+                            NodeView(
+                                str(n.id),
+                                pool.flavor.gpu_count,
+                                used.get(n.id, 0),
+                                removable=used.get(n.id, 0) == 0,
+                            )
+                            for n in nodes
+                            if n.ready_at <= now
+                        ),
+                        upcoming_nodes=sum(1 for n in nodes if n.ready_at > now),
+                    )
+                )
+            decision = decide_node_pools(
+                pools, [PendingReplica()] * self.pending_in[c], now, self.pool_states[c]
+            )
+            self.pool_states[c] = decision.state
+            for p, count in decision.scale_up.items():
+                boot = cluster.pools[int(p)].boot_s
+                for _ in range(count):
+                    self.nodes.append(_Node(len(self.nodes), now, now + boot, cluster=c, pool=int(p)))
+                    self.node_scale_events += 1
+            for names in decision.remove.values():
+                for name in names:
+                    self.nodes[int(name)].removed_at = now
+                    self.node_scale_events += 1
+
+    # ---- outages --------------------------------------------------------------------------
+    def _next_scenario_event(self, now: float) -> float:
+        return self.scenario[self.played][0] if self.played < len(self.scenario) else math.inf
+
+    def _scenario_event(self, now: float) -> int:
+        ended = 0
+        while self.played < len(self.scenario) and self.scenario[self.played][0] <= now:
+            _, kind, c = self.scenario[self.played]
+            self.played += 1
+            self.events.append({"t": round(now, 3), "cluster": self.clusters[c].name, "event": kind})
+            if kind == OUTAGE:
+                ended += self._lose_replicas(c, now)
+            # The control plane learns of the change: the split is made again at once.
+            self._scale_to(now, self.last_desired)
+            self._place_pending(now)
+        return ended
+
+    def _lose_replicas(self, c: int, now: float) -> int:
+        """The cluster stopped answering: its replicas are gone; requests not yet streaming are retried."""
+        cut = 0
+        for r in self._live_replicas():
+            if r.cluster != c:
+                continue
+            self._advance(r, now)
+            for tag, index in r.heap:
+                got = r.served - (tag - self.work[index])
+                if got < self.requests[index].context_tokens:
+                    # No token sent yet: the gateway retries it elsewhere, arrival and deadline kept.
+                    self.queue.push(index, self.requests[index].arrival_s, self.deadlines[index])
+                    self.retried += 1
+                else:
+                    cut += 1
+            r.heap = []
+            r.stopped_at = now
+        self.cut_streams += cut
+        return cut
+
+    # ---- output ---------------------------------------------------------------------------
+    def _frame(self, now: float) -> None:
+        super()._frame(now)
+        frame = self.timeline[-1]
+        for c, cluster in enumerate(self.clusters):
+            frame[f"replicas.{cluster.name}"] = sum(1 for r in self._live_replicas() if r.cluster == c)
+
+    def fleet_result(self, result: ReplayResult, end: float) -> FleetReplayResult:
+        usages = []
+        for c, cluster in enumerate(self.clusters):
+            gpu_s = cost = 0.0
+            spans = []
+            for r in self.replicas:
+                if r.cluster != c:
+                    continue
+                stop = r.stopped_at if r.stopped_at is not None else end
+                gpu_s += stop - r.started_at
+                cost += (stop - r.started_at) / 3600.0 * cluster.pools[self.nodes[r.node].pool].price
+                spans += [(r.started_at, 1), (stop, -1)]
+            node_s = node_cost = 0.0
+            for n in self.nodes:
+                if n.cluster != c:
+                    continue
+                hours = ((n.removed_at if n.removed_at is not None else end) - n.asked_at) / 3600.0
+                node_s += hours * 3600.0
+                pool = cluster.pools[n.pool]
+                node_cost += hours * pool.flavor.gpu_count * pool.price
+            usages.append(
+                ClusterUsage(cluster.name, gpu_s / 3600.0, node_s / 3600.0, cost, node_cost, _peak(spans))
+            )
+        return FleetReplayResult(
+            replay=result,
+            placement=self.fleet.placement.policy,
+            clusters=usages,
+            cost=sum(u.cost for u in usages),
+            node_cost=sum(u.node_cost for u in usages),
+            retried_requests=self.retried,
+            cut_streams=self.cut_streams,
+            outages=[
+                {"cluster": self.clusters[c].name, "start_s": start, "end_s": end_s}
+                for start, end_s, c in self.outages
+            ],
+            events=self.events,
+        )
+
+
+def _peak(spans: list[tuple[float, int]]) -> int:
+    """The most intervals open at once (a stop sorts before a start at the same instant)."""
+    peak = live = 0
+    for _, step in sorted(spans):
+        live += step
+        peak = max(peak, live)
+    return peak
+
+
+def replay_fleet(
+    requests: Sequence[TraceRequest],
+    fleet: Fleet,
+    policy: str = "kgpu",
+    model: ServiceModel = ServiceModel(),
+    spec: AutoscalingSpec | None = None,
+    timeline_every_s: float = 10.0,
+) -> FleetReplayResult:
+    """Replay ``requests`` on ``fleet`` under one autoscaling policy; see the module's docstring."""
+    if not requests:
+        raise ValueError("the trace has no requests")
+    loop = FleetReplayLoop(requests, fleet, policy, model, spec, timeline_every_s)
+    result = loop.run()
+    return loop.fleet_result(result, result.duration_s)
