@@ -1,4 +1,8 @@
-"""`kgpu sim replay`: replay a request trace against a replica autoscaler on a virtual clock."""
+"""`kgpu sim replay`: replay a request trace against a replica autoscaler on a virtual clock.
+
+With ``--fleet FILE`` the service runs on several simulated clusters (`kgpu.sim.fleet`): the
+output adds GPU-hours and cost per cluster, and the replicas of each cluster over time.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from rich.table import Table
 
 from kgpu.cli.plotting import pyplot
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, load_azure_trace
+from kgpu.sim.fleet import FleetError, load_fleet
+from kgpu.sim.fleet_replay import FleetReplayResult, replay_fleet
 from kgpu.sim.replay import POLICIES, ReplayResult, ServiceModel, find_static
 from kgpu.sim.replay import replay as run_replay
 from kgpu.sim.trace_versions import VERSIONS, trace_version
@@ -100,6 +106,71 @@ def plot_timelines(results: Sequence[ReplayResult], path: Path) -> None:
     plt.close(fig)
 
 
+def fleet_table(result: FleetReplayResult, title: str) -> Table:
+    """GPU-hours and cost per cluster, and the fleet's total."""
+    table = Table(title=title)
+    for header in ("cluster", "GPU-hours", "cost $", "node-hours", "node cost $", "max replicas"):
+        table.add_column(header, justify="left" if header == "cluster" else "right")
+    for c in result.clusters:
+        table.add_row(
+            c.name,
+            f"{c.gpu_hours:.2f}",
+            f"{c.cost:.2f}",
+            f"{c.node_hours:.2f}",
+            f"{c.node_cost:.2f}",
+            str(c.max_replicas),
+        )
+    r = result.replay
+    table.add_row(
+        "total",
+        f"{r.gpu_hours:.2f}",
+        f"{result.cost:.2f}",
+        f"{r.node_hours:.2f}",
+        f"{result.node_cost:.2f}",
+        str(r.max_replicas),
+        style="bold",
+    )
+    return table
+
+
+def plot_fleet(result: FleetReplayResult, path: Path) -> None:
+    """Replicas of each cluster over time, outages shaded (needs matplotlib)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    timeline = result.replay.timeline
+    minutes = [f["t"] / 60 for f in timeline]
+    for cluster in result.clusters:
+        counts = [f.get(f"replicas.{cluster.name}", 0) for f in timeline]
+        ax.step(minutes, counts, where="post", label=cluster.name, linewidth=1)
+    for outage in result.outages:
+        ax.axvspan(
+            outage["start_s"] / 60,
+            outage["end_s"] / 60,
+            color="red",
+            alpha=0.12,
+            label=f"{outage['cluster']} out",
+        )
+    ax.set_ylabel("replicas (GPUs)")
+    ax.set_xlabel("trace time (minutes)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _replay_fleet(fleet_path: Path, requests: Sequence, policy: str, model: ServiceModel, plot: Path | None):
+    if policy == "static":
+        err.print(
+            "[red]error:[/red] --policy: a fleet replays an autoscaled policy (kgpu, kpa, hpa), not static"
+        )
+        raise typer.Exit(2)
+    result = replay_fleet(requests, load_fleet(fleet_path), policy, model)
+    if plot is not None:
+        plot_fleet(result, plot)
+    return result
+
+
 def replay(
     trace: Path = typer.Option(DEFAULT_TRACE, "--trace", help="AzureLLMInferenceTrace_code.csv"),
     policy: str = typer.Option("kgpu", "--policy", help=f"one of: {', '.join(POLICIES)}"),
@@ -119,6 +190,11 @@ def replay(
         min=0,
         help="requests the gateway lets one replica hold (spec.containerConcurrency); 0: the replica's 16",
     ),
+    fleet: Path | None = typer.Option(
+        None,
+        "--fleet",
+        help="replay on the clusters, placement and outages of this fleet YAML (examples/fleet.yaml)",
+    ),
 ) -> None:
     """Replay the Azure LLM trace at its real timing under one autoscaling policy (virtual clock)."""
     if policy not in POLICIES:
@@ -135,19 +211,27 @@ def replay(
     try:
         requests = trace_version(load_azure_trace(trace), version)
         model = ServiceModel(queue=queue, container_concurrency=container_concurrency)
-        result = run_policy(requests, policy, model=model)
-        if plot is not None:
-            plot_timelines([result], plot)
-    except (TraceError, ValueError) as exc:
+        if fleet is not None:
+            fleet_result = _replay_fleet(fleet, requests, policy, model, plot)
+            result = fleet_result.replay
+        else:
+            fleet_result = None
+            result = run_policy(requests, policy, model=model)
+            if plot is not None:
+                plot_timelines([result], plot)
+    except (TraceError, FleetError, ValueError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     if json_out:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps((fleet_result or result).to_dict()))
         return
-    console.print(
-        results_table(
-            [result], f"replay ({version}): {len(requests)} requests over {requests[-1].arrival_s:.0f} s"
+    title = f"replay ({version}): {len(requests)} requests over {requests[-1].arrival_s:.0f} s"
+    console.print(results_table([result], title))
+    if fleet_result is not None:
+        console.print(fleet_table(fleet_result, f"fleet ({fleet_result.placement})"))
+        console.print(
+            f"outages: {len(fleet_result.outages)}; requests retried in another cluster: "
+            f"{fleet_result.retried_requests}; streams cut: {fleet_result.cut_streams}"
         )
-    )
     if plot is not None:
         console.print(f"plot written to {plot}")
