@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.nodepool import NodeView, PendingReplica, PoolState, PoolView, decide_node_pools
@@ -115,6 +115,10 @@ class FleetReplayLoop(ReplayLoop):
         if spec is None:
             capacity = sum(c.max_gpus for c in self.clusters)
             spec = default_spec(policy, model).model_copy(update={"max_replicas": max(1, capacity)})
+        # The autoscaler's lead time for a replica that needs a new node: the quickest boot among
+        # the pools that can grow (the split sends replicas to clusters with room).
+        boots = [p.boot_s for c in self.clusters for p in c.pools if p.max_nodes > p.min_nodes]
+        model = replace(model, node_startup_s=min(boots) if boots else model.node_startup_s)
         super().__init__(requests, policy, model, spec, None, timeline_every_s)
 
     # ---- reachability ---------------------------------------------------------------------

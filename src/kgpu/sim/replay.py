@@ -518,7 +518,9 @@ class ReplayLoop:
             oldest = self.queue.oldest_arrival()
             timeout = math.inf if oldest is None else oldest + model.queue_timeout_s
             scenario = self._next_scenario_event(now)
-            t = min(arrival, completion, next_tick, next_scan, next_frame, timeout, scenario, *readies, *joins)
+            t = min(
+                arrival, completion, next_tick, next_scan, next_frame, timeout, scenario, *readies, *joins
+            )
             self._accumulate(t, now)
             now = t
             if completion == now and who is not None:
