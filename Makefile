@@ -3,8 +3,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+# infinity-emb, a third-party embedding server run as a `command` runtime by tests/e2e, lives in a
+# virtual environment of its own: its pins (numpy 1, click 8.1, typer 0.12, ...) clash with kgpu's.
+INFINITY_VENV ?= .venv-infinity
 
-.PHONY: run test lint venv bench bench-gpu clean
+.PHONY: run test lint venv infinity bench bench-gpu clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +17,14 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed
 
+$(INFINITY_VENV)/.installed: requirements/infinity.txt
+	$(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INFINITY_VENV)/bin/python -m pip install --quiet -r requirements/infinity.txt
+	touch $@
+
+infinity: $(INFINITY_VENV)/.installed
+
 run: venv
 	$(BIN)/kgpu up
 
@@ -21,7 +32,7 @@ lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-test: venv lint
+test: venv infinity lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: venv
@@ -34,4 +45,4 @@ bench-gpu: venv
 	PYTHON=$(abspath $(BIN)/python) bash bench/gpu.sh
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(INFINITY_VENV) build src/*.egg-info .pytest_cache .ruff_cache

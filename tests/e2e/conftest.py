@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.command_services import INFINITY_BIN
 from tests.live_server import free_port
 
 SERVICE_YAML = """\
@@ -72,7 +73,9 @@ def platform(tmp_path_factory) -> Platform:
     port = free_port()
     spec = workdir / "minilm.yaml"
     spec.write_text(SERVICE_YAML.format(replicas=2))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", COLUMNS="200")
+    # infinity-emb's environment last on PATH: its `infinity_emb` is found, nothing of kgpu's is shadowed.
+    path = os.pathsep.join([os.environ.get("PATH", os.defpath), str(INFINITY_BIN)])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", COLUMNS="200", PATH=path)
     log = (workdir / "kgpu-up.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "kgpu.cli.main", "up", "-f", str(spec), "--port", str(port),

@@ -1,51 +1,30 @@
 """A third-party model server as a `command` runtime through `kgpu up`: `transformers serve` (the
 `transformers` preset) on the tiny random Llama, with the official openai client through the gateway;
 its process killed and restarted, and the service scaled to 2 and back under load with no lost request.
-
-infinity-emb is not used here: installing it would replace numpy 2, click, typer, rich and uvicorn in
-the shared environment with older versions (pip's resolver, infinity-emb 0.0.78), so the server
-installed beside kgpu (transformers' own) is the one exercised.
+(infinity-emb, an embedding server, is in tests/e2e/test_infinity_runtime.py.)
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 from pathlib import Path
 
 import openai
 import pytest
 
-PATH = "/apis/kgpu.dev/v1alpha1/namespaces/default/inferenceservices/tchat"
+from tests.e2e.command_services import SERVICES, apply, replicas, scale_to_two_and_back, wait_ready
+
+PATH = f"{SERVICES}/tchat"
 MESSAGES = [{"role": "user", "content": "Say something."}]
 
 
 def _replicas(platform) -> list[dict]:
-    return platform.replicas(service="default/tchat")
+    return replicas(platform, "tchat")
 
 
-def _wait(platform, ready: int, timeout: float = 240.0, restarts: int = 0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replicas = _replicas(platform)
-        if (
-            sum(r["phase"] == "Ready" for r in replicas) == ready
-            and len(replicas) == ready
-            and sum(r["restarts"] for r in replicas) >= restarts
-        ):
-            return replicas
-        time.sleep(0.3)
-    log = (platform.workdir / "kgpu-up.log").read_text()[-3000:]
-    raise AssertionError(f"tchat not at {ready} ready replicas: {_replicas(platform)}\n{log}")
-
-
-def _scale(platform, replicas: int) -> None:
-    response = platform.http.patch(
-        PATH, json={"spec": {"replicas": replicas}}, headers={"content-type": "application/merge-patch+json"}
-    )
-    assert response.status_code == 200, response.text
+def _wait(platform, ready: int, restarts: int = 0) -> list[dict]:
+    return wait_ready(platform, "tchat", ready, restarts=restarts)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +39,7 @@ def tchat(platform, tiny_llm_dir: Path):
             "replicas": 1,
         },
     }
-    response = platform.http.put(PATH, json=document)
-    assert response.status_code in (200, 201), response.text
+    apply(platform, document)
     _wait(platform, 1)
     yield platform
     platform.http.delete(PATH)
@@ -109,31 +87,10 @@ def test_a_killed_server_is_restarted_and_serves_again(tchat):
 
 def test_scaling_to_two_and_back_under_load_loses_no_request(tchat):
     client = _client(tchat)
-    results: list[str] = []
-    stop = threading.Event()
 
-    def load() -> None:
-        while not stop.is_set():
-            try:
-                answer = client.chat.completions.create(model="tchat", messages=MESSAGES, max_tokens=4)
-                results.append("ok" if answer.usage.completion_tokens > 0 else "empty")
-            except openai.OpenAIError as exc:
-                results.append(f"error: {exc}")
+    def chat() -> str:
+        answer = client.chat.completions.create(model="tchat", messages=MESSAGES, max_tokens=4)
+        return "ok" if answer.usage.completion_tokens > 0 else "empty"
 
-    workers = [threading.Thread(target=load) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    try:
-        _scale(tchat, 2)
-        _wait(tchat, 2)
-        served_by_two = len(results)
-        time.sleep(1.0)
-        _scale(tchat, 1)
-        _wait(tchat, 1)
-        time.sleep(1.0)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(timeout=60)
-    assert len(results) > served_by_two > 0
+    results = scale_to_two_and_back(tchat, "tchat", chat)
     assert [r for r in results if r != "ok"] == []

@@ -39,7 +39,7 @@ EXPECTED_ARGV = {
     "triton": "tritonserver --model-repository=/models/m --http-address=127.0.0.1 --http-port=9001 "
     "--allow-grpc=false --allow-metrics=false",
     "infinity": "infinity_emb v2 --model-id /models/m --served-model-name svc --host 127.0.0.1 "
-    "--port 9001 --url-prefix /v1",
+    "--port 9001 --url-prefix /v1 --device cpu",
     "transformers": "transformers serve /models/m --host 127.0.0.1 --port 9001 --device cpu",
 }
 EXPECTED_READINESS = {name: "/health" for name in EXPECTED_ARGV} | {"triton": "/v2/health/ready"}
@@ -69,6 +69,14 @@ def test_preset_args_are_appended_and_env_kept():
     assert argv[-2:] == ["--max-model-len", "4096"]
     spec = build_replica_spec(service({"preset": "vllm", "env": {"VLLM_LOGGING_LEVEL": "DEBUG"}}))
     assert spec.env["VLLM_LOGGING_LEVEL"] == "DEBUG" and spec.env["SERVED_MODEL_NAME"] == "svc"
+
+
+def test_the_infinity_preset_turns_its_usage_statistics_off():
+    spec = build_replica_spec(service({"preset": "infinity"}))
+    assert spec.env["INFINITY_ANONYMOUS_USAGE_STATS"] == "0" and spec.env["DO_NOT_TRACK"] == "1"
+    assert spec.env["HF_HUB_OFFLINE"] == "1"
+    mine = build_replica_spec(service({"preset": "infinity", "env": {"DO_NOT_TRACK": "0"}}))
+    assert mine.env["DO_NOT_TRACK"] == "0"  # the service's own env wins
 
 
 def test_a_command_gets_its_port_as_env_and_as_a_flag():

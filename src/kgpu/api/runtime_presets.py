@@ -24,6 +24,8 @@ class RuntimePreset:
     liveness_path: str | None = None  # default: the readiness path
     # The `model` the server answers to (the gateway writes it into each request it forwards).
     served_model_name: str = "$(SERVED_MODEL_NAME)"
+    # Fixed variables of every replica (a service's runtime.env overrides them).
+    env: tuple[tuple[str, str], ...] = ()
 
 
 _PRESETS = (
@@ -91,11 +93,14 @@ _PRESETS = (
         command=(
             "infinity_emb", "v2", "--model-id", "$(MODEL_PATH)", "--served-model-name",
             "$(SERVED_MODEL_NAME)", "--host", "$(KGPU_HOST)", "--port", "$(PORT)", "--url-prefix", "/v1",
+            "--device", "$(KGPU_DEVICE)",
         ),
         readiness_path="/health",
         protocol="openai",
         executable="infinity_emb",
-        install="pip install 'infinity-emb[all]' (or the michaelf34/infinity image)",
+        install="pip install 'infinity-emb[server,torch]' (or the michaelf34/infinity image)",
+        # Its anonymous usage statistics would call out to the network from every replica.
+        env=(("INFINITY_ANONYMOUS_USAGE_STATS", "0"), ("DO_NOT_TRACK", "1")),
     ),
     RuntimePreset(
         name="transformers",

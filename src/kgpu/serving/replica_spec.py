@@ -160,6 +160,7 @@ def build_replica_spec(
         args += [runtime.port_flag, f"$({PORT_ENV})"]
     env = {
         **OFFLINE_ENV,
+        **dict(preset.env if preset else ()),
         MODEL_PATH_ENV: model_path or model_uri.removeprefix("file://"),
         SERVED_MODEL_NAME_ENV: service.metadata.name,
         **runtime.env,
