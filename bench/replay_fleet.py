@@ -88,7 +88,7 @@ def one_cluster(fleet: Fleet) -> Fleet:
     return fleet.model_copy(
         update={
             "clusters": [merged],
-            "placement": fleet.placement.model_copy(update={"clusters": None}),
+            "placement": fleet.placement.model_copy(update={"clusters": ["one"], "cluster_selector": None}),
             "outages": [],
         }
     )
@@ -105,7 +105,9 @@ def scenario(fleet: Fleet, name: str, starts: dict[str, float], outage_s: float)
         return base.model_copy(
             update={
                 "clusters": [dear],
-                "placement": fleet.placement.model_copy(update={"clusters": [dear.name]}),
+                "placement": fleet.placement.model_copy(
+                    update={"clusters": [dear.name], "cluster_selector": None}
+                ),
             }
         )
     start = starts["early" if name == "fill-outage-early" else "middle"]

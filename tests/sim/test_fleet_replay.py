@@ -53,7 +53,7 @@ def fleet(outages: list | None = None, policy: str = "fill") -> dict:
                 ],
             },
         ],
-        "placement": {"policy": policy},
+        "placement": {"policy": policy, "clusters": ["dear", "cheap"]},
         "failoverAfter": "10s",
         "outages": outages or [],
     }
@@ -190,3 +190,19 @@ def test_replay_cli_with_a_fleet_prints_cost_per_cluster(tmp_path):
 def test_replay_fleet_refuses_an_empty_trace():
     with pytest.raises(ValueError, match="no requests"):
         replay_fleet([], parse_fleet(fleet()))
+
+
+def test_placement_takes_the_named_clusters_then_the_selector_matches_by_name():
+    document = fleet()
+    spot_pool = document["clusters"][1]["pools"]
+    document["clusters"][1]["labels"] = {"spot": "true"}
+    document["clusters"].append({"name": "b-spot", "labels": {"spot": "true"}, "pools": spot_pool})
+    document["placement"] = {
+        "policy": "fill",
+        "clusters": ["dear"],
+        "clusterSelector": {"matchLabels": {"spot": "true"}},
+    }
+    assert [c.name for c in parse_fleet(document).allowed()] == ["dear", "b-spot", "cheap"]
+    document["placement"] = {"policy": "fill", "clusterSelector": {"matchLabels": {"spot": "no"}}}
+    with pytest.raises(FleetError, match="placement.clusterSelector: matches no cluster"):
+        parse_fleet(document)

@@ -12,9 +12,9 @@
             maxNodes: 1
             nodeBootDelay: 300s    # default: by the flavor's kind (bare metal 300s, VM 60s)
         replicaStartDelay: 20s     # default: the replay's service model (20s)
-    placement:
+    placement:                     # the service's spec.placement
       policy: fill                 # fill | spread | failover (kgpu.multicluster.placement)
-      clusters: [onprem, cloud]    # default: every cluster, in file order
+      clusters: [onprem, cloud]    # and/or clusterSelector: {matchLabels: {...}}
     failoverAfter: 10s             # an unreachable cluster is marked unavailable after this
     outages:
       - {cluster: onprem, start: 28m, end: 38m}   # trace time, from the first request
@@ -27,16 +27,14 @@ pay, e.g. an on-premises pool's amortised cost). Errors name the field (`cluster
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from kgpu.api.errors import FieldError, invalid, raise_field_errors, unsupported
-from kgpu.api.models import Flavor, KgpuModel
+from kgpu.api.models import Flavor, KgpuModel, PlacementSpec
 from kgpu.api.pydantic_errors import field_errors_from_pydantic
 from kgpu.backends.sim.nodes import JOIN_DELAY_S, parse_duration
-from kgpu.multicluster.placement import PLACEMENT_POLICIES
 
 DEFAULT_FAILOVER_AFTER_S = 10.0
 
@@ -116,11 +114,6 @@ class FleetCluster(KgpuModel):
         return sum(p.max_nodes * p.flavor.gpu_count for p in self.pools)
 
 
-class FleetPlacement(KgpuModel):
-    policy: Literal["fill", "spread", "failover"] = "fill"
-    clusters: list[str] | None = None  # declared order; None: every cluster in file order
-
-
 class Outage(KgpuModel):
     cluster: str
     start: Duration
@@ -143,7 +136,7 @@ class Outage(KgpuModel):
 
 class Fleet(KgpuModel):
     clusters: list[FleetCluster] = Field(..., min_length=1)
-    placement: FleetPlacement = Field(default_factory=FleetPlacement)
+    placement: PlacementSpec  # the service's spec.placement
     failover_after: Duration = DEFAULT_FAILOVER_AFTER_S
     outages: list[Outage] = Field(default_factory=list)
 
@@ -166,12 +159,11 @@ class Fleet(KgpuModel):
                     errors.append(
                         invalid(f"clusters[{i}].pools[{j}].name", pool, "names another pool already")
                     )
-        for i, name in enumerate(self.placement.clusters or []):
+        for i, name in enumerate(self.placement.clusters):
             if name not in names:
                 errors.append(unsupported(f"placement.clusters[{i}]", name, names))
-        allowed = self.placement.clusters if self.placement.clusters is not None else names
-        if not allowed:
-            errors.append(invalid("placement.clusters", [], "must name at least one cluster"))
+        if not errors and not self.allowed():
+            errors.append(FieldError("placement.clusterSelector", "matches no cluster of the fleet"))
         for i, outage in enumerate(self.outages):
             if outage.cluster not in names:
                 errors.append(unsupported(f"outages[{i}].cluster", outage.cluster, names))
@@ -185,14 +177,19 @@ class Fleet(KgpuModel):
         return _seconds(self.failover_after)
 
     def allowed(self) -> list[FleetCluster]:
-        """The service's clusters, in its declared order."""
-        if self.placement.clusters is None:
-            return list(self.clusters)
+        """The service's clusters in placement order, the control plane's rule: those
+        `placement.clusters` names, in that order, then those `clusterSelector` matches, by name."""
         by_name = {c.name: c for c in self.clusters}
-        return [by_name[name] for name in self.placement.clusters]
-
-
-assert set(FleetPlacement.model_fields["policy"].annotation.__args__) == set(PLACEMENT_POLICIES)  # type: ignore[union-attr]
+        chosen = [by_name[name] for name in self.placement.clusters if name in by_name]
+        selector = self.placement.cluster_selector
+        if selector is not None and selector.match_labels:
+            chosen += [
+                by_name[name]
+                for name in sorted(by_name)
+                if name not in self.placement.clusters
+                and all(by_name[name].labels.get(k) == v for k, v in selector.match_labels.items())
+            ]
+        return chosen
 
 
 def parse_fleet(document: object) -> Fleet:
