@@ -39,7 +39,15 @@ from kgpu.sim.trace_versions import VERSIONS, trace_version
 
 RESULTS = Path(__file__).parent / "results"
 SWEPT = ("kpa", "hpa", "kgpu")
-KEPT = ("slo_attainment_pct", "failed_requests", "gpu_hours", "node_hours", "max_replicas", "replicas")
+KEPT = (
+    "slo_attainment_pct",
+    "failed_requests",
+    "gpu_hours",
+    "node_hours",
+    "max_replicas",
+    "replicas",
+    "stopped_before_ready",
+)
 
 
 def code_digest() -> str:

@@ -179,3 +179,16 @@ def test_headroom_multiplies_what_is_held_not_the_demand_now():
     assert burst.desired == 3  # 64000 / (8000 * 4) = 2 remembered, held at 1.5 x 2
     with pytest.raises(ValueError, match="headroom"):
         HoldTuning(headroom=0.5)
+
+
+def test_no_scale_down_while_replicas_asked_for_are_starting():
+    spec = SPEC.model_copy(update={"scale_down_stabilization_seconds": 0})
+    quiet = [Sample(time=2, concurrency=4)]
+
+    def decide(starting: int) -> int:
+        ctx = ScalingContext(spec, quiet, 2, ready=3, current=3 + starting, in_system=4,
+                             replica_startup_s=20, starting=starting)  # fmt: skip
+        return decide_in_context(ctx).desired
+
+    assert decide(starting=0) == 1  # ceil(4 / 16): the demand alone
+    assert decide(starting=2) == 5  # the 2 starting replicas and the 3 ready ones are kept

@@ -1,8 +1,9 @@
 """The replay runs the live autoscaler's policy: the same samples give the same decisions.
 
 The replay records, at each of its ticks, the sample that ends there and what its gateway and
-pool say (ready and wanted replicas, requests in the system, start-up times, free GPUs). The live
-autoscaler is then fed exactly that, tick by tick, and must decide the same replica counts.
+pool say (ready, starting and wanted replicas, requests in the system, start-up times, free
+GPUs). The live autoscaler is then fed exactly that, tick by tick, and must decide the same
+replica counts.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def replay_ticks(policy: str, monkeypatch) -> list[tuple]:
     def recording(ctx, state=None, policies=REPLICA_POLICIES):
         decision = decide(ctx, state, policies)
         ticks.append((ctx.samples[-1], ctx.ready, ctx.current, ctx.in_system, ctx.replica_startup_s,
-                      ctx.node_startup_s, ctx.free_gpus, decision.desired))  # fmt: skip
+                      ctx.node_startup_s, ctx.free_gpus, ctx.starting, decision.desired))  # fmt: skip
         return decision
 
     monkeypatch.setattr(replay_module, "decide", recording)
@@ -55,7 +56,7 @@ def test_the_live_autoscaler_decides_what_the_replay_decides_from_the_same_sampl
     )
     live = ReplicaAutoscaler(on_event=lambda key, message: None, on_change=lambda: None)
     live_decisions, replay_decisions = [], []
-    for sample, ready, current, in_system, startup_s, node_startup_s, free_gpus, desired in ticks:
+    for sample, ready, current, in_system, startup_s, node_startup_s, free_gpus, starting, desired in ticks:
         assert live.desired(service) == current  # both scale from what they last asked for
         seen = Observation(
             in_flight=int(in_system),
@@ -64,6 +65,7 @@ def test_the_live_autoscaler_decides_what_the_replay_decides_from_the_same_sampl
             startup_s=startup_s,
             node_startup_s=node_startup_s,
             free_gpus=free_gpus,
+            starting=starting,
         )
         live.scale(service, sample, seen)
         live_decisions.append(live.desired(service))

@@ -218,3 +218,16 @@ def test_arrived_work_is_what_the_gateway_knows_not_the_answer_still_to_come():
     loop.run()
     arrived = {s.time: s.arrived_work for s in loop.samples if s.arrived_work}
     assert arrived == {2.0: 1000.0, 4.0: 1500.0}
+
+
+def test_kgpu_stops_no_replica_while_it_starts_when_a_burst_pauses():
+    # 60 requests in 6 s, a 4 s lull, then 120 more: the lull lowers the demand while the replicas
+    # asked for by the first burst start. A scale-down then stops unready replicas first, and the
+    # second burst starts them again (before the policy waited for them: 6 stopped, 11 started).
+    trace = [TraceRequest(t / 10, 1000, 20) for t in range(60)]
+    trace += [TraceRequest(10 + t / 10, 1000, 20) for t in range(120)]
+    spec = default_spec("kgpu").model_copy(update={"min_replicas": 1})
+    loop = ReplayLoop(trace, "kgpu", ServiceModel(), spec, None, 10.0)
+    result = loop.run()
+    assert result.stopped_before_ready == 0
+    assert len(loop.replicas) == result.max_replicas == 8  # each replica started once

@@ -28,6 +28,7 @@ class ScalingContext:
     replica_startup_s: float
     node_startup_s: float = 0.0  # extra lead time when a replica needs a new node
     free_gpus: int | None = None  # replicas that can start without a new node (None: no limit)
+    starting: int = 0  # replicas placed on a GPU that do not serve yet (not those waiting for a GPU)
 
 
 def keep_recent(samples, now: float) -> None:

@@ -12,7 +12,11 @@ serves. The policy
    are free: bursts recur, and a replica given back too early costs a full start-up the next
    time; a burst shorter than a node's start-up is over before the node joins, so only demand
    sustained over that lead time asks for more nodes;
-4. goes to zero only after ``scaleToZeroIdleSeconds`` without any request, and never below
+4. never scales down while replicas it asked for are still starting: a scale-down removes the
+   replicas that do not serve yet first (as Kubernetes does), so a dip in the demand in the middle
+   of a burst would stop replicas seconds before they serve, and the next tick would start them
+   again and pay their start-up twice; once they serve, the rules above decide;
+5. goes to zero only after ``scaleToZeroIdleSeconds`` without any request, and never below
    ``minReplicas`` or above ``maxReplicas``.
 """
 
@@ -107,6 +111,8 @@ def predictive_decide(
         ctx, sum(s.concurrency for s in recent) / len(recent) if recent else demand_now
     )
     desired = max(on_free_gpus, math.ceil(sustained / target))
+    if ctx.starting:
+        desired = max(desired, ctx.ready + ctx.starting)
 
     # The idle clock starts at the first look, so a fresh service is not dropped at once.
     last_busy = now if demand_now > 0 or state.last_busy_at is None else state.last_busy_at

@@ -43,6 +43,7 @@ class Observation:
     sequences: float | None = None
     node_startup_s: float = 0.0  # extra lead time when a replica needs a new node (none here)
     free_gpus: int | None = None  # replicas that can start without a new node (None: no limit known)
+    starting: int = 0  # replicas in phase Starting: placed, not ready yet
 
     def sample(self, spec: AutoscalingSpec, now: float) -> Sample:
         """This observation as a sample in the unit of `spec.target` (see `load_of`)."""
@@ -156,6 +157,7 @@ class ReplicaAutoscaler:
             replica_startup_s=seen.startup_s or DEFAULT_STARTUP_S,
             node_startup_s=seen.node_startup_s,
             free_gpus=seen.free_gpus,
+            starting=seen.starting,
         )
         decision = decide(ctx, entry.state)
         entry.state, entry.panicking = decision.state, decision.panicking

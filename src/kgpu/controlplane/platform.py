@@ -310,6 +310,7 @@ class Platform:
             else sum(1 for e in self.registry.endpoints(key) if e.routable),
             startup_s=measured_startup_s((r.started_at, r.ready_at) for r in replicas),
             sequences=self._sequences(key),
+            starting=sum(1 for r in replicas if r.phase == "Starting"),
         )
 
     def _sequences(self, key: str) -> float | None:

@@ -183,6 +183,7 @@ class ReplayResult:
     node_scale_events: int
     max_replicas: int
     duration_s: float
+    stopped_before_ready: int = 0  # replicas stopped while still starting (their start-up wasted)
     replicas: int | None = None  # static only: the constant replica count
     timeline: list[dict[str, float]] = field(default_factory=list)
     missed_arrivals_s: list[float] = field(
@@ -415,6 +416,7 @@ class ReplayLoop:
             replica_startup_s=self.model.replica_startup_s,
             node_startup_s=self.model.node_startup_s,
             free_gpus=self._free_gpus(now),
+            starting=sum(1 for r in active if r.ready_at > now),
         )
         decision = decide(ctx, self.policy_state, self._policies(now, active))
         self.policy_state = decision.state
@@ -629,6 +631,9 @@ class ReplayLoop:
             node_scale_events=self.node_scale_events,
             max_replicas=self.max_replicas,
             duration_s=end,
+            stopped_before_ready=sum(
+                1 for r in self.replicas if r.stopped_at is not None and r.stopped_at < r.ready_at
+            ),
             timeline=self.timeline,
             missed_arrivals_s=missed,
         )
