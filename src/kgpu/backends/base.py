@@ -157,6 +157,9 @@ class Backend(Protocol):
     def log_path(self, replica: str) -> Path:
         """Where the replica's output is written (read by `kgpu logs`)."""
 
+    async def probe(self, cluster: Cluster) -> str | None:
+        """One heartbeat of the cluster: None when it answers, else why not (its API unreachable)."""
+
     def start(self) -> None:
         """Start the backend's own loops, if any (on the control plane's event loop)."""
 
@@ -197,6 +200,9 @@ class OneMachineBackend:
 
     async def restart_replica(self, service_key: str, replica: str) -> bool:
         return False
+
+    async def probe(self, cluster: Cluster) -> str | None:
+        return None  # this machine, or a virtual cluster: always answers
 
     def start(self) -> None:
         return None

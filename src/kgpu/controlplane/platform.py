@@ -22,6 +22,8 @@ from kgpu.controlplane.reconciler import Reconciler
 from kgpu.controlplane.registry import (
     BACKEND_ADMISSION,
     IN_CLUSTER,
+    KUBERNETES,
+    LOCAL,
     cluster_admission,
     embedded_registry,
     stored_clusters,
@@ -33,6 +35,7 @@ from kgpu.gateway.metrics import GatewayMetrics
 from kgpu.gateway.registry import ReplicaRegistry
 from kgpu.gateway.router import Router, RouterSettings
 from kgpu.gpu.discovery import NodeInventory, discover
+from kgpu.multicluster.health import DEFAULT_GRACE_S, ClusterHealth, Transition
 from kgpu.serving.model_source import ModelSourceError, locate_model, resolve_model_uri
 from kgpu.serving.replica_spec import build_replica_spec, missing_executable, model_location
 from kgpu.telemetry.gpu_exporter import DeviceUser, GPUExporter
@@ -103,6 +106,10 @@ class PlatformConfig:
     cluster_domain: str = "cluster.local"
     # How often the console's charts get a point (15 minutes of them are kept).
     history_interval_s: float = 2.0
+    # Several clusters: how often each registered cluster's backend is asked whether it answers, and
+    # how long it may stay silent before it is marked unavailable and its replicas move elsewhere.
+    cluster_probe_interval_s: float = 2.0
+    cluster_grace_s: float = DEFAULT_GRACE_S
 
 
 class Platform:
@@ -136,7 +143,12 @@ class Platform:
             state_dir=self.state_dir,
             inventory=self.inventory,
             replica_hooks=self._hooks(),
-            route_hooks=RouteHooks(on_ready=self.registry.add, on_gone=self.registry.remove),
+            route_hooks=RouteHooks(
+                on_ready=lambda s, e, url: self.registry.add(
+                    s, e, url, self.backend.cluster_of(s, KUBERNETES)
+                ),
+                on_gone=self.registry.remove,
+            ),
             store_engine=self.store.engine,
             clusters=self._clusters,
             pools=self.resources.pools,
@@ -147,6 +159,7 @@ class Platform:
             on_event=self.events.record,
             local_factory=backend_factory,
             kubeconfigs=self.kubeconfigs.get,
+            health=ClusterHealth(config.cluster_grace_s),
         )
         self.router.refuse = self.backend.refusal  # e.g. a sim cluster's replicas serve nothing
         self.autoscaler = ReplicaAutoscaler(on_event=self.events.record, on_change=self._kick)
@@ -165,6 +178,7 @@ class Platform:
         self.router.on_hold = self.autoscaler.wake
         self._autoscale_task: asyncio.Task | None = None
         self._checkpoint_task: asyncio.Task | None = None
+        self._probe_task: asyncio.Task | None = None
         self.gpu_exporter = GPUExporter(self.device_users, hostname=self.inventory.hostname)
         self.metrics.registry.register(self.gpu_exporter)
         self.history = RingHistory(interval_s=config.history_interval_s)
@@ -177,7 +191,7 @@ class Platform:
             return endpoint.outstanding if endpoint else 0
 
         return ReplicaHooks(
-            on_ready=lambda s, r, url: self.registry.add(s, r, url),
+            on_ready=lambda s, r, url: self.registry.add(s, r, url, self.backend.cluster_of(s, LOCAL)),
             on_gone=self.registry.remove,
             on_draining=lambda s, r: self.registry.start_draining(s, r),
             outstanding=outstanding,
@@ -197,6 +211,7 @@ class Platform:
         self.backend.start()
         self._autoscale_task = asyncio.create_task(self._autoscale_loop(), name="autoscaler")
         self._checkpoint_task = asyncio.create_task(self._checkpoint_loop(), name="store-checkpoint")
+        self._probe_task = asyncio.create_task(self._probe_loop(), name="cluster-health")
         self._sampler = self._history_sampler()
         self._history_task = asyncio.create_task(self._sampler.run(), name="metrics-history")
 
@@ -208,8 +223,34 @@ class Platform:
             except Exception:  # a busy or read-only database: try again next time
                 log.exception("store checkpoint failed")
 
+    async def _probe_loop(self) -> None:
+        while True:
+            try:
+                for change in await self.backend.probe_clusters(time.monotonic()):
+                    self.on_cluster_transition(change)
+                for cluster in self.backend.health.known():
+                    available = self.backend.health.available(cluster)
+                    self.metrics.cluster_available.labels(cluster=cluster).set(1 if available else 0)
+            except Exception:  # a bad heartbeat pass must not stop the next ones
+                log.exception("cluster heartbeat pass failed")
+            await asyncio.sleep(self.config.cluster_probe_interval_s)
+
+    def on_cluster_transition(self, change: Transition) -> None:
+        """A cluster lost or back: the gateway stops (or starts) sending there at once, every service that
+        may run there gets the event, and a reconcile pass moves the replicas by each service's policy."""
+        log.warning("%s", change.message)
+        self.registry.set_cluster_available(change.cluster, change.available)
+        self.metrics.cluster_available.labels(cluster=change.cluster).set(1 if change.available else 0)
+        self.metrics.cluster_transitions.labels(
+            cluster=change.cluster, to="available" if change.available else "unavailable"
+        ).inc()
+        for key, placed in list(self.backend.placements.items()):
+            if change.cluster in placed.keys.values():
+                self.events.record(key, change.message)
+        self.reconciler.kick()
+
     async def stop(self) -> None:
-        for task in (self._autoscale_task, self._checkpoint_task, self._history_task):
+        for task in (self._autoscale_task, self._checkpoint_task, self._history_task, self._probe_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -288,7 +329,7 @@ class Platform:
         key = service.key
         # On a Kubernetes cluster the gateway sees one endpoint per service (its Service), not
         # the replicas: a per-replica limit there would cap the whole service.
-        per_replica = self.backend.ready_replicas(key) is None
+        per_replica = not self.backend.on_cluster_service(key)
         self.router.set_concurrency_limit(key, service.spec.container_concurrency if per_replica else 0)
         self.router.set_parked(key, service.spec.replicas == 0 and service.spec.autoscaling is None)
         if service.spec.runtime.kind == "kgpu":
@@ -305,9 +346,7 @@ class Platform:
         return Observation(
             in_flight=self.registry.outstanding(key),
             held=self.router.held(key),
-            ready=on_cluster
-            if on_cluster is not None
-            else sum(1 for e in self.registry.endpoints(key) if e.routable),
+            ready=on_cluster if on_cluster is not None else self.registry.routable_count(key),
             startup_s=measured_startup_s((r.started_at, r.ready_at) for r in replicas),
             sequences=self._sequences(key),
             starting=sum(1 for r in replicas if r.phase == "Starting"),

@@ -6,6 +6,13 @@ Cluster of the project by name (required when the project has several). A servic
 Cluster goes to the sim backend (`kgpu.backends.sim`: placed on virtual nodes, no process
 started). Everything else runs on the local backend. The reconciler sees one Backend either way.
 
+A service with `spec.placement` runs in several clusters at once: its desired replica count is
+split over the clusters it allows (`kgpu.multicluster.placement`, offers from
+`kgpu.controlplane.cluster_offers`), and each cluster's backend gets its share. A cluster whose
+backend stops answering for the grace period (`ClusterHealth`) gets no share; a cluster's share
+shrinks only as far as the service's ready replicas elsewhere cover it (make before break), so
+replicas moving between clusters drop no request.
+
 This is the one module of the control plane that knows the concrete backends: it builds them
 (`embedded_registry`) and calls each through `kgpu.backends.base.Backend` only.
 """
@@ -13,9 +20,11 @@ This is the one module of the control plane that knows the concrete backends: it
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +37,12 @@ from kgpu.backends.base import Backend, DeviceUse, ReplicaHooks, ReplicaStatus, 
 from kgpu.backends.kubernetes.cluster import KubernetesBackend
 from kgpu.backends.local import LocalBackend
 from kgpu.backends.sim import SimBackend, SimNodes, sim_cluster_of, sim_flag_errors
-from kgpu.gpu.discovery import NodeInventory
+from kgpu.controlplane.cluster_offers import allowed_clusters, cluster_offers
+from kgpu.gpu.discovery import GPUDevice, NodeInventory
+from kgpu.multicluster.health import ClusterHealth, Transition
+from kgpu.multicluster.placement import UNAVAILABLE, ClusterSplit, split_replicas
+
+log = logging.getLogger("kgpu.registry")
 
 ANNOTATION_PATH = f"metadata.annotations[{CLUSTER_ANNOTATION}]"
 CLUSTER_CACHE_S = 0.5
@@ -125,6 +139,8 @@ def cluster_admission(
     def check(resource: object) -> list[FieldError]:
         if not isinstance(resource, (InferenceService, NodePool)):
             return []
+        if isinstance(resource, InferenceService) and resource.spec.placement is not None:
+            return placement_admission(resource, clusters(), local_checks)
         try:
             cluster = target_cluster(resource, clusters(), default)
         except TargetError as exc:
@@ -134,6 +150,27 @@ def cluster_admission(
         return [e for local_check in local_checks for e in local_check(resource)]
 
     return check
+
+
+def placement_admission(
+    service: InferenceService,
+    clusters: list[Cluster],
+    local_checks: list[Callable[[object], list[FieldError]]],
+) -> list[FieldError]:
+    """Every cluster `spec.placement.clusters` names exists; local-only checks when one runs here."""
+    allowed = allowed_clusters(service, clusters)
+    placement = service.spec.placement
+    assert placement is not None
+    errors = [
+        FieldError(
+            f"spec.placement.clusters[{placement.clusters.index(name)}]",
+            f'Not found: "{name}": {why} (register it with kgpu apply or kgpu cluster add)',
+        )
+        for name, why in allowed.missing.items()
+    ]
+    if errors or not any(c.spec.backend == LOCAL for c in allowed.clusters):
+        return errors
+    return [e for local_check in local_checks for e in local_check(service)]
 
 
 def stored_clusters(store: Any, parse: Callable[[Any], object] | None = None) -> list[Cluster]:
@@ -148,6 +185,23 @@ def stored_clusters(store: Any, parse: Callable[[Any], object] | None = None) ->
 
 # The kinds of Cluster (`spec.backend`), each run by one backend.
 LOCAL, KUBERNETES, SIM = "local", "kubernetes", "sim"
+UNAVAILABLE_REASON = UNAVAILABLE  # a lost cluster keeps its backend: its share there drains to 0
+
+
+@dataclass
+class ServicePlacement:
+    """How the last pass split a service with `spec.placement` over its clusters."""
+
+    policy: str
+    split: ClusterSplit  # what the policy asked for
+    replicas: dict[str, int]  # cluster name -> replicas asked of it now (the split, kept while others start)
+    backends: dict[str, str]  # cluster name -> its backend kind, for the clusters given a share
+    keys: dict[str, str]  # cluster name -> cluster key ("<namespace>/<name>")
+    skipped: dict[str, str] = field(default_factory=dict)  # cluster name -> why it gets no replica
+
+    def cluster_of(self, kind: str) -> str | None:
+        """The key of the cluster of backend `kind` this service runs in, or None."""
+        return next((self.keys[name] for name, k in self.backends.items() if k == kind), None)
 
 
 class BackendRegistry:
@@ -159,8 +213,11 @@ class BackendRegistry:
         clusters: Callable[[], list[Cluster]],
         default: Cluster | None = None,
         on_event: Callable[[str, str], None] = lambda key, message: None,
+        gpus: Sequence[GPUDevice] = (),
+        health: ClusterHealth | None = None,
     ) -> None:
-        """`backends`: cluster kind -> its backend; `local` is required (what runs on no named cluster)."""
+        """`backends`: cluster kind -> its backend; `local` is required (what runs on no named cluster).
+        `gpus`: this machine's (what a `local` cluster offers); `health`: which clusters answer."""
         self.by_kind = backends
         self.local = backends[LOCAL]
         self._read_clusters = clusters
@@ -168,6 +225,10 @@ class BackendRegistry:
         self._on_event = on_event
         self._clusters: tuple[float, list[Cluster]] = (float("-inf"), [])
         self._target_errors: dict[str, str] = {}
+        self.gpus = list(gpus)
+        self.health = health or ClusterHealth()
+        self._pools: list[NodePool] = []  # as of the last pass (what clusters' offers are read from)
+        self.placements: dict[str, ServicePlacement] = {}  # service key -> its split over clusters
 
     async def clusters(self, fresh: bool = False) -> list[Cluster]:
         read_at, clusters = self._clusters
@@ -214,6 +275,10 @@ class BackendRegistry:
     # ------------------------------------------------------------ Backend
 
     async def ensure(self, service: InferenceService, replicas: int, cluster: Cluster | None = None) -> None:
+        if service.spec.placement is not None:
+            await self._ensure_across(service, replicas)
+            return
+        self.placements.pop(service.key, None)
         target = await self.backend_for(service)
         if target is None:
             return
@@ -223,15 +288,152 @@ class BackendRegistry:
                 await other.remove(service.key)
         await backend.ensure(service, replicas, cluster)
 
+    async def _ensure_across(self, service: InferenceService, desired: int) -> None:
+        """Split `desired` over the service's clusters; each cluster's backend places its share."""
+        key = service.key
+        placement = service.spec.placement
+        assert placement is not None
+        allowed = allowed_clusters(service, await self.clusters())
+        before = self.placements.get(key)
+        offers = cluster_offers(
+            service,
+            allowed.clusters,
+            self._pools,
+            self.gpus,
+            available=lambda c: self.health.available(c.key),
+            current=lambda c: before.replicas.get(c.metadata.name, 0) if before else 0,
+        )
+        split = split_replicas(desired, offers, placement.policy)
+        by_name = {c.metadata.name: c for c in allowed.clusters}
+        kinds = {
+            name: by_name[name].spec.backend
+            for name in split.replicas
+            if name not in split.skipped or split.skipped[name] == UNAVAILABLE_REASON
+        }
+        replicas = self._make_before_break(key, split, kinds, before, desired)
+        placed = ServicePlacement(
+            policy=placement.policy,
+            split=split,
+            replicas={name: replicas.get(name, 0) for name in split.replicas},
+            backends=kinds,
+            keys={name: c.key for name, c in by_name.items()},
+            skipped={**allowed.missing, **split.skipped},
+        )
+        self.placements[key] = placed
+        self._note_skipped(key, before, placed)
+        for kind, backend in self.by_kind.items():
+            names = [name for name, k in kinds.items() if k == kind]
+            if not names:
+                if backend.placed(key):
+                    await self._call(key, backend.remove(key))
+                continue
+            cluster = by_name[names[0]]
+            # What that cluster's backend sees: the service as if it named this one cluster (how a
+            # one-cluster service does), so every backend places its share as it places any service.
+            pinned = service.model_copy(deep=True)
+            pinned.spec.placement = None
+            pinned.metadata.annotations[CLUSTER_ANNOTATION] = cluster.metadata.name
+            target = None if kind == LOCAL else cluster
+            await self._call(key, backend.ensure(pinned, placed.replicas[cluster.metadata.name], target))
+
+    async def _call(self, key: str, call: Any) -> None:
+        """One cluster's backend call: a cluster that fails must not stop the others getting their share."""
+        try:
+            await call
+        except Exception:
+            log.exception("%s: a cluster's backend failed", key)
+
+    def _ready_in(self, kind: str, key: str) -> int:
+        backend = self.by_kind[kind]
+        counted = backend.ready_replicas(key)
+        if counted is not None:
+            return counted
+        return sum(1 for r in backend.replicas(key) if r.phase == "Ready")
+
+    def _make_before_break(
+        self,
+        key: str,
+        split: ClusterSplit,
+        kinds: dict[str, str],
+        before: ServicePlacement | None,
+        desired: int,
+    ) -> dict[str, int]:
+        """The split, except that an available cluster's share shrinks only by its replicas that are
+        not ready yet plus the ready replicas the service has beyond `desired`: replicas moving to
+        another cluster go once those there serve (a cluster lost serves nothing: it goes at once)."""
+        if before is None:
+            return dict(split.replicas)
+        # Counted only where the last pass found the cluster available too: a cluster back from an
+        # outage still reports what it served before it was lost.
+        ready = {
+            name: self._ready_in(kind, key)
+            for name, kind in kinds.items()
+            if name not in split.skipped and name not in before.skipped and before.backends.get(name) == kind
+        }
+        spare = max(0, sum(ready.values()) - desired)
+        out = {}
+        for name, target in split.replicas.items():
+            now = before.replicas.get(name, 0)
+            if target >= now or name in split.skipped:
+                out[name] = target
+                continue
+            starting = max(0, now - ready.get(name, 0))
+            cut = min(now - target, starting + spare)
+            spare -= max(0, cut - starting)
+            out[name] = now - cut
+        return out
+
+    def _note_skipped(self, key: str, before: ServicePlacement | None, now: ServicePlacement) -> None:
+        """An event when a cluster starts or stops being skipped, and when the split changes."""
+        was = before.skipped if before else {}
+        for name, why in now.skipped.items():
+            if was.get(name) != why:
+                self._on_event(key, f"cluster {name} skipped: {why}")
+        if before is None or before.split.replicas != now.split.replicas:
+            shares = ", ".join(f"{name}={n}" for name, n in now.split.replicas.items())
+            unplaced = f"; {now.split.unplaced} fit in no cluster" if now.split.unplaced else ""
+            self._on_event(key, f"placement {now.policy}: {shares}{unplaced}")
+
     async def remove(self, service_key: str) -> None:
+        self.placements.pop(service_key, None)
         for backend in self.by_kind.values():
             if backend.placed(service_key):
                 await backend.remove(service_key)
+
+    def on_cluster_service(self, service_key: str) -> bool:
+        """Whether a Kubernetes cluster runs the service (the gateway sees its Service, not its replicas)."""
+        kube = self.by_kind.get(KUBERNETES)
+        return kube is not None and kube.placed(service_key)
+
+    def cluster_of(self, service_key: str, kind: str) -> str | None:
+        """The key of the cluster of backend `kind` a service with `spec.placement` runs in (else None)."""
+        placed = self.placements.get(service_key)
+        return None if placed is None else placed.cluster_of(kind)
+
+    async def probe_clusters(self, now: float) -> list[Transition]:
+        """One heartbeat of every registered cluster through its backend; the availability changes."""
+        transitions = []
+        registered = await self.clusters(fresh=True)
+        for cluster in registered:
+            backend = self.by_kind.get(cluster.spec.backend)
+            if backend is None:
+                continue
+            error = await backend.probe(cluster)
+            if error is None:
+                change = self.health.answered(cluster.key, now)
+            else:
+                change = self.health.missed(cluster.key, now, error)
+            if change is not None:
+                transitions.append(change)
+        for gone in set(self.health.known()) - {c.key for c in registered}:
+            self.health.forget(gone)
+        return transitions
 
     async def sync_all_pools(self, pools: list[NodePool]) -> None:
         """Once per reconcile pass, with every stored pool: each backend gets the pools on its clusters,
         and keeps those whose cluster cannot be resolved now where they are."""
         registered = await self.clusters()
+        self._pools = pools
         placed: dict[str, list[tuple[NodePool, Cluster]]] = {kind: [] for kind in self.by_kind}
         unresolved: set[str] = set()
         for pool in pools:
@@ -259,13 +461,49 @@ class BackendRegistry:
         return self._first(lambda b: b.service_report(service_key, desired))
 
     def ready_replicas(self, service_key: str) -> int | None:
+        placed = self.placements.get(service_key)
+        if placed is not None:  # several clusters: each one's own count, summed
+            return sum(self._ready_in(kind, service_key) for kind in set(placed.backends.values()))
         return self._first(lambda b: b.ready_replicas(service_key))
+
+    def cluster_reports(self, service_key: str) -> list[dict] | None:
+        """Per cluster of a service with `spec.placement`: its share, ready replicas, availability, and
+        why a cluster gets none (None for a service in one cluster)."""
+        placed = self.placements.get(service_key)
+        if placed is None:
+            return None
+        reports = []
+        for name in placed.split.replicas:
+            kind = placed.backends.get(name)
+            report: dict[str, Any] = {
+                "name": name,
+                "replicas": placed.replicas.get(name, 0),
+                "readyReplicas": self._ready_in(kind, service_key) if kind is not None else 0,
+                "available": self.health.available(placed.keys[name]),
+            }
+            if kind is not None:
+                report["backend"] = kind
+            if name in placed.skipped:
+                report["reason"] = placed.skipped[name]
+            reports.append(report)
+        reports.extend(
+            {"name": name, "replicas": 0, "readyReplicas": 0, "available": False, "reason": why}
+            for name, why in placed.skipped.items()
+            if name not in placed.split.replicas
+        )
+        return reports
 
     def pool_report(self, pool: NodePool) -> dict | None:
         return self._first(lambda b: b.pool_report(pool))
 
     def refusal(self, service_key: str) -> str | None:
-        return self._first(lambda b: b.refusal(service_key))
+        """Why no request can be served: only when every backend holding the service refuses (a
+        service on a sim cluster and on this machine is served here)."""
+        holding = [b for b in self.by_kind.values() if b.placed(service_key)]
+        refusals = [b.refusal(service_key) for b in holding]
+        if not refusals or any(r is None for r in refusals):
+            return None
+        return refusals[0]
 
     def devices_of(self, replica: str) -> DeviceUse | None:
         return self._first(lambda b: b.devices_of(replica))
@@ -313,6 +551,7 @@ def embedded_registry(
     on_event: Callable[[str, str], None],
     local_factory: Callable[[Path, NodeInventory, ReplicaHooks], Backend] | None = None,
     kubeconfigs: Callable[[str, str], str | None] | None = None,
+    health: ClusterHealth | None = None,
 ) -> BackendRegistry:
     """The embedded platform's backends: this machine, registered Kubernetes clusters, sim clusters.
 
@@ -338,6 +577,8 @@ def embedded_registry(
         clusters,
         default=IN_CLUSTER if in_cluster else None,
         on_event=on_event,
+        gpus=inventory.gpus,
+        health=health,
     )
 
 

