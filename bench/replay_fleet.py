@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
@@ -128,10 +129,7 @@ def row(result: FleetReplayResult) -> dict:
         "node_hours": r.node_hours,
         "node_cost": result.node_cost,
         "max_replicas": r.max_replicas,
-        "clusters": {
-            c.name: {"gpu_hours": c.gpu_hours, "cost": c.cost, "max_replicas": c.max_replicas}
-            for c in result.clusters
-        },
+        "clusters": {c.name: asdict(c) for c in result.clusters},
         "outages": result.outages,
     }
 

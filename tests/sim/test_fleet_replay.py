@@ -121,6 +121,9 @@ def test_an_outage_moves_the_replicas_and_they_come_back_by_the_policy():
     # 130 s, runs 3 s: 34 s > 2 + 2 x 3 s); the one at 115 s (16 s > 4 s).
     assert replay.slo_met == 3 and replay.slo_attainment_pct == pytest.approx(50.0)  # 3 of 6
     assert sorted(replay.missed_arrivals_s) == [95.0, 99.0, 115.0]
+    # Per cluster: the cheap one served 0 and 500 s and cut 95 s; the dear one served the rest.
+    by_cluster = {c.name: (c.requests, c.slo_attainment_pct) for c in result.clusters}
+    assert by_cluster == {"cheap": (3, pytest.approx(200 / 3)), "dear": (3, pytest.approx(100 / 3))}
     end = 501.0
     assert replay.duration_s == pytest.approx(end)
     cheap_gpu_s = 2 * 100 + 2 * (end - 400)

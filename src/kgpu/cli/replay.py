@@ -109,11 +109,23 @@ def plot_timelines(results: Sequence[ReplayResult], path: Path) -> None:
 def fleet_table(result: FleetReplayResult, title: str) -> Table:
     """GPU-hours and cost per cluster, and the fleet's total."""
     table = Table(title=title)
-    for header in ("cluster", "GPU-hours", "cost $", "node-hours", "node cost $", "max replicas"):
+    headers = (
+        "cluster",
+        "requests",
+        "SLO met",
+        "GPU-hours",
+        "cost $",
+        "node-hours",
+        "node cost $",
+        "max replicas",
+    )
+    for header in headers:
         table.add_column(header, justify="left" if header == "cluster" else "right")
     for c in result.clusters:
         table.add_row(
             c.name,
+            str(c.requests),
+            f"{c.slo_attainment_pct:.2f}%",
             f"{c.gpu_hours:.2f}",
             f"{c.cost:.2f}",
             f"{c.node_hours:.2f}",
@@ -123,6 +135,8 @@ def fleet_table(result: FleetReplayResult, title: str) -> Table:
     r = result.replay
     table.add_row(
         "total",
+        str(r.requests),
+        f"{r.slo_attainment_pct:.2f}%",
         f"{r.gpu_hours:.2f}",
         f"{result.cost:.2f}",
         f"{r.node_hours:.2f}",

@@ -47,6 +47,8 @@ class ClusterUsage:
     name: str
     gpu_hours: float
     node_hours: float
+    requests: int  # served here, or cut here by an outage
+    slo_attainment_pct: float  # of those
     cost: float  # GPU-hours of the replicas x their pool's price per GPU-hour
     node_cost: float  # node-hours x GPUs per node x price per GPU-hour
     max_replicas: int
@@ -99,6 +101,7 @@ class FleetReplayLoop(ReplayLoop):
         self.pool_states = [PoolState() for _ in self.clusters]
         self.retried = 0
         self.cut_streams = 0
+        self.cut_in: list[int] = [0] * len(fleet.allowed())
         self.last_desired = 0
         self.events: list[dict] = []
         index = {c.name: i for i, c in enumerate(self.clusters)}
@@ -355,6 +358,7 @@ class FleetReplayLoop(ReplayLoop):
             r.heap = []
             r.stopped_at = now
         self.cut_streams += cut
+        self.cut_in[c] += cut
         return cut
 
     # ---- output ---------------------------------------------------------------------------
@@ -365,6 +369,13 @@ class FleetReplayLoop(ReplayLoop):
             frame[f"replicas.{cluster.name}"] = sum(1 for r in self._live_replicas() if r.cluster == c)
 
     def fleet_result(self, result: ReplayResult, end: float) -> FleetReplayResult:
+        served = [0] * len(self.clusters)
+        met = [0] * len(self.clusters)
+        for index, replica in enumerate(self.done_on):
+            if replica is not None:
+                c = self.replicas[replica].cluster
+                served[c] += 1
+                met[c] += self._met_slo(index)
         usages = []
         for c, cluster in enumerate(self.clusters):
             gpu_s = cost = 0.0
@@ -384,8 +395,18 @@ class FleetReplayLoop(ReplayLoop):
                 node_s += hours * 3600.0
                 pool = cluster.pools[n.pool]
                 node_cost += hours * pool.flavor.gpu_count * pool.price
+            requests = served[c] + self.cut_in[c]
             usages.append(
-                ClusterUsage(cluster.name, gpu_s / 3600.0, node_s / 3600.0, cost, node_cost, _peak(spans))
+                ClusterUsage(
+                    name=cluster.name,
+                    gpu_hours=gpu_s / 3600.0,
+                    node_hours=node_s / 3600.0,
+                    requests=requests,
+                    slo_attainment_pct=100.0 * met[c] / requests if requests else 100.0,
+                    cost=cost,
+                    node_cost=node_cost,
+                    max_replicas=_peak(spans),
+                )
             )
         return FleetReplayResult(
             replay=result,

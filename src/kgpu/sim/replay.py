@@ -233,6 +233,7 @@ class ReplayLoop:
         self.model = model
         self.work = [model.work(r) for r in self.requests]
         self.done_at: list[float | None] = [None] * len(self.requests)
+        self.done_on: list[int | None] = [None] * len(self.requests)  # the replica that served it
         self.failed = 0
         self.queue: DeadlineQueue[int] = DeadlineQueue()
         self.replicas: list[_Replica] = []
@@ -529,6 +530,7 @@ class ReplayLoop:
                 self._advance(who, now)
                 _, index = heapq.heappop(who.heap)
                 self.done_at[index] = now
+                self.done_on[index] = who.id
                 self.acc_completed_work += self.work[index]
                 self.generated_done += self.requests[index].generated_tokens
                 self.completed_count += 1
@@ -598,17 +600,21 @@ class ReplayLoop:
             }
         )
 
+    def _met_slo(self, index: int) -> bool:
+        done = self.done_at[index]
+        if done is None:
+            return False
+        return done - self.requests[index].arrival_s <= self.model.slo_s(self.work[index]) + 1e-9
+
     def _result(self, end: float) -> ReplayResult:
-        model = self.model
         latencies, met, missed = [], 0, []
         for index, done in enumerate(self.done_at):
             arrival = self.requests[index].arrival_s
             if done is None:
                 missed.append(arrival)
                 continue
-            latency = done - arrival
-            latencies.append(latency)
-            if latency <= model.slo_s(self.work[index]) + 1e-9:
+            latencies.append(done - arrival)
+            if self._met_slo(index):
                 met += 1
             else:
                 missed.append(arrival)
