@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from typing import Any
 
 import pytest
@@ -128,8 +129,11 @@ def test_a_service_spread_over_a_local_and_a_sim_cluster(tmp_path):
             {"name": "here", "replicas": 2, "readyReplicas": 2, "available": True, "backend": "local"},
             {"name": "lab", "replicas": 2, "readyReplicas": 2, "available": True, "backend": "sim"},
         ]
-        # The sim share serves nothing, the local one does: the gateway does not refuse the service.
+        # The sim share serves nothing, the local one does: the gateway does not refuse the service,
+        # and knows which cluster each replica it routes to is in.
         assert platform.backend.refusal(SVC) is None
+        local.hooks.on_ready(SVC, "svc-0", "http://127.0.0.1:9")
+        assert platform.registry.get(SVC, "svc-0").cluster == "default/here"
         metrics = platform.metrics.registry.get_sample_value
         assert metrics("kgpu_service_cluster_replicas", {"service": SVC, "cluster": "lab"}) == 2
         # Scaling the service re-splits it; deleting it leaves nothing in either cluster.
@@ -253,12 +257,18 @@ def test_a_lost_cluster_is_marked_unavailable_after_the_grace_period_and_its_rep
         await settle(platform)
         assert status(platform)["readyReplicas"] == 3
 
+        # The cluster's Service as the gateway routes to it (in-cluster routing), tagged with prod.
+        kube_routes = platform.backend.by_kind["kubernetes"]._routes
+        kube_routes.on_ready(SVC, "svc/svc", "http://svc.default.svc.cluster.local:8000")
+        assert platform.registry.pick(SVC).cluster == "default/prod"
+
         kube.unreachable = True
         assert await heartbeat(1.0) == []  # silent, but within the grace period
         assert await heartbeat(5.9) == []
         [lost] = await heartbeat(6.0)
         assert (lost.cluster, lost.available) == ("default/prod", False)
         assert lost.message.startswith("cluster default/prod unavailable: no answer for 5.0 s (grace 5 s)")
+        assert platform.registry.pick(SVC) is None  # the gateway sends nothing there from now on
         await settle(platform)
         assert platform.backend.local.ensured == {SVC: 3}  # recreated in the backup at once
         got = status(platform)
@@ -284,3 +294,41 @@ def test_a_lost_cluster_is_marked_unavailable_after_the_grace_period_and_its_rep
         assert sample("kgpu_cluster_transitions_total", {"cluster": "default/prod", "to": "available"}) == 1
 
     asyncio.run(scenario())
+
+
+def test_replicas_are_recreated_elsewhere_within_the_grace_period_plus_start_up(tmp_path, kube):
+    """The running platform's own loops: heartbeats every 0.1 s, a 0.5 s grace period; the backup's
+    replicas start at once (the recording double), so the move must take the grace period plus a
+    heartbeat and a reconcile pass, with room for a loaded machine."""
+    from fastapi.testclient import TestClient
+
+    from kgpu.controlplane.server import create_server_app
+
+    grace_s, probe_s = 0.5, 0.1
+    platform = make_platform(
+        tmp_path, cluster_grace_s=grace_s, cluster_probe_interval_s=probe_s, reconcile_interval_s=0.05
+    )
+    prod = cluster("prod", "kubernetes")
+    prod["spec"].update(kubeContext="gke_prod", kubeconfig="/home/me/.kube/config")
+    apply(
+        platform,
+        prod,
+        cluster("here", "local"),
+        service(3, {"clusters": ["prod", "here"], "policy": "failover"}),
+    )
+    with TestClient(create_server_app(platform)):
+        wait_until(lambda: kube.objects.get(("inferenceservices", "default", "svc")), 5.0)
+        assert platform.backend.local.ensured == {SVC: 0}
+        lost_at = time.monotonic()
+        kube.unreachable = True
+        wait_until(lambda: platform.backend.local.ensured.get(SVC) == 3, 10.0)
+        moved_s = time.monotonic() - lost_at
+    print(f"replicas moved {moved_s:.2f} s after the cluster stopped answering (grace {grace_s} s)")
+    assert grace_s <= moved_s <= grace_s + probe_s + 1.5, moved_s
+
+
+def wait_until(check, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
