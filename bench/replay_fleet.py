@@ -11,7 +11,9 @@ The fleet is examples/fleet.yaml (a cheap on-premises cluster of four H100s, a d
 - ``fill-outage``: the fleet, its cheapest cluster out for ``--outage-minutes`` from the middle of
   the trace's busiest hour (the whole trace when it is shorter);
 - ``fill-outage-early``: the same outage from the start of the busiest ten minutes;
-- ``spread-outage``: the outage in the middle of the busiest hour under the ``spread`` placement.
+- ``spread-outage``: the outage in the middle of the busiest hour under the ``spread`` placement;
+- ``fill-outage-grace-0s``: ``fill-outage`` with the cluster marked unavailable at the first
+  missed heartbeat instead of after the fleet's ``failoverAfter`` (what the grace period costs).
 
 Targets: through the outage (``fill-outage``) >= 99% SLO and 0 failed requests; ``fill``'s cost
 <= 0.8x ``dear-only``'s. Cost is each replica's GPU-hours at its pool's price; node cost, each
@@ -46,7 +48,15 @@ RESULTS = Path(__file__).parent / "results"
 DEFAULT_FLEET = Path(__file__).parents[1] / "examples" / "fleet.yaml"
 HOUR_S = 3600.0
 BUSY_WINDOW_S = 600.0
-SCENARIOS = ("fill", "one-cluster", "dear-only", "fill-outage", "fill-outage-early", "spread-outage")
+SCENARIOS = (
+    "fill",
+    "one-cluster",
+    "dear-only",
+    "fill-outage",
+    "fill-outage-early",
+    "spread-outage",
+    "fill-outage-grace-0s",
+)
 SLO_TARGET_PCT = 99.0
 COST_TARGET = 0.8
 
@@ -114,7 +124,10 @@ def scenario(fleet: Fleet, name: str, starts: dict[str, float], outage_s: float)
     start = starts["early" if name == "fill-outage-early" else "middle"]
     outage = Outage(cluster=cheapest(fleet).name, start=start, end=start + outage_s)
     placement = fleet.placement.model_copy(update={"policy": "spread" if name == "spread-outage" else "fill"})
-    return base.model_copy(update={"outages": [outage], "placement": placement})
+    changes = {"outages": [outage], "placement": placement}
+    if name == "fill-outage-grace-0s":
+        changes["failover_after"] = 0  # marked unavailable at the first missed heartbeat
+    return base.model_copy(update=changes)
 
 
 def row(result: FleetReplayResult) -> dict:

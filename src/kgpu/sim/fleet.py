@@ -15,7 +15,7 @@
     placement:                     # the service's spec.placement
       policy: fill                 # fill | spread | failover (kgpu.multicluster.placement)
       clusters: [onprem, cloud]    # and/or clusterSelector: {matchLabels: {...}}
-    failoverAfter: 10s             # an unreachable cluster is marked unavailable after this
+    failoverAfter: 10s             # grace before a silent cluster is marked unavailable (the default)
     outages:
       - {cluster: onprem, start: 28m, end: 38m}   # trace time, from the first request
 
@@ -35,8 +35,7 @@ from kgpu.api.errors import FieldError, invalid, raise_field_errors, unsupported
 from kgpu.api.models import Flavor, KgpuModel, PlacementSpec
 from kgpu.api.pydantic_errors import field_errors_from_pydantic
 from kgpu.backends.sim.nodes import JOIN_DELAY_S, parse_duration
-
-DEFAULT_FAILOVER_AFTER_S = 10.0
+from kgpu.multicluster.health import DEFAULT_GRACE_S
 
 
 class FleetError(ValueError):
@@ -137,7 +136,7 @@ class Outage(KgpuModel):
 class Fleet(KgpuModel):
     clusters: list[FleetCluster] = Field(..., min_length=1)
     placement: PlacementSpec  # the service's spec.placement
-    failover_after: Duration = DEFAULT_FAILOVER_AFTER_S
+    failover_after: Duration = DEFAULT_GRACE_S  # the control plane's grace for a silent cluster
     outages: list[Outage] = Field(default_factory=list)
 
     @field_validator("failover_after")

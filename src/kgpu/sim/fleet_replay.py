@@ -16,9 +16,11 @@ The service model, the gateway queue and the autoscaler are the one-cluster repl
   and the gateway stops sending there; a request in flight there that had not started streaming
   (its prompt not yet processed: no token sent) goes back to the gateway queue and is retried
   elsewhere (counted in `retried_requests`); one that had started streaming is cut
-  (`cut_streams`: it counts as failed and misses its SLO). The control plane marks the cluster
-  unavailable `failoverAfter` seconds after it stops answering; from then the split gives its
-  share to the other clusters. When it returns, the split gives replicas back by the policy;
+  (`cut_streams`: it misses its SLO). The control plane's cluster health
+  (`kgpu.multicluster.health.ClusterHealth`, probed every `PlatformConfig.cluster_probe_interval_s`)
+  marks the cluster unavailable once it has not answered for `failoverAfter` (its grace period);
+  from then the split gives its share to the other clusters. When it answers again, it is marked
+  available at the next probe and the split gives replicas back by the policy;
   a cluster giving replicas away keeps its ready ones until the replacements are ready, so the
   ready count never drops below the desired count because of a move;
 - GPU-hours count each replica from its start to its stop, priced at its pool's price per
@@ -34,12 +36,15 @@ from dataclasses import asdict, dataclass, field, replace
 
 from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.nodepool import NodeView, PendingReplica, PoolState, PoolView, decide_node_pools
+from kgpu.controlplane.platform import PlatformConfig
+from kgpu.multicluster.health import ClusterHealth
 from kgpu.multicluster.placement import ClusterOffer, split_replicas
 from kgpu.sim.azure_trace import TraceRequest
 from kgpu.sim.fleet import Fleet, FleetCluster
 from kgpu.sim.replay import POLICIES, ReplayLoop, ReplayResult, ServiceModel, _Node, _Replica, default_spec
 
-OUTAGE, FAILOVER, RETURN = "outage", "failover", "return"
+# The control plane's heartbeat period; its grace period is the fleet's failoverAfter.
+PROBE_S = PlatformConfig.cluster_probe_interval_s
 
 
 @dataclass(frozen=True)
@@ -107,14 +112,11 @@ class FleetReplayLoop(ReplayLoop):
         index = {c.name: i for i, c in enumerate(self.clusters)}
         # Outages of clusters the service may not use change nothing for it.
         self.outages = [(o.start_s, o.end_s, index[o.cluster]) for o in fleet.outages if o.cluster in index]
-        grace = fleet.failover_after_s
-        scenario = []
-        for start, end, c in self.outages:
-            scenario += [(start, OUTAGE, c), (end, RETURN, c)]
-            if start + grace < end:
-                scenario.append((start + grace, FAILOVER, c))
-        self.scenario = sorted(scenario)
+        self.starts = sorted((start, c) for start, _, c in self.outages)
         self.played = 0
+        # The live control plane's cluster health (heartbeats, grace period), probed on its period.
+        self.health = ClusterHealth(fleet.failover_after_s)
+        self.next_probe = 0.0 if self.outages else math.inf
         if spec is None:
             capacity = sum(c.max_gpus for c in self.clusters)
             spec = default_spec(policy, model).model_copy(update={"max_replicas": max(1, capacity)})
@@ -129,10 +131,9 @@ class FleetReplayLoop(ReplayLoop):
         """Whether the cluster answers at ``now`` (the gateway and its backend can reach it)."""
         return not any(start <= now < end for start, end, oc in self.outages if oc == c)
 
-    def _known_down(self, c: int, now: float) -> bool:
+    def _known_down(self, c: int) -> bool:
         """Whether the control plane has marked the cluster unavailable (after the grace period)."""
-        grace = self.fleet.failover_after_s
-        return any(start + grace <= now < end for start, end, oc in self.outages if oc == c)
+        return not self.health.available(self.clusters[c].name)
 
     # ---- capacity -------------------------------------------------------------------------
     def _start(self, static_replicas: int | None, initial_replicas: int | None) -> None:
@@ -211,7 +212,7 @@ class FleetReplayLoop(ReplayLoop):
             offers.append(
                 ClusterOffer(
                     name=cluster.name,
-                    available=not self._known_down(c, now),
+                    available=not self._known_down(c),
                     local=cluster.local,
                     price_per_gpu_hour=min(p.price for p in cluster.pools),
                     capacity=current + free_now,
@@ -325,20 +326,41 @@ class FleetReplayLoop(ReplayLoop):
 
     # ---- outages --------------------------------------------------------------------------
     def _next_scenario_event(self, now: float) -> float:
-        return self.scenario[self.played][0] if self.played < len(self.scenario) else math.inf
+        start = self.starts[self.played][0] if self.played < len(self.starts) else math.inf
+        return min(start, self.next_probe)
 
     def _scenario_event(self, now: float) -> int:
         ended = 0
-        while self.played < len(self.scenario) and self.scenario[self.played][0] <= now:
-            _, kind, c = self.scenario[self.played]
+        while self.played < len(self.starts) and self.starts[self.played][0] <= now:
+            _, c = self.starts[self.played]
             self.played += 1
-            self.events.append({"t": round(now, 3), "cluster": self.clusters[c].name, "event": kind})
-            if kind == OUTAGE:
-                ended += self._lose_replicas(c, now)
-            # The control plane learns of the change: the split is made again at once.
+            self._event(now, c, "outage")
+            ended += self._lose_replicas(c, now)
+        if now >= self.next_probe:
+            self._probe(now)
+        return ended
+
+    def _probe(self, now: float) -> None:
+        """One heartbeat pass; a transition makes the split again at once, as the control plane does."""
+        changed = False
+        for c, cluster in enumerate(self.clusters):
+            if self._reachable(c, now):
+                change = self.health.answered(cluster.name, now)
+            else:
+                change = self.health.missed(cluster.name, now, "its API does not answer")
+            if change is not None:
+                changed = True
+                self._event(now, c, "available" if change.available else "unavailable")
+        if changed:
             self._scale_to(now, self.last_desired)
             self._place_pending(now)
-        return ended
+        self.next_probe += PROBE_S
+        last_end = max(end for _, end, _ in self.outages)
+        if now >= last_end and not self.health.unavailable():
+            self.next_probe = math.inf  # nothing left to notice
+
+    def _event(self, now: float, c: int, event: str) -> None:
+        self.events.append({"t": round(now, 3), "cluster": self.clusters[c].name, "event": event})
 
     def _lose_replicas(self, c: int, now: float) -> int:
         """The cluster stopped answering: its replicas are gone; requests not yet streaming are retried."""
