@@ -45,7 +45,7 @@ from kgpu.sim.fleet_replay import FleetReplayResult, replay_fleet
 from kgpu.sim.trace_versions import VERSIONS, trace_version
 
 RESULTS = Path(__file__).parent / "results"
-DEFAULT_FLEET = Path(__file__).parents[1] / "examples" / "fleet.yaml"
+DEFAULT_FLEET = Path("examples/fleet.yaml")  # relative to the project root, like the trace's
 HOUR_S = 3600.0
 BUSY_WINDOW_S = 600.0
 SCENARIOS = (

@@ -106,7 +106,7 @@ class FleetReplayLoop(ReplayLoop):
         self.pool_states = [PoolState() for _ in self.clusters]
         self.retried = 0
         self.cut_streams = 0
-        self.cut_in: list[int] = [0] * len(fleet.allowed())
+        self.cut_in: list[int] = [0] * len(self.clusters)
         self.last_desired = 0
         self.events: list[dict] = []
         index = {c.name: i for i, c in enumerate(self.clusters)}
