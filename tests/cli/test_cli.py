@@ -147,6 +147,30 @@ def test_describe_tells_what_was_asked_where_it_stands_and_what_happened(server,
     assert out.exit_code == 1 and "not found" in out.output
 
 
+def test_describe_and_get_show_a_service_split_over_clusters(server):
+    url, _ = server
+    out = run(["apply", "-f", "examples/several-clusters.yaml"], url)
+    assert out.exit_code == 0, out.output
+
+    def described() -> list[str]:
+        out = run(["describe", "service", "minilm"], url)
+        assert out.exit_code == 0, out.output
+        return [line.rstrip() for line in out.output.splitlines()]
+
+    deadline = time.monotonic() + 10
+    while "Clusters:" not in (lines := described()):
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.05)
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines) if v.strip()}
+    assert fields["Placement"] == "spread over here then clusters with region=eu-west"
+    table = lines[lines.index("Clusters:") + 1 : lines.index("Clusters:") + 4]
+    assert table[0].split() == ["NAME", "BACKEND", "REPLICAS", "READY", "AVAILABLE", "REASON"]
+    assert [row.split()[:3] for row in table[1:]] == [["here", "local", "2"], ["cloud", "sim", "2"]]
+    out = run(["get", "services", "-o", "wide"], url, columns=400)
+    assert out.exit_code == 0, out.output
+    assert "CLUSTERS" in out.output and re.search(r"here=\d/2,cloud=\d/2", out.output)
+
+
 def test_apply_of_an_invalid_file_names_the_field_and_changes_nothing(server, tmp_path):
     url, platform = server
     spec = tmp_path / "bad.yaml"

@@ -11,7 +11,16 @@ from rich.console import Console
 from rich.table import Table
 
 from kgpu.api.models import CLUSTER_ANNOTATION
-from kgpu.cli.render import age, key_values, phase, pool_nodes, print_table, replicas_table
+from kgpu.cli.render import (
+    age,
+    key_values,
+    phase,
+    placement_text,
+    pool_nodes,
+    print_table,
+    replicas_table,
+    service_clusters_table,
+)
 
 
 def _fields(console: Console, rows: list[tuple[str, str]]) -> None:
@@ -44,6 +53,8 @@ def describe_service(console: Console, item: dict, replicas: list[dict]) -> None
     ]
     if meta.get("annotations", {}).get(CLUSTER_ANNOTATION):
         rows.append(("Cluster", meta["annotations"][CLUSTER_ANNOTATION]))
+    if spec.get("placement"):
+        rows.append(("Placement", placement_text(spec["placement"])))
     if spec.get("containerConcurrency"):
         rows.append(("Concurrency", f"at most {spec['containerConcurrency']} requests per replica"))
     scaling = spec.get("autoscaling")
@@ -74,6 +85,10 @@ def describe_service(console: Console, item: dict, replicas: list[dict]) -> None
             )
         )
     _fields(console, state)
+
+    if status.get("clusters"):
+        _section(console, "Clusters")
+        print_table(console, service_clusters_table(status["clusters"]))
 
     own = [r for r in replicas if r["service"] == key]
     _section(console, f"Replicas ({len(own)})")

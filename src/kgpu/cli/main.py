@@ -14,6 +14,7 @@ from kgpu.api.io import load_resource_file
 from kgpu.api.models import object_key
 from kgpu.cli import render
 from kgpu.cli.client import ApiError, KgpuClient
+from kgpu.cli.cluster_options import ClusterGraceOption
 from kgpu.cli.describe import describe_nodepool, describe_service
 from kgpu.cli.guard_options import AllowHostOption, AllowOriginOption
 from kgpu.controlplane.request_guard import guard_settings
@@ -79,6 +80,7 @@ def up(
     ),
     allow_host: list[str] = AllowHostOption,
     allow_origin: list[str] = AllowOriginOption,
+    cluster_grace: float = ClusterGraceOption,
 ) -> None:
     """Start the embedded platform (control plane + gateway) and serve the given services."""
     from kgpu.cli.up import run_up  # imported here: pulls in the server stack
@@ -95,7 +97,13 @@ def up(
     if port_check.status == doctor.FAIL:
         _fail(f"{port_check.name} is {port_check.detail}: {port_check.fix} (`kgpu doctor` checks the rest)")
     run_up(
-        files, host, port, state_dir, database_url, guard_settings(host, allow_host or [], allow_origin or [])
+        files,
+        host,
+        port,
+        state_dir,
+        database_url,
+        guard_settings(host, allow_host or [], allow_origin or []),
+        cluster_grace_s=cluster_grace,
     )
 
 

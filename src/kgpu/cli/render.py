@@ -87,7 +87,16 @@ def services_table(items: list[dict], replicas: list[dict], wide: bool) -> Table
     table = Table(box=None, header_style="bold", pad_edge=False)
     columns = ["NAMESPACE", "NAME", "MODEL", "READY", "STATUS", "DEVICES", "AGE"]
     if wide:
-        columns += ["RESTARTS", "RUNTIME", "RESOURCES", "ENDPOINT", "PENDING", "NODES", "LAST EVENT"]
+        columns += [
+            "RESTARTS",
+            "RUNTIME",
+            "RESOURCES",
+            "ENDPOINT",
+            "PENDING",
+            "NODES",
+            "CLUSTERS",
+            "LAST EVENT",
+        ]
     for c in columns:
         table.add_column(c, no_wrap=c != "LAST EVENT")
     for item in items:
@@ -114,9 +123,40 @@ def services_table(items: list[dict], replicas: list[dict], wide: bool) -> Table
                 status.get("endpoint", "-"),
                 str(status.get("pendingReplicas", sum(1 for r in own if r["phase"] == "Pending"))),
                 _nodes(own),
+                cluster_counts(status.get("clusters") or []),
                 events[-1]["message"] if events else "-",
             ]
         table.add_row(*row)
+    return table
+
+
+def cluster_counts(clusters: list[dict]) -> str:
+    """Ready/asked replicas per cluster of a service with spec.placement: `here=2/2,cloud=1/2`."""
+    return ",".join(f"{c['name']}={c['readyReplicas']}/{c['replicas']}" for c in clusters) or "-"
+
+
+def placement_text(placement: dict) -> str:
+    """`fill over on-prem, cloud, then clusters with region=eu`."""
+    names = ", ".join(placement.get("clusters") or [])
+    labels = key_values(((placement.get("clusterSelector") or {}).get("matchLabels")) or {})
+    where = " then ".join(part for part in (names, f"clusters with {labels}" if labels else "") if part)
+    return f"{placement.get('policy', 'spread')} over {where}"
+
+
+def service_clusters_table(clusters: list[dict]) -> Table:
+    """Each cluster of a service with spec.placement: its share, ready replicas, and why it has none."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for c in ("NAME", "BACKEND", "REPLICAS", "READY", "AVAILABLE", "REASON"):
+        table.add_column(c, no_wrap=c != "REASON")
+    for c in clusters:
+        table.add_row(
+            c["name"],
+            c.get("backend", "-"),
+            str(c["replicas"]),
+            str(c["readyReplicas"]),
+            "yes" if c.get("available") else "no",
+            c.get("reason", ""),
+        )
     return table
 
 

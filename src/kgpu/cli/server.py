@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from kgpu.cli.cluster_options import ClusterGraceOption
 from kgpu.cli.guard_options import AllowHostOption, AllowOriginOption
 
 console = Console()
@@ -26,6 +27,7 @@ def server(
     ),
     allow_host: list[str] = AllowHostOption,
     allow_origin: list[str] = AllowOriginOption,
+    cluster_grace: float = ClusterGraceOption,
 ) -> None:
     """Run the control plane and gateway without applying files (resources come through the API)."""
     import uvicorn  # imported here: pulls in the server stack
@@ -38,7 +40,10 @@ def server(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     public_url = f"http://{host}:{port}"
-    platform = Platform(PlatformConfig(state_dir=state_dir, public_url=public_url, database_url=database_url))
+    config = PlatformConfig(
+        state_dir=state_dir, public_url=public_url, database_url=database_url, cluster_grace_s=cluster_grace
+    )
+    platform = Platform(config)
     app = create_server_app(
         platform, auth=auth, guard=guard_settings(host, allow_host or [], allow_origin or [])
     )

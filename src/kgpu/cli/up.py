@@ -22,6 +22,7 @@ from kgpu.controlplane.request_guard import GuardSettings, guard_settings
 from kgpu.controlplane.resources import PLURAL_BY_KIND
 from kgpu.controlplane.server import create_server_app
 from kgpu.http_limits import uvicorn_limits
+from kgpu.multicluster.health import DEFAULT_GRACE_S
 
 READY_TIMEOUT_S = 900.0
 
@@ -113,12 +114,16 @@ def run_up(
     state_dir: Path,
     database_url: str | None,
     guard: GuardSettings | None = None,
+    cluster_grace_s: float = DEFAULT_GRACE_S,
 ) -> None:
     console = Console()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     public_url = f"http://{host}:{port}"
-    platform = Platform(PlatformConfig(state_dir=state_dir, public_url=public_url, database_url=database_url))
+    config = PlatformConfig(
+        state_dir=state_dir, public_url=public_url, database_url=database_url, cluster_grace_s=cluster_grace_s
+    )
+    platform = Platform(config)
     app = create_server_app(platform, guard=guard or guard_settings(host))
     server = uvicorn.Server(
         uvicorn.Config(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kgpu import flags
+from kgpu.multicluster.health import DEFAULT_GRACE_S
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run services on this cluster and route to their Services (default: when inside a cluster)",
     )
     parser.add_argument("--cluster-domain", default="cluster.local", help="the cluster's DNS domain")
+    parser.add_argument(
+        "--cluster-grace",
+        type=float,
+        default=DEFAULT_GRACE_S,
+        help="seconds a registered cluster may stay silent before its replicas move to other clusters",
+    )
     return parser
 
 
@@ -54,6 +61,7 @@ def platform_config(argv: Sequence[str] | None = None, environ: Mapping[str, str
         database_url=args.database_url,
         in_cluster=in_cluster,
         cluster_domain=args.cluster_domain,
+        cluster_grace_s=args.cluster_grace,
     )
 
 

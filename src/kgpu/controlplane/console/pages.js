@@ -49,7 +49,8 @@ async function refreshService(ns, name) {
     `<span class="badge phase-${esc(st.phase)}">${esc(st.phase || "Unknown")}</span> ` +
     `${esc(st.readyReplicas ?? 0)}/${esc(st.replicas ?? 0)} ready · reason <b>${esc(condition.reason || "—")}</b>` +
     (condition.message ? ` · ${esc(condition.message)}` : "") +
-    (st.endpoint ? ` · <code>${esc(st.endpoint)}</code>` : "");
+    (st.endpoint ? ` · <code>${esc(st.endpoint)}</code>` : "") +
+    clusterCounts(st);
   const writable = canWrite(ns);
   const actions = document.getElementById("service-actions");
   actions.hidden = !writable;
@@ -67,6 +68,16 @@ async function refreshService(ns, name) {
   document.getElementById("service-events").innerHTML = events.length
     ? events.map((e) => `<li><span class="muted">${new Date(e.time * 1000).toLocaleTimeString()}</span> ${esc(e.message)}</li>`).join("")
     : '<li class="empty">No events yet.</li>';
+}
+
+// A service with spec.placement: ready/asked replicas in each of its clusters, and those it cannot use.
+function clusterCounts(st) {
+  if (!st.clusters || !st.clusters.length) return "";
+  const parts = st.clusters.map((c) =>
+    `${esc(c.name)} ${esc(c.readyReplicas)}/${esc(c.replicas)}` +
+    (c.available ? "" : " <b>unavailable</b>") +
+    (c.reason && c.available ? ` <span class="muted">(${esc(c.reason)})</span>` : ""));
+  return ` · ${esc(st.placementPolicy || "")} over clusters: ${parts.join(", ")}`;
 }
 
 function renderReplicas(ns, name, replicas, writable) {
