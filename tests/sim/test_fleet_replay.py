@@ -153,6 +153,16 @@ def test_fleet_errors_name_the_field(tmp_path):
     document["clusters"][1]["pools"][0]["maxNodes"] = -1
     with pytest.raises(FleetError, match=r"clusters\[1\]\.pools\[0\]\.maxNodes"):
         parse_fleet(document)
+    document = fleet([{"cluster": "cheap", "start": True, "end": "1h"}])
+    document["failoverAfter"] = -3
+    document["clusters"][0]["pools"][0]["nodeBootDelay"] = "5 minutes"
+    with pytest.raises(FleetError) as info:
+        parse_fleet(document)
+    assert str(info.value).splitlines() == [
+        'clusters[0].pools[0].nodeBootDelay: Invalid value: "5 minutes": "5 minutes" is not a duration such as 90s, 10m or 1h',
+        "failoverAfter: Invalid value: -3: must not be negative",
+        "outages[0].start: Invalid value: true: must be a duration such as 90s, 10m or 1h, or a number of seconds",
+    ]
     path = tmp_path / "fleet.yaml"
     path.write_text("clusters: [")
     with pytest.raises(FleetError, match="not YAML"):

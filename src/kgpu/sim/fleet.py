@@ -27,9 +27,10 @@ pay, e.g. an on-premises pool's amortised cost). Errors name the field (`cluster
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PlainValidator, ValidationError, model_validator
 
 from kgpu.api.errors import FieldError, invalid, raise_field_errors, unsupported
 from kgpu.api.models import Flavor, KgpuModel, PlacementSpec
@@ -51,7 +52,20 @@ def _seconds(value: str | int | float) -> float:
     return seconds
 
 
-Duration = str | int | float
+def _checked(value: object) -> str | int | float:
+    try:
+        if not isinstance(value, (str, int, float)):
+            raise ValueError("must be a duration such as 90s, 10m or 1h, or a number of seconds")
+        _seconds(value)
+    except ValueError as exc:
+        raise_field_errors(
+            [invalid("", value if isinstance(value, (str, int, float)) else str(value), str(exc))]
+        )
+    return value  # type: ignore[return-value]
+
+
+# A duration as written (`90s`, `10m`, `1h`, or seconds), checked when the file is read.
+Duration = Annotated[str | int | float, PlainValidator(_checked)]
 
 
 class FleetPool(KgpuModel):
@@ -60,13 +74,6 @@ class FleetPool(KgpuModel):
     min_nodes: int = Field(0, ge=0, le=10_000)
     max_nodes: int = Field(..., ge=0, le=10_000)
     node_boot_delay: Duration | None = None
-
-    @field_validator("node_boot_delay")
-    @classmethod
-    def _boot(cls, value: Duration | None) -> Duration | None:
-        if value is not None:
-            _seconds(value)
-        return value
 
     @model_validator(mode="after")
     def _pool_rules(self) -> FleetPool:
@@ -97,13 +104,6 @@ class FleetCluster(KgpuModel):
     pools: list[FleetPool] = Field(..., min_length=1)
     replica_start_delay: Duration | None = None
 
-    @field_validator("replica_start_delay")
-    @classmethod
-    def _start(cls, value: Duration | None) -> Duration | None:
-        if value is not None:
-            _seconds(value)
-        return value
-
     def replica_start_s(self, default: float) -> float:
         """Seconds from a replica's start to its serving here: the cluster's delay, else ``default``."""
         return default if self.replica_start_delay is None else _seconds(self.replica_start_delay)
@@ -117,12 +117,6 @@ class Outage(KgpuModel):
     cluster: str
     start: Duration
     end: Duration
-
-    @field_validator("start", "end")
-    @classmethod
-    def _time(cls, value: Duration) -> Duration:
-        _seconds(value)
-        return value
 
     @property
     def start_s(self) -> float:
@@ -138,12 +132,6 @@ class Fleet(KgpuModel):
     placement: PlacementSpec  # the service's spec.placement
     failover_after: Duration = DEFAULT_GRACE_S  # the control plane's grace for a silent cluster
     outages: list[Outage] = Field(default_factory=list)
-
-    @field_validator("failover_after")
-    @classmethod
-    def _failover(cls, value: Duration) -> Duration:
-        _seconds(value)
-        return value
 
     @model_validator(mode="after")
     def _fleet_rules(self) -> Fleet:
