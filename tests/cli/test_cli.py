@@ -118,7 +118,8 @@ def test_nodepools_and_clusters_are_tables_that_say_where_and_how_big(server, tm
     assert row[-1] in ("h100-0=Joining", "h100-0=Joining,h100-1=Joining")
     out = run(["get", "clusters"], url)
     assert out.exit_code == 0, out.output
-    assert out.output.splitlines()[1].split()[:5] == ["default", "lab", "sim", "-", "h100"]
+    assert out.output.splitlines()[0].split()[:4] == ["NAMESPACE", "NAME", "BACKEND", "STATUS"]
+    assert out.output.splitlines()[1].split()[:6] == ["default", "lab", "sim", "Available", "-", "h100"]
 
 
 def test_describe_tells_what_was_asked_where_it_stands_and_what_happened(server, tmp_path):

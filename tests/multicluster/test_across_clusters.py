@@ -276,6 +276,10 @@ def test_a_lost_cluster_is_marked_unavailable_after_the_grace_period_and_its_rep
             got["clusters"][0]["available"] is False and got["clusters"][0]["reason"] == "cluster unavailable"
         )
         assert lost.message in [e["message"] for e in got["events"]]
+        prod_status = platform.status.render(platform.store.get("Cluster", "default", "prod"))["status"]
+        assert prod_status["phase"] == "Unavailable"
+        assert prod_status["conditions"][0]["reason"] == "HeartbeatMissed"
+        assert "connection refused" in prod_status["conditions"][0]["message"]
         sample = platform.metrics.registry.get_sample_value
         assert sample("kgpu_cluster_available", {"cluster": "default/prod"}) == 0
         assert sample("kgpu_cluster_transitions_total", {"cluster": "default/prod", "to": "unavailable"}) == 1

@@ -287,7 +287,7 @@ def nodepools_table(items: list[dict], wide: bool) -> Table:
 def clusters_table(items: list[dict], pools: list[dict], wide: bool) -> Table:
     """Where each cluster is and which pools run on it."""
     table = Table(box=None, header_style="bold", pad_edge=False)
-    columns = ["NAMESPACE", "NAME", "BACKEND", "CONTEXT", "POOLS", "AGE"]
+    columns = ["NAMESPACE", "NAME", "BACKEND", "STATUS", "CONTEXT", "POOLS", "AGE"]
     if wide:
         columns += ["VERSION", "KUBECONFIG", "AUTOSCALER"]
     for c in columns:
@@ -305,6 +305,7 @@ def clusters_table(items: list[dict], pools: list[dict], wide: bool) -> Table:
             namespace,
             meta["name"],
             spec.get("backend", "local"),
+            phase((item.get("status") or {}).get("phase", "-")),
             spec.get("kubeContext") or "-",
             ",".join(own) or "-",
             age(meta.get("creationTimestamp")),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from kgpu.api.models import InferenceService, NodePool
+from kgpu.api.models import Cluster, InferenceService, NodePool
 from kgpu.backends.base import ready_condition, service_phase
 from kgpu.backends.pools import pool_status
 from kgpu.controlplane.autoscaler import ReplicaAutoscaler
@@ -120,6 +120,24 @@ class StatusView:
         reported = self.backend.pool_report(pool)
         return reported if reported is not None else pool_status(pool)
 
+    def cluster(self, cluster: Cluster) -> dict:
+        """A cluster's availability as its heartbeats say (kgpu.multicluster.health)."""
+        available, error = self.backend.health.report(cluster.key)
+        if available:
+            reason, message = (
+                "HeartbeatAnswered",
+                (f"silent, within the grace period: {error}" if error else ""),
+            )
+        else:
+            reason, message = "HeartbeatMissed", error
+        condition = {
+            "type": "Available",
+            "status": "True" if available else "False",
+            "reason": reason,
+            "message": message,
+        }
+        return {"phase": "Available" if available else "Unavailable", "conditions": [condition]}
+
     def render(self, stored: StoredResource) -> dict:
         """The stored resource as the API returns it: server-owned metadata and the status filled in."""
         body = with_metadata(stored)
@@ -131,4 +149,8 @@ class StatusView:
             pool = self._parsed(stored)
             assert isinstance(pool, NodePool)
             body["status"] = self.pool(pool)
+        elif stored.kind == "Cluster":
+            cluster = self._parsed(stored)
+            assert isinstance(cluster, Cluster)
+            body["status"] = self.cluster(cluster)
         return body

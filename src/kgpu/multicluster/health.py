@@ -68,6 +68,13 @@ class ClusterHealth:
             f"cluster {cluster} unavailable: no answer for {silent:.1f} s (grace {self.grace_s:g} s): {error}",
         )
 
+    def report(self, cluster: str) -> tuple[bool, str]:
+        """(available, why): the last heartbeat's error while it is silent, else ""."""
+        state = self._states.get(cluster)
+        if state is None:
+            return True, ""
+        return state.available, state.error
+
     def forget(self, cluster: str) -> None:
         """A deleted Cluster: nothing is kept about it."""
         self._states.pop(cluster, None)
