@@ -197,6 +197,22 @@ def test_replay_cli_with_a_fleet_prints_cost_per_cluster(tmp_path):
         sim_app, ["replay", "--trace", str(trace), "--fleet", str(path), "--policy", "static"]
     )
     assert static.exit_code == 2 and "autoscaled policy" in static.output
+    # --outage replaces the file's outages: the cheap cluster out from 30 s for 10 s.
+    moved = runner.invoke(
+        sim_app,
+        ["replay", "--trace", str(trace), "--fleet", str(path), "--outage", "cheap@30s+10s", "--json"],
+    )
+    assert moved.exit_code == 0, moved.output
+    assert json.loads(moved.output)["outages"] == [{"cluster": "cheap", "start_s": 30.0, "end_s": 40.0}]
+    for bad, cause in (("cheap", "is not CLUSTER@START+LENGTH"), ("cheap@1x+2m", "is not a duration")):
+        out = runner.invoke(sim_app, ["replay", "--trace", str(trace), "--fleet", str(path), "--outage", bad])
+        assert out.exit_code == 2 and "--outage" in out.output and cause in out.output
+    alone = runner.invoke(sim_app, ["replay", "--trace", str(trace), "--outage", "cheap@1m+1m"])
+    assert alone.exit_code == 2 and "needs --fleet" in alone.output
+    unknown = runner.invoke(
+        sim_app, ["replay", "--trace", str(trace), "--fleet", str(path), "--outage", "moon@1m+1m"]
+    )
+    assert unknown.exit_code == 1 and 'outages[0].cluster: Unsupported value: "moon"' in unknown.output
     missing = runner.invoke(sim_app, ["replay", "--trace", str(trace), "--fleet", str(tmp_path / "no.yaml")])
     assert missing.exit_code == 1 and "not found" in missing.output
 
@@ -220,3 +236,19 @@ def test_placement_takes_the_named_clusters_then_the_selector_matches_by_name():
     document["placement"] = {"policy": "fill", "clusterSelector": {"matchLabels": {"spot": "no"}}}
     with pytest.raises(FleetError, match="placement.clusterSelector: matches no cluster"):
         parse_fleet(document)
+
+
+def test_replacements_that_need_a_node_wait_for_its_boot_then_their_start():
+    document = fleet([{"cluster": "cheap", "start": 100, "end": 400}])
+    dear_pool = document["clusters"][0]["pools"][0]
+    dear_pool["minNodes"], dear_pool["nodeBootDelay"] = 0, "60s"
+    loop, result = run([req(0, 1000), req(500, 1000)], document, replicas=2)
+    # Marked unavailable at 110 s; the node scan (every 10 s) asks the dear cluster for a node at
+    # 110 s; it joins 60 s later, and the replicas placed on it serve 20 s after that.
+    dear_nodes = [(n.asked_at, n.ready_at) for n in loop.nodes if n.cluster == 0]
+    assert dear_nodes == [(110.0, 170.0)]
+    dear = [(r.started_at, r.ready_at) for r in loop.replicas if r.cluster == 0]
+    assert dear == [(170.0, 190.0), (170.0, 190.0)]
+    usage = {c.name: c for c in result.clusters}
+    assert usage["dear"].node_hours == pytest.approx((501 - 110) / 3600)
+    assert usage["dear"].node_cost == pytest.approx((501 - 110) / 3600 * 4 * 3.0)

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from kgpu.cli.plotting import pyplot
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, load_azure_trace
-from kgpu.sim.fleet import FleetError, load_fleet
+from kgpu.sim.fleet import FleetError, load_fleet, outage_option
 from kgpu.sim.fleet_replay import FleetReplayResult, replay_fleet
 from kgpu.sim.replay import POLICIES, ReplayResult, ServiceModel, find_static
 from kgpu.sim.replay import replay as run_replay
@@ -173,13 +173,20 @@ def plot_fleet(result: FleetReplayResult, path: Path) -> None:
     plt.close(fig)
 
 
-def _replay_fleet(fleet_path: Path, requests: Sequence, policy: str, model: ServiceModel, plot: Path | None):
+def _replay_fleet(
+    fleet_path: Path,
+    outages: list[dict] | None,
+    requests: Sequence,
+    policy: str,
+    model: ServiceModel,
+    plot: Path | None,
+):
     if policy == "static":
         err.print(
             "[red]error:[/red] --policy: a fleet replays an autoscaled policy (kgpu, kpa, hpa), not static"
         )
         raise typer.Exit(2)
-    result = replay_fleet(requests, load_fleet(fleet_path), policy, model)
+    result = replay_fleet(requests, load_fleet(fleet_path, outages), policy, model)
     if plot is not None:
         plot_fleet(result, plot)
     return result
@@ -209,6 +216,11 @@ def replay(
         "--fleet",
         help="replay on the clusters, placement and outages of this fleet YAML (examples/fleet.yaml)",
     ),
+    outage: list[str] | None = typer.Option(
+        None,
+        "--outage",
+        help="with --fleet: CLUSTER@START+LENGTH in trace time, e.g. onprem@28m+10m; replaces the file's outages; repeatable",
+    ),
 ) -> None:
     """Replay the Azure LLM trace at its real timing under one autoscaling policy (virtual clock)."""
     if policy not in POLICIES:
@@ -222,11 +234,21 @@ def replay(
     if queue not in QUEUES:
         err.print(f"[red]error:[/red] --queue: unknown queue {queue!r}; known: {', '.join(QUEUES)}")
         raise typer.Exit(2)
+    outages = None
+    if outage:
+        if fleet is None:
+            err.print("[red]error:[/red] --outage: needs --fleet (the clusters it names)")
+            raise typer.Exit(2)
+        try:
+            outages = [outage_option(text) for text in outage]
+        except FleetError as exc:
+            err.print(f"[red]error:[/red] --outage: {escape(str(exc))}")
+            raise typer.Exit(2) from None
     try:
         requests = trace_version(load_azure_trace(trace), version)
         model = ServiceModel(queue=queue, container_concurrency=container_concurrency)
         if fleet is not None:
-            fleet_result = _replay_fleet(fleet, requests, policy, model, plot)
+            fleet_result = _replay_fleet(fleet, outages, requests, policy, model, plot)
             result = fleet_result.replay
         else:
             fleet_result = None

@@ -26,6 +26,7 @@ pay, e.g. an on-premises pool's amortised cost). Errors name the field (`cluster
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -189,7 +190,23 @@ def parse_fleet(document: object) -> Fleet:
         raise FleetError("\n".join(str(e) for e in field_errors_from_pydantic(exc, Fleet))) from None
 
 
-def load_fleet(path: Path | str) -> Fleet:
+def outage_option(text: str) -> dict:
+    """One outage written ``CLUSTER@START+LENGTH`` (``onprem@28m+10m``), as a fleet file's entry."""
+    cluster, at, window = text.partition("@")
+    start, plus, length = window.partition("+")
+    if not (cluster and at and start and plus and length):
+        raise FleetError(f'"{text}" is not CLUSTER@START+LENGTH, e.g. onprem@28m+10m')
+    try:
+        start_s, length_s = _seconds(start), _seconds(length)
+    except ValueError as exc:
+        raise FleetError(f'"{text}": {exc}') from None
+    if length_s <= 0:
+        raise FleetError(f'"{text}": the length must be above 0')
+    return {"cluster": cluster, "start": start_s, "end": start_s + length_s}
+
+
+def load_fleet(path: Path | str, outages: Sequence[dict] | None = None) -> Fleet:
+    """The fleet of a YAML file; ``outages`` (fleet-file entries) replace the file's own."""
     path = Path(path)
     if not path.is_file():
         raise FleetError(f"fleet file {path} not found (see examples/fleet.yaml)")
@@ -197,6 +214,8 @@ def load_fleet(path: Path | str) -> Fleet:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise FleetError(f"{path}: not YAML: {exc}") from None
+    if outages is not None and isinstance(document, dict):
+        document = {**document, "outages": list(outages)}
     try:
         return parse_fleet(document)
     except FleetError as exc:
