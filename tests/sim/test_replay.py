@@ -21,6 +21,7 @@ def test_one_request_alone_from_zero_waits_for_a_cold_start():
     assert result.p99_latency_s == pytest.approx(20.0 + 2.0)
     assert result.slo_met == 0  # 22 s > 2 + 2 * 2 s
     assert result.failed_requests == 0
+    assert result.missed_causes == ["cold-start"]  # its replica became ready after it arrived
 
 
 def test_requests_up_to_the_batch_run_at_full_speed():
@@ -55,7 +56,17 @@ def test_missed_requests_are_listed_by_arrival_time():
     result = replay(trace, "static", static_replicas=1)
     # The 8 requests of the last wave at t=0 miss; the lone request at 100 s meets its SLO.
     assert result.missed_arrivals_s == [0.0] * 8
-    assert "missed_arrivals_s" not in result.to_dict()
+    assert result.missed_causes == ["queueing"] * 8  # on the one replica, ready before they arrived
+    assert "missed_arrivals_s" not in result.to_dict() and "missed_causes" not in result.to_dict()
+
+
+def test_a_request_that_waits_for_a_new_node_misses_for_the_node():
+    # One node of 8 GPUs held by 8 busy replicas (floor 8): the 9th replica needs a node (120 s).
+    spec = AutoscalingSpec(policy="kgpu", min_replicas=8, max_replicas=16, target=16)
+    trace = [req(0.0, 100_000)] * (8 * 16) + [req(1.0, 1000)] * 40
+    result = replay(trace, "kgpu", spec=spec)
+    assert "waiting-for-node" in result.missed_causes
+    assert set(result.missed_causes) <= {"queueing", "waiting-for-node"}
 
 
 def test_find_static_returns_the_smallest_count_meeting_the_target():

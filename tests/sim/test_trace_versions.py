@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from kgpu.sim.azure_trace import TraceRequest
-from kgpu.sim.trace_versions import VERSIONS, bursts, trace_version
+from kgpu.sim.trace_versions import ALL_VERSIONS, HELD_OUT, VERSIONS, bursts, trace_version
 
 
 def burst(start: float, n: int, context: int) -> list[TraceRequest]:
@@ -43,3 +43,14 @@ def test_halves_and_rescaled_arrivals():
     assert "hour-shuffled" in VERSIONS
     with pytest.raises(ValueError, match="unknown trace version 'x2'"):
         trace_version(TRACE, "x2")
+
+
+def test_held_out_versions_are_more_rescalings_and_other_shuffles():
+    assert not set(HELD_OUT) & set(VERSIONS) and ALL_VERSIONS == VERSIONS + HELD_OUT
+    assert [r.arrival_s for r in trace_version(TRACE, "x0.65")] == [r.arrival_s * 0.65 for r in TRACE]
+    orders = {
+        name: [r.context_tokens for r in trace_version(TRACE, name)]
+        for name in ("hour-shuffled", "hour-shuffled-seed7", "hour-shuffled-seed99")
+    }
+    assert all(sorted(order) == sorted(r.context_tokens for r in TRACE) for order in orders.values())
+    assert len({tuple(order) for order in orders.values()}) > 1  # the seeds order the bursts differently

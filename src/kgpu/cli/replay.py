@@ -22,7 +22,7 @@ from kgpu.sim.fleet import FleetError, load_fleet, outage_option
 from kgpu.sim.fleet_replay import FleetReplayResult, replay_fleet
 from kgpu.sim.replay import POLICIES, ReplayResult, ServiceModel, find_static
 from kgpu.sim.replay import replay as run_replay
-from kgpu.sim.trace_versions import VERSIONS, trace_version
+from kgpu.sim.trace_versions import ALL_VERSIONS, trace_version
 
 console = Console()
 err = Console(stderr=True)
@@ -198,7 +198,7 @@ def replay(
     version: str = typer.Option(
         "full",
         "--trace-version",
-        help=f"the trace's version (kgpu.sim.trace_versions): {', '.join(VERSIONS)}",
+        help=f"the trace's version (kgpu.sim.trace_versions): {', '.join(ALL_VERSIONS)}",
     ),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object"),
     plot: Path | None = typer.Option(None, "--plot", help="write replicas and queue over time to this PNG"),
@@ -226,9 +226,9 @@ def replay(
     if policy not in POLICIES:
         err.print(f"[red]error:[/red] --policy: unknown policy {policy!r}; known: {', '.join(POLICIES)}")
         raise typer.Exit(2)
-    if version not in VERSIONS:
+    if version not in ALL_VERSIONS:
         err.print(
-            f"[red]error:[/red] --trace-version: unknown trace version {version!r}; known: {', '.join(VERSIONS)}"
+            f"[red]error:[/red] --trace-version: unknown trace version {version!r}; known: {', '.join(ALL_VERSIONS)}"
         )
         raise typer.Exit(2)
     if queue not in QUEUES:

@@ -189,15 +189,27 @@ class ReplayResult:
     missed_arrivals_s: list[float] = field(
         default_factory=list
     )  # arrival time of each request that missed its SLO
+    # Why each of those missed (a key of MISS_CAUSES), in the same order.
+    missed_causes: list[str] = field(default_factory=list)
 
     def to_dict(self, timeline: bool = False) -> dict:
         data = asdict(self)
         if not timeline:
             data.pop("timeline")
             data.pop("missed_arrivals_s")
+            data.pop("missed_causes")
         if self.replicas is None:
             data.pop("replicas")
         return data
+
+
+# Why a request missed its SLO, from the replica that served it.
+MISS_CAUSES = {
+    "queueing": "served by a replica that already served when it arrived: too few were held for the load",
+    "cold-start": "served by a replica that became ready after it arrived: it waited for a start-up",
+    "waiting-for-node": "served by a replica on a node that joined after it arrived",
+    "failed": "never served: it waited the gateway's hold timeout",
+}
 
 
 def _percentile(values: Sequence[float], pct: float) -> float:
@@ -606,18 +618,27 @@ class ReplayLoop:
             return False
         return done - self.requests[index].arrival_s <= self.model.slo_s(self.work[index]) + 1e-9
 
+    def _miss_cause(self, index: int) -> str:
+        """Why request ``index`` missed its SLO (a key of MISS_CAUSES)."""
+        served_by = self.done_on[index]
+        if served_by is None:
+            return "failed"
+        replica, arrival = self.replicas[served_by], self.requests[index].arrival_s
+        if replica.ready_at <= arrival:
+            return "queueing"
+        return "waiting-for-node" if self.nodes[replica.node].ready_at > arrival else "cold-start"
+
     def _result(self, end: float) -> ReplayResult:
-        latencies, met, missed = [], 0, []
+        latencies, met, missed, causes = [], 0, [], []
         for index, done in enumerate(self.done_at):
             arrival = self.requests[index].arrival_s
-            if done is None:
-                missed.append(arrival)
-                continue
-            latencies.append(done - arrival)
-            if self._met_slo(index):
-                met += 1
-            else:
-                missed.append(arrival)
+            if done is not None:
+                latencies.append(done - arrival)
+                if self._met_slo(index):
+                    met += 1
+                    continue
+            missed.append(arrival)
+            causes.append(self._miss_cause(index))
         gpu_s = sum((r.stopped_at if r.stopped_at is not None else end) - r.started_at for r in self.replicas)
         node_s = sum((n.removed_at if n.removed_at is not None else end) - n.asked_at for n in self.nodes)
         total = len(self.requests)
@@ -642,6 +663,7 @@ class ReplayLoop:
             ),
             timeline=self.timeline,
             missed_arrivals_s=missed,
+            missed_causes=causes,
         )
 
 
