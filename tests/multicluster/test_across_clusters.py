@@ -165,6 +165,8 @@ def test_fill_uses_the_cheaper_cluster_first_and_overflows_to_the_dearer(tmp_pat
     async def scenario() -> None:
         await settle(platform)
         assert shares(platform) == {"here": 0, "on-prem": 3}
+        # Only simulated replicas now, but this machine may get some as the service grows: held, not refused.
+        assert platform.backend.refusal(SVC) is None
         apply(platform, service(10, placement, gpus=1))
         await settle(platform)
         assert shares(platform) == {"here": 2, "on-prem": 8}  # the dear cluster takes only the overflow
@@ -209,6 +211,19 @@ def test_a_cluster_without_a_fitting_gpu_is_skipped_with_its_reason(tmp_path):
         assert "cluster here skipped: this machine has no GPU for nvidia.com/gpu: 1" in events
 
     asyncio.run(scenario())
+
+
+def test_a_service_only_on_sim_clusters_is_refused_at_the_gateway_as_before(tmp_path):
+    platform = make_platform(tmp_path)
+    apply(
+        platform,
+        cluster("lab", "sim", **FAST_SIM),
+        pool("cpus", "lab", {"name": "g1-standard-16-64"}),
+        service(2, {"clusters": ["lab"]}),
+    )
+    asyncio.run(settle(platform))
+    assert shares(platform) == {"lab": 2}
+    assert "runs on the simulated cluster 'lab'" in platform.backend.refusal(SVC)
 
 
 def test_apply_refuses_a_placement_naming_an_unregistered_cluster(tmp_path):

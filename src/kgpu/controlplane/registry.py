@@ -413,12 +413,10 @@ class BackendRegistry:
     async def probe_clusters(self, now: float) -> list[Transition]:
         """One heartbeat of every registered cluster through its backend; the availability changes."""
         transitions = []
-        registered = await self.clusters(fresh=True)
-        for cluster in registered:
-            backend = self.by_kind.get(cluster.spec.backend)
-            if backend is None:
-                continue
-            error = await backend.probe(cluster)
+        registered = [c for c in await self.clusters(fresh=True) if c.spec.backend in self.by_kind]
+        # All at once: a cluster that hangs until its timeout must not delay the others' heartbeats.
+        errors = await asyncio.gather(*(self.by_kind[c.spec.backend].probe(c) for c in registered))
+        for cluster, error in zip(registered, errors, strict=True):
             if error is None:
                 change = self.health.answered(cluster.key, now)
             else:
@@ -499,6 +497,9 @@ class BackendRegistry:
     def refusal(self, service_key: str) -> str | None:
         """Why no request can be served: only when every backend holding the service refuses (a
         service on a sim cluster and on this machine is served here)."""
+        placed = self.placements.get(service_key)
+        if placed is not None and set(placed.backends.values()) - {SIM}:
+            return None  # a cluster that serves may get replicas as the service scales
         holding = [b for b in self.by_kind.values() if b.placed(service_key)]
         refusals = [b.refusal(service_key) for b in holding]
         if not refusals or any(r is None for r in refusals):
