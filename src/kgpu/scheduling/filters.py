@@ -9,7 +9,6 @@ import numpy as np
 from kgpu.gpu.catalog import MigProfile
 from kgpu.gpu.mig import MIG_COMPUTE_SLICES, MIG_MEMORY_SLICES
 from kgpu.scheduling.context import RequestContext
-from kgpu.scheduling.requests import MILLI
 from kgpu.scheduling.snapshot import ClusterSnapshot
 
 
@@ -71,10 +70,11 @@ class GpuFit:
         kind = ctx.kind
         if kind == "none":
             return np.ones(s.num_nodes, dtype=bool)
-        if kind == "whole":
-            return (s.gpu_left == MILLI).sum(axis=1) >= ctx.gpu_count
-        if kind in ("share", "memory-share"):
-            return (s.gpu_left >= ctx.need_milli[:, None]).any(axis=1)
+        if kind in ("whole", "share", "memory-share"):
+            free_gpus, largest_share, _ = s.gpu_summary()
+            if kind == "whole":
+                return free_gpus >= ctx.gpu_count
+            return largest_share >= ctx.need_milli
         if kind == "time-slice":
             return (s.time_slice_used < s.time_slice_capacity).any(axis=1)
         # MIG: few nodes have MIG GPUs, so a plain loop over them is cheap.

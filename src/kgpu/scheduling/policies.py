@@ -343,6 +343,10 @@ class KgpuScore(FragmentationScore):
         self._protect_penalty = 4.0 * float(snapshot.gpu_present.sum()) + 4.0 * MAX_SCORE + 1.0
         self._tables: dict[tuple, np.ndarray] = {}
         self.pools = pools
+        self._protectable = snapshot.gpu_count >= (protect_gpus or 0)
+        self._gaps = np.zeros(MILLI + 1)
+        self._gaps_left = np.zeros_like(snapshot.gpu_left)
+        self._gaps_seen = np.full(snapshot.num_nodes, -1, dtype=np.int64)
         # Per milli-GPU a short group loses: above the idle-node rule and everything under it.
         self._pool_penalty = 2.0 * self._protect_penalty
         super().__init__(typical, snapshot, transform=self._banded)
@@ -416,11 +420,44 @@ class KgpuScore(FragmentationScore):
             table = self._tables[ctx.shape] = np.full(self.snapshot.gpu_left.shape, -np.inf)
         table[stale] = self._share_table(ctx, stale)
 
-    def gap_counts(self) -> np.ndarray:
-        """``N[g]``: partly used GPUs with ``g`` milli free (gaps under ``closed_gap_milli`` excluded)."""
-        left = self.snapshot.gpu_left
-        counted = (left >= self.closed_gap_milli) & (left < self.snapshot.gpu_capacity_milli)
+    def _gap_histogram(self, left: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+        counted = (left >= self.closed_gap_milli) & (left < capacity)
         return np.bincount(left[counted], minlength=MILLI + 1).astype(np.float64)
+
+    def gap_counts(self) -> np.ndarray:
+        """``N[g]``: partly used GPUs with ``g`` milli free (gaps under ``closed_gap_milli`` excluded).
+
+        Kept up to date from the nodes whose version moved since the last call (a placement
+        changes one node; counting every GPU of a large cluster each cycle was most of its cost).
+        """
+        s = self.snapshot
+        stale = np.flatnonzero(self._gaps_seen != s.version)
+        if len(stale):
+            capacity = s.gpu_capacity_milli[stale]
+            self._gaps -= self._gap_histogram(self._gaps_left[stale], capacity)
+            self._gaps_left[stale] = s.gpu_left[stale]
+            self._gaps += self._gap_histogram(self._gaps_left[stale], capacity)
+            self._gaps_seen[stale] = s.version[stale]
+        return self._gaps
+
+    def _square_change(self, left: np.ndarray, need: np.ndarray, share_milli: int | None) -> np.ndarray:
+        """Change of ``sum N[g]**2`` if the share took each GPU of ``left`` (rows: nodes, need per row)."""
+        counts = self.gap_counts()
+        closed = self.closed_gap_milli
+        if share_milli is not None:
+            # One need for every node: the change depends on the GPU's free share alone, so it is a
+            # table over 0..MILLI looked up once per GPU instead of a dozen passes over (nodes, GPUs).
+            # A GPU's free share never exceeds its capacity, so "counted" is closed <= free < MILLI.
+            free = np.arange(MILLI + 1)
+            gap_after = free - share_milli
+            change = np.where((free >= closed) & (free < MILLI), 1.0 - 2.0 * counts, 0.0)
+            change += np.where(gap_after >= closed, 2.0 * counts[np.clip(gap_after, 0, MILLI)] + 1.0, 0.0)
+            return change[left]
+        gap_after = left - need[:, None]
+        was_counted = (left >= closed) & (left < MILLI)
+        change = np.where(was_counted, 1.0 - 2.0 * counts[np.clip(left, 0, MILLI)], 0.0)
+        change += np.where(gap_after >= closed, 2.0 * counts[np.clip(gap_after, 0, MILLI)] + 1.0, 0.0)
+        return change
 
     def score(self, ctx: RequestContext, nodes: np.ndarray) -> np.ndarray:
         value = self._score(ctx, nodes)
@@ -445,18 +482,13 @@ class KgpuScore(FragmentationScore):
         self._cached_scores(ctx, nodes)  # brings this shape's per-GPU tables up to date
         entry = self._entry(ctx)
         s = self.snapshot
-        counts = self.gap_counts()
         left = s.gpu_left[nodes]
-        gap_after = left - ctx.need_milli[nodes][:, None]
-        closed = self.closed_gap_milli
-        was_counted = (left >= closed) & (left < s.gpu_capacity_milli[nodes])
-        squares = np.where(was_counted, 1.0 - 2.0 * counts[np.clip(left, 0, MILLI)], 0.0)
-        squares += np.where(gap_after >= closed, 2.0 * counts[np.clip(gap_after, 0, MILLI)] + 1.0, 0.0)
-        combined = self._tables[ctx.shape][nodes] - squares
+        share = ctx.request.gpu_milli if ctx.kind == "share" else None
+        combined = self._tables[ctx.shape][nodes] - self._square_change(left, ctx.need_milli[nodes], share)
         if self.protect_gpus is not None:
-            capacity = s.gpu_capacity_milli[nodes]
-            idle_node = (left == capacity).all(axis=1) & (s.gpu_count[nodes] >= self.protect_gpus)
-            combined -= self._protect_penalty * idle_node[:, None]
+            _, _, idle = s.gpu_summary()
+            idle_node = (idle[nodes] == s.capacity_per_node_milli[nodes]) & self._protectable[nodes]
+            combined[idle_node] -= self._protect_penalty
         best = np.argmax(combined, axis=1)
         entry.gpu[nodes] = best
         value = combined[np.arange(len(nodes)), best]

@@ -85,8 +85,14 @@ class ClusterSnapshot:
         self.gpu_capacity_milli = np.where(
             self.gpu_present & (sharing == "exclusive")[:, None], MILLI, 0
         ).astype(np.int64)
+        self.capacity_per_node_milli = self.gpu_capacity_milli.sum(axis=1)
         self.version = np.zeros(n, dtype=np.int64)
         self._clock = 0
+        # Per-node summaries of gpu_left, refreshed only for nodes whose version moved (see gpu_summary).
+        self._free_gpus = np.zeros(n, dtype=np.int64)
+        self._largest_share = np.zeros(n, dtype=np.int64)
+        self._idle_milli = np.zeros(n, dtype=np.int64)
+        self._summary_seen = np.full(n, -1, dtype=np.int64)
         self.reset()
 
     # -- state --------------------------------------------------------------------------------
@@ -103,6 +109,22 @@ class ClusterSnapshot:
     def _touch(self, nodes: np.ndarray | int) -> None:
         self._clock += 1
         self.version[nodes] = self._clock
+
+    def gpu_summary(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per node: whole free GPUs, the largest free share, idle milli-GPU (sum of free shares).
+
+        Reductions along the short GPU axis cost about as much per call as the whole cycle of a
+        small cluster, and a placement changes one node: rows are recomputed only where the
+        node's version moved since the last call. Read-only views; do not write to them.
+        """
+        stale = np.flatnonzero(self._summary_seen != self.version)
+        if len(stale):
+            left = self.gpu_left[stale]
+            self._free_gpus[stale] = (left == MILLI).sum(axis=1)
+            self._largest_share[stale] = left.max(axis=1)
+            self._idle_milli[stale] = left.sum(axis=1)
+            self._summary_seen[stale] = self.version[stale]
+        return self._free_gpus, self._largest_share, self._idle_milli
 
     @property
     def num_nodes(self) -> int:
