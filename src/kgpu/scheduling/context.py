@@ -30,6 +30,10 @@ class RequestContext:
         else:
             self.need_milli = np.full(n, request.gpu_milli, dtype=np.int64)
         self.gpu_count = request.gpu_count if self.kind in ("whole", "share", "memory-share") else 0
+        # Nodes with a GPU of an allowed model (every node for a request without a GPU).
+        self.model_mask = (
+            np.ones(n, dtype=bool) if self.kind == "none" else self.model_allowed & (snapshot.model_idx >= 0)
+        )
         self._mig_profiles: dict[int, MigProfile | None] = {}
 
     @property

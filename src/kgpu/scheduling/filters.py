@@ -36,9 +36,7 @@ class GpuModelMatch:
     name = "GpuModelMatch"
 
     def filter(self, ctx: RequestContext) -> np.ndarray:
-        if ctx.kind == "none":
-            return np.ones(ctx.snapshot.num_nodes, dtype=bool)
-        return ctx.model_allowed & (ctx.snapshot.model_idx >= 0)
+        return ctx.model_mask
 
 
 def mig_start_on_gpu(snapshot: ClusterSnapshot, node: int, gpu: int, profile: MigProfile) -> int | None:

@@ -20,6 +20,9 @@ from kgpu.scheduling.filters import DEFAULT_FILTERS, FilterPlugin, mig_start_on_
 from kgpu.scheduling.requests import MILLI, PodRequest
 from kgpu.scheduling.snapshot import ClusterSnapshot, Placement
 
+# Request shapes whose contexts are kept (a workload has a few hundred; past this the cache restarts).
+MAX_CACHED_CONTEXTS = 4096
+
 MigSlotChooser = Callable[[ClusterSnapshot, int, int, MigProfile], "tuple[int, int] | None"]
 
 
@@ -101,15 +104,24 @@ class Framework:
         self.mig_slot: MigSlotChooser = _first_allowed_mig_slot
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.name = name
+        self._contexts: dict[tuple, RequestContext] = {}
 
     def context(self, request: PodRequest) -> RequestContext:
-        return RequestContext(request, self.snapshot)
+        """The request's context; one per request shape, since it holds only what the shape and the
+        snapshot's fixed node attributes decide (building it was a few passes over every node)."""
+        key = request.shape
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            if len(self._contexts) >= MAX_CACHED_CONTEXTS:
+                self._contexts.clear()
+            ctx = self._contexts[key] = RequestContext(request, self.snapshot)
+        return ctx
 
     def feasible(self, ctx: RequestContext) -> np.ndarray:
         """Indices of the nodes every filter accepts."""
         mask = self.filters[0].filter(ctx)
         for plugin in self.filters[1:]:
-            mask &= plugin.filter(ctx)
+            mask = mask & plugin.filter(ctx)  # not in place: a filter may return an array it keeps
         return np.flatnonzero(mask)
 
     def score(self, ctx: RequestContext, nodes: np.ndarray) -> np.ndarray:

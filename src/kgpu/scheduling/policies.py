@@ -195,13 +195,17 @@ class FragmentationScore:
 
     def _cached_scores(self, ctx: RequestContext, nodes: np.ndarray) -> np.ndarray:
         """Per-node scores for this request shape, recomputed only for nodes changed since last asked."""
+        return self._refresh(ctx, nodes).value[nodes]
+
+    def _refresh(self, ctx: RequestContext, nodes: np.ndarray) -> _ShapeEntry:
+        """This shape's entry, brought up to date on ``nodes`` (those whose version moved)."""
         entry = self._entry(ctx)
         s = self.snapshot
         stale = nodes[entry.seen[nodes] != s.version[nodes]]
         if len(stale):
             self._compute(ctx, stale, entry)
             entry.seen[stale] = s.version[stale]
-        return entry.value[nodes]
+        return entry
 
     def _fragmentation_before(self, nodes: np.ndarray) -> np.ndarray:
         """Fragmentation of ``nodes`` as they are now."""
@@ -479,8 +483,7 @@ class KgpuScore(FragmentationScore):
     def _score(self, ctx: RequestContext, nodes: np.ndarray) -> np.ndarray:
         if ctx.kind not in ("share", "memory-share"):
             return super().score(ctx, nodes)
-        self._cached_scores(ctx, nodes)  # brings this shape's per-GPU tables up to date
-        entry = self._entry(ctx)
+        entry = self._refresh(ctx, nodes)  # brings this shape's per-GPU tables up to date
         s = self.snapshot
         left = s.gpu_left[nodes]
         share = ctx.request.gpu_milli if ctx.kind == "share" else None
@@ -490,10 +493,8 @@ class KgpuScore(FragmentationScore):
             idle_node = (idle[nodes] == s.capacity_per_node_milli[nodes]) & self._protectable[nodes]
             combined[idle_node] -= self._protect_penalty
         best = np.argmax(combined, axis=1)
-        entry.gpu[nodes] = best
-        value = combined[np.arange(len(nodes)), best]
-        entry.value[nodes] = value
-        return value
+        entry.gpu[nodes] = best  # what the GPU selector reads for the node picked this cycle
+        return combined[np.arange(len(nodes)), best]
 
 
 @dataclass(frozen=True)
