@@ -201,6 +201,9 @@ def test_a_cluster_without_a_fitting_gpu_is_skipped_with_its_reason(tmp_path):
             "reason": "this machine has no GPU for nvidia.com/gpu: 1",
         }
         assert got["clusters"][1]["replicas"] == 2  # two L4 nodes at most
+        # The sim pool grew from one node to two for its share, as pools grow for any service.
+        [l4] = [p for p in platform.resources.pools() if p.metadata.name == "l4"]
+        assert platform.status.pool(l4)["readyNodes"] == 2
         assert (got["phase"], got["unplacedReplicas"]) == ("Pending", 1)
         message = got["conditions"][0]["message"]
         assert (
@@ -246,8 +249,8 @@ def kube(monkeypatch):
     return server
 
 
-def test_a_lost_cluster_is_marked_unavailable_after_the_grace_period_and_its_replicas_move(tmp_path, kube):
-    platform = make_platform(tmp_path, cluster_grace_s=5.0)
+def apply_prod_with_a_local_backup(platform: Platform) -> None:
+    """A Kubernetes cluster `prod` and this machine; 3 replicas by failover: prod first."""
     prod = cluster("prod", "kubernetes")
     prod["spec"].update(kubeContext="gke_prod", kubeconfig="/home/me/.kube/config")
     apply(
@@ -256,6 +259,11 @@ def test_a_lost_cluster_is_marked_unavailable_after_the_grace_period_and_its_rep
         cluster("here", "local"),
         service(3, {"clusters": ["prod", "here"], "policy": "failover"}),
     )
+
+
+def test_a_lost_cluster_is_marked_unavailable_after_the_grace_period_and_its_replicas_move(tmp_path, kube):
+    platform = make_platform(tmp_path, cluster_grace_s=5.0)
+    apply_prod_with_a_local_backup(platform)
 
     async def heartbeat(now: float) -> list:
         changes = await platform.backend.probe_clusters(now)
@@ -327,14 +335,7 @@ def test_replicas_are_recreated_elsewhere_within_the_grace_period_plus_start_up(
     platform = make_platform(
         tmp_path, cluster_grace_s=grace_s, cluster_probe_interval_s=probe_s, reconcile_interval_s=0.05
     )
-    prod = cluster("prod", "kubernetes")
-    prod["spec"].update(kubeContext="gke_prod", kubeconfig="/home/me/.kube/config")
-    apply(
-        platform,
-        prod,
-        cluster("here", "local"),
-        service(3, {"clusters": ["prod", "here"], "policy": "failover"}),
-    )
+    apply_prod_with_a_local_backup(platform)
     with TestClient(create_server_app(platform)):
         wait_until(lambda: kube.objects.get(("inferenceservices", "default", "svc")), 5.0)
         assert platform.backend.local.ensured == {SVC: 0}
