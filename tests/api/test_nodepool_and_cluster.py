@@ -165,3 +165,16 @@ def test_flavor_price_comes_from_the_catalog_unless_the_pool_declares_its_own() 
     assert own.spec.flavor.price_per_gpu_hour == 1.2
     (line,) = error_lines(pool(flavor={"gpuModel": "L4", "gpuCount": 1, "pricePerGpuHour": -1}))
     assert line.startswith("spec.flavor.pricePerGpuHour:")
+
+
+def test_service_domain_is_a_dns_subdomain_of_a_kubernetes_cluster_only() -> None:
+    def cluster(**spec) -> dict:
+        return {"apiVersion": "kgpu.dev/v1alpha1", "kind": "Cluster", "metadata": {"name": "c"}, "spec": spec}
+
+    parsed = parse_resource(cluster(backend="kubernetes", serviceDomain="clusterset.local"))
+    assert isinstance(parsed, Cluster) and parsed.spec.service_domain == "clusterset.local"
+    (line,) = error_lines(cluster(backend="kubernetes", serviceDomain="Mesh_Domain"))
+    assert line.startswith('spec.serviceDomain: Invalid value: "Mesh_Domain": a lowercase RFC 1123 subdomain')
+    assert error_lines(cluster(backend="sim", serviceDomain="clusterset.local")) == [
+        "spec.serviceDomain: Forbidden: may only be set when backend is kubernetes"
+    ]

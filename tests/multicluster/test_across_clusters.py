@@ -282,7 +282,7 @@ def test_a_lost_cluster_is_marked_unavailable_after_the_grace_period_and_its_rep
 
         # The cluster's Service as the gateway routes to it (in-cluster routing), tagged with prod.
         kube_routes = platform.backend.by_kind["kubernetes"]._routes
-        kube_routes.on_ready(SVC, "svc/svc", "http://svc.default.svc.cluster.local:8000")
+        kube_routes.on_ready(SVC, "svc/svc", "http://svc.default.svc.cluster.local:80", True)
         assert platform.registry.pick(SVC).cluster == "default/prod"
 
         kube.unreachable = True
@@ -352,3 +352,34 @@ def wait_until(check, timeout_s: float) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+def test_the_gateway_reaches_a_remote_clusters_share_through_its_service_domain(tmp_path, kube):
+    """A Kubernetes cluster whose Services a mesh exposes (serviceDomain): its ready share is one more
+    endpoint of the service, in another cluster than the gateway's."""
+    platform = make_platform(tmp_path)
+    prod = cluster("prod", "kubernetes")
+    prod["spec"].update(
+        kubeContext="gke_prod", kubeconfig="/home/me/.kube/config", serviceDomain="clusterset.local"
+    )
+    apply(
+        platform,
+        prod,
+        cluster("here", "local"),
+        service(2, {"clusters": ["prod", "here"], "policy": "spread"}),
+    )
+
+    async def scenario() -> None:
+        await settle(platform)
+        assert shares(platform) == {"prod": 1, "here": 1}
+        assert platform.registry.get(SVC, "svc/svc") is None  # nothing ready there yet
+        kube.write_status("inferenceservices", "default", "svc", {"readyReplicas": 1, "replicas": 1})
+        await settle(platform)
+        remote = platform.registry.get(SVC, "svc/svc")
+        assert (remote.url, remote.cluster, remote.local) == (
+            "http://svc.default.svc.clusterset.local:80",
+            "default/prod",
+            False,
+        )
+
+    asyncio.run(scenario())

@@ -27,7 +27,12 @@ from kgpu import API_VERSION
 from kgpu.api.autoscaling import MAX_REPLICAS, AutoscalingSpec
 from kgpu.api.errors import FieldError, forbidden, invalid, raise_field_errors, required, unsupported
 from kgpu.api.model_uri import model_uri_problem
-from kgpu.api.names import dns1123_label_problems, label_key_problems, label_value_problems
+from kgpu.api.names import (
+    dns1123_label_problems,
+    dns1123_subdomain_problems,
+    label_key_problems,
+    label_value_problems,
+)
 from kgpu.api.quantity import QuantityError, parse_quantity
 from kgpu.api.resources import check_resource_requirements, cpu_memory_request, gpu_request
 from kgpu.api.runtime_presets import PRESETS
@@ -523,6 +528,18 @@ class ClusterSpec(KgpuModel):
     # namespace: the credentials themselves, where `kubeconfig` names a file on the server.
     kubeconfig_secret: str | None = Field(None, max_length=63)
     autoscaler: dict[str, str] = Field(default_factory=dict)  # cluster-autoscaler style flags
+    # The DNS domain under which the control plane's gateway reaches this cluster's Services
+    # (kubernetes backend only): a multi-cluster service mesh's, e.g. `clusterset.local` (Kubernetes
+    # Multi-Cluster Services). The gateway then routes a service's requests to
+    # <name>.<namespace>.svc.<serviceDomain> while the cluster has ready replicas of it.
+    service_domain: str | None = Field(None, max_length=253)
+
+    @field_validator("service_domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise_field_errors([invalid("", value, p) for p in dns1123_subdomain_problems(value)])
+        return value
 
     @model_validator(mode="after")
     def _context_only_for_kubernetes(self) -> ClusterSpec:
@@ -530,6 +547,7 @@ class ClusterSpec(KgpuModel):
             ("kubeContext", self.kube_context),
             ("kubeconfig", self.kubeconfig),
             ("kubeconfigSecret", self.kubeconfig_secret),
+            ("serviceDomain", self.service_domain),
         )
         if self.backend != "kubernetes":
             raise_field_errors(

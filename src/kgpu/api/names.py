@@ -46,6 +46,18 @@ def dns1123_label_problems(value: str) -> list[str]:
     return problems
 
 
+DNS1123_SUBDOMAIN_MAX_LENGTH = 253
+
+
+def dns1123_subdomain_problems(value: str) -> list[str]:
+    problems = []
+    if len(value) > DNS1123_SUBDOMAIN_MAX_LENGTH:
+        problems.append(_max_length(DNS1123_SUBDOMAIN_MAX_LENGTH))
+    if not re.fullmatch(DNS1123_SUBDOMAIN_FMT, value):
+        problems.append(_regex_message(DNS1123_SUBDOMAIN_ERROR, ["example.com"], DNS1123_SUBDOMAIN_FMT))
+    return problems
+
+
 def label_key_problems(key: str) -> list[str]:
     problems = []
     prefix, _, name = key.rpartition("/")

@@ -94,7 +94,8 @@ class ReplicaHooks:
 class RouteHooks:
     """How a backend tells the gateway's registry about a service's one endpoint (a cluster's Service)."""
 
-    on_ready: Callable[[str, str, str], None]  # service key, endpoint name, url
+    # service key, endpoint name, url, whether it is in the gateway's own cluster (else through a mesh)
+    on_ready: Callable[[str, str, str, bool], None]
     on_gone: Callable[[str, str], None]  # service key, endpoint name
 
 

@@ -144,8 +144,8 @@ class Platform:
             inventory=self.inventory,
             replica_hooks=self._hooks(),
             route_hooks=RouteHooks(
-                on_ready=lambda s, e, url: self.registry.add(
-                    s, e, url, self.backend.cluster_of(s, KUBERNETES)
+                on_ready=lambda s, e, url, local: self.registry.add(
+                    s, e, url, self.backend.cluster_of(s, KUBERNETES), local
                 ),
                 on_gone=self.registry.remove,
             ),

@@ -207,7 +207,7 @@ class KubernetesBackend:
             return
         placed.error = None
         placed.status = obj.get("status") or {}
-        self._route(key, service, placed)
+        self._route(key, service, placed, cluster)
 
     def _sync_service(self, api: Any, service: InferenceService, replicas: int) -> dict[str, Any]:
         """Create, replace or scale the custom resource; returns it as the cluster now holds it."""
@@ -244,15 +244,19 @@ class KubernetesBackend:
             return {**body, "status": current.get("status") or {}, **(replaced or {})}, False
         return current, True
 
-    def _route(self, key: str, service: InferenceService, placed: _Placed) -> None:
-        """In the cluster, the gateway sends the service's requests to its Service (which spreads them)."""
-        if not self.route_in_cluster or self._routes is None:
+    def _route(self, key: str, service: InferenceService, placed: _Placed, cluster: Cluster) -> None:
+        """The gateway sends the service's requests to its Service (which spreads them): by its cluster
+        DNS name in the gateway's own cluster, or under the cluster's `serviceDomain` (a mesh)."""
+        domain = cluster.spec.service_domain
+        if (domain is None and not self.route_in_cluster) or self._routes is None:
             return
         ready = int(placed.status.get("readyReplicas") or 0)
         endpoint = f"svc/{service.metadata.name}"
-        url = service_dns_url(service.metadata.name, service.metadata.namespace, self.cluster_domain)
+        url = service_dns_url(
+            service.metadata.name, service.metadata.namespace, domain or self.cluster_domain
+        )
         if ready > 0 and placed.routed != url:
-            self._routes.on_ready(key, endpoint, url)
+            self._routes.on_ready(key, endpoint, url, domain is None)
             placed.routed = url
         elif ready == 0 and placed.routed is not None:
             self._routes.on_gone(key, endpoint)
