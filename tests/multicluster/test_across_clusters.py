@@ -261,7 +261,9 @@ def apply_prod_with_a_local_backup(platform: Platform) -> None:
     )
 
 
-def test_a_lost_cluster_is_marked_unavailable_after_the_grace_period_and_its_replicas_move(tmp_path, kube):
+def test_a_lost_api_double_cluster_is_marked_unavailable_after_the_grace_period_and_its_replicas_move(
+    tmp_path, kube
+):
     platform = make_platform(tmp_path, cluster_grace_s=5.0)
     apply_prod_with_a_local_backup(platform)
 
@@ -323,7 +325,7 @@ def test_a_lost_cluster_is_marked_unavailable_after_the_grace_period_and_its_rep
     asyncio.run(scenario())
 
 
-def test_replicas_are_recreated_elsewhere_within_the_grace_period_plus_start_up(tmp_path, kube):
+def test_replicas_leave_a_lost_api_double_cluster_within_the_grace_period_plus_start_up(tmp_path, kube):
     """The running platform's own loops: heartbeats every 0.1 s, a 0.5 s grace period; the backup's
     replicas start at once (the recording double), so the move must take the grace period plus a
     heartbeat and a reconcile pass, with room for a loaded machine."""
@@ -354,7 +356,7 @@ def wait_until(check, timeout_s: float) -> None:
         time.sleep(0.01)
 
 
-def test_the_gateway_reaches_a_remote_clusters_share_through_its_service_domain(tmp_path, kube):
+def test_the_gateway_reaches_an_api_double_clusters_share_through_its_service_domain(tmp_path, kube):
     """A Kubernetes cluster whose Services a mesh exposes (serviceDomain): its ready share is one more
     endpoint of the service, in another cluster than the gateway's."""
     platform = make_platform(tmp_path)
@@ -383,3 +385,21 @@ def test_the_gateway_reaches_a_remote_clusters_share_through_its_service_domain(
         )
 
     asyncio.run(scenario())
+
+
+def test_a_cluster_whose_pools_have_no_quota_is_skipped_and_fill_goes_to_the_api_double_cluster(
+    tmp_path, kube
+):
+    platform = make_platform(tmp_path)
+    apply(
+        platform,
+        cluster("cheap", "sim", **FAST_SIM),
+        cluster("dear", "kubernetes"),
+        pool("h100", "cheap", {"name": "bm3-ai-1xlarge-h100-80-8", "pricePerGpuHour": 0.5}, 0, 0),
+        service(2, {"clusters": ["cheap", "dear"], "policy": "fill"}, gpus=1),
+    )
+    asyncio.run(settle(platform, passes=1))
+    got = status(platform)["clusters"]
+    assert got[0]["reason"] == "no quota: the pools that fit (h100) have maxNodes 0"
+    assert (got[1]["name"], got[1]["replicas"]) == ("dear", 2)
+    assert kube.objects[("inferenceservices", "default", "svc")]["spec"]["replicas"] == 2

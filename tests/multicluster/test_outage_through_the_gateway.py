@@ -177,7 +177,9 @@ def wait_until(what: str, check, timeout_s: float) -> None:
         time.sleep(0.01)
 
 
-def test_a_cluster_lost_under_load_loses_no_request_and_its_replicas_come_up_elsewhere(tmp_path, prod):
+def test_an_api_double_cluster_lost_under_load_loses_no_request_and_its_replicas_come_up_elsewhere(
+    tmp_path, prod
+):
     api, prod_service = prod
     config = PlatformConfig(
         state_dir=tmp_path,

@@ -110,6 +110,9 @@ def pools_offer(service: InferenceService, cluster: Cluster, pools: Sequence[Nod
     fitting = [(p, n) for p in own if (n := replicas_per_node(service, p)) > 0]
     if not fitting:
         return ClusterOffer(name, reason=f"no node pool of cluster {name} offers {_what(service)}")
+    if all(p.spec.max_nodes == 0 for p, _ in fitting):
+        pools_named = ", ".join(p.metadata.name for p, _ in fitting)
+        return ClusterOffer(name, reason=f"no quota: the pools that fit ({pools_named}) have maxNodes 0")
     prices = [
         p.spec.flavor.price_per_gpu_hour for p, _ in fitting if p.spec.flavor.price_per_gpu_hour is not None
     ]
