@@ -27,6 +27,6 @@ def test_each_policy_sweeps_its_own_knobs():
     assert all(s.target_per_replica == s.target for s in kpa.values())
     hpa = settings("hpa")
     assert {s.scale_down_stabilization_seconds for s in hpa.values()} >= {0.0, 600.0}
-    assert {s.min_replicas for s in settings("kgpu").values()} == {3, 4, 5, 6}
+    assert {s.min_replicas for s in settings("kgpu").values()} == {3, 4, 5, 6, 8}
     with pytest.raises(ValueError, match="no knobs to sweep for policy 'static'"):
         settings("static")
