@@ -1,6 +1,6 @@
 """The trace replay on a fleet of clusters: what the fleet costs, and its SLO through an outage.
 
-The fleet is examples/fleet.yaml (a cheap on-premises cluster of four H100s, a dear cloud of
+The fleet is examples/fleets/onprem-and-cloud.yaml (a cheap on-premises cluster of four H100s, a dear cloud of
 8-GPU H100 nodes); the service autoscales with kgpu's policy. On each version of the trace
 (`kgpu.sim.trace_versions`) it replays:
 
@@ -45,7 +45,9 @@ from kgpu.sim.fleet_replay import FleetReplayResult, replay_fleet
 from kgpu.sim.trace_versions import VERSIONS, trace_version
 
 RESULTS = Path(__file__).parent / "results"
-DEFAULT_FLEET = Path("examples/fleet.yaml")  # relative to the project root, like the trace's
+DEFAULT_FLEET = Path(
+    "examples/fleets/onprem-and-cloud.yaml"
+)  # relative to the project root, like the trace's
 HOUR_S = 3600.0
 BUSY_WINDOW_S = 600.0
 SCENARIOS = (

@@ -170,7 +170,7 @@ def test_fleet_errors_name_the_field(tmp_path):
 
 
 def test_the_example_fleet_prices_its_pools_from_the_catalog_or_its_own_price():
-    example = load_fleet("examples/fleet.yaml")
+    example = load_fleet("examples/fleets/onprem-and-cloud.yaml")
     prices = {c.name: c.pools[0].price for c in example.clusters}
     assert prices == {"onprem": 1.2, "cloud": 2.5}  # cloud: the catalog's bm3 H100 flavor
     assert example.clusters[1].pools[0].boot_s == 300.0  # bare metal's boot

@@ -214,7 +214,7 @@ def replay(
     fleet: Path | None = typer.Option(
         None,
         "--fleet",
-        help="replay on the clusters, placement and outages of this fleet YAML (examples/fleet.yaml)",
+        help="replay on the clusters, placement and outages of this fleet YAML (examples/fleets/onprem-and-cloud.yaml)",
     ),
     outage: list[str] | None = typer.Option(
         None,

@@ -1,6 +1,6 @@
 """A fleet for the trace replay: several simulated clusters, the service's placement, outages.
 
-`kgpu sim replay --fleet FILE` reads one YAML document (see examples/fleet.yaml)::
+`kgpu sim replay --fleet FILE` reads one YAML document (see examples/fleets/onprem-and-cloud.yaml)::
 
     clusters:                      # in the service's declared order
       - name: onprem
@@ -209,7 +209,7 @@ def load_fleet(path: Path | str, outages: Sequence[dict] | None = None) -> Fleet
     """The fleet of a YAML file; ``outages`` (fleet-file entries) replace the file's own."""
     path = Path(path)
     if not path.is_file():
-        raise FleetError(f"fleet file {path} not found (see examples/fleet.yaml)")
+        raise FleetError(f"fleet file {path} not found (see examples/fleets/onprem-and-cloud.yaml)")
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
