@@ -30,6 +30,7 @@ import torch
 from kgpu.serving.devices import resolve_device, resolve_dtype
 from kgpu.serving.sampling import SLOT_KWARG, RequestSampler, Sampling, install
 from kgpu.serving.text_stream import IncrementalDetokenizer, StopMatcher
+from kgpu.serving.varlen_attention import register as register_varlen_attention
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +83,21 @@ class GenerationEngine:
         kv_cache_bytes: int | None = None,
         prefill_chunk_tokens: int | None = None,
         max_running: int = 256,
+        attention: str = "auto",
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
+        if attention not in ("auto", "sdpa", "varlen"):
+            raise ValueError(f"attention must be auto, sdpa or varlen, not {attention!r}")
         self._dir = Path(model_dir)
         self._device = resolve_device(device)
         self._dtype = resolve_dtype(dtype, self._device)
         self.tokenizer = AutoTokenizer.from_pretrained(self._dir, local_files_only=True)
+        # GPUs: SDPA, which the library replaces with a flash varlen kernel where one is installed. Elsewhere:
+        # per-sequence attention (kgpu.serving.varlen_attention), since no kernel skips the step's masked blocks.
+        # `attention="sdpa"` keeps the library's masked SDPA anywhere (bench/generation_bound.py compares them).
+        varlen = attention == "varlen" or (attention == "auto" and self._device.type != "cuda")
         self.model = AutoModelForCausalLM.from_pretrained(
             self._dir, dtype=self._dtype, local_files_only=True, attn_implementation="sdpa"
         ).to(self._device)
@@ -126,6 +134,8 @@ class GenerationEngine:
             generation_config=generation_config, continuous_batching_config=cb_config
         )
         install(self._manager.logit_processor, self.sampler)
+        if varlen:  # after the library's set-up, which accepts only its own implementations
+            self.model.set_attn_implementation(register_varlen_attention())
         self._planned_kv_blocks = cb_config.num_blocks
         self._page_size = page_size
 
