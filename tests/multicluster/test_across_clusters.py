@@ -284,7 +284,7 @@ def test_a_lost_api_double_cluster_is_marked_unavailable_after_the_grace_period_
 
         # The cluster's Service as the gateway routes to it (in-cluster routing), tagged with prod.
         kube_routes = platform.backend.by_kind["kubernetes"]._routes
-        kube_routes.on_ready(SVC, "svc/svc", "http://svc.default.svc.cluster.local:80", True)
+        kube_routes.on_ready(SVC, "svc/svc", "http://svc.default.svc.cluster.local:80", "default/prod", True)
         assert platform.registry.pick(SVC).cluster == "default/prod"
 
         kube.unreachable = True
@@ -374,10 +374,10 @@ def test_the_gateway_reaches_an_api_double_clusters_share_through_its_service_do
     async def scenario() -> None:
         await settle(platform)
         assert shares(platform) == {"prod": 1, "here": 1}
-        assert platform.registry.get(SVC, "svc/svc") is None  # nothing ready there yet
+        assert platform.registry.get(SVC, "svc/svc@prod") is None  # nothing ready there yet
         kube.write_status("inferenceservices", "default", "svc", {"readyReplicas": 1, "replicas": 1})
         await settle(platform)
-        remote = platform.registry.get(SVC, "svc/svc")
+        remote = platform.registry.get(SVC, "svc/svc@prod")
         assert (remote.url, remote.cluster, remote.local) == (
             "http://svc.default.svc.clusterset.local:80",
             "default/prod",
@@ -403,3 +403,82 @@ def test_a_cluster_whose_pools_have_no_quota_is_skipped_and_fill_goes_to_the_api
     assert got[0]["reason"] == "no quota: the pools that fit (h100) have maxNodes 0"
     assert (got[1]["name"], got[1]["replicas"]) == ("dear", 2)
     assert kube.objects[("inferenceservices", "default", "svc")]["spec"]["replicas"] == 2
+
+
+def test_a_service_over_two_api_double_kubernetes_clusters_fails_over_from_one_to_the_other(
+    tmp_path, monkeypatch
+):
+    """Two Kubernetes clusters (two API-server doubles): one custom resource in each, with its share;
+    one lost, the other takes every replica; back, the replicas return and the other scales to 0."""
+    doubles = {"gke": FakeApiServer(), "eks": FakeApiServer()}
+    monkeypatch.setattr(registry_module, "connect", lambda cluster: doubles[cluster.metadata.name].api)
+    platform = make_platform(tmp_path, cluster_grace_s=1.0)
+    for name in doubles:
+        body = cluster(name, "kubernetes", labels={"cloud": "yes"})
+        body["spec"].update(kubeContext=name, kubeconfig="/home/me/.kube/config")
+        apply(platform, body)
+    apply(platform, service(4, {"clusterSelector": {"matchLabels": {"cloud": "yes"}}, "policy": "spread"}))
+    crd = ("inferenceservices", "default", "svc")
+
+    def replicas_in(name: str) -> int:
+        return doubles[name].objects[crd]["spec"]["replicas"]
+
+    def ready(name: str, n: int) -> None:
+        doubles[name].write_status(*crd, {"readyReplicas": n, "replicas": n})
+
+    async def heartbeat(now: float) -> None:
+        for change in await platform.backend.probe_clusters(now):
+            platform.on_cluster_transition(change)
+
+    async def scenario() -> None:
+        await heartbeat(0.0)
+        await settle(platform)
+        assert (replicas_in("eks"), replicas_in("gke")) == (2, 2)  # the selector's clusters, by name
+        ready("eks", 2)
+        ready("gke", 2)
+        apply(platform, service(3, {"clusters": ["gke", "eks"], "policy": "failover"}))
+        await settle(platform)
+        assert (replicas_in("gke"), replicas_in("eks")) == (3, 0)
+        ready("gke", 3)
+        ready("eks", 0)
+        await settle(platform)
+        assert status(platform)["readyReplicas"] == 3
+
+        doubles["gke"].unreachable = True
+        await heartbeat(1.0)
+        await heartbeat(2.0)  # silent for the grace period: lost
+        await settle(platform)
+        assert replicas_in("eks") == 3 and shares(platform) == {"gke": 0, "eks": 3}
+        ready("eks", 3)
+        await settle(platform)
+        assert status(platform)["readyReplicas"] == 3
+        doubles["gke"].unreachable = False
+        ready("gke", 0)  # its pods went with it
+        await heartbeat(3.0)
+        await settle(platform)
+        assert (replicas_in("gke"), replicas_in("eks")) == (3, 3)  # eks keeps its 3 while gke starts
+        ready("gke", 3)
+        await settle(platform)
+        assert (replicas_in("gke"), replicas_in("eks")) == (3, 0)
+        platform.resources.delete("InferenceService", "default", "svc")
+        await settle(platform)
+        assert crd not in doubles["gke"].objects and crd not in doubles["eks"].objects
+
+    asyncio.run(scenario())
+
+
+def test_a_second_sim_cluster_is_skipped_with_its_reason(tmp_path):
+    platform = make_platform(tmp_path)
+    apply(
+        platform,
+        cluster("lab", "sim", **FAST_SIM),
+        cluster("lab-2", "sim", **FAST_SIM),
+        service(2, {"clusters": ["lab", "lab-2"]}),
+    )
+    asyncio.run(settle(platform, passes=1))
+    got = status(platform)["clusters"]
+    assert [c["replicas"] for c in got] == [2, 0]
+    assert (
+        got[1]["reason"]
+        == 'sim cluster "lab" already hosts this service (a service uses one cluster of each backend but kubernetes)'
+    )

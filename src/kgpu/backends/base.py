@@ -94,8 +94,9 @@ class ReplicaHooks:
 class RouteHooks:
     """How a backend tells the gateway's registry about a service's one endpoint (a cluster's Service)."""
 
-    # service key, endpoint name, url, whether it is in the gateway's own cluster (else through a mesh)
-    on_ready: Callable[[str, str, str, bool], None]
+    # service key, endpoint name, url, the cluster's key, whether that is the gateway's own cluster
+    # (else its Services are reached through a mesh)
+    on_ready: Callable[[str, str, str, str, bool], None]
     on_gone: Callable[[str, str], None]  # service key, endpoint name
 
 

@@ -6,8 +6,9 @@ health), the price per GPU-hour of the GPU the service would get there (the chea
 fits it), how many replicas its pools hold once grown to `maxNodes`, and why it cannot host the
 service at all (no pool with a fitting GPU, another cluster of the same backend already chosen).
 
-A backend keeps one placement per service, so a service uses at most one cluster of each backend
-(`local`, `sim`, `kubernetes`); a further one of the same backend is skipped with that reason.
+The local and sim backends keep one placement per service, so a service uses at most one cluster of
+each of those (a further one is skipped with that reason); any number of Kubernetes clusters (one
+custom resource in each).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from kgpu.gpu.discovery import GPUDevice
 from kgpu.gpu.flavors import catalog_price_per_gpu_hour
 from kgpu.multicluster.placement import ClusterOffer
 
-LOCAL = "local"
+LOCAL, KUBERNETES = "local", "kubernetes"
 # Price of a cluster whose GPUs' price is unknown (no pool declares one): placed after every priced one.
 UNKNOWN_PRICE = float("inf")
 
@@ -104,7 +105,7 @@ def pools_offer(service: InferenceService, cluster: Cluster, pools: Sequence[Nod
     own = _pools_of(cluster, pools)
     if service.gpu_request() is None:
         return ClusterOffer(name, price_per_gpu_hour=0.0)
-    if not own and cluster.spec.backend == "kubernetes":
+    if not own and cluster.spec.backend == KUBERNETES:
         # Nodes kgpu does not manage: nothing to count or price; placed after priced clusters.
         return ClusterOffer(name, price_per_gpu_hour=UNKNOWN_PRICE)
     fitting = [(p, n) for p in own if (n := replicas_per_node(service, p)) > 0]
@@ -159,10 +160,10 @@ def cluster_offers(
             local_offer(service, cluster, gpus) if backend == LOCAL else pools_offer(service, cluster, pools)
         )
         reason = offer.reason
-        if backend in kinds:
+        if backend in kinds and backend != KUBERNETES:
             reason = (
                 f'{backend} cluster "{kinds[backend]}" already hosts this service '
-                "(a service uses one cluster of each backend)"
+                "(a service uses one cluster of each backend but kubernetes)"
             )
         elif offer.reason is None:
             kinds[backend] = cluster.metadata.name

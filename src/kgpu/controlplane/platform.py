@@ -22,7 +22,6 @@ from kgpu.controlplane.reconciler import Reconciler
 from kgpu.controlplane.registry import (
     BACKEND_ADMISSION,
     IN_CLUSTER,
-    KUBERNETES,
     LOCAL,
     cluster_admission,
     embedded_registry,
@@ -144,8 +143,9 @@ class Platform:
             inventory=self.inventory,
             replica_hooks=self._hooks(),
             route_hooks=RouteHooks(
-                on_ready=lambda s, e, url, local: self.registry.add(
-                    s, e, url, self.backend.cluster_of(s, KUBERNETES), local
+                # A service with spec.placement: its endpoints carry their cluster (health, routing).
+                on_ready=lambda s, e, url, cluster, local: self.registry.add(
+                    s, e, url, cluster if s in self.backend.placements else None, local
                 ),
                 on_gone=self.registry.remove,
             ),

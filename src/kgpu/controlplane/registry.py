@@ -152,6 +152,15 @@ def cluster_admission(
     return check
 
 
+def _pinned(service: InferenceService, cluster: Cluster) -> InferenceService:
+    """What a cluster's backend sees of a service split over clusters: the service as if it named this
+    one cluster (how a one-cluster service does), so every backend places its share as it places any."""
+    pinned = service.model_copy(deep=True)
+    pinned.spec.placement = None
+    pinned.metadata.annotations[CLUSTER_ANNOTATION] = cluster.metadata.name
+    return pinned
+
+
 def placement_admission(
     service: InferenceService,
     clusters: list[Cluster],
@@ -327,14 +336,20 @@ class BackendRegistry:
                 if backend.placed(key):
                     await self._call(key, backend.remove(key))
                 continue
+            if isinstance(backend, KubernetesBackend):  # one custom resource per cluster: several clusters
+                chosen = {by_name[name].key for name in names}
+                for cluster_key in backend.share_clusters(key):
+                    if cluster_key not in chosen:
+                        await self._call(key, backend.remove_share(key, cluster_key))
+                for name in names:
+                    cluster = by_name[name]
+                    share = placed.replicas[name]
+                    await self._call(key, backend.ensure_share(cluster, _pinned(service, cluster), share))
+                continue
             cluster = by_name[names[0]]
-            # What that cluster's backend sees: the service as if it named this one cluster (how a
-            # one-cluster service does), so every backend places its share as it places any service.
-            pinned = service.model_copy(deep=True)
-            pinned.spec.placement = None
-            pinned.metadata.annotations[CLUSTER_ANNOTATION] = cluster.metadata.name
             target = None if kind == LOCAL else cluster
-            await self._call(key, backend.ensure(pinned, placed.replicas[cluster.metadata.name], target))
+            share = placed.replicas[cluster.metadata.name]
+            await self._call(key, backend.ensure(_pinned(service, cluster), share, target))
 
     async def _call(self, key: str, call: Any) -> None:
         """One cluster's backend call: a cluster that fails must not stop the others getting their share."""
@@ -343,12 +358,23 @@ class BackendRegistry:
         except Exception:
             log.exception("%s: a cluster's backend failed", key)
 
-    def _ready_in(self, kind: str, key: str) -> int:
+    def _ready_in(self, kind: str, key: str, cluster_key: str) -> int:
+        """Ready replicas of the service in one of its clusters."""
         backend = self.by_kind[kind]
+        if isinstance(backend, KubernetesBackend):
+            return backend.share_ready(key, cluster_key)
         counted = backend.ready_replicas(key)
         if counted is not None:
             return counted
         return sum(1 for r in backend.replicas(key) if r.phase == "Ready")
+
+    def _serving_in(self, placed: ServicePlacement, name: str, key: str) -> int:
+        """Ready replicas in one cluster of the service; none in a lost cluster (what it said last is
+        not known to hold, and the gateway sends nothing there)."""
+        kind = placed.backends.get(name)
+        if kind is None or not self.health.available(placed.keys[name]):
+            return 0
+        return self._ready_in(kind, key, placed.keys[name])
 
     def _make_before_break(
         self,
@@ -366,7 +392,7 @@ class BackendRegistry:
         # Counted only where the last pass found the cluster available too: a cluster back from an
         # outage still reports what it served before it was lost.
         ready = {
-            name: self._ready_in(kind, key)
+            name: self._ready_in(kind, key, before.keys[name])
             for name, kind in kinds.items()
             if name not in split.skipped and name not in before.skipped and before.backends.get(name) == kind
         }
@@ -461,7 +487,7 @@ class BackendRegistry:
     def ready_replicas(self, service_key: str) -> int | None:
         placed = self.placements.get(service_key)
         if placed is not None:  # several clusters: each one's own count, summed
-            return sum(self._ready_in(kind, service_key) for kind in set(placed.backends.values()))
+            return sum(self._serving_in(placed, name, service_key) for name in placed.backends)
         return self._first(lambda b: b.ready_replicas(service_key))
 
     def cluster_reports(self, service_key: str) -> list[dict] | None:
@@ -476,7 +502,7 @@ class BackendRegistry:
             report: dict[str, Any] = {
                 "name": name,
                 "replicas": placed.replicas.get(name, 0),
-                "readyReplicas": self._ready_in(kind, service_key) if kind is not None else 0,
+                "readyReplicas": self._serving_in(placed, name, service_key),
                 "available": self.health.available(placed.keys[name]),
             }
             if kind is not None:

@@ -82,6 +82,7 @@ class _Placed:
     status: dict[str, Any] = field(default_factory=dict)  # the custom resource's status, as last read
     error: str | None = None  # why the last call failed
     routed: str | None = None  # the URL given to the gateway
+    endpoint: str | None = None  # the name the gateway knows that URL by
 
 
 def _unloadable(cluster: Cluster, exc: Exception) -> str:
@@ -110,6 +111,8 @@ class KubernetesBackend:
         self.request_timeout_s = request_timeout_s
         self._apis: dict[str, tuple[str, Any]] = {}  # cluster key -> (spec it was built from, api)
         self._services: dict[str, _Placed] = {}
+        # A service split over several clusters (spec.placement): its share in each, by cluster key.
+        self._shares: dict[str, dict[str, _Placed]] = {}
         self._pools: dict[str, _Placed] = {}
         self._adopted: set[str] = set()
         # False for a store that started empty: it may have lost what it created (an emptyDir), and
@@ -186,6 +189,10 @@ class KubernetesBackend:
     async def ensure_on(self, cluster: Cluster, service: InferenceService, replicas: int) -> None:
         """Make the service's custom resource in `cluster` match the service with `replicas` replicas."""
         key = service.key
+        for ckey in [c for c in self._shares.get(key, {}) if c != cluster.key]:
+            await self.remove_share(key, ckey)  # no longer split: only this cluster keeps it
+        if cluster.key in self._shares.get(key, {}):
+            self._services[key] = self._take_share(key, cluster.key)
         placed = self._services.get(key)
         if placed is not None and placed.cluster != cluster.key:
             await self.remove(key)  # moved to another cluster: gone from the old one first
@@ -207,7 +214,64 @@ class KubernetesBackend:
             return
         placed.error = None
         placed.status = obj.get("status") or {}
-        self._route(key, service, placed, cluster)
+        self._route(key, service, placed, cluster, f"svc/{service.metadata.name}")
+
+    # ------------------------------------------------------------ a service over several clusters
+
+    async def ensure_share(self, cluster: Cluster, service: InferenceService, replicas: int) -> None:
+        """The service's share in `cluster` (spec.placement): `replicas` replicas there, whatever the
+        service has in its other clusters."""
+        key = service.key
+        shares = self._shares.setdefault(key, {})
+        single = self._services.get(key)
+        if single is not None and single.cluster == cluster.key:
+            shares[cluster.key] = self._services.pop(key)  # a one-cluster service now split: same resource
+        try:
+            api = await asyncio.to_thread(self.api_for, cluster)
+        except Exception as exc:
+            shares.setdefault(cluster.key, _Placed(cluster.key, None)).error = _unloadable(cluster, exc)
+            return
+        placed = shares.setdefault(cluster.key, _Placed(cluster.key, api))
+        placed.api = api
+        try:
+            obj = await asyncio.to_thread(self._sync_service, api, service, replicas)
+        except Exception as exc:
+            placed.error = f"cluster {placed.cluster}: {_describe(exc)}"
+            log.warning("%s: %s", key, placed.error)
+            return
+        placed.error = None
+        placed.status = obj.get("status") or {}
+        self._route(key, service, placed, cluster, f"svc/{service.metadata.name}@{cluster.metadata.name}")
+
+    def share_clusters(self, key: str) -> list[str]:
+        """Keys of the clusters holding a custom resource of the service (its shares, or its one cluster)."""
+        single = self._services.get(key)
+        return sorted({*self._shares.get(key, {}), *([single.cluster] if single else [])})
+
+    def share_ready(self, key: str, cluster_key: str) -> int:
+        placed = self._shares.get(key, {}).get(cluster_key)
+        single = self._services.get(key)
+        if placed is None and single is not None and single.cluster == cluster_key:
+            placed = single
+        return 0 if placed is None else int(placed.status.get("readyReplicas") or 0)
+
+    async def remove_share(self, key: str, cluster_key: str) -> None:
+        """Delete the service's custom resource from one cluster (its share there is gone)."""
+        single = self._services.get(key)
+        if single is not None and single.cluster == cluster_key:
+            self._shares.setdefault(key, {})[cluster_key] = self._services.pop(key)
+        placed = self._shares.get(key, {}).get(cluster_key)
+        if placed is None:
+            return
+        if await self._delete_placed(key, placed):
+            self._take_share(key, cluster_key)
+
+    def _take_share(self, key: str, cluster_key: str) -> _Placed:
+        shares = self._shares[key]
+        placed = shares.pop(cluster_key)
+        if not shares:
+            del self._shares[key]
+        return placed
 
     def _sync_service(self, api: Any, service: InferenceService, replicas: int) -> dict[str, Any]:
         """Create, replace or scale the custom resource; returns it as the cluster now holds it."""
@@ -244,31 +308,39 @@ class KubernetesBackend:
             return {**body, "status": current.get("status") or {}, **(replaced or {})}, False
         return current, True
 
-    def _route(self, key: str, service: InferenceService, placed: _Placed, cluster: Cluster) -> None:
+    def _route(
+        self, key: str, service: InferenceService, placed: _Placed, cluster: Cluster, endpoint: str
+    ) -> None:
         """The gateway sends the service's requests to its Service (which spreads them): by its cluster
         DNS name in the gateway's own cluster, or under the cluster's `serviceDomain` (a mesh)."""
         domain = cluster.spec.service_domain
         if (domain is None and not self.route_in_cluster) or self._routes is None:
             return
         ready = int(placed.status.get("readyReplicas") or 0)
-        endpoint = f"svc/{service.metadata.name}"
         url = service_dns_url(
             service.metadata.name, service.metadata.namespace, domain or self.cluster_domain
         )
         if ready > 0 and placed.routed != url:
-            self._routes.on_ready(key, endpoint, url, domain is None)
-            placed.routed = url
+            self._routes.on_ready(key, endpoint, url, cluster.key, domain is None)
+            placed.routed, placed.endpoint = url, endpoint
         elif ready == 0 and placed.routed is not None:
-            self._routes.on_gone(key, endpoint)
+            self._routes.on_gone(key, placed.endpoint or endpoint)
             placed.routed = None
 
     async def remove(self, key: str) -> None:
-        """Delete the service's custom resource (the cluster's garbage collector removes what it owned)."""
+        """Delete the service's custom resources (the cluster's garbage collector removes what they owned)."""
+        for cluster_key in list(self._shares.get(key, {})):
+            await self.remove_share(key, cluster_key)
         placed = self._services.get(key)
         if placed is None:
             return
+        if await self._delete_placed(key, placed):
+            del self._services[key]
+
+    async def _delete_placed(self, key: str, placed: _Placed) -> bool:
+        """Unroute and delete one custom resource of the service; False when its cluster did not answer."""
         if placed.routed is not None and self._routes is not None:
-            self._routes.on_gone(key, f"svc/{key.split('/', 1)[1]}")
+            self._routes.on_gone(key, placed.endpoint or f"svc/{key.split('/', 1)[1]}")
             placed.routed = None
         if placed.api is not None:
             try:
@@ -276,8 +348,8 @@ class KubernetesBackend:
             except Exception as exc:
                 placed.error = f"cluster {placed.cluster}: delete failed: {_describe(exc)}"
                 log.warning("%s: %s", key, placed.error)
-                return  # still listed in services(): the reconciler tries again
-        del self._services[key]
+                return False  # still listed in services(): the reconciler tries again
+        return True
 
     def _delete(self, api: Any, plural: str, key: str) -> None:
         namespace, name = key.split("/", 1)
@@ -385,7 +457,7 @@ class KubernetesBackend:
     # ------------------------------------------------------------ what the platform reads
 
     def placed(self, key: str) -> bool:
-        return key in self._services
+        return key in self._services or key in self._shares
 
     def service_report(self, key: str, desired: int) -> dict[str, Any] | None:
         """Status of a service placed on a cluster, from its custom resource's status; None if not placed."""
@@ -414,14 +486,15 @@ class KubernetesBackend:
         return report
 
     def ready_replicas(self, key: str) -> int | None:
-        placed = self._services.get(key)
-        return None if placed is None else int(placed.status.get("readyReplicas") or 0)
+        if not self.placed(key):
+            return None
+        return sum(self.share_ready(key, cluster_key) for cluster_key in self.share_clusters(key))
 
     def replicas(self, key: str | None = None) -> list[ReplicaStatus]:
         return []  # the cluster's pods: `kubectl get pods -l kgpu.dev/service=NAME`
 
     def services(self) -> list[str]:
-        return sorted(self._services)
+        return sorted({*self._services, *self._shares})
 
     def log_path(self, replica: str) -> Path:
         raise FileNotFoundError(f"{replica}: logs of a cluster's pods: kubectl logs")
