@@ -2,7 +2,7 @@
 
 The fleet is examples/fleets/onprem-and-cloud.yaml (a cheap on-premises cluster of four H100s, a dear cloud of
 8-GPU H100 nodes); the service autoscales with kgpu's policy. On each version of the trace
-(`kgpu.sim.trace_versions`) it replays:
+(`kgpu.sim.trace_versions`, the held-out ones too) it replays:
 
 - ``fill``: the fleet with its placement (cheapest first, overflow to the cloud), no outage;
 - ``one-cluster``: the same pools in one cluster, each GPU priced at the catalog's price of its
@@ -42,7 +42,7 @@ from kgpu.gpu.flavors import catalog_price_per_gpu_hour
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, TraceRequest, load_azure_trace
 from kgpu.sim.fleet import Fleet, FleetCluster, FleetError, Outage, load_fleet
 from kgpu.sim.fleet_replay import FleetReplayResult, replay_fleet
-from kgpu.sim.trace_versions import VERSIONS, trace_version
+from kgpu.sim.trace_versions import ALL_VERSIONS, trace_version
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_FLEET = Path(
@@ -217,7 +217,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
     parser.add_argument("--fleet", type=Path, default=DEFAULT_FLEET)
-    parser.add_argument("--versions", nargs="+", default=list(VERSIONS), choices=list(VERSIONS))
+    parser.add_argument("--versions", nargs="+", default=list(ALL_VERSIONS), choices=list(ALL_VERSIONS))
     parser.add_argument("--outage-minutes", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "replay_fleet.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "replay_fleet.png")
