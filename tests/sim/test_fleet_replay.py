@@ -252,3 +252,13 @@ def test_replacements_that_need_a_node_wait_for_its_boot_then_their_start():
     usage = {c.name: c for c in result.clusters}
     assert usage["dear"].node_hours == pytest.approx((501 - 110) / 3600)
     assert usage["dear"].node_cost == pytest.approx((501 - 110) / 3600 * 4 * 3.0)
+
+
+def test_the_fleet_chart_is_written(tmp_path):
+    pytest.importorskip("matplotlib")  # the bench extra; the plot is optional
+    from kgpu.cli.replay import plot_fleet
+
+    _, result = run(outage_trace(), fleet([{"cluster": "cheap", "start": 100, "end": 400}]), replicas=2)
+    path = tmp_path / "fleet.png"
+    plot_fleet(result, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
