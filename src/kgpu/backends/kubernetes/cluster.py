@@ -199,22 +199,34 @@ class KubernetesBackend:
             placed = self._services.get(key)
             if placed is not None:
                 return  # the old cluster did not answer; try again next pass
+        await self._converge(self._services, key, cluster, service, replicas, f"svc/{service.metadata.name}")
+
+    async def _converge(
+        self,
+        holder: dict[str, _Placed],
+        slot: str,
+        cluster: Cluster,
+        service: InferenceService,
+        replicas: int,
+        endpoint: str,
+    ) -> None:
+        """Sync the service's custom resource in `cluster`, recorded as `holder[slot]`; route to it."""
         try:
             api = await asyncio.to_thread(self.api_for, cluster)
         except Exception as exc:  # kubeconfig unreadable, context gone: reported, retried next pass
-            self._services.setdefault(key, _Placed(cluster.key, None)).error = _unloadable(cluster, exc)
+            holder.setdefault(slot, _Placed(cluster.key, None)).error = _unloadable(cluster, exc)
             return
-        placed = self._services.setdefault(key, _Placed(cluster.key, api))
+        placed = holder.setdefault(slot, _Placed(cluster.key, api))
         placed.api = api
         try:
             obj = await asyncio.to_thread(self._sync_service, api, service, replicas)
         except Exception as exc:  # API errors and unreachable servers alike
             placed.error = f"cluster {placed.cluster}: {_describe(exc)}"
-            log.warning("%s: %s", key, placed.error)
+            log.warning("%s: %s", service.key, placed.error)
             return
         placed.error = None
         placed.status = obj.get("status") or {}
-        self._route(key, service, placed, cluster, f"svc/{service.metadata.name}")
+        self._route(service.key, service, placed, cluster, endpoint)
 
     # ------------------------------------------------------------ a service over several clusters
 
@@ -226,22 +238,8 @@ class KubernetesBackend:
         single = self._services.get(key)
         if single is not None and single.cluster == cluster.key:
             shares[cluster.key] = self._services.pop(key)  # a one-cluster service now split: same resource
-        try:
-            api = await asyncio.to_thread(self.api_for, cluster)
-        except Exception as exc:
-            shares.setdefault(cluster.key, _Placed(cluster.key, None)).error = _unloadable(cluster, exc)
-            return
-        placed = shares.setdefault(cluster.key, _Placed(cluster.key, api))
-        placed.api = api
-        try:
-            obj = await asyncio.to_thread(self._sync_service, api, service, replicas)
-        except Exception as exc:
-            placed.error = f"cluster {placed.cluster}: {_describe(exc)}"
-            log.warning("%s: %s", key, placed.error)
-            return
-        placed.error = None
-        placed.status = obj.get("status") or {}
-        self._route(key, service, placed, cluster, f"svc/{service.metadata.name}@{cluster.metadata.name}")
+        endpoint = f"svc/{service.metadata.name}@{cluster.metadata.name}"
+        await self._converge(shares, cluster.key, cluster, service, replicas, endpoint)
 
     def share_clusters(self, key: str) -> list[str]:
         """Keys of the clusters holding a custom resource of the service (its shares, or its one cluster)."""
