@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import Counter
 from dataclasses import replace
@@ -119,8 +120,19 @@ def test_a_variant_is_the_same_for_the_same_seed_and_reads_back_from_csv(
 def test_every_dimension_has_several_levels_and_names_parse_back() -> None:
     assert all(len(levels) >= 4 for levels in LEVELS.values())
     assert [parse_name(n) for n in variant_names()] == [(d, lv) for d, lvs in LEVELS.items() for lv in lvs]
-    with pytest.raises(ValueError, match="unknown variant 'gpushare30'; known: cpu050"):
-        parse_name("gpushare30")
+    assert parse_name("gpushare30") == ("gpushare", 30)  # a level nobody tuned on
+    for bad in ("gpushare130", "cpu50", "gpushare", "multigpu40+multigpu30"):
+        with pytest.raises(ValueError, match=re.escape(f"variant '{bad}'")):
+            build_variant(bad, [], [])
+
+
+@needs_trace
+def test_a_mix_of_two_dimensions_moves_both_quantities(trace: tuple[list, list]) -> None:
+    nodes, pods = trace
+    got = mix(build_variant("multigpu40+gpuspec20", pods, nodes).pods)
+    assert got["multi_gpu_pct"] == pytest.approx(40, abs=0.5)
+    assert got["pinned_pods_pct"] == pytest.approx(20, abs=0.5)
+    assert got["pods"] > len(pods)  # multi-GPU pods were added
 
 
 def test_cli_refuses_an_unknown_variant_by_name() -> None:

@@ -47,6 +47,8 @@ LEVELS: dict[str, tuple[int, ...]] = {
     "multigpu": (20, 30, 40, 50),
 }
 NAME_FORMAT = {"cpu": "cpu{:03d}", "gpushare": "gpushare{}", "gpuspec": "gpuspec{}", "multigpu": "multigpu{}"}
+# Levels a name may ask for beyond LEVELS (checks on levels and mixes nobody tuned on), inclusive.
+LEVEL_RANGE = {"cpu": (1, 400), "gpushare": (1, 100), "gpuspec": (1, 100), "multigpu": (1, 90)}
 # Not looked at while the kgpu policy was developed (beyond the first table of every variant);
 # the bench reports them apart.
 HELD_OUT = ("cpu200", "gpushare60", "gpuspec25", "multigpu20")
@@ -154,22 +156,50 @@ def variant_names() -> list[str]:
 
 
 def parse_name(name: str) -> tuple[str, int]:
-    """``'gpushare40'`` -> ``('gpushare', 40)``; a clear error for a name that is not a variant."""
-    for dimension, levels in LEVELS.items():
-        for level in levels:
-            if NAME_FORMAT[dimension].format(level) == name:
-                return dimension, level
-    raise ValueError(f"unknown variant {name!r}; known: {', '.join(variant_names())}")
+    """``'gpushare40'`` -> ``('gpushare', 40)``; a clear error for a name that is not a variant.
+
+    Any level in ``LEVEL_RANGE`` is a variant (``gpushare30``), written as the listed ones are.
+    """
+    for dimension, (low, high) in LEVEL_RANGE.items():
+        digits = name.removeprefix(dimension)
+        if (
+            digits.isdigit()
+            and low <= int(digits) <= high
+            and NAME_FORMAT[dimension].format(int(digits)) == name
+        ):
+            return dimension, int(digits)
+    ranges = ", ".join(
+        f"{NAME_FORMAT[d].format(lo)}..{NAME_FORMAT[d].format(hi)}" for d, (lo, hi) in LEVEL_RANGE.items()
+    )
+    raise ValueError(
+        f"unknown variant {name!r}; known: {', '.join(variant_names())} (any level in {ranges}, "
+        "or two or more of other dimensions joined by '+')"
+    )
+
+
+def parse_mix(name: str) -> list[tuple[str, int]]:
+    """``'multigpu40+gpuspec20'`` -> ``[('multigpu', 40), ('gpuspec', 20)]``: levels of distinct dimensions."""
+    parts = [parse_name(part) for part in name.split("+")]
+    dimensions = [d for d, _ in parts]
+    if len(set(dimensions)) != len(dimensions):
+        raise ValueError(f"variant {name!r}: each dimension at most once")
+    return parts
 
 
 def build_variant(
     name: str, pods: Sequence[PodRequest], nodes: Sequence[NodeSpec], seed: int = BUILD_SEED
 ) -> Variant:
-    """The variant ``name`` of the pod list ``pods`` (the default trace) for the cluster ``nodes``."""
-    dimension, level = parse_name(name)
+    """The variant ``name`` of the pod list ``pods`` (the default trace) for the cluster ``nodes``.
+
+    A mix of dimensions (``multigpu40+gpuspec20``) applies each in the order given.
+    """
+    parts = parse_mix(name)
     rng = np.random.default_rng([seed, *name.encode()])
-    built = BUILDERS[dimension](_classes(pods), level, nodes, rng)
+    built = list(pods)
+    for dimension, level in parts:
+        built = BUILDERS[dimension](_classes(built), level, nodes, rng)
     order = rng.permutation(len(built))
+    dimension, level = parts[0]
     return Variant(name, dimension, level, [built[i] for i in order])
 
 
