@@ -4,7 +4,7 @@ in tests/autoscaling)."""
 from __future__ import annotations
 
 from kgpu.api.io import parse_resource
-from kgpu.controlplane.autoscaler import Observation, ReplicaAutoscaler, measured_startup_s
+from kgpu.controlplane.autoscaler import Observation, ReplicaAutoscaler, measured_startup_s, starting_replicas
 
 
 def service(replicas: int = 0, **autoscaling):
@@ -117,3 +117,10 @@ def test_a_generation_service_scales_on_running_and_waiting_sequences():
     fresh = ReplicaAutoscaler(Recorder().event, Recorder().kick)
     fresh.tick([on_sequences], lambda _k: unseen, now=100.0)
     assert fresh.desired(on_sequences) == 3
+
+
+def test_a_replica_counts_as_starting_for_two_start_up_times_only():
+    phases = [("Starting", 100.0), ("Starting", 75.0), ("Ready", 100.0), ("Pending", None)]
+    assert starting_replicas(phases, now=110.0, startup_s=20.0) == 2  # 10 s and 35 s old: within 40 s
+    assert starting_replicas(phases, now=110.0, startup_s=15.0) == 1  # the one 35 s old hangs: past 30 s
+    assert starting_replicas(phases, now=110.0, startup_s=None) == 1  # 2 x DEFAULT_STARTUP_S (10 s)

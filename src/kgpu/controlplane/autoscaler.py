@@ -173,6 +173,24 @@ class ReplicaAutoscaler:
         return True
 
 
+# A replica counts as starting (and is kept from a scale-down) for at most this many start-up times:
+# one that hangs while loading must not hold the service's scale, down to zero included, for good.
+STARTING_KEPT_STARTUPS = 2.0
+
+
+def starting_replicas(
+    phases_started: Iterable[tuple[str, float | None]], now: float, startup_s: float | None
+) -> int:
+    """Replicas in phase Starting that started within STARTING_KEPT_STARTUPS start-up times of ``now``
+    (the measured start-up time, or DEFAULT_STARTUP_S before any replica became ready)."""
+    within = STARTING_KEPT_STARTUPS * (startup_s or DEFAULT_STARTUP_S)
+    return sum(
+        1
+        for phase, started in phases_started
+        if phase == "Starting" and started is not None and now - started <= within
+    )
+
+
 def measured_startup_s(started_ready: Iterable[tuple[float | None, float | None]]) -> float | None:
     """Mean start-to-ready time of replicas that became ready, or None if none has yet."""
     took = [ready - started for started, ready in started_ready if started and ready and ready >= started]

@@ -14,7 +14,7 @@ from kgpu.api.errors import FieldError
 from kgpu.api.models import Cluster, InferenceService, object_key
 from kgpu.api.runtime_presets import PRESETS
 from kgpu.backends.base import Backend, ReplicaHooks, RouteHooks
-from kgpu.controlplane.autoscaler import Observation, ReplicaAutoscaler, measured_startup_s
+from kgpu.controlplane.autoscaler import Observation, ReplicaAutoscaler, measured_startup_s, starting_replicas
 from kgpu.controlplane.events import EventLog
 from kgpu.controlplane.history import MetricsSampler, RingHistory, pool_values, registry_text
 from kgpu.controlplane.kubeconfigs import KubeconfigSecrets
@@ -343,13 +343,14 @@ class Platform:
     def observe(self, key: str) -> Observation:
         replicas = self.backend.replicas(key)
         on_cluster = self.backend.ready_replicas(key)  # on a Kubernetes cluster: its operator's count
+        startup_s = measured_startup_s((r.started_at, r.ready_at) for r in replicas)
         return Observation(
             in_flight=self.registry.outstanding(key),
             held=self.router.held(key),
             ready=on_cluster if on_cluster is not None else self.registry.routable_count(key),
-            startup_s=measured_startup_s((r.started_at, r.ready_at) for r in replicas),
+            startup_s=startup_s,
             sequences=self._sequences(key),
-            starting=sum(1 for r in replicas if r.phase == "Starting"),
+            starting=starting_replicas(((r.phase, r.started_at) for r in replicas), time.time(), startup_s),
         )
 
     def _sequences(self, key: str) -> float | None:
