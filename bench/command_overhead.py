@@ -1,14 +1,17 @@
 """What kgpu's gateway costs in front of a server it runs as a `command` runtime, against calling it directly.
 
-`kgpu up` runs the example embedding model in a server that is not kgpu's (the FastAPI +
-sentence-transformers server of bench/common/naive_server.py, started as `spec.runtime.kind: command`
-with `$(MODEL_PATH)` and `portFlag`); the same server is then driven through the gateway and at its own
-address, in the same run. Concurrency 1 is paired (each sentence to both targets in turn, the order
-rotating, a short pause between requests); concurrency 64 alternates direct and gateway windows.
+`kgpu up` runs the example embedding model in a server that is not kgpu's: infinity-emb (the
+`infinity` preset, from its own environment `.venv-infinity`, `make infinity`), or with
+`--server naive` (the default where infinity is not installed) the FastAPI + sentence-transformers
+server of bench/common/naive_server.py, started as `spec.runtime.kind: command` with `$(MODEL_PATH)`
+and `portFlag`; the same server is then driven through the gateway and at its own address, in the
+same run. Concurrency 1 is paired (each sentence to both targets in turn, the order
+rotating, a short pause between requests); concurrency 64 alternates direct and gateway windows
+(direct, gateway, gateway, direct, ...).
 Targets: p50 through the gateway at most 1 ms above direct at concurrency 1, and at least 0.95x the
 direct throughput at concurrency 64.
 
-    .venv/bin/python -m bench.command_overhead [--requests 300] [--duration 8] [--concurrency 64]
+    .venv/bin/python -m bench.command_overhead [--server infinity|naive] [--requests 300] [--duration 8]
 """
 
 from __future__ import annotations
@@ -41,6 +44,21 @@ console = Console(width=None if sys.stdout.isatty() else 132)
 P50_BUDGET_MS = 1.0
 THROUGHPUT_FLOOR = 0.95
 READY_TIMEOUT_S = 300.0
+INFINITY_BIN = BENCH_DIR.parent / ".venv-infinity" / "bin"
+
+
+def infinity_service(model_dir: Path) -> dict:
+    """The example model served by infinity-emb, as the README's example runs it."""
+    return {
+        "apiVersion": "kgpu.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "minilm", "namespace": "default"},  # the model the workload names
+        "spec": {
+            "model": {"uri": str(model_dir)},
+            "replicas": 1,
+            "runtime": {"preset": "infinity", "device": "cpu"},
+        },
+    }
 
 
 def command_service(model_dir: Path) -> dict:
@@ -90,28 +108,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per throughput window")
     parser.add_argument("--rounds", type=int, default=2, help="direct/gateway window pairs at --concurrency")
+    parser.add_argument(
+        "--server",
+        choices=("infinity", "naive"),
+        default="infinity" if (INFINITY_BIN / "infinity_emb").exists() else "naive",
+        help="the command runtime's server (infinity where .venv-infinity exists)",
+    )
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "command-overhead-cpu.json")
     args = parser.parse_args(argv)
     model = example_model_dir()
+    service = infinity_service(model) if args.server == "infinity" else command_service(model)
+    env = child_env()
+    env["PATH"] = os.pathsep.join([env.get("PATH", os.defpath), str(INFINITY_BIN)])
     bodies = workload_bodies(str(model), 1, DEFAULT_SEED)
     with tempfile.TemporaryDirectory(prefix="kgpu-bench-") as tmp:
         work = Path(tmp)
         services = work / "minilm.yaml"
-        services.write_text(yaml.safe_dump(command_service(model), sort_keys=False))
+        services.write_text(yaml.safe_dump(service, sort_keys=False))
         port = free_port()
         command = [*kgpu_launch.kgpu_executable(), "up", "-f", str(services), "--port", str(port)]
         command += ["--state-dir", str(work / "state")]
         server = ServerProcess("kgpu", command, port, args.json.parent / "logs" / "command-overhead-kgpu.log")
-        server.start(env=child_env())
+        server.start(env=env)
         try:
             wait_ready(server.base_url, READY_TIMEOUT_S, server)
             direct = replica_url(server.base_url) + "/v1/embeddings"
             urls = {"direct": direct, "gateway": server.base_url + "/v1/embeddings"}
-            console.print(f"command runtime at {direct}; {args.requests} paired requests at concurrency 1")
+            console.print(
+                f"{args.server} as a command runtime at {direct}; {args.requests} paired requests at concurrency 1"
+            )
             latencies = asyncio.run(paired(urls, bodies, args.requests, 20, args.gap_ms / 1000))
             throughput: dict[str, list[float]] = {"direct": [], "gateway": []}
-            for _ in range(args.rounds):
-                for name, url in urls.items():
+            for round_ in range(args.rounds):
+                # direct, gateway, gateway, direct, ...: a drift in the machine's load weighs on both alike.
+                for name in list(urls)[:: 1 if round_ % 2 == 0 else -1]:
+                    url = urls[name]
                     result = run_closed_loop(url, bodies, args.concurrency, args.duration, 1.0)
                     summary = result.summary()
                     if summary["errors"]:
@@ -123,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     rps = {name: statistics.median(values) for name, values in throughput.items()}
     p50_added = p50["gateway"] - p50["direct"]
     ratio = rps["gateway"] / rps["direct"]
-    table = Table(title="gateway in front of a command runtime (CPU, same run)")
+    table = Table(title=f"gateway in front of {args.server} as a command runtime (CPU, same run)")
     for column in ("target", "p50 ms (c=1)", f"req/s (c={args.concurrency})"):
         table.add_column(column, justify="left" if column == "target" else "right")
     for name in urls:

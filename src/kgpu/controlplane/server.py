@@ -22,7 +22,8 @@ from kgpu.controlplane.platform import Platform
 from kgpu.controlplane.quota import quota_check
 from kgpu.controlplane.request_guard import GuardSettings, RequestGuard
 from kgpu.controlplane.routes import PREFIX, control_routes
-from kgpu.gateway.app import gateway_routes
+from kgpu.gateway.app import OPENAI_INFERENCE_PATHS, gateway_routes
+from kgpu.gateway.direct_routes import DirectRoutes
 from kgpu.gc_tuning import freeze_what_is_loaded
 
 log = logging.getLogger("kgpu")
@@ -51,7 +52,6 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
         lifespan=lifespan,
     )
     app.state.platform = platform
-    app.add_middleware(RequestGuard, settings=guard or GuardSettings())
 
     def _field(error: dict, content_type: str) -> dict:
         if error["type"] == "json_invalid":  # its loc holds the character position, not a field
@@ -105,15 +105,17 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
     app.include_router(control, dependencies=[Depends(access.authorize)])
     app.include_router(console_routes(platform), dependencies=[Depends(access.authorize)])
     install_resource_schemas(app)
-    app.include_router(
-        gateway_routes(
-            platform.router,
-            platform.resolve_model,
-            platform.known_models,
-            # Under auth, inference needs a token of the service's project as well.
-            verify=access.inference_caller if auth else None,
-        )
+    gateway = gateway_routes(
+        platform.router,
+        platform.resolve_model,
+        platform.known_models,
+        # Under auth, inference needs a token of the service's project as well.
+        verify=access.inference_caller if auth else None,
     )
+    app.include_router(gateway)
+    # The last middleware added runs first: the guard, then inference straight to the gateway.
+    app.add_middleware(DirectRoutes, router=gateway, paths=OPENAI_INFERENCE_PATHS)
+    app.add_middleware(RequestGuard, settings=guard or GuardSettings())
 
     @app.get("/healthz", tags=["health"], summary="The server is up")
     def healthz() -> dict:

@@ -87,6 +87,9 @@ def _namespace(model: str) -> str:
     return model.rpartition("/")[0] or "default"
 
 
+# The OpenAI inference routes, called directly by the server's ASGI stack (kgpu.gateway.direct_routes).
+OPENAI_INFERENCE_PATHS = ("/v1/embeddings", "/v1/chat/completions", "/v1/completions")
+
 # What the gateway passes through to replicas besides plain JSON (kgpu.serving.v2_binary).
 V2_EXTENSIONS = ["binary_tensor_data", "generate"]
 
