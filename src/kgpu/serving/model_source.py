@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from importlib.machinery import PathFinder
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -71,6 +72,21 @@ def locate_model(uri: str) -> Path:
         return path.resolve()
     except OSError as exc:
         raise ModelSourceError(f"model uri {uri!r}: cannot be read: {exc.strerror or exc}") from None
+
+
+def describe_model_source(uri: str) -> str:
+    """What a replica is about to load, for its log: where `uri` resolved and how much is there
+    ("pkg:m resolved to /site/m/model in 3 ms: 12 files, 86.7 MiB"). An error message when it does not
+    resolve (the load that follows raises the same error)."""
+    started = time.perf_counter()
+    try:
+        directory = resolve_model_uri(uri)
+    except ModelSourceError as exc:
+        return str(exc)
+    took_ms = (time.perf_counter() - started) * 1000
+    files = [path for path in directory.rglob("*") if path.is_file()]  # is_file follows cache links
+    size_mib = sum(path.stat().st_size for path in files) / 1024**2
+    return f"{uri} resolved to {directory} in {took_ms:.0f} ms: {len(files)} files, {size_mib:.1f} MiB"
 
 
 MODEL_CACHE_ENV = "KGPU_MODEL_CACHE"

@@ -25,7 +25,7 @@ from kgpu.serving.engine import EmbeddingEngine, InvalidInputError
 from kgpu.serving.engine_threads import EngineThreads
 from kgpu.serving.errors import ApiError
 from kgpu.serving.metrics import ReplicaMetrics
-from kgpu.serving.model_source import resolve_model_uri
+from kgpu.serving.model_source import describe_model_source, resolve_model_uri
 
 log = logging.getLogger("kgpu.serving")
 
@@ -73,6 +73,7 @@ class ReplicaRuntime:
                 config.device,
                 config.dtype,
             )
+            log.info("model source %s", await threads.run(describe_model_source, config.model_uri))
             started = time.perf_counter()
             engine = await threads.run(self._engine_factory, config)
             log.info(

@@ -89,10 +89,11 @@ function renderReplicas(ns, name, replicas, writable) {
   const rows = replicas.map((r) => `<tr data-replica="${esc(r.name)}"><td>${esc(r.name)}</td>
       <td class="phase-${esc(r.phase)}">${esc(r.phase)}</td><td>${esc(r.device || "—")}</td><td>${esc(r.node || "—")}</td>
       <td class="num">${age(r.started_at)}</td><td class="num restarts">${esc(r.restarts)}</td>
+      <td class="message">${esc(r.message || "")}</td>
       <td><a href="#" class="log-link" data-replica="${esc(r.name)}">log</a></td>
       <td>${writable && r.phase !== "Pending" && r.phase !== "Draining" ? `<button class="restart" data-replica="${esc(r.name)}">Restart</button>` : ""}</td></tr>`);
   el.innerHTML = `<table><thead><tr><th>Replica</th><th>Phase</th><th>Device</th><th>Node</th><th>Age</th>
-    <th>Restarts</th><th>Log</th><th></th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
+    <th>Restarts</th><th>Message</th><th>Log</th><th></th></tr></thead><tbody>${rows.join("")}</tbody></table>`;
   for (const link of el.querySelectorAll(".log-link")) {
     link.addEventListener("click", (event) => {
       event.preventDefault();
