@@ -267,11 +267,7 @@ def test_a_lost_api_double_cluster_is_marked_unavailable_after_the_grace_period_
     platform = make_platform(tmp_path, cluster_grace_s=5.0)
     apply_prod_with_a_local_backup(platform)
 
-    async def heartbeat(now: float) -> list:
-        changes = await platform.backend.probe_clusters(now)
-        for change in changes:
-            platform.on_cluster_transition(change)
-        return changes
+    heartbeat = platform.heartbeat
 
     async def scenario() -> None:
         await heartbeat(0.0)
@@ -321,6 +317,11 @@ def test_a_lost_api_double_cluster_is_marked_unavailable_after_the_grace_period_
         await settle(platform)
         assert shares(platform) == {"prod": 3, "here": 0}
         assert sample("kgpu_cluster_transitions_total", {"cluster": "default/prod", "to": "available"}) == 1
+        # A deleted Cluster leaves no availability series behind.
+        assert sample("kgpu_cluster_available", {"cluster": "default/prod"}) == 1
+        platform.resources.delete("Cluster", "default", "prod")
+        await heartbeat(8.0)
+        assert sample("kgpu_cluster_available", {"cluster": "default/prod"}) is None
 
     asyncio.run(scenario())
 
@@ -426,9 +427,7 @@ def test_a_service_over_two_api_double_kubernetes_clusters_fails_over_from_one_t
     def ready(name: str, n: int) -> None:
         doubles[name].write_status(*crd, {"readyReplicas": n, "replicas": n})
 
-    async def heartbeat(now: float) -> None:
-        for change in await platform.backend.probe_clusters(now):
-            platform.on_cluster_transition(change)
+    heartbeat = platform.heartbeat
 
     async def scenario() -> None:
         await heartbeat(0.0)

@@ -226,14 +226,27 @@ class Platform:
     async def _probe_loop(self) -> None:
         while True:
             try:
-                for change in await self.backend.probe_clusters(time.monotonic()):
-                    self.on_cluster_transition(change)
-                for cluster in self.backend.health.known():
-                    available = self.backend.health.available(cluster)
-                    self.metrics.cluster_available.labels(cluster=cluster).set(1 if available else 0)
+                await self.heartbeat(time.monotonic())
             except Exception:  # a bad heartbeat pass must not stop the next ones
                 log.exception("cluster heartbeat pass failed")
             await asyncio.sleep(self.config.cluster_probe_interval_s)
+
+    async def heartbeat(self, now: float) -> list[Transition]:
+        """One heartbeat of every registered cluster: transitions acted on, `kgpu_cluster_available` set
+        (and dropped for a deleted Cluster)."""
+        before = set(self.backend.health.known())
+        changes = await self.backend.probe_clusters(now)
+        for change in changes:
+            self.on_cluster_transition(change)
+        known = self.backend.health.known()
+        for cluster in known:
+            available = self.backend.health.available(cluster)
+            self.metrics.cluster_available.labels(cluster=cluster).set(1 if available else 0)
+        for gone in before - set(known):
+            self.registry.set_cluster_available(gone, True)
+            with contextlib.suppress(KeyError):
+                self.metrics.cluster_available.remove(gone)
+        return changes
 
     def on_cluster_transition(self, change: Transition) -> None:
         """A cluster lost or back: the gateway stops (or starts) sending there at once, every service that
