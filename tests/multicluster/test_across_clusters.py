@@ -481,3 +481,24 @@ def test_a_second_sim_cluster_is_skipped_with_its_reason(tmp_path):
         got[1]["reason"]
         == 'sim cluster "lab" already hosts this service (a service uses one cluster of each backend but kubernetes)'
     )
+
+
+def test_placement_events_tell_moves_between_clusters_not_every_scaling_step(tmp_path):
+    platform = make_platform(tmp_path)
+    placement = {"clusters": ["here", "lab"], "policy": "fill"}
+    apply(
+        platform,
+        cluster("here", "local"),
+        cluster("lab", "sim", **FAST_SIM),
+        pool("cpus", "lab", {"name": "g1-standard-16-64"}),
+        service(1, placement),
+    )
+
+    async def scenario() -> list[str]:
+        for replicas in (1, 2, 3):
+            apply(platform, service(replicas, placement))
+            await settle(platform, passes=1)
+        return [e["message"] for e in status(platform)["events"] if e["message"].startswith("placement")]
+
+    # Both clusters price a CPU replica at 0: fill keeps all on the local one (ties go local).
+    assert asyncio.run(scenario()) == ["placement fill: here=1, lab=0"]

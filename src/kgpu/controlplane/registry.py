@@ -410,12 +410,17 @@ class BackendRegistry:
         return out
 
     def _note_skipped(self, key: str, before: ServicePlacement | None, now: ServicePlacement) -> None:
-        """An event when a cluster starts or stops being skipped, and when the split changes."""
+        """An event when a cluster starts being skipped, and when the clusters holding replicas change (a
+        move; not every scaling step, which the autoscaler's events tell)."""
         was = before.skipped if before else {}
         for name, why in now.skipped.items():
             if was.get(name) != why:
                 self._on_event(key, f"cluster {name} skipped: {why}")
-        if before is None or before.split.replicas != now.split.replicas:
+
+        def holding(placed: ServicePlacement) -> set[str]:
+            return {name for name, n in placed.split.replicas.items() if n}
+
+        if before is None or holding(before) != holding(now) or before.split.unplaced != now.split.unplaced:
             shares = ", ".join(f"{name}={n}" for name, n in now.split.replicas.items())
             unplaced = f"; {now.split.unplaced} fit in no cluster" if now.split.unplaced else ""
             self._on_event(key, f"placement {now.policy}: {shares}{unplaced}")
