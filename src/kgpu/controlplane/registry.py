@@ -194,7 +194,6 @@ def stored_clusters(store: Any, parse: Callable[[Any], object] | None = None) ->
 
 # The kinds of Cluster (`spec.backend`), each run by one backend.
 LOCAL, KUBERNETES, SIM = "local", "kubernetes", "sim"
-UNAVAILABLE_REASON = UNAVAILABLE  # a lost cluster keeps its backend: its share there drains to 0
 
 
 @dataclass
@@ -317,7 +316,8 @@ class BackendRegistry:
         kinds = {
             name: by_name[name].spec.backend
             for name in split.replicas
-            if name not in split.skipped or split.skipped[name] == UNAVAILABLE_REASON
+            # A lost cluster keeps its place (its share is 0 until it answers again).
+            if name not in split.skipped or split.skipped[name] == UNAVAILABLE
         }
         replicas = self._make_before_break(key, split, kinds, before, desired)
         placed = ServicePlacement(
@@ -343,10 +343,14 @@ class BackendRegistry:
                         await self._call(key, backend.remove_share(key, cluster_key))
                 for name in names:
                     cluster = by_name[name]
+                    if not self.health.available(cluster.key):
+                        continue  # nothing answers there: told its share once it is back
                     share = placed.replicas[name]
                     await self._call(key, backend.ensure_share(cluster, _pinned(service, cluster), share))
                 continue
             cluster = by_name[names[0]]
+            if not self.health.available(cluster.key):
+                continue
             target = None if kind == LOCAL else cluster
             share = placed.replicas[cluster.metadata.name]
             await self._call(key, backend.ensure(_pinned(service, cluster), share, target))
