@@ -11,9 +11,11 @@ heartbeats, gateway). Two clusters serve the service by `failover`:
 
 Clients keep sending requests; prod stops answering (its Service drops every connection, its API
 refuses). Requests that fail there before their first byte are retried, and wait at the gateway
-(the activator) while the backup's replicas start; none may fail. The backup's replicas must be up
-within the grace period plus their start-up (and a heartbeat, a reconcile pass, a loaded machine's
-slack). Then prod comes back: replicas return to it, and the backup's drain only once prod's serve.
+(the activator) while the backup's replicas start; none may fail. prod is suspect at its first
+missed heartbeat, so the backup's replicas start then and must be up within their start-up (and a
+heartbeat, a reconcile pass, a loaded machine's slack), before the grace period has even ended.
+prod is then declared unavailable; it comes back: replicas return to it, and the backup's drain
+only once prod's serve.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from tests.live_server import serving
 
 SVC = "default/svc"
 START_S = 0.3
-GRACE_S = 0.5
+GRACE_S = 2.0
 PROBE_S = 0.1
 
 
@@ -105,6 +107,7 @@ class LoopbackReplicas(OneMachineBackend):
         self.state_dir, self.hooks = state_dir, hooks
         self.servers: dict[str, dict[str, LoopbackServer | None]] = {}  # None: starting
         self.first_ready_at: float | None = None
+        self.first_asked_at: float | None = None
 
     async def ensure(self, service, replicas: int, cluster=None) -> None:
         key = service.key
@@ -113,6 +116,7 @@ class LoopbackReplicas(OneMachineBackend):
             name = f"{service.metadata.name}-{i}"
             if name not in own:
                 own[name] = None
+                self.first_asked_at = self.first_asked_at or time.monotonic()
                 asyncio.get_running_loop().create_task(self._start(key, name))
         for name in [n for n in own if int(n.rsplit("-", 1)[1]) >= replicas]:
             server = own.pop(name)
@@ -238,10 +242,15 @@ def test_an_api_double_cluster_lost_under_load_loses_no_request_and_its_replicas
             api.unreachable = True
             wait_until("the backup's replicas", lambda: local.first_ready_at is not None, 10)
             recreated_s = local.first_ready_at - lost_at
+            asked_s = local.first_asked_at - lost_at
+            assert platform.backend.health.state("default/prod") == "suspect"  # not lost yet
             wait_until("requests served by the backup", lambda: len(statuses) >= answered_before + 50, 10)
             served_here = sum(s.served for s in local.servers[SVC].values() if s)
             assert served_here > 0
 
+            wait_until(
+                "prod declared lost", lambda: not platform.backend.health.available("default/prod"), 10
+            )
             # prod returns (its pods were lost meanwhile): replicas go back to it by failover; the
             # backup's drain only once prod's serve again.
             prod_service["server"] = LoopbackServer()
@@ -261,11 +270,15 @@ def test_an_api_double_cluster_lost_under_load_loses_no_request_and_its_replicas
                 thread.join(timeout=30)
 
     print(
-        f"{len(statuses)} requests, {statuses.count(200)} answered 200; backup replicas up "
-        f"{recreated_s:.2f} s after prod stopped answering (grace {GRACE_S} s, start-up {START_S} s)"
+        f"{len(statuses)} requests, {statuses.count(200)} answered 200; backup replicas asked for "
+        f"{asked_s:.2f} s and up {recreated_s:.2f} s after prod stopped answering "
+        f"(grace {GRACE_S} s, start-up {START_S} s)"
     )
     assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
-    assert GRACE_S + START_S <= recreated_s <= GRACE_S + START_S + PROBE_S + 1.5, recreated_s
+    # Asked for at the first missed heartbeat, up a start-up later: both before the grace ends.
+    assert asked_s <= PROBE_S + 1.5 < GRACE_S, asked_s
+    assert START_S <= recreated_s <= START_S + PROBE_S + 1.5 < GRACE_S + START_S, recreated_s
     events = [e["message"] for e in platform.events.recent(SVC, limit=20)]
+    assert any(m.startswith("cluster default/prod suspect") for m in events)
     assert any(m.startswith("cluster default/prod unavailable") for m in events)
     assert "cluster default/prod available again: its backend answers" in events

@@ -6,8 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kgpu.multicluster.health import HEALTHY, STATES
 from kgpu.multicluster.placement import (
     PLACEMENT_POLICIES,
+    SUSPECTED,
     UNAVAILABLE,
     ClusterOffer,
     split_replicas,
@@ -50,10 +52,14 @@ def test_spread_gives_a_full_cluster_its_room_and_the_rest_to_the_others():
 def test_failover_puts_everything_on_the_primary_and_uses_backups_when_it_is_lost():
     primary, backup = ClusterOffer("primary"), ClusterOffer("backup", price_per_gpu_hour=0.1)
     assert split_replicas(4, [primary, backup], "failover").replicas == {"primary": 4, "backup": 0}
-    lost = ClusterOffer("primary", available=False)
+    lost = ClusterOffer("primary", health="unavailable")
     split = split_replicas(4, [lost, backup], "failover")
     assert split.replicas == {"primary": 0, "backup": 4}
     assert split.skipped == {"primary": UNAVAILABLE}
+    # Suspect (silent within its grace period): its share goes to the backup already, with its reason.
+    split = split_replicas(4, [ClusterOffer("primary", health="suspect"), backup], "failover")
+    assert split.replicas == {"primary": 0, "backup": 4}
+    assert split.skipped == {"primary": SUSPECTED}
 
 
 def test_a_cluster_that_cannot_host_the_service_is_skipped_with_its_reason():
@@ -80,7 +86,7 @@ offers_strategy = st.lists(
     st.builds(
         ClusterOffer,
         name=st.sampled_from("abcdefgh"),
-        available=st.booleans(),
+        health=st.sampled_from(STATES),
         local=st.booleans(),
         price_per_gpu_hour=st.sampled_from([0.0, 0.8, 1.0, 2.5, 3.5]),
         capacity=bounds,
@@ -97,7 +103,7 @@ offers_strategy = st.lists(
 @given(desired=st.integers(0, 40), offers=offers_strategy, policy=st.sampled_from(sorted(PLACEMENT_POLICIES)))
 def test_split_properties(desired, offers, policy):
     split = split_replicas(desired, offers, policy)
-    usable = [o for o in offers if o.available and o.reason is None]
+    usable = [o for o in offers if o.health == HEALTHY and o.reason is None]
     # Every offered cluster is in the answer; only usable ones get replicas, the others say why.
     assert list(split.replicas) == [o.name for o in offers]
     assert set(split.skipped) == {o.name for o in offers} - {o.name for o in usable}

@@ -90,7 +90,7 @@ def outage_trace() -> list[TraceRequest]:
         req(0, 1000),  # done at 1 s: met
         req(95, 1000, 500),  # work 6000; by 100 s it has streamed (prompt done at 96 s): cut
         req(99, 2000, 100),  # work 3000; at 100 s 1000 of its 2000-token prompt done: retried
-        req(115, 1000),  # no ready replica until the dear ones at 130 s: done 131 s, misses 4 s
+        req(118, 1000),  # no ready replica until the dear ones at 120 s: done 121 s, met (3 s <= 4 s)
         req(200, 1000),  # met, on the dear cluster
         req(500, 1000),  # met, on the cheap cluster again; the replay ends at 501 s
     ]
@@ -99,17 +99,20 @@ def outage_trace() -> list[TraceRequest]:
 def test_an_outage_moves_the_replicas_and_they_come_back_by_the_policy():
     outage = [{"cluster": "cheap", "start": 100, "end": "400s"}]
     loop, result = run(outage_trace(), fleet(outage), replicas=2)
-    # Heartbeats every 2 s: the first miss at 100 s, marked unavailable 10 s later, available at 400 s.
+    # Heartbeats every 2 s: the first miss at 100 s makes it suspect, 10 s later it is declared
+    # unavailable, and it is healthy at the first heartbeat it answers (400 s).
     assert [(e["t"], e["event"]) for e in result.events] == [
         (100, "outage"),
+        (100, "suspect"),
         (110, "unavailable"),
-        (400, "available"),
+        (400, "healthy"),
     ]
     cheap = [r for r in loop.replicas if r.cluster == 1]
     dear = [r for r in loop.replicas if r.cluster == 0]
-    # Lost at once; recreated on the dear cluster when marked unavailable (10 s), serving 20 s later.
-    assert [(r.started_at, r.stopped_at) for r in cheap[:2]] == [(0.0, 100.0), (0.0, 100.0)]
-    assert [(r.started_at, r.ready_at) for r in dear] == [(110.0, 130.0), (110.0, 130.0)]
+    # Suspect at once: replacements start on the dear cluster then (serving 20 s later, not 10 s
+    # of grace + 20 s); the cheap ones are deleted only when it is declared unavailable.
+    assert [(r.started_at, r.stopped_at) for r in cheap[:2]] == [(0.0, 110.0), (0.0, 110.0)]
+    assert [(r.started_at, r.ready_at) for r in dear] == [(100.0, 120.0), (100.0, 120.0)]
     # Back on the cheap cluster at its return; the dear ones stay until those serve (make before break).
     assert [(r.started_at, r.ready_at, r.stopped_at) for r in cheap[2:]] == [(400.0, 420.0, None)] * 2
     assert [r.stopped_at for r in dear] == [420.0, 420.0]
@@ -118,19 +121,41 @@ def test_an_outage_moves_the_replicas_and_they_come_back_by_the_policy():
     assert result.retried_requests == 1 and result.cut_streams == 1
     assert replay.failed_requests == 0  # nothing timed out in the gateway queue
     assert replay.completed == 5
-    # Met: the requests at 0, 200 and 500 s. Missed: the cut stream; the retried one (waits to
-    # 130 s, runs 3 s: 34 s > 2 + 2 x 3 s); the one at 115 s (16 s > 4 s).
-    assert replay.slo_met == 3 and replay.slo_attainment_pct == pytest.approx(50.0)  # 3 of 6
-    assert sorted(replay.missed_arrivals_s) == [95.0, 99.0, 115.0]
+    # Met: the requests at 0, 118, 200 and 500 s. Missed: the cut stream; the retried one (waits to
+    # 120 s, runs 3 s: 24 s > 2 + 2 x 3 s).
+    assert replay.slo_met == 4 and replay.slo_attainment_pct == pytest.approx(400 / 6)
+    assert sorted(replay.missed_arrivals_s) == [95.0, 99.0]
     # Per cluster: the cheap one served 0 and 500 s and cut 95 s; the dear one served the rest.
     by_cluster = {c.name: (c.requests, c.slo_attainment_pct) for c in result.clusters}
-    assert by_cluster == {"cheap": (3, pytest.approx(200 / 3)), "dear": (3, pytest.approx(100 / 3))}
+    assert by_cluster == {"cheap": (3, pytest.approx(200 / 3)), "dear": (3, pytest.approx(200 / 3))}
     end = 501.0
     assert replay.duration_s == pytest.approx(end)
-    cheap_gpu_s = 2 * 100 + 2 * (end - 400)
-    dear_gpu_s = 2 * (420 - 110)
+    # The suspect cluster's replicas are billed until they are deleted (110 s).
+    cheap_gpu_s = 2 * 110 + 2 * (end - 400)
+    dear_gpu_s = 2 * (420 - 100)
     assert result.cost == pytest.approx(cheap_gpu_s / 3600 * 1.0 + dear_gpu_s / 3600 * 3.0)
     assert replay.gpu_hours == pytest.approx((cheap_gpu_s + dear_gpu_s) / 3600)
+
+
+def test_a_blip_shorter_than_the_grace_period_keeps_the_replicas_and_the_surge_goes():
+    outage = [{"cluster": "cheap", "start": 100, "end": 105}]
+    trace = [req(0, 1000), req(103, 1000), req(200, 1000)]
+    loop, result = run(trace, fleet(outage), replicas=2)
+    # Suspect at 100 s; the heartbeat at 106 s is answered: healthy again, never declared unavailable.
+    assert [(e["t"], e["event"]) for e in result.events] == [
+        (100, "outage"),
+        (100, "suspect"),
+        (106, "healthy"),
+    ]
+    cheap = [r for r in loop.replicas if r.cluster == 1]
+    dear = [r for r in loop.replicas if r.cluster == 0]
+    assert [(r.started_at, r.stopped_at) for r in cheap] == [(0.0, None), (0.0, None)]  # kept
+    # The surge started at 100 s is surplus at 106 s: not ready yet, so it goes first.
+    assert [(r.started_at, r.stopped_at) for r in dear] == [(100.0, 106.0), (100.0, 106.0)]
+    # The request at 103 s waits at the gateway until the cheap replicas are trusted again (106 s),
+    # done at 107 s: 4 s, within its SLO (2 + 2 x 1 s).
+    assert result.replay.slo_met == 3 and result.replay.failed_requests == 0
+    assert result.cost == pytest.approx(2 * 201 / 3600 * 1.0 + 2 * 6 / 3600 * 3.0)
 
 
 def test_an_outage_of_a_cluster_the_service_does_not_use_changes_nothing():
@@ -243,15 +268,15 @@ def test_replacements_that_need_a_node_wait_for_its_boot_then_their_start():
     dear_pool = document["clusters"][0]["pools"][0]
     dear_pool["minNodes"], dear_pool["nodeBootDelay"] = 0, "60s"
     loop, result = run([req(0, 1000), req(500, 1000)], document, replicas=2)
-    # Marked unavailable at 110 s; the node scan (every 10 s) asks the dear cluster for a node at
-    # 110 s; it joins 60 s later, and the replicas placed on it serve 20 s after that.
+    # Suspect at 100 s; the node scan (every 10 s) asks the dear cluster for a node at 100 s; it
+    # joins 60 s later, and the replicas placed on it serve 20 s after that.
     dear_nodes = [(n.asked_at, n.ready_at) for n in loop.nodes if n.cluster == 0]
-    assert dear_nodes == [(110.0, 170.0)]
+    assert dear_nodes == [(100.0, 160.0)]
     dear = [(r.started_at, r.ready_at) for r in loop.replicas if r.cluster == 0]
-    assert dear == [(170.0, 190.0), (170.0, 190.0)]
+    assert dear == [(160.0, 180.0), (160.0, 180.0)]
     usage = {c.name: c for c in result.clusters}
-    assert usage["dear"].node_hours == pytest.approx((501 - 110) / 3600)
-    assert usage["dear"].node_cost == pytest.approx((501 - 110) / 3600 * 4 * 3.0)
+    assert usage["dear"].node_hours == pytest.approx((501 - 100) / 3600)
+    assert usage["dear"].node_cost == pytest.approx((501 - 100) / 3600 * 4 * 3.0)
 
 
 def test_the_fleet_chart_is_written(tmp_path):

@@ -147,7 +147,7 @@ def placement_text(placement: dict) -> str:
 def service_clusters_table(clusters: list[dict]) -> Table:
     """Each cluster of a service with spec.placement: its share, ready replicas, and why it has none."""
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for c in ("NAME", "BACKEND", "REPLICAS", "READY", "AVAILABLE", "REASON"):
+    for c in ("NAME", "BACKEND", "REPLICAS", "READY", "HEALTH", "REASON"):
         table.add_column(c, no_wrap=c != "REASON")
     for c in clusters:
         table.add_row(
@@ -155,7 +155,8 @@ def service_clusters_table(clusters: list[dict]) -> Table:
             c.get("backend", "-"),
             str(c["replicas"]),
             str(c["readyReplicas"]),
-            "yes" if c.get("available") else "no",
+            # healthy, suspect or unavailable (kgpu.multicluster.health); an unregistered one: unavailable
+            c.get("health") or ("healthy" if c.get("available") else "unavailable"),
             c.get("reason", ""),
         )
     return table

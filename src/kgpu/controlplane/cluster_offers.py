@@ -1,8 +1,8 @@
 """What each cluster a service may run in offers it: the inputs of `kgpu.multicluster.placement`.
 
 From the stored Clusters and NodePools (and this machine's GPUs for a `local` cluster): which
-clusters `spec.placement` allows, in its order; for each, whether it is available (cluster
-health), the price per GPU-hour of the GPU the service would get there (the cheapest pool that
+clusters `spec.placement` allows, in its order; for each, its health (healthy, suspect or
+unavailable), the price per GPU-hour of the GPU the service would get there (the cheapest pool that
 fits it), how many replicas its pools hold once grown to `maxNodes`, and why it cannot host the
 service at all (no pool with a fitting GPU, another cluster of the same backend already chosen).
 
@@ -148,7 +148,7 @@ def cluster_offers(
     allowed: Sequence[Cluster],
     pools: Sequence[NodePool],
     gpus: Sequence[GPUDevice],
-    available: Callable[[Cluster], bool],
+    health: Callable[[Cluster], str],
     current: Callable[[Cluster], int],
 ) -> list[ClusterOffer]:
     """One offer per allowed cluster, in placement order."""
@@ -170,7 +170,7 @@ def cluster_offers(
         offers.append(
             ClusterOffer(
                 name=offer.name,
-                available=available(cluster),
+                health=health(cluster),
                 local=offer.local,
                 price_per_gpu_hour=offer.price_per_gpu_hour,
                 capacity=offer.capacity,

@@ -34,7 +34,7 @@ from kgpu.gateway.metrics import GatewayMetrics
 from kgpu.gateway.registry import ReplicaRegistry
 from kgpu.gateway.router import Router, RouterSettings
 from kgpu.gpu.discovery import NodeInventory, discover
-from kgpu.multicluster.health import DEFAULT_GRACE_S, ClusterHealth, Transition
+from kgpu.multicluster.health import DEFAULT_GRACE_S, SUSPECT, UNAVAILABLE, ClusterHealth, Transition
 from kgpu.serving.model_source import ModelSourceError, locate_model, resolve_model_uri
 from kgpu.serving.replica_spec import build_replica_spec, missing_executable, model_location
 from kgpu.telemetry.gpu_exporter import DeviceUser, GPUExporter
@@ -106,7 +106,8 @@ class PlatformConfig:
     # How often the console's charts get a point (15 minutes of them are kept).
     history_interval_s: float = 2.0
     # Several clusters: how often each registered cluster's backend is asked whether it answers, and
-    # how long it may stay silent before it is marked unavailable and its replicas move elsewhere.
+    # how long it may stay silent before it is marked unavailable and its replicas there are deleted
+    # (from its first silent heartbeat it is suspect: not routed to, replacements start elsewhere).
     cluster_probe_interval_s: float = 2.0
     cluster_grace_s: float = DEFAULT_GRACE_S
 
@@ -232,31 +233,35 @@ class Platform:
             await asyncio.sleep(self.config.cluster_probe_interval_s)
 
     async def heartbeat(self, now: float) -> list[Transition]:
-        """One heartbeat of every registered cluster: transitions acted on, `kgpu_cluster_available` set
-        (and dropped for a deleted Cluster)."""
+        """One heartbeat of every registered cluster: transitions acted on, `kgpu_cluster_available` and
+        `kgpu_cluster_suspect` set (and dropped for a deleted Cluster)."""
         before = set(self.backend.health.known())
         changes = await self.backend.probe_clusters(now)
         for change in changes:
             self.on_cluster_transition(change)
         known = self.backend.health.known()
         for cluster in known:
-            available = self.backend.health.available(cluster)
-            self.metrics.cluster_available.labels(cluster=cluster).set(1 if available else 0)
+            self._cluster_gauges(cluster, self.backend.health.state(cluster))
         for gone in before - set(known):
             self.registry.set_cluster_available(gone, True)
-            with contextlib.suppress(KeyError):
-                self.metrics.cluster_available.remove(gone)
+            for gauge in (self.metrics.cluster_available, self.metrics.cluster_suspect):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(gone)
         return changes
 
+    def _cluster_gauges(self, cluster: str, state: str) -> None:
+        self.metrics.cluster_available.labels(cluster=cluster).set(0 if state == UNAVAILABLE else 1)
+        self.metrics.cluster_suspect.labels(cluster=cluster).set(1 if state == SUSPECT else 0)
+
     def on_cluster_transition(self, change: Transition) -> None:
-        """A cluster lost or back: the gateway stops (or starts) sending there at once, every service that
-        may run there gets the event, and a reconcile pass moves the replicas by each service's policy."""
+        """A cluster suspect, lost or back: the gateway stops (or starts) sending there at once, every
+        service that may run there gets the event, and a reconcile pass moves the replicas by each
+        service's policy (replacements start elsewhere while it is suspect; its own replicas are
+        deleted once it is lost)."""
         log.warning("%s", change.message)
-        self.registry.set_cluster_available(change.cluster, change.available)
-        self.metrics.cluster_available.labels(cluster=change.cluster).set(1 if change.available else 0)
-        self.metrics.cluster_transitions.labels(
-            cluster=change.cluster, to="available" if change.available else "unavailable"
-        ).inc()
+        self.registry.set_cluster_available(change.cluster, change.trusted)
+        self._cluster_gauges(change.cluster, change.state)
+        self.metrics.cluster_transitions.labels(cluster=change.cluster, to=change.state).inc()
         for key, placed in list(self.backend.placements.items()):
             if change.cluster in placed.keys.values():
                 self.events.record(key, change.message)

@@ -9,9 +9,11 @@ started). Everything else runs on the local backend. The reconciler sees one Bac
 A service with `spec.placement` runs in several clusters at once: its desired replica count is
 split over the clusters it allows (`kgpu.multicluster.placement`, offers from
 `kgpu.controlplane.cluster_offers`), and each cluster's backend gets its share. A cluster whose
-backend stops answering for the grace period (`ClusterHealth`) gets no share; a cluster's share
-shrinks only as far as the service's ready replicas elsewhere cover it (make before break), so
-replicas moving between clusters drop no request.
+backend missed a heartbeat (`ClusterHealth`: suspect) gets no share of the split, so replacements
+start elsewhere at once, but nothing is asked of it and its replicas stay (held at what it was
+asked last) until it is declared unavailable after the grace period, when its share drops to 0; a
+cluster's share shrinks only as far as the service's ready replicas elsewhere cover it (make
+before break), so replicas moving between clusters drop no request.
 
 This is the one module of the control plane that knows the concrete backends: it builds them
 (`embedded_registry`) and calls each through `kgpu.backends.base.Backend` only.
@@ -40,7 +42,7 @@ from kgpu.backends.sim import SimBackend, SimNodes, sim_cluster_of, sim_flag_err
 from kgpu.controlplane.cluster_offers import allowed_clusters, cluster_offers
 from kgpu.gpu.discovery import GPUDevice, NodeInventory
 from kgpu.multicluster.health import ClusterHealth, Transition
-from kgpu.multicluster.placement import UNAVAILABLE, ClusterSplit, split_replicas
+from kgpu.multicluster.placement import SUSPECTED, UNAVAILABLE, ClusterSplit, split_replicas
 
 log = logging.getLogger("kgpu.registry")
 
@@ -194,6 +196,8 @@ def stored_clusters(store: Any, parse: Callable[[Any], object] | None = None) ->
 
 # The kinds of Cluster (`spec.backend`), each run by one backend.
 LOCAL, KUBERNETES, SIM = "local", "kubernetes", "sim"
+# A cluster not trusted now keeps its backend: a suspect one its share (held), a lost one 0.
+UNTRUSTED_REASONS = (UNAVAILABLE, SUSPECTED)
 
 
 @dataclass
@@ -308,7 +312,7 @@ class BackendRegistry:
             allowed.clusters,
             self._pools,
             self.gpus,
-            available=lambda c: self.health.available(c.key),
+            health=lambda c: self.health.state(c.key),
             current=lambda c: before.replicas.get(c.metadata.name, 0) if before else 0,
         )
         split = split_replicas(desired, offers, placement.policy)
@@ -316,10 +320,14 @@ class BackendRegistry:
         kinds = {
             name: by_name[name].spec.backend
             for name in split.replicas
-            # A lost cluster keeps its place (its share is 0 until it answers again).
-            if name not in split.skipped or split.skipped[name] == UNAVAILABLE
+            # A cluster not trusted keeps its place: a suspect one its share (held), a lost one 0.
+            if name not in split.skipped or split.skipped[name] in UNTRUSTED_REASONS
         }
         replicas = self._make_before_break(key, split, kinds, before, desired)
+        # Suspect: nothing is asked of it (it may not answer) and its replicas are not deleted yet.
+        suspect = {name for name, why in split.skipped.items() if why == SUSPECTED}
+        for name in suspect:
+            replicas[name] = before.replicas.get(name, 0) if before else 0
         placed = ServicePlacement(
             policy=placement.policy,
             split=split,
@@ -336,21 +344,22 @@ class BackendRegistry:
                 if backend.placed(key):
                     await self._call(key, backend.remove(key))
                 continue
+            # Nothing is asked of a cluster not trusted (a suspect one may be a blip, a lost one's API
+            # may hang until its timeout); a lost one is told its share once it answers again.
+            asked = [name for name in names if self.health.trusted(by_name[name].key)]
             if isinstance(backend, KubernetesBackend):  # one custom resource per cluster: several clusters
                 chosen = {by_name[name].key for name in names}
                 for cluster_key in backend.share_clusters(key):
                     if cluster_key not in chosen:
                         await self._call(key, backend.remove_share(key, cluster_key))
-                for name in names:
+                for name in asked:
                     cluster = by_name[name]
-                    if not self.health.available(cluster.key):
-                        continue  # nothing answers there: told its share once it is back
                     share = placed.replicas[name]
                     await self._call(key, backend.ensure_share(cluster, _pinned(service, cluster), share))
                 continue
-            cluster = by_name[names[0]]
-            if not self.health.available(cluster.key):
+            if not asked:
                 continue
+            cluster = by_name[asked[0]]
             target = None if kind == LOCAL else cluster
             share = placed.replicas[cluster.metadata.name]
             await self._call(key, backend.ensure(_pinned(service, cluster), share, target))
@@ -373,10 +382,10 @@ class BackendRegistry:
         return sum(1 for r in backend.replicas(key) if r.phase == "Ready")
 
     def _serving_in(self, placed: ServicePlacement, name: str, key: str) -> int:
-        """Ready replicas in one cluster of the service; none in a lost cluster (what it said last is
-        not known to hold, and the gateway sends nothing there)."""
+        """Ready replicas in one cluster of the service; none in a suspect or lost cluster (what it said
+        last is not known to hold, and the gateway sends nothing there)."""
         kind = placed.backends.get(name)
-        if kind is None or not self.health.available(placed.keys[name]):
+        if kind is None or not self.health.trusted(placed.keys[name]):
             return 0
         return self._ready_in(kind, key, placed.keys[name])
 
@@ -513,6 +522,7 @@ class BackendRegistry:
                 "replicas": placed.replicas.get(name, 0),
                 "readyReplicas": self._serving_in(placed, name, service_key),
                 "available": self.health.available(placed.keys[name]),
+                "health": self.health.state(placed.keys[name]),
             }
             if kind is not None:
                 report["backend"] = kind

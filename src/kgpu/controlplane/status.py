@@ -20,6 +20,7 @@ from kgpu.controlplane.registry import BackendRegistry
 from kgpu.controlplane.resources import with_metadata
 from kgpu.controlplane.store import StoredResource
 from kgpu.gateway.metrics import GatewayMetrics
+from kgpu.multicluster.health import HEALTHY, SUSPECT
 from kgpu.serving.model_task import served_task
 
 RECENT_EVENTS = 10
@@ -122,21 +123,24 @@ class StatusView:
 
     def cluster(self, cluster: Cluster) -> dict:
         """A cluster's availability as its heartbeats say (kgpu.multicluster.health)."""
-        available, error = self.backend.health.report(cluster.key)
-        if available:
-            reason, message = (
-                "HeartbeatAnswered",
-                (f"silent, within the grace period: {error}" if error else ""),
+        state, error = self.backend.health.report(cluster.key)
+        if state == HEALTHY:
+            phase, reason, message = "Available", "HeartbeatAnswered", ""
+        elif state == SUSPECT:
+            phase, reason = "Suspect", "HeartbeatMissed"
+            message = (
+                f"silent, within the grace period (not routed to; replacements start elsewhere): {error}"
             )
         else:
-            reason, message = "HeartbeatMissed", error
+            phase, reason, message = "Unavailable", "HeartbeatMissed", error
         condition = {
             "type": "Available",
-            "status": "True" if available else "False",
+            # As a node's Ready condition while its heartbeats are missing: Unknown, not yet False.
+            "status": {HEALTHY: "True", SUSPECT: "Unknown"}.get(state, "False"),
             "reason": reason,
             "message": message,
         }
-        return {"phase": "Available" if available else "Unavailable", "conditions": [condition]}
+        return {"phase": phase, "conditions": [condition]}
 
     def render(self, stored: StoredResource) -> dict:
         """The stored resource as the API returns it: server-owned metadata and the status filled in."""

@@ -74,9 +74,16 @@ class GatewayMetrics:
             ["cluster"],
             registry=r,
         )
+        self.cluster_suspect = Gauge(
+            "kgpu_cluster_suspect",
+            "1 while the cluster is silent within its grace period (not routed to; replacements start "
+            "elsewhere), else 0.",
+            ["cluster"],
+            registry=r,
+        )
         self.cluster_transitions = Counter(
             "kgpu_cluster_transitions_total",
-            "Times a cluster was marked unavailable or available again.",
+            "Times a cluster became suspect, unavailable, or healthy again (label to: the new state).",
             ["cluster", "to"],
             registry=r,
         )

@@ -4,8 +4,8 @@ The backend adds a replica when its `/v2/health/ready` answers and removes it wh
 it dies or starts draining; the router reads from here. Everything runs on one
 event loop, so plain attributes are enough (no locks).
 
-A service may run in several clusters: each endpoint names its cluster, a cluster marked
-unavailable gets no new request from the next pick on, and an endpoint in another cluster than
+A service may run in several clusters: each endpoint names its cluster, a cluster not trusted
+(suspect or unavailable, `kgpu.multicluster.health`) gets no new request from the next pick on, and an endpoint in another cluster than
 the gateway's own counts one request busier than it is (the hop between clusters costs latency),
 so the local cluster is preferred while remote replicas still take load when it is busier.
 """
@@ -44,7 +44,7 @@ class ReplicaRegistry:
         self._services: dict[str, dict[str, Endpoint]] = {}
         # Called with the service key when its replica set changes (the router admits waiters).
         self.on_change: Callable[[str], None] = lambda service: None
-        self._down: set[str] = set()  # clusters marked unavailable: their endpoints get nothing new
+        self._down: set[str] = set()  # clusters not trusted: their endpoints get nothing new
 
     def _endpoints(self, service: str) -> dict[str, Endpoint]:
         """A service's endpoints; reading never creates an entry (no state for unknown services)."""
@@ -67,8 +67,8 @@ class ReplicaRegistry:
         return endpoint
 
     def set_cluster_available(self, cluster: str, available: bool) -> None:
-        """A cluster lost: its endpoints get no new request at once (in-flight ones finish or fail
-        and are retried elsewhere); back: they take requests again."""
+        """A cluster suspect or lost: its endpoints get no new request at once (in-flight ones finish or
+        fail and are retried elsewhere); healthy again: they take requests again."""
         if available == (cluster not in self._down):
             return
         if available:

@@ -1,10 +1,23 @@
-"""Whether each cluster is available: heartbeats in, transitions out, after a grace period.
+"""Whether each cluster is trusted: heartbeats in, transitions out; suspect at once, lost after a grace period.
 
-A cluster whose backend stops answering (its API unreachable, heartbeats missed) is not given up
-at the first miss: a network blip or a slow API server must not move every replica. It is marked
-unavailable once it has not answered for `grace_s`; one answer marks it available again. Each
-change is returned once as a `Transition`, so the caller turns it into an event and a metric, and
-moves replicas. Pure state over an injected clock: no I/O here.
+Kubernetes separates two decisions about a node that stops answering: its pods leave the
+Services' endpoints at once (NotReady), and they are evicted only later. A cluster gets the same
+two steps here, so that an outage costs the service only the replacements' start-up, not the
+grace period as well:
+
+- `healthy`: its backend answers; the gateway routes there and its ready replicas count;
+- `suspect`: from the first missed heartbeat (or a connection the gateway could not make to it):
+  the gateway stops routing there at once, and its replicas no longer count as ready capacity,
+  so replacements start at once in the other clusters (a surge), while the replicas there are
+  left alone (a network blip or a slow API server must not delete every replica);
+- `unavailable`: silent for `grace_s`: the cluster is declared lost and its replicas there are
+  deleted. With `grace_s` 0 the first miss declares it lost.
+
+One answer makes a suspect or unavailable cluster healthy again (from suspect, the surge is then
+surplus and the normal scale-down removes it, draining first). Each change is returned once as a
+`Transition`, so the caller turns it into an event and a metric, and moves replicas. Pure state
+over an injected clock: no I/O here; the live control plane and the fleet replay
+(`kgpu.sim.fleet_replay`) both drive it.
 """
 
 from __future__ import annotations
@@ -13,17 +26,26 @@ from dataclasses import dataclass
 
 DEFAULT_GRACE_S = 10.0
 
+HEALTHY, SUSPECT, UNAVAILABLE = "healthy", "suspect", "unavailable"
+STATES = (HEALTHY, SUSPECT, UNAVAILABLE)
+
 
 @dataclass(frozen=True)
 class Transition:
     cluster: str
-    available: bool
+    state: str  # the new one
+    was: str
     message: str
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the gateway may route there (and its replicas count) from now on."""
+        return self.state == HEALTHY
 
 
 @dataclass
 class _State:
-    available: bool = True
+    state: str = HEALTHY
     last_answer: float | None = None
     first_miss: float | None = None
     error: str = ""
@@ -36,44 +58,73 @@ class ClusterHealth:
         self.grace_s = grace_s
         self._states: dict[str, _State] = {}
 
-    def available(self, cluster: str) -> bool:
-        """A cluster never heard of is available (nothing says otherwise yet)."""
+    def state(self, cluster: str) -> str:
+        """A cluster never heard of is healthy (nothing says otherwise yet)."""
         state = self._states.get(cluster)
-        return state is None or state.available
+        return HEALTHY if state is None else state.state
+
+    def trusted(self, cluster: str) -> bool:
+        """Healthy: the gateway routes there and its ready replicas count."""
+        return self.state(cluster) == HEALTHY
+
+    def available(self, cluster: str) -> bool:
+        """Not declared lost (healthy or suspect): its replicas there are kept."""
+        return self.state(cluster) != UNAVAILABLE
 
     def unavailable(self) -> set[str]:
-        return {name for name, state in self._states.items() if not state.available}
+        return {name for name, state in self._states.items() if state.state == UNAVAILABLE}
+
+    def untrusted(self) -> set[str]:
+        return {name for name, state in self._states.items() if state.state != HEALTHY}
 
     def answered(self, cluster: str, now: float) -> Transition | None:
         state = self._states.setdefault(cluster, _State())
-        state.last_answer, state.first_miss, state.error = now, None, ""
-        if state.available:
+        was = state.state
+        state.last_answer, state.first_miss, state.error, state.state = now, None, "", HEALTHY
+        if was == HEALTHY:
             return None
-        state.available = True
-        return Transition(cluster, True, f"cluster {cluster} available again: its backend answers")
+        if was == SUSPECT:
+            message = f"cluster {cluster} healthy again within its grace period: its backend answers"
+        else:
+            message = f"cluster {cluster} available again: its backend answers"
+        return Transition(cluster, HEALTHY, was, message)
 
     def missed(self, cluster: str, now: float, error: str) -> Transition | None:
-        """A heartbeat that got no answer; a transition once the misses have lasted `grace_s`."""
+        """A heartbeat (or a connection) that got no answer: suspect at the first, unavailable once
+        the misses have lasted `grace_s`; a transition at each of those two steps."""
         state = self._states.setdefault(cluster, _State())
         if state.first_miss is None:
             state.first_miss = now
         state.error = error
         silent = now - state.first_miss
-        if not state.available or silent < self.grace_s:
+        was = state.state
+        if was == UNAVAILABLE:
             return None
-        state.available = False
+        if silent >= self.grace_s:
+            state.state = UNAVAILABLE
+            return Transition(
+                cluster,
+                UNAVAILABLE,
+                was,
+                f"cluster {cluster} unavailable: no answer for {silent:.1f} s (grace {self.grace_s:g} s): {error}",
+            )
+        if was == SUSPECT:
+            return None
+        state.state = SUSPECT
         return Transition(
             cluster,
-            False,
-            f"cluster {cluster} unavailable: no answer for {silent:.1f} s (grace {self.grace_s:g} s): {error}",
+            SUSPECT,
+            was,
+            f"cluster {cluster} suspect: no answer ({error}); not routed to, replacements start "
+            f"elsewhere; unavailable after {self.grace_s:g} s of silence",
         )
 
-    def report(self, cluster: str) -> tuple[bool, str]:
-        """(available, why): the last heartbeat's error while it is silent, else ""."""
+    def report(self, cluster: str) -> tuple[str, str]:
+        """(state, why): the last heartbeat's error while it is silent, else ""."""
         state = self._states.get(cluster)
         if state is None:
-            return True, ""
-        return state.available, state.error
+            return HEALTHY, ""
+        return state.state, state.error
 
     def forget(self, cluster: str) -> None:
         """A deleted Cluster: nothing is kept about it."""

@@ -15,8 +15,9 @@ Policies (`PLACEMENT_POLICIES`, chosen by `spec.placement.policy`):
 - `failover`: everything on the first cluster in the declared order; the backups take only what
   it cannot hold, and everything when it is unavailable.
 
-A cluster that is unavailable, or cannot host the service at all (no fitting GPU model, no
-quota), gets 0 and is listed with its reason. Replicas no cluster can hold are `unplaced`.
+A cluster that is not healthy (`kgpu.multicluster.health`: suspect or unavailable), or cannot host
+the service at all (no fitting GPU model, no quota), gets 0 and is listed with its reason, so a
+suspect cluster's share goes to the others at once. Replicas no cluster can hold are `unplaced`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from kgpu.multicluster.health import HEALTHY, SUSPECT
+
 UNAVAILABLE = "cluster unavailable"
+SUSPECTED = "cluster suspect: silent, within its grace period"
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class ClusterOffer:
     """What one cluster offers one service, in the declared order of the service's clusters."""
 
     name: str
-    available: bool = True  # healthy: its backend answers
+    health: str = HEALTHY  # kgpu.multicluster.health's state: only a healthy cluster gets a share
     local: bool = False  # the gateway's own cluster (ties go to it: no hop between clusters)
     price_per_gpu_hour: float = 0.0  # USD, of the GPU the service would get there; 0 for CPU
     # Replicas of this service the cluster can hold now (those it runs plus free room; None: no
@@ -54,7 +58,9 @@ class ClusterOffer:
     def skip_reason(self) -> str | None:
         if self.reason is not None:
             return self.reason
-        return None if self.available else UNAVAILABLE
+        if self.health == HEALTHY:
+            return None
+        return SUSPECTED if self.health == SUSPECT else UNAVAILABLE
 
 
 @dataclass(frozen=True)

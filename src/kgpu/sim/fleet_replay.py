@@ -12,15 +12,17 @@ The service model, the gateway queue and the autoscaler are the one-cluster repl
   GPU-hour) and node-pool autoscaler (`decide_node_pools`), and its own replica start delay;
 - the gateway sends each request to the ready replica with the fewest in flight, in any
   cluster it can reach;
-- an outage makes a cluster unreachable from its start to its end: its replicas are lost at once
-  and the gateway stops sending there; a request in flight there that had not started streaming
-  (its prompt not yet processed: no token sent) goes back to the gateway queue and is retried
-  elsewhere (counted in `retried_requests`); one that had started streaming is cut
-  (`cut_streams`: it misses its SLO). The control plane's cluster health
-  (`kgpu.multicluster.health.ClusterHealth`, probed every `PlatformConfig.cluster_probe_interval_s`)
-  marks the cluster unavailable once it has not answered for `failoverAfter` (its grace period);
-  from then the split gives its share to the other clusters. When it answers again, it is marked
-  available at the next probe and the split gives replicas back by the policy;
+- an outage makes a cluster unreachable from its start to its end: the gateway sends nothing
+  there; a request in flight there that had not started streaming (its prompt not yet processed:
+  no token sent) goes back to the gateway queue and is retried elsewhere (counted in
+  `retried_requests`); one that had started streaming is cut (`cut_streams`: it misses its SLO).
+  The control plane's cluster health (`kgpu.multicluster.health.ClusterHealth`, probed every
+  `PlatformConfig.cluster_probe_interval_s`) makes the cluster suspect at its first missed
+  heartbeat: its replicas stop counting and the split gives its share to the other clusters at
+  once (replacements start there), while its replicas are kept (and billed); once it has not
+  answered for `failoverAfter` (its grace period) it is declared unavailable and its replicas are
+  deleted. When it answers again it is healthy at that probe (within the grace period its replicas
+  serve again; after it, new ones start) and the split gives replicas back by the policy;
   a cluster giving replicas away keeps its ready ones until the replacements are ready, so the
   ready count never drops below the desired count because of a move;
 - GPU-hours count each replica from its start to its stop, priced at its pool's price per
@@ -37,7 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.nodepool import NodeView, PendingReplica, PoolState, PoolView, decide_node_pools
 from kgpu.controlplane.platform import PlatformConfig
-from kgpu.multicluster.health import ClusterHealth
+from kgpu.multicluster.health import UNAVAILABLE, ClusterHealth
 from kgpu.multicluster.placement import ClusterOffer, split_replicas
 from kgpu.sim.azure_trace import TraceRequest
 from kgpu.sim.fleet import Fleet, FleetCluster
@@ -131,9 +133,17 @@ class FleetReplayLoop(ReplayLoop):
         """Whether the cluster answers at ``now`` (the gateway and its backend can reach it)."""
         return not any(start <= now < end for start, end, oc in self.outages if oc == c)
 
-    def _known_down(self, c: int) -> bool:
-        """Whether the control plane has marked the cluster unavailable (after the grace period)."""
-        return not self.health.available(self.clusters[c].name)
+    def _trusted(self, c: int) -> bool:
+        """Whether the control plane trusts the cluster (healthy: not suspect, not declared lost)."""
+        return self.health.trusted(self.clusters[c].name)
+
+    def _routable(self, r: _Replica, now: float) -> bool:
+        return self._reachable(r.cluster, now) and self._trusted(r.cluster)
+
+    def _active(self) -> list[_Replica]:
+        """The autoscaler's and the split's replicas: none in a suspect cluster (as the live control
+        plane counts none there), though they are kept until it is declared unavailable."""
+        return [r for r in super()._active() if self._trusted(r.cluster)]
 
     # ---- capacity -------------------------------------------------------------------------
     def _start(self, static_replicas: int | None, initial_replicas: int | None) -> None:
@@ -212,7 +222,7 @@ class FleetReplayLoop(ReplayLoop):
             offers.append(
                 ClusterOffer(
                     name=cluster.name,
-                    available=not self._known_down(c),
+                    health=self.health.state(cluster.name),
                     local=cluster.local,
                     price_per_gpu_hour=min(p.price for p in cluster.pools),
                     capacity=current + free_now,
@@ -335,13 +345,14 @@ class FleetReplayLoop(ReplayLoop):
             _, c = self.starts[self.played]
             self.played += 1
             self._event(now, c, "outage")
-            ended += self._lose_replicas(c, now)
+            ended += self._cut_off(c, now)
         if now >= self.next_probe:
             self._probe(now)
         return ended
 
     def _probe(self, now: float) -> None:
-        """One heartbeat pass; a transition makes the split again at once, as the control plane does."""
+        """One heartbeat pass; a transition makes the split again at once, as the control plane does
+        (a cluster declared unavailable loses its replicas first)."""
         changed = False
         for c, cluster in enumerate(self.clusters):
             if self._reachable(c, now):
@@ -350,20 +361,23 @@ class FleetReplayLoop(ReplayLoop):
                 change = self.health.missed(cluster.name, now, "its API does not answer")
             if change is not None:
                 changed = True
-                self._event(now, c, "available" if change.available else "unavailable")
+                self._event(now, c, change.state)
+                if change.state == UNAVAILABLE:
+                    self._delete_replicas(c, now)
         if changed:
             self._scale_to(now, self.last_desired)
             self._place_pending(now)
         self.next_probe += PROBE_S
         last_end = max(end for _, end, _ in self.outages)
-        if now >= last_end and not self.health.unavailable():
+        if now >= last_end and not self.health.untrusted():
             self.next_probe = math.inf  # nothing left to notice
 
     def _event(self, now: float, c: int, event: str) -> None:
         self.events.append({"t": round(now, 3), "cluster": self.clusters[c].name, "event": event})
 
-    def _lose_replicas(self, c: int, now: float) -> int:
-        """The cluster stopped answering: its replicas are gone; requests not yet streaming are retried."""
+    def _cut_off(self, c: int, now: float) -> int:
+        """The cluster stopped answering: requests in flight there not yet streaming are retried, the
+        others cut; its replicas stay (unreachable) until it answers or is declared unavailable."""
         cut = 0
         for r in self._live_replicas():
             if r.cluster != c:
@@ -378,10 +392,18 @@ class FleetReplayLoop(ReplayLoop):
                 else:
                     cut += 1
             r.heap = []
-            r.stopped_at = now
+            if r.draining:
+                r.stopped_at = now  # it was leaving: nothing left for it to finish
         self.cut_streams += cut
         self.cut_in[c] += cut
         return cut
+
+    def _delete_replicas(self, c: int, now: float) -> None:
+        """The cluster declared unavailable: its replicas are deleted (the gateway sent them nothing
+        since it stopped answering)."""
+        for r in self._live_replicas():
+            if r.cluster == c:
+                r.stopped_at = now
 
     # ---- output ---------------------------------------------------------------------------
     def _frame(self, now: float) -> None:

@@ -373,6 +373,7 @@ class ReplayLoop:
                 and not r.draining
                 and r.ready_at <= now
                 and r.n() < self.model.per_replica_limit
+                and self._routable(r, now)
             ]
             if not ready:
                 return
@@ -380,6 +381,11 @@ class ReplayLoop:
             index = self.queue.pop(now)
             self._advance(r, now)
             heapq.heappush(r.heap, (r.served + self.work[index], index))
+
+    def _routable(self, r: _Replica, now: float) -> bool:
+        """Whether the gateway may send to a ready replica (the fleet replay: not to a cluster it
+        cannot reach or does not trust); every one here."""
+        return True
 
     def _accumulate(self, until: float, last: float) -> None:
         span = until - last
