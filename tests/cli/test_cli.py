@@ -165,8 +165,9 @@ def test_describe_and_get_show_a_service_split_over_clusters(server):
     fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines) if v.strip()}
     assert fields["Placement"] == "spread over here then clusters with region=eu-west"
     table = lines[lines.index("Clusters:") + 1 : lines.index("Clusters:") + 4]
-    assert table[0].split() == ["NAME", "BACKEND", "REPLICAS", "READY", "AVAILABLE", "REASON"]
+    assert table[0].split() == ["NAME", "BACKEND", "REPLICAS", "READY", "HEALTH", "REASON"]
     assert [row.split()[:3] for row in table[1:]] == [["here", "local", "2"], ["cloud", "sim", "2"]]
+    assert [row.split()[4] for row in table[1:]] == ["healthy", "healthy"]
     out = run(["get", "services", "-o", "wide"], url, columns=400)
     assert out.exit_code == 0, out.output
     assert "CLUSTERS" in out.output and re.search(r"here=\d/2,cloud=\d/2", out.output)
