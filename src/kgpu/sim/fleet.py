@@ -15,7 +15,7 @@
     placement:                     # the service's spec.placement
       policy: fill                 # fill | spread | failover (kgpu.multicluster.placement)
       clusters: [onprem, cloud]    # and/or clusterSelector: {matchLabels: {...}}
-    failoverAfter: 10s             # grace before a silent cluster is marked unavailable (the default)
+    failoverAfter: 10s             # grace before a silent (suspect) cluster is declared unavailable (the default)
     outages:
       - {cluster: onprem, start: 28m, end: 38m}   # trace time, from the first request
 
