@@ -393,17 +393,22 @@ def print_table(results: dict, checks: list[dict]) -> None:
         print(f"{check['target']}: {check['value']} ({verdict})")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def model_and_workload(args: argparse.Namespace) -> tuple[Path, list[WorkItem]]:
+    """The benchmark model's directory and the trace workload made for it."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import json
+
     from transformers import AutoTokenizer
 
     model_dir = bench_model(args)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    import json
-
     context = int(json.loads((model_dir / "config.json").read_text())["max_position_embeddings"])
-    items = workload(tokenizer, args, context)
+    return model_dir, workload(tokenizer, args, context)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model_dir, items = model_and_workload(args)
     levels = [int(level) for level in args.concurrency.split(",")]
     contenders = [name for name in args.contenders.split(",") if name]
     results: dict[str, dict] = {}

@@ -136,3 +136,11 @@ async def test_cuda_greedy_answers_under_load_equal_generate_and_seeds_reproduce
         assert first[1] == second[1]
     finally:
         gpu.stop()
+
+
+def test_on_a_cpu_each_sequence_attends_to_its_own_keys(engine: GenerationEngine, tiny_llm_dir: Path) -> None:
+    from kgpu.serving.varlen_attention import NAME
+
+    assert engine.model.config._attn_implementation == NAME
+    with pytest.raises(ValueError, match="attention must be one of auto, varlen, sdpa, eager, not 'flex'"):
+        GenerationEngine(tiny_llm_dir, device="cpu", attention="flex")

@@ -38,11 +38,12 @@ log = logging.getLogger(__name__)
 # their pace) and a fixed KV budget (there is no device memory to measure); GPUs get the library's sizing.
 _PREFILL_CHUNK = {"cpu": 256, "cuda": 2048}
 _CPU_KV_CACHE_BYTES = 512 * 1024**2
-# ...but no more than this many full-context sequences: the attention mask on CPU spans the whole cache, so an
-# oversized cache costs memory and time for nothing.
+# ...but no more than this many full-context sequences: a CPU steps through far fewer at a useful pace, and its
+# memory is the machine's.
 _CPU_KV_CACHE_SEQUENCES = 32
 _GPU_KV_CACHE_FRACTION = 0.9
 _PAGE_SIZE = {"cpu": 64, "cuda": 256}
+_ATTENTION = ("auto", "varlen", "sdpa", "eager")  # auto: varlen off CUDA, the library's choice on it
 
 
 class GenerationError(RuntimeError):
@@ -88,18 +89,20 @@ class GenerationEngine:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-        if attention not in ("auto", "sdpa", "varlen"):
-            raise ValueError(f"attention must be auto, sdpa or varlen, not {attention!r}")
+        if attention not in _ATTENTION:
+            raise ValueError(f"attention must be one of {', '.join(_ATTENTION)}, not {attention!r}")
         self._dir = Path(model_dir)
         self._device = resolve_device(device)
         self._dtype = resolve_dtype(dtype, self._device)
         self.tokenizer = AutoTokenizer.from_pretrained(self._dir, local_files_only=True)
         # GPUs: SDPA, which the library replaces with a flash varlen kernel where one is installed. Elsewhere:
         # per-sequence attention (kgpu.serving.varlen_attention), since no kernel skips the step's masked blocks.
-        # `attention="sdpa"` keeps the library's masked SDPA anywhere (bench/generation_bound.py compares them).
+        # `sdpa` and `eager` (the library's `paged|eager`) keep the library's own attention on any device, for
+        # bench/generation_bound.py to compare.
         varlen = attention == "varlen" or (attention == "auto" and self._device.type != "cuda")
+        library_attention = "eager" if attention == "eager" else "sdpa"
         self.model = AutoModelForCausalLM.from_pretrained(
-            self._dir, dtype=self._dtype, local_files_only=True, attn_implementation="sdpa"
+            self._dir, dtype=self._dtype, local_files_only=True, attn_implementation=library_attention
         ).to(self._device)
         self.model.eval()
         config = self.model.config

@@ -46,6 +46,9 @@ def varlen_attention_forward(
         )
     bounds_q, bounds_k = cu_q.tolist(), cu_k.tolist()
     gqa = query.shape[1] != key.shape[1]
+    # Sliding-window layers: the library reads a decode's last `window` keys only, so decodes need nothing more;
+    # a prompt chunk's queries each see the `window` keys up to their own.
+    window = kwargs.get("sliding_window")
     pieces: list[torch.Tensor] = []
     decodes: list[int] = []  # sequences with one query, computed together
 
@@ -62,10 +65,12 @@ def varlen_attention_forward(
         flush_decodes()
         q, k, v = query[:, :, q0:q1], key[:, :, k0:k1], value[:, :, k0:k1]
         queries, keys = q1 - q0, k1 - k0
-        if queries == keys:
+        if queries == keys and window is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=gqa)
-        else:  # a later chunk of a prompt: its queries see every earlier key, and causally their own
+        else:  # a later chunk of a prompt sees every earlier key, and causally its own (within a sliding window)
             allowed = torch.ones(queries, keys, dtype=torch.bool, device=q.device).tril(keys - queries)
+            if window is not None:
+                allowed = allowed.triu(keys - queries - window + 1)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scaling, enable_gqa=gqa)
         pieces.append(out)
     flush_decodes()
