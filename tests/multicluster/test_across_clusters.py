@@ -579,22 +579,3 @@ def test_placement_events_tell_moves_between_clusters_not_every_scaling_step(tmp
 
     # Both clusters price a CPU replica at 0: fill keeps all on the local one (ties go local).
     assert asyncio.run(scenario()) == ["placement fill: here=1, lab=0"]
-
-
-def test_a_refused_connection_makes_a_cluster_suspect_only_where_the_endpoint_is_the_clusters_share(tmp_path):
-    from kgpu.gateway.registry import Endpoint
-
-    platform = make_platform(tmp_path)
-    health = platform.backend.health
-    replica = Endpoint(SVC, "svc-0", "http://127.0.0.1:9", cluster="default/here")
-    platform.router.on_unreachable(replica, "ClientConnectorError: refused")
-    assert health.state("default/here") == "healthy"  # one replica of this machine died, not the cluster
-    share = platform.registry.add(
-        SVC, "svc/svc@prod", "http://svc.prod:80", "default/prod", whole_cluster=True
-    )
-    assert platform.registry.pick(SVC) is share
-    platform.router.on_unreachable(share, "ClientConnectorError: refused")
-    assert health.state("default/prod") == "suspect"
-    sample = platform.metrics.registry.get_sample_value
-    assert sample("kgpu_cluster_suspect", {"cluster": "default/prod"}) == 1
-    assert platform.registry.pick(SVC) is None  # not routed to any more

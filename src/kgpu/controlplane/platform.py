@@ -31,7 +31,7 @@ from kgpu.controlplane.resources import ResourceService
 from kgpu.controlplane.status import StatusView
 from kgpu.controlplane.store import Change, ResourceStore, sqlite_url
 from kgpu.gateway.metrics import GatewayMetrics
-from kgpu.gateway.registry import Endpoint, ReplicaRegistry
+from kgpu.gateway.registry import ReplicaRegistry
 from kgpu.gateway.router import Router, RouterSettings
 from kgpu.gpu.discovery import NodeInventory, discover
 from kgpu.multicluster.health import DEFAULT_GRACE_S, SUSPECT, UNAVAILABLE, ClusterHealth, Transition
@@ -144,15 +144,9 @@ class Platform:
             inventory=self.inventory,
             replica_hooks=self._hooks(),
             route_hooks=RouteHooks(
-                # A service with spec.placement: its endpoints carry their cluster (health, routing);
-                # each stands for its cluster's share (a Service), so a refused connection is the cluster's.
+                # A service with spec.placement: its endpoints carry their cluster (health, routing).
                 on_ready=lambda s, e, url, cluster, local: self.registry.add(
-                    s,
-                    e,
-                    url,
-                    cluster if s in self.backend.placements else None,
-                    local,
-                    whole_cluster=s in self.backend.placements,
+                    s, e, url, cluster if s in self.backend.placements else None, local
                 ),
                 on_gone=self.registry.remove,
             ),
@@ -169,7 +163,6 @@ class Platform:
             health=ClusterHealth(config.cluster_grace_s),
         )
         self.router.refuse = self.backend.refusal  # e.g. a sim cluster's replicas serve nothing
-        self.router.on_unreachable = self._unreachable
         self.autoscaler = ReplicaAutoscaler(on_event=self.events.record, on_change=self._kick)
         self.reconciler = Reconciler(
             self.resources,
@@ -259,17 +252,6 @@ class Platform:
     def _cluster_gauges(self, cluster: str, state: str) -> None:
         self.metrics.cluster_available.labels(cluster=cluster).set(0 if state == UNAVAILABLE else 1)
         self.metrics.cluster_suspect.labels(cluster=cluster).set(1 if state == SUSPECT else 0)
-
-    def _unreachable(self, endpoint: Endpoint, error: str) -> None:
-        """The gateway could not connect to a cluster's Service: the cluster is suspect at once, as at a
-        missed heartbeat, without waiting for the next one (its next answered heartbeat makes it healthy
-        again). A replica's own endpoint that refuses only says that replica died."""
-        if endpoint.cluster is None or not endpoint.whole_cluster:
-            return
-        message = f"the gateway could not connect to {endpoint.url}: {error}"
-        change = self.backend.health.missed(endpoint.cluster, time.monotonic(), message)
-        if change is not None:
-            self.on_cluster_transition(change)
 
     def on_cluster_transition(self, change: Transition) -> None:
         """A cluster suspect, lost or back: the gateway stops (or starts) sending there at once, every

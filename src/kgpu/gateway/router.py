@@ -81,9 +81,6 @@ class Router:
         # Called with the service key first: a message means no replica of it can ever serve (a service
         # on a simulated cluster); the request gets 503 with that message and no Retry-After.
         self.refuse: Callable[[str], str | None] | None = None
-        # Called with an endpoint no connection could be made to, and the error (the control plane
-        # makes the endpoint's cluster suspect when the endpoint stands for that whole cluster).
-        self.on_unreachable: Callable[[Endpoint, str], None] | None = None
 
     def held(self, service: str) -> int:
         """Requests of the service waiting at the gateway for a ready replica or a free slot on one."""
@@ -324,8 +321,6 @@ class Router:
             except ReplicaGone as exc:
                 self._release(endpoint, work)
                 log.warning("replica %s failed mid-request (%s); retrying elsewhere", endpoint.replica, exc)
-                if exc.connect and self.on_unreachable is not None:
-                    self.on_unreachable(endpoint, str(exc))
                 self.metrics.retries.labels(service=service, reason="replica_gone").inc()
                 failed_urls.add(endpoint.url)
                 if attempts >= self.settings.max_attempts:

@@ -24,14 +24,6 @@ PASS_HEADERS = ("content-type", "retry-after", "inference-header-content-length"
 class ReplicaGone(Exception):
     """The replica could not be reached or dropped the connection: retrying elsewhere is safe."""
 
-    def __init__(self, message: str, connect: bool = False) -> None:
-        super().__init__(message)
-        self.connect = connect  # no connection could be made at all (refused, unreachable, DNS)
-
-
-def _gone(exc: BaseException) -> ReplicaGone:
-    return ReplicaGone(f"{type(exc).__name__}: {exc}", connect=isinstance(exc, aiohttp.ClientConnectorError))
-
 
 _STREAM_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
 
@@ -99,7 +91,7 @@ class AiohttpUpstream:
                 headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in PASS_HEADERS}
                 return UpstreamResponse(response.status, headers, payload)
         except _STREAM_ERRORS as exc:
-            raise _gone(exc) from exc
+            raise ReplicaGone(f"{type(exc).__name__}: {exc}") from exc
 
     async def post_streaming(
         self, url: str, body: bytes, content_type: str, extra_headers: Mapping[str, str] | None = None
@@ -125,7 +117,7 @@ class AiohttpUpstream:
         except _STREAM_ERRORS as exc:
             if response is not None:
                 response.close()
-            raise _gone(exc) from exc
+            raise ReplicaGone(f"{type(exc).__name__}: {exc}") from exc
         return UpstreamResponse(response.status, headers, first, _rest_of(response))
 
     async def get(self, url: str) -> UpstreamResponse:
@@ -136,7 +128,7 @@ class AiohttpUpstream:
                 headers = {k.lower(): v for k, v in response.headers.items() if k.lower() in PASS_HEADERS}
                 return UpstreamResponse(response.status, headers, payload)
         except _STREAM_ERRORS as exc:
-            raise _gone(exc) from exc
+            raise ReplicaGone(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
         if self._session is not None:
