@@ -18,6 +18,7 @@ from pathlib import Path
 import openai
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.command_services import (
     INFINITY_BIN,
@@ -41,9 +42,9 @@ TEXTS = ["GPU inference on Kubernetes", "a sentence about something else entirel
 def readme_service(name: str) -> dict:
     """The InferenceService named `name` among README's YAML blocks."""
     for block in re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S):
-        document = yaml.safe_load(block)
-        if document.get("kind") == "InferenceService" and document["metadata"]["name"] == name:
-            return document
+        for document in yaml.safe_load_all(block):
+            if (document or {}).get("kind") == "InferenceService" and document["metadata"]["name"] == name:
+                return document
     raise AssertionError(f"README has no InferenceService {name}")
 
 
@@ -77,6 +78,16 @@ def test_the_openai_client_gets_infinitys_embeddings_through_the_gateway(infinit
     [replica] = replicas(infinity, NAME)
     log = infinity.http.get(f"/apis/kgpu.dev/v1alpha1/replicas/{replica['name']}/log")
     assert log.status_code == 200 and "infinity_emb" in log.text and "/v1/embeddings" in log.text
+    # infinity's own metrics, on kgpu's /metrics with the service's labels.
+    mine = {"project": "default", "service": f"default/{NAME}", "replica": replica["name"]}
+    samples = [
+        sample
+        for family in text_string_to_metric_families(infinity.http.get("/metrics").text)
+        for sample in family.samples
+        if mine.items() <= sample.labels.items()
+    ]
+    assert [s.value for s in samples if s.name == "kgpu_runtime_metrics_up"] == [1.0]
+    assert len({s.name for s in samples}) > 10  # infinity's own series (process, Python, HTTP)
 
 
 def test_a_killed_infinity_is_restarted_and_serves_again(infinity):
