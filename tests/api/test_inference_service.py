@@ -64,7 +64,7 @@ def test_unknown_spec_field_is_rejected_with_a_suggestion() -> None:
 def test_unknown_nested_field_lists_the_known_ones() -> None:
     assert error_lines(service(runtime={"zzz": 1})) == [
         'spec.runtime.zzz: unknown field "zzz"; known fields: args, command, device, dtype, engineWorkers, '
-        "env, image, kind, kvCacheMemory, maxBatchSize, maxBatchTokens, maxInputs, maxQueue, portFlag, "
+        "env, image, kind, kvCacheMemory, maxBatchSize, maxBatchTokens, maxInputs, maxQueue, metricsPath, portFlag, "
         "prefillChunkTokens, preset, protocol, readinessPath"
     ]
 

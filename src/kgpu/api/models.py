@@ -184,6 +184,9 @@ class RuntimeSpec(KgpuModel):
     port_flag: str | None = Field(None, max_length=64)
     # Answers 200 once the model is loaded; the preset's, or /health for a command.
     readiness_path: str | None = Field(None, max_length=256)
+    # Where the server serves Prometheus metrics (the preset's; none for a command without it): kgpu
+    # scrapes it and serves the series on its own /metrics with the service's labels.
+    metrics_path: str | None = Field(None, max_length=256)
     # What the gateway may send it: OpenAI's API or the Open Inference Protocol v2.
     protocol: Literal["openai", "v2"] | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
@@ -221,7 +224,9 @@ class RuntimeSpec(KgpuModel):
             if self.kind == "kgpu":
                 self.kind = "command"  # a preset names a server other than kgpu's own
         if self.kind == "kgpu":
-            for name in ("command", "args", "env", "image", "port_flag", "readiness_path", "protocol"):
+            for name in (
+                "command", "args", "env", "image", "port_flag", "readiness_path", "metrics_path", "protocol",
+            ):  # fmt: skip
                 if getattr(self, name):
                     errors.append(forbidden(to_camel(name), "may only be set when kind is command or image"))
         elif self.kind == "command" and not self.command and self.preset is None:
@@ -238,6 +243,10 @@ class RuntimeSpec(KgpuModel):
         if self.readiness_path is not None and not self.readiness_path.startswith("/"):
             errors.append(
                 invalid("readinessPath", self.readiness_path, "must be an absolute path, e.g. /health")
+            )
+        if self.metrics_path is not None and not self.metrics_path.startswith("/"):
+            errors.append(
+                invalid("metricsPath", self.metrics_path, "must be an absolute path, e.g. /metrics")
             )
         raise_field_errors(errors)
         return self

@@ -46,6 +46,8 @@ class ReplicaStatus:
     last_exit_code: int | None = None
     message: str = ""
     extra: dict = field(default_factory=dict)
+    runtime: str = "kgpu"  # kgpu, command or image (spec.runtime.kind)
+    metrics_path: str | None = None  # where a command runtime's server serves Prometheus metrics
 
     def to_dict(self) -> dict:
         return asdict(self)

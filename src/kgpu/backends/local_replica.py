@@ -97,6 +97,8 @@ class LocalReplica:
             ready_at=self.ready_at,
             last_exit_code=self.last_exit_code,
             message=self.message or self._progress(),
+            runtime=self.spec.runtime,
+            metrics_path=self.spec.metrics_path,
         )
 
     def _progress(self) -> str:

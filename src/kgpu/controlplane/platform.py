@@ -38,6 +38,7 @@ from kgpu.multicluster.health import DEFAULT_GRACE_S, SUSPECT, UNAVAILABLE, Clus
 from kgpu.serving.model_source import ModelSourceError, locate_model, resolve_model_uri
 from kgpu.serving.replica_spec import build_replica_spec, missing_executable, model_location
 from kgpu.telemetry.gpu_exporter import DeviceUser, GPUExporter
+from kgpu.telemetry.runtime_metrics import RuntimeTarget
 from kgpu.telemetry.snapshot import sequences_by_service
 
 log = logging.getLogger("kgpu")
@@ -277,6 +278,14 @@ class Platform:
         await self.backend.shutdown()
         await self.router.close()
         self.gpu_exporter.close()
+
+    def runtime_metrics_targets(self) -> list[RuntimeTarget]:
+        """The ready command runtimes of this machine whose servers serve Prometheus metrics."""
+        return [
+            RuntimeTarget(r.service, r.name, f"{r.url}{r.metrics_path}")
+            for r in self.backend.local.replicas()
+            if r.phase == "Ready" and r.url and r.runtime != "kgpu" and r.metrics_path
+        ]
 
     def _history_sampler(self) -> MetricsSampler:
         def statuses() -> set[str]:  # sets the ready/desired gauges the sample reads

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kgpu import __version__
@@ -25,6 +28,7 @@ from kgpu.controlplane.routes import PREFIX, control_routes
 from kgpu.gateway.app import OPENAI_INFERENCE_PATHS, gateway_routes
 from kgpu.gateway.direct_routes import DirectRoutes
 from kgpu.gc_tuning import freeze_what_is_loaded
+from kgpu.telemetry.runtime_metrics import runtime_metrics
 
 log = logging.getLogger("kgpu")
 
@@ -124,11 +128,20 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
     @app.get(
         "/metrics",
         tags=["metrics"],
-        summary="Prometheus metrics of the gateway and control plane (under auth: the metrics token)",
+        summary="Prometheus metrics of the gateway, the control plane and command runtimes (under auth: the metrics token)",
         dependencies=[Depends(access.authorize_metrics)],
     )
-    def metrics() -> Response:
-        return Response(generate_latest(platform.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics() -> Response:
+        registry = platform.metrics.registry
+        own = await run_in_threadpool(generate_latest, registry)  # the GPU exporter reads NVML
+        targets = platform.runtime_metrics_targets()
+        if not targets:
+            return Response(own, media_type=CONTENT_TYPE_LATEST)
+        # Command runtimes' own series, with the service's labels (kgpu.telemetry.runtime_metrics).
+        taken = {family.name for family in text_string_to_metric_families(own.decode())}
+        async with httpx.AsyncClient() as client:
+            theirs = await runtime_metrics(client, targets, taken)
+        return Response(own + theirs, media_type=CONTENT_TYPE_LATEST)
 
     mount_console(app)
     return app

@@ -172,7 +172,7 @@ def build_replica_spec(
         env=env,
         readiness_path=readiness,
         liveness_path=(preset.liveness_path if preset else None) or readiness,
-        metrics_path=preset.metrics_path if preset else None,
+        metrics_path=runtime.metrics_path or (preset.metrics_path if preset else None),
         protocol=runtime.protocol or (preset.protocol if preset else "openai"),
         runtime=runtime.kind,
         image=runtime.image,

@@ -248,10 +248,11 @@ def render_deployment(
             "template": {
                 "metadata": {
                     "labels": service_labels(name),
+                    # The server's own metrics path (a command runtime may serve none).
                     "annotations": {
-                        "prometheus.io/scrape": "true",
+                        "prometheus.io/scrape": "true" if spec.metrics_path else "false",
                         "prometheus.io/port": str(REPLICA_PORT),
-                        "prometheus.io/path": METRICS_PATH,
+                        "prometheus.io/path": spec.metrics_path or METRICS_PATH,
                     },
                 },
                 "spec": pod_spec,
@@ -293,7 +294,13 @@ def render_service_monitor(isvc: InferenceService, owner: dict[str, Any] | None 
         "metadata": _metadata(isvc, owner),
         "spec": {
             "selector": {"matchLabels": {SERVICE_LABEL: isvc.metadata.name}},
-            "endpoints": [{"port": "http", "path": METRICS_PATH, "interval": "15s"}],
+            "endpoints": [
+                {
+                    "port": "http",
+                    "path": build_replica_spec(isvc).metrics_path or METRICS_PATH,
+                    "interval": "15s",
+                }
+            ],
         },
     }
 

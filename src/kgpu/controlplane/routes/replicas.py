@@ -38,6 +38,8 @@ def replica_routes(
         for replica in backend.replicas():
             if replica.phase != "Ready" or not replica.url:
                 continue
+            if replica.runtime != "kgpu":  # a command runtime's metrics come through the server's /metrics
+                continue
             project, _, _name = replica.service.partition("/")
             if not (visible(request, project) or reads_metrics(request)):
                 continue
