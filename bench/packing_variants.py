@@ -2,9 +2,12 @@
 
     .venv/bin/python -m bench.packing_variants                      # every variant + default, seeds 42-51
     .venv/bin/python -m bench.packing_variants --seeds 42-43 --policies fgd,kgpu --variants gpuspec33
+    .venv/bin/python -m bench.packing_variants --seeds 100-109 --policies fgd,kgpu \
+        --variants multigpu35,multigpu40+gpuspec20 --json bench/results/packing_variants_heldout.json
 
 Variants: kgpu.sim.variants (one dimension at a time: CPU-only pods' CPU, GPU-sharing pods,
-GPU-model pins, multi-GPU pods; its docstring gives method and levels). Each run is the FGD paper's
+GPU-model pins, multi-GPU pods; its docstring gives method and levels; any other level, or two
+dimensions joined by '+', for checks on mixes nothing was tuned on). Each run is the FGD paper's
 packing benchmark (kgpu.sim.packing). Prints, per trace, the mean over seeds of the allocation at
 100% and 130% arrived for every policy and kgpu's margin over FGD; writes
 bench/results/packing_variants.json (every run's allocation at 100% and 130%, and the table).

@@ -104,3 +104,73 @@ def test_mig_placements_never_overlap_nor_exceed_counts(profiles: list[str]) -> 
         for profile in {p for p, _, _ in instances}:
             assert sum(1 for p, _, _ in instances if p == profile) <= model.mig_profile(profile).max_count
         assert sum(model.mig_profile(p).compute_slices for p, _, _ in instances) <= 7
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(requests, min_size=1, max_size=40), st.integers(0, 3))
+def test_kept_summaries_equal_a_recount_after_any_placements(reqs: list[PodRequest], seed: int) -> None:
+    # The per-node GPU summaries and kgpu's free-share histogram are updated from changed nodes only;
+    # after reserves and unreserves they must equal counting everything again.
+    snapshot = small_cluster()
+    framework = make_framework("kgpu", snapshot, reqs, rng=np.random.default_rng(seed))
+    plugin = framework.scores[0][0]
+    placed = []
+    for i, request in enumerate(reqs):
+        placement = framework.schedule(request)
+        if placement is not None:
+            placed.append((placement, request))
+        if i % 3 == 2 and placed:
+            framework.unreserve(*placed.pop(0))
+        free_gpus, largest, idle = snapshot.gpu_summary()
+        left = snapshot.gpu_left
+        assert free_gpus.tolist() == (left == 1000).sum(axis=1).tolist()
+        assert largest.tolist() == left.max(axis=1).tolist()
+        assert idle.tolist() == left.sum(axis=1).tolist()
+        assert (
+            plugin.gap_counts().tolist() == plugin._gap_histogram(left, snapshot.gpu_capacity_milli).tolist()
+        )
+
+
+def per_pod_fragmentation(
+    typical, cpu_left: np.ndarray, gpu_left: np.ndarray, model_idx: np.ndarray
+) -> np.ndarray:
+    """FGD's definition written out per typical pod and GPU (the artifact's loop, vectorised plainly)."""
+    idle = gpu_left.sum(axis=1).astype(np.float64)
+    enough = gpu_left[:, None, :] >= typical.gpu_milli[None, :, None]
+    runnable = (
+        (enough.sum(axis=2) >= typical.gpu_count[None, :])
+        & (cpu_left[:, None] >= typical.cpu_milli[None, :])
+        & typical.access[:, model_idx].T
+        & (typical.gpu_milli[None, :] > 0)
+    )
+    short = np.where(enough, 0, gpu_left[:, None, :]).sum(axis=2)
+    return np.ascontiguousarray(np.where(runnable, short, idle[:, None])) @ typical.weight
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(requests, min_size=1, max_size=30),
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 10), st.integers(0, 64000)), min_size=1, max_size=20
+    ),
+    st.booleans(),
+)
+def test_fragmentation_by_request_level_equals_the_per_pod_definition(
+    reqs: list[PodRequest], states: list[tuple[int, int, int]], by_gpu: bool
+) -> None:
+    from kgpu.scheduling.frag import TypicalPods
+
+    snapshot = small_cluster()
+    try:
+        typical = TypicalPods.from_requests(reqs, snapshot, weight_by_gpu=by_gpu)
+    except ValueError:  # no GPU request to weigh by
+        return
+    nodes = np.array([n for n, _, _ in states])
+    rng = np.random.default_rng(len(states))
+    gpu_left = np.minimum(snapshot.gpu_capacity_milli[nodes], rng.integers(0, 11, size=(len(nodes), 8)) * 100)
+    gpu_left[:, 0] = np.minimum(snapshot.gpu_capacity_milli[nodes, 0], [s * 100 for _, s, _ in states])
+    cpu_left = np.array([c for _, _, c in states])
+    got = typical.fragmentation(cpu_left, gpu_left, snapshot.model_idx[nodes])
+    assert (
+        got.tolist() == per_pod_fragmentation(typical, cpu_left, gpu_left, snapshot.model_idx[nodes]).tolist()
+    )

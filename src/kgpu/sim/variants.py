@@ -21,6 +21,9 @@ random subset of its pods, never by inventing requests). Levels:
 - ``multigpu20`` ... ``multigpu50``: pods with several whole GPUs as that share of the requested
   GPU (the trace: 7.3%); single-GPU and CPU-only pods are kept, multi-GPU pods keep their own mix.
 
+Any other level in a dimension's range is a variant too (``multigpu35``), and so is a mix of
+dimensions applied in turn (``multigpu40+gpuspec20``): checks on mixes nothing was tuned on.
+
 A variant is shuffled once with its build seed, so the packing benchmark's tuning (which drops pods
 from the end when a trace alone exceeds the target) treats every class alike.
 """
