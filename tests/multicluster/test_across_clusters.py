@@ -579,3 +579,41 @@ def test_placement_events_tell_moves_between_clusters_not_every_scaling_step(tmp
 
     # Both clusters price a CPU replica at 0: fill keeps all on the local one (ties go local).
     assert asyncio.run(scenario()) == ["placement fill: here=1, lab=0"]
+
+
+def test_a_request_lost_to_a_clusters_share_asks_for_a_heartbeat_at_once_which_decides(tmp_path, kube):
+    """The gateway's lost request (here the hook it calls) makes no cluster suspect by itself: it asks
+    for a heartbeat now. One replica of this machine failing asks for nothing."""
+    from kgpu.gateway.registry import Endpoint
+
+    platform = make_platform(tmp_path, cluster_grace_s=5.0)
+    apply_prod_with_a_local_backup(platform)
+    health = platform.backend.health
+    replica = Endpoint(SVC, "svc-0", "http://127.0.0.1:9", cluster="default/here")
+    share = platform.registry.add(
+        SVC, "svc/svc@prod", "http://svc.prod:80", "default/prod", whole_cluster=True
+    )
+
+    async def lost(endpoint: Endpoint) -> None:
+        platform.router.on_replica_gone(endpoint)
+        if platform._extra_heartbeat is not None:
+            await platform._extra_heartbeat
+
+    async def scenario() -> None:
+        await platform.heartbeat(time.monotonic())
+        platform._extra_heartbeat = None
+        kube.unreachable = True
+        await lost(replica)
+        assert platform._extra_heartbeat is None and health.state("default/prod") == "healthy"
+        kube.unreachable = False
+        await lost(share)  # one pod of prod died: its API answers, nothing moves
+        assert health.state("default/prod") == "healthy"
+        assert platform.registry.pick(SVC) is share
+        kube.unreachable = True
+        await lost(share)  # prod stopped answering: suspect now, not at the next period
+        assert health.state("default/prod") == "suspect"
+        assert platform.registry.pick(SVC) is None
+        sample = platform.metrics.registry.get_sample_value
+        assert sample("kgpu_cluster_suspect", {"cluster": "default/prod"}) == 1
+
+    asyncio.run(scenario())

