@@ -23,10 +23,11 @@ PROMPTS = [
 MAX_TOKENS = [12, 6, 10, 8, 10, 6]
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_llm_dir: Path):
-    # A small prefill chunk makes the long prompt above take several steps beside the others' decodes.
-    engine = GenerationEngine(tiny_llm_dir, device="cpu", prefill_chunk_tokens=32)
+@pytest.fixture(scope="module", params=["auto", "varlen"])
+def engine(tiny_llm_dir: Path, request: pytest.FixtureRequest):
+    # A small prefill chunk makes the long prompt above take several steps beside the others' decodes. Every test
+    # runs with the default attention and with per-sequence attention (kgpu.serving.varlen_attention).
+    engine = GenerationEngine(tiny_llm_dir, device="cpu", prefill_chunk_tokens=32, attention=request.param)
     engine.start()
     yield engine
     engine.stop()
@@ -138,9 +139,12 @@ async def test_cuda_greedy_answers_under_load_equal_generate_and_seeds_reproduce
         gpu.stop()
 
 
-def test_on_a_cpu_each_sequence_attends_to_its_own_keys(engine: GenerationEngine, tiny_llm_dir: Path) -> None:
+def test_attention_is_the_librarys_sdpa_unless_asked(
+    engine: GenerationEngine, tiny_llm_dir: Path, request: pytest.FixtureRequest
+) -> None:
     from kgpu.serving.varlen_attention import NAME
 
-    assert engine.model.config._attn_implementation == NAME
-    with pytest.raises(ValueError, match="attention must be one of auto, varlen, sdpa, eager, not 'flex'"):
+    asked = request.node.callspec.params["engine"]
+    assert engine.model.config._attn_implementation == {"auto": "sdpa", "varlen": NAME}[asked]
+    with pytest.raises(ValueError, match="attention must be one of auto, sdpa, varlen, eager, not 'flex'"):
         GenerationEngine(tiny_llm_dir, device="cpu", attention="flex")

@@ -43,7 +43,7 @@ _CPU_KV_CACHE_BYTES = 512 * 1024**2
 _CPU_KV_CACHE_SEQUENCES = 32
 _GPU_KV_CACHE_FRACTION = 0.9
 _PAGE_SIZE = {"cpu": 64, "cuda": 256}
-_ATTENTION = ("auto", "varlen", "sdpa", "eager")  # auto: varlen off CUDA, the library's choice on it
+_ATTENTION = ("auto", "sdpa", "varlen", "eager")  # auto: the library's SDPA (flash on GPUs where installed)
 
 
 class GenerationError(RuntimeError):
@@ -95,11 +95,10 @@ class GenerationEngine:
         self._device = resolve_device(device)
         self._dtype = resolve_dtype(dtype, self._device)
         self.tokenizer = AutoTokenizer.from_pretrained(self._dir, local_files_only=True)
-        # GPUs: SDPA, which the library replaces with a flash varlen kernel where one is installed. Elsewhere:
-        # per-sequence attention (kgpu.serving.varlen_attention), since no kernel skips the step's masked blocks.
-        # `sdpa` and `eager` (the library's `paged|eager`) keep the library's own attention on any device, for
-        # bench/generation_bound.py to compare.
-        varlen = attention == "varlen" or (attention == "auto" and self._device.type != "cuda")
+        # The library's SDPA (on GPUs it switches to a flash varlen kernel where one is installed). `varlen` is
+        # per-sequence attention (kgpu.serving.varlen_attention) and `eager` the library's `paged|eager`: on this
+        # benchmark's CPU neither beat SDPA end to end (bench/generation_bound.py), so neither is the default.
+        varlen = attention == "varlen"
         library_attention = "eager" if attention == "eager" else "sdpa"
         self.model = AutoModelForCausalLM.from_pretrained(
             self._dir, dtype=self._dtype, local_files_only=True, attn_implementation=library_attention

@@ -1,5 +1,8 @@
 """Attention for transformers' continuous batching where no varlen kernel exists (CPUs): each sequence against
-its own keys only.
+its own keys only. An option of the generation engine (`attention="varlen"`), not its default: per layer it
+is several times cheaper than the library's masked SDPA on the benchmark's step shapes, but end to end it did
+not beat SDPA on the benchmark's CPU (bench/results/2026-12-05-text-generation-cpu-bound-and-attention.md),
+where the linear layers dominate a step.
 
 Why: with `sdpa` or `paged|eager`, the library computes one attention per step over every query and every key
 of the step, made block-diagonal by a mask (`[1, 1, query tokens, keys read]`). On a GPU a flash varlen kernel
@@ -13,9 +16,9 @@ as they are; only the arithmetic of the step changes.
 
 The library builds its mask only for `sdpa` and `paged|eager` and accepts only those (or flash) when continuous
 batching starts: so the model is loaded with SDPA, batching is set up, and then this implementation replaces
-SDPA (kgpu.serving.generation_engine); from then on each step comes with its sequence bounds and no mask.
-Called without sequence bounds (plain `model.generate`), it is transformers' own SDPA attention, with SDPA's
-masks.
+SDPA (kgpu.serving.generation_engine, when asked); from then on each step comes with its sequence bounds and
+no mask. Called without sequence bounds (plain `model.generate`), it is transformers' own SDPA attention,
+with SDPA's masks.
 """
 
 from __future__ import annotations
