@@ -47,41 +47,32 @@ READY_TIMEOUT_S = 300.0
 INFINITY_BIN = BENCH_DIR.parent / ".venv-infinity" / "bin"
 
 
-def infinity_service(model_dir: Path) -> dict:
-    """The example model served by infinity-emb, as the README's example runs it."""
-    return {
-        "apiVersion": "kgpu.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": "minilm", "namespace": "default"},  # the model the workload names
-        "spec": {
-            "model": {"uri": str(model_dir)},
-            "replicas": 1,
-            "runtime": {"preset": "infinity", "device": "cpu"},
-        },
-    }
+# The command runtimes this benchmark can put behind the gateway, by --server.
+RUNTIMES = {
+    # infinity-emb, as the README's example runs it.
+    "infinity": {"preset": "infinity", "device": "cpu"},
+    # The FastAPI + sentence-transformers server of bench/common/naive_server.py.
+    "naive": {
+        "kind": "command",
+        "command": [
+            sys.executable, "-m", "bench.common.naive_server", "--model-dir", "$(MODEL_PATH)",
+            "--host", "$(KGPU_HOST)", "--device", "cpu",
+        ],
+        "portFlag": "--port",
+        "readinessPath": "/openapi.json",  # FastAPI answers it once the model is loaded
+        "protocol": "openai",
+    },
+}  # fmt: skip
 
 
-def command_service(model_dir: Path) -> dict:
+def command_service(model_dir: Path, server: str) -> dict:
     """The example model in a server other than kgpu's, as a command runtime."""
     return {
         "apiVersion": "kgpu.dev/v1alpha1",
         "kind": "InferenceService",
         "metadata": {"name": "minilm", "namespace": "default"},  # the model the workload names
-        "spec": {
-            "model": {"uri": str(model_dir)},
-            "replicas": 1,
-            "runtime": {
-                "kind": "command",
-                "command": [
-                    sys.executable, "-m", "bench.common.naive_server", "--model-dir", "$(MODEL_PATH)",
-                    "--host", "$(KGPU_HOST)", "--device", "cpu",
-                ],
-                "portFlag": "--port",
-                "readinessPath": "/openapi.json",  # FastAPI answers it once the model is loaded
-                "protocol": "openai",
-            },
-        },
-    }  # fmt: skip
+        "spec": {"model": {"uri": str(model_dir)}, "replicas": 1, "runtime": RUNTIMES[server]},
+    }
 
 
 def wait_ready(base: str, deadline_s: float, server: ServerProcess) -> None:
@@ -110,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="direct/gateway window pairs at --concurrency")
     parser.add_argument(
         "--server",
-        choices=("infinity", "naive"),
+        choices=sorted(RUNTIMES),
         default="infinity" if (INFINITY_BIN / "infinity_emb").exists() else "naive",
         help="the command runtime's server (infinity where .venv-infinity exists)",
     )
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results" / "command-overhead-cpu.json")
     args = parser.parse_args(argv)
     model = example_model_dir()
-    service = infinity_service(model) if args.server == "infinity" else command_service(model)
+    service = command_service(model, args.server)
     env = child_env()
     env["PATH"] = os.pathsep.join([env.get("PATH", os.defpath), str(INFINITY_BIN)])
     bodies = workload_bodies(str(model), 1, DEFAULT_SEED)
