@@ -174,3 +174,36 @@ def test_fragmentation_by_request_level_equals_the_per_pod_definition(
     assert (
         got.tolist() == per_pod_fragmentation(typical, cpu_left, gpu_left, snapshot.model_idx[nodes]).tolist()
     )
+
+
+pinned_requests = st.one_of(share_requests, whole_requests).map(
+    lambda r: PodRequest(
+        cpu_milli=r.cpu_milli,
+        memory_mib=r.memory_mib,
+        gpu_count=min(r.gpu_count, 2),
+        gpu_milli=r.gpu_milli,
+        gpu_models=("V100M32",),
+    )
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(requests, pinned_requests), min_size=1, max_size=40), st.integers(0, 3))
+def test_kept_pool_capacity_equals_a_recount_after_any_placements(reqs: list[PodRequest], seed: int) -> None:
+    # Pods pinned to the 2-GPU V100 node form a restricted group; its per-node capacity is updated
+    # from changed nodes only and must equal counting every node again.
+    from kgpu.scheduling.pools import PoolReserve
+
+    snapshot = small_cluster()
+    framework = make_framework("kgpu", snapshot, reqs, rng=np.random.default_rng(seed))
+    pools = framework.scores[0][0].pools
+    placed = []
+    for i, request in enumerate(reqs):
+        placement = framework.schedule(request)
+        if placement is not None:
+            placed.append((placement, request))
+        if i % 3 == 2 and placed:
+            framework.unreserve(*placed.pop(0))
+        recount = PoolReserve(snapshot, pools.groups).capacity()
+        assert pools.capacity().tolist() == recount.tolist()
+        assert pools.short() == PoolReserve(snapshot, pools.groups).short()
