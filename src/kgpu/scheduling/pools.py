@@ -123,7 +123,7 @@ class PoolReserve:
         if not self.groups:
             return []
         totals = self.capacity().sum(axis=0)
-        free = float(self.snapshot.gpu_left.sum())
+        free = float(self.snapshot.gpu_summary()[2].sum())  # kept per node: no pass over every GPU
         return [j for j, g in enumerate(self.groups) if totals[j] < g.share * free]
 
     def lost(
