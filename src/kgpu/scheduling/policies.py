@@ -347,7 +347,6 @@ class KgpuScore(FragmentationScore):
         self._protect_penalty = 4.0 * float(snapshot.gpu_present.sum()) + 4.0 * MAX_SCORE + 1.0
         self._tables: dict[tuple, np.ndarray] = {}
         self.pools = pools
-        self._protectable = snapshot.gpu_count >= (protect_gpus or 0)
         self._gaps = np.zeros(MILLI + 1)
         self._gaps_left = np.zeros_like(snapshot.gpu_left)
         self._gaps_seen = np.full(snapshot.num_nodes, -1, dtype=np.int64)
@@ -490,7 +489,9 @@ class KgpuScore(FragmentationScore):
         combined = self._tables[ctx.shape][nodes] - self._square_change(left, ctx.need_milli[nodes], share)
         if self.protect_gpus is not None:
             _, _, idle = s.gpu_summary()
-            idle_node = (idle[nodes] == s.capacity_per_node_milli[nodes]) & self._protectable[nodes]
+            idle_node = (idle[nodes] == s.capacity_per_node_milli[nodes]) & (
+                s.gpu_count[nodes] >= self.protect_gpus
+            )
             combined[idle_node] -= self._protect_penalty
         best = np.argmax(combined, axis=1)
         entry.gpu[nodes] = best  # what the GPU selector reads for the node picked this cycle
