@@ -87,6 +87,18 @@ def test_no_target_adds_nothing():
     assert asyncio.run(scrape()) == b""
 
 
+@pytest.mark.parametrize("path", ["/metrics\r\nHost: elsewhere", "/metrics\n", "/a b", "/caf\u00e9"])
+def test_a_metrics_path_is_printable_ascii(path):
+    from pydantic import ValidationError
+
+    from kgpu.api.models import RuntimeSpec
+
+    with pytest.raises(ValidationError, match="metricsPath"):
+        RuntimeSpec(kind="command", command=["s"], metrics_path=path)
+    with pytest.raises(ValidationError, match="readinessPath"):
+        RuntimeSpec(kind="command", command=["s"], readiness_path=path)
+
+
 @pytest.mark.parametrize("path", ["metrics", "/metrics"])
 def test_a_metrics_path_must_be_absolute(path):
     from kgpu.api.errors import ResourceValidationError

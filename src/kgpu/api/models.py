@@ -164,6 +164,9 @@ class ModelSpec(KgpuModel):
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A path kgpu requests on the replica's own port: printable ASCII, no spaces or control characters
+# (a CR or LF would not make a request at all, and would fail every other replica's scrape with it).
+_HTTP_PATH = re.compile(r"/[!-~]*")
 # Variables kgpu sets for every replica; a service's env may not replace them.
 RESERVED_ENV = frozenset(
     {"PORT", "MODEL_PATH", "SERVED_MODEL_NAME", "KGPU_HOST", "KGPU_DEVICE", "KGPU_REPLICA", "POD_NAME"}
@@ -240,14 +243,14 @@ class RuntimeSpec(KgpuModel):
                 errors.append(invalid(f"env.{key}", key, "must be a C identifier ([A-Za-z_][A-Za-z0-9_]*)"))
             elif key in RESERVED_ENV:
                 errors.append(forbidden(f"env.{key}", "is set by kgpu for every replica"))
-        if self.readiness_path is not None and not self.readiness_path.startswith("/"):
-            errors.append(
-                invalid("readinessPath", self.readiness_path, "must be an absolute path, e.g. /health")
-            )
-        if self.metrics_path is not None and not self.metrics_path.startswith("/"):
-            errors.append(
-                invalid("metricsPath", self.metrics_path, "must be an absolute path, e.g. /metrics")
-            )
+        for field, path, example in (
+            ("readinessPath", self.readiness_path, "/health"),
+            ("metricsPath", self.metrics_path, "/metrics"),
+        ):
+            if path is not None and not _HTTP_PATH.fullmatch(path):
+                errors.append(
+                    invalid(field, path, f"must be an absolute path of printable ASCII, e.g. {example}")
+                )
         raise_field_errors(errors)
         return self
 
