@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kgpu.telemetry import runtime_metrics as runtime_metrics_module
 from kgpu.telemetry.runtime_metrics import UP_METRIC, RuntimeTarget, relabelled, runtime_metrics
 from tests.live_server import serving
 
@@ -85,6 +87,66 @@ def test_no_target_adds_nothing():
             return await runtime_metrics(client, [], taken=set())
 
     assert asyncio.run(scrape()) == b""
+
+
+def hostile_server() -> FastAPI:
+    """A server that answers slowly, without end, or with series named like kgpu's."""
+    app = FastAPI()
+
+    @app.get("/slow")
+    def slow() -> StreamingResponse:
+        async def drip():
+            for _ in range(40):  # a line every 0.1 s: each read is quick, the whole is not
+                yield b"# a comment\n"
+                await asyncio.sleep(0.1)
+
+        return StreamingResponse(drip(), media_type="text/plain")
+
+    @app.get("/huge")
+    def huge() -> StreamingResponse:
+        def endless():
+            for _ in range(64):
+                yield b"# " + b"x" * 65534 + b"\n"
+
+        return StreamingResponse(endless(), media_type="text/plain")
+
+    @app.get("/impostor")
+    def impostor() -> PlainTextResponse:
+        return PlainTextResponse(
+            f"{UP_METRIC}{{replica=\"other-0\"}} 1\n"
+            "kgpu_service_requests_total 7\n"
+            "# TYPE kgpu counter\nkgpu_total 1\n"
+            "their_requests_total 2\n"
+        )
+
+    return app
+
+
+def test_a_slow_huge_or_impostor_replica_costs_its_own_scrape_only(monkeypatch):
+    monkeypatch.setattr(runtime_metrics_module, "SCRAPE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(runtime_metrics_module, "MAX_SCRAPE_BYTES", 1024 * 1024)
+    with serving(hostile_server()) as url:
+        targets = [
+            RuntimeTarget("team-b/x", "x-0", f"{url}/slow"),
+            RuntimeTarget("team-b/x", "x-1", f"{url}/huge"),
+            RuntimeTarget("team-b/x", "x-2", f"{url}/impostor"),
+            RuntimeTarget("team-b/x", "x-3", f"{url}/metrics\r\nHost: elsewhere"),  # not a URL
+        ]
+
+        async def scrape() -> bytes:
+            async with httpx.AsyncClient() as client:
+                return await runtime_metrics(client, targets, taken=set())
+
+        started = time.monotonic()
+        text = asyncio.run(scrape())
+        elapsed = time.monotonic() - started
+    assert elapsed < 3.0  # the slow one was cut at the timeout, not read to its end (4 s)
+    families = _families(text)
+    assert [name for name in families if name.startswith("kgpu")] == [UP_METRIC]
+    up = {s.labels["replica"]: s.value for s in families[UP_METRIC].samples}
+    assert up == {"x-0": 0.0, "x-1": 0.0, "x-2": 1.0, "x-3": 0.0}
+    (sample,) = families["their_requests_total"].samples
+    assert sample.labels == {"project": "team-b", "service": "team-b/x", "replica": "x-2"}
 
 
 @pytest.mark.parametrize("path", ["/metrics\r\nHost: elsewhere", "/metrics\n", "/a b", "/caf\u00e9"])

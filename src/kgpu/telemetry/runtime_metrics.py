@@ -8,8 +8,10 @@ metrics path, adds the labels every kgpu series carries (`project`, `service` "<
 gateway: the server's series arrive next to kgpu's, joinable on `service`.
 
 As Prometheus does with `honor_labels: false`, a label the server already sets under one of those
-names is kept as `exported_<name>`. Families named like one of kgpu's own are left out (one name,
-one family on a page). `kgpu_runtime_metrics_up` says, per replica, whether its scrape worked, like
+names is kept as `exported_<name>`. Families named like one of kgpu's own, or in kgpu's `kgpu_`
+namespace at all, are left out (one name, one family on a page; a server cannot pass series off as
+kgpu's). A scrape gets SCRAPE_TIMEOUT_S in all and MAX_SCRAPE_BYTES: a slow or huge answer only
+makes its replica's `up` 0. `kgpu_runtime_metrics_up` says, per replica, whether its scrape worked, like
 Prometheus' own `up`. Parsing and writing the text format is prometheus_client's.
 """
 
@@ -28,8 +30,10 @@ from prometheus_client.samples import Sample
 
 log = logging.getLogger("kgpu.telemetry")
 
-SCRAPE_TIMEOUT_S = 2.0
+SCRAPE_TIMEOUT_S = 2.0  # the whole scrape, connecting to the last byte
+MAX_SCRAPE_BYTES = 8 * 1024 * 1024
 UP_METRIC = "kgpu_runtime_metrics_up"
+OWN_NAMESPACE = "kgpu"
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def merged(per_replica: Iterable[list[Metric]], taken: set[str]) -> list[Metric]
     by_name: dict[str, Metric] = {}
     for families in per_replica:
         for family in families:
-            if family.name in taken:
+            if family.name in taken or family.name.partition("_")[0] == OWN_NAMESPACE:
                 continue
             first = by_name.setdefault(family.name, Metric(family.name, family.documentation, family.type))
             if first.type == family.type:
@@ -89,12 +93,26 @@ def exposition(families: list[Metric]) -> bytes:
     return generate_latest(registry)
 
 
+async def _fetch(client: httpx.AsyncClient, url: str) -> str:
+    """The answer's text, refused past MAX_SCRAPE_BYTES (a server may answer without end)."""
+    async with client.stream("GET", url, timeout=SCRAPE_TIMEOUT_S) as response:
+        response.raise_for_status()
+        chunks, size = [], 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > MAX_SCRAPE_BYTES:
+                raise ValueError(f"answered more than {MAX_SCRAPE_BYTES} bytes")
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
 async def _scrape(client: httpx.AsyncClient, target: RuntimeTarget) -> list[Metric] | None:
     try:
-        response = await client.get(target.url, timeout=SCRAPE_TIMEOUT_S)
-        response.raise_for_status()
-        return relabelled(response.text, target.labels)
-    except (httpx.HTTPError, ValueError) as exc:  # unreachable, an error status, or not the text format
+        # httpx's timeout is per read: a server dripping a byte at a time would never time out.
+        text = await asyncio.wait_for(_fetch(client, target.url), SCRAPE_TIMEOUT_S)
+        return relabelled(text, target.labels)
+    # unreachable, too slow, an error status, not a URL, too large, or not the text format
+    except (httpx.HTTPError, httpx.InvalidURL, TimeoutError, ValueError) as exc:
         log.warning("metrics of replica %s (%s) not scraped: %s", target.replica, target.url, exc)
         return None
 
