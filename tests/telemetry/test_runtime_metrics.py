@@ -113,7 +113,7 @@ def hostile_server() -> FastAPI:
     @app.get("/impostor")
     def impostor() -> PlainTextResponse:
         return PlainTextResponse(
-            f"{UP_METRIC}{{replica=\"other-0\"}} 1\n"
+            f'{UP_METRIC}{{replica="other-0"}} 1\n'
             "kgpu_service_requests_total 7\n"
             "# TYPE kgpu counter\nkgpu_total 1\n"
             "their_requests_total 2\n"
