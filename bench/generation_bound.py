@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import os
 import statistics
 import sys
@@ -37,7 +36,7 @@ spin_briefly()  # as bench/generation.py: every measurement with the same libgom
 import torch  # noqa: E402
 
 from bench.common.results import write_results  # noqa: E402
-from bench.generation import BENCH_DIR, Answer, engine_sender, model_and_workload  # noqa: E402
+from bench.generation import BENCH_DIR, Answer, engine_sender, model_and_workload, summarize  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -162,23 +161,9 @@ def engine_run(model_dir: Path, items: list, args: argparse.Namespace, attention
         answers, wall = asyncio.run(fixed_work(engine, items[: args.requests], args.concurrency))
     finally:
         engine.stop()
-    gaps = sorted(b - a for answer in answers for a, b in itertools.pairwise(answer.pieces))
-    ttft = sorted(answer.pieces[0] - answer.started for answer in answers if answer.pieces)
-    tokens = sum(answer.tokens for answer in answers)
-
-    def pct(values: list[float], q: int) -> float:
-        return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000, 1)
-
-    return {
-        "requests": len(answers),
-        "output_tokens": tokens,
-        "seconds": round(wall, 2),
-        "tokens_per_s": round(tokens / wall, 2),
-        "ttft_p50_ms": pct(ttft, 50),
-        "itl_p50_ms": pct(gaps, 50),
-        "itl_p99_ms": pct(gaps, 99),
-        "itl_p99_over_p50": round(pct(gaps, 99) / pct(gaps, 50), 2),
-    }
+    row = summarize(answers, wall)  # bench/generation.py's counts and percentiles, over the fixed work
+    p50, p99 = row["itl_p50_ms"], row["itl_p99_ms"]
+    return {**row, "itl_p99_over_p50": round(p99 / p50, 2) if p50 and p99 is not None else None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,3 +62,15 @@ def test_targets_are_met_or_missed_with_their_numbers() -> None:
     assert checks["c=32 kgpu tokens/s >= 1.0x transformers"] == (None, None)
     assert checks["c=1 kgpu TTFT p50 within 5 ms of naive"] == (4.0, True)
     assert checks["c=32 kgpu inter-token p99 <= 3x p50"] == (4.0, False)
+
+
+def test_the_bound_scripts_engine_run_counts_the_fixed_work_with_the_benchmarks_summary(
+    tiny_llm_dir: Path, tokenizer
+) -> None:
+    from bench import generation_bound
+
+    args = generation_bound.parse_args(["--requests", "6", "--concurrency", "3"])
+    items = generation.workload(tokenizer, generation.parse_args(["--max-tokens", "6"]), context=256, count=8)
+    row = generation_bound.engine_run(tiny_llm_dir, items, args, "sdpa")
+    assert row["requests"] == 6 and row["failed"] == 0 and row["output_tokens"] > 0
+    assert row["itl_p99_over_p50"] == pytest.approx(row["itl_p99_ms"] / row["itl_p50_ms"], abs=0.01)
