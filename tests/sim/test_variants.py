@@ -139,3 +139,16 @@ def test_cli_refuses_an_unknown_variant_by_name() -> None:
     out = CliRunner().invoke(sim_app, ["variants", "--names", "cpu999"])
     assert out.exit_code == 1
     assert "unknown variant 'cpu999'" in out.output
+
+
+def test_a_pod_list_a_variant_cannot_be_built_from_is_a_clear_error() -> None:
+    from kgpu.scheduling.requests import PodRequest
+    from kgpu.scheduling.snapshot import NodeSpec
+
+    nodes = [NodeSpec("n", 8000, 16384, 2, "T4")]
+    singles = [PodRequest(cpu_milli=1000, gpu_count=1, gpu_milli=1000)] * 4
+    with pytest.raises(ValueError, match="no multi-GPU pods|has none"):
+        build_variant("multigpu30", singles, nodes)
+    too_big = [PodRequest(cpu_milli=64000, gpu_count=1, gpu_milli=1000)] * 4
+    with pytest.raises(ValueError, match="no node can host"):
+        build_variant("gpuspec100", too_big, nodes)

@@ -110,6 +110,8 @@ def _gpushare(classes: dict[str, list[PodRequest]], level: int, _nodes, rng) -> 
 def _multigpu(classes: dict[str, list[PodRequest]], level: int, _nodes, rng) -> list[PodRequest]:
     single_milli = sum(p.total_gpu_milli for p in classes["share"] + classes["single"])
     multi = classes["multi"]
+    if not multi:
+        raise ValueError("multigpu variants resample the pod list's multi-GPU pods, and it has none")
     mean_multi = sum(p.total_gpu_milli for p in multi) / len(multi)
     count = round(level / (100 - level) * single_milli / mean_multi)
     return classes["cpu"] + classes["share"] + classes["single"] + resample(multi, count, rng)
@@ -139,6 +141,10 @@ def _gpuspec(classes: dict[str, list[PodRequest]], level: int, nodes, rng) -> li
     for i, pod in enumerate(gpu):
         if i in pinned:
             weights = model_weights(pod, nodes)
+            if not weights:
+                raise ValueError(
+                    f"gpuspec: no node can host the pod {pod} on its own, so no model to pin it to"
+                )
             names = sorted(weights)
             p = np.array([weights[m] for m in names], dtype=np.float64)
             pod = replace(pod, gpu_models=(names[int(rng.choice(len(names), p=p / p.sum()))],))
