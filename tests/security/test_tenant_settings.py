@@ -8,9 +8,10 @@ whether a server path exists.
 from __future__ import annotations
 
 from kgpu.api.io import parse_resource
-from kgpu.api.models import Cluster
+from kgpu.api.models import Cluster, InferenceService
 from kgpu.backends.kubernetes.cluster import KubernetesBackend
-from kgpu.controlplane.registry import connect_stored
+from kgpu.controlplane.cluster_offers import allowed_clusters
+from kgpu.controlplane.registry import connect_stored, stored_clusters
 from tests.controlplane.test_api import service
 from tests.controlplane.test_auth import API, bearer, services_path, shared
 
@@ -128,3 +129,50 @@ def test_command_runtimes_run_only_for_projects_allowed_the_servers_files(shared
     assert refused.status_code == 422
     [field] = refused.json()["error"]["fields"]
     assert field["path"] == "spec.runtime.kind" and "may not run commands on the server" in field["message"]
+
+
+def test_a_project_admin_cannot_point_the_gateway_elsewhere_through_a_clusters_service_domain(shared):
+    """serviceDomain names where the gateway sends a service's requests (bodies and headers): only the
+    cluster admin sets it, also on a Kubernetes Cluster the cluster admin registered in the project."""
+    a, admin = bearer(shared.tokens["a"]), bearer(shared.admin)
+    path = f"{API}/namespaces/team-a/clusters/mesh"
+    mesh = {**CLUSTER, "metadata": {"name": "mesh"}, "spec": {"backend": "kubernetes"}}
+    assert shared.put(path, json=mesh, headers=admin).status_code == 201
+    for body in (
+        {**mesh, "spec": {"backend": "kubernetes", "serviceDomain": "attacker.example"}},
+        {**mesh, "metadata": {"name": "mesh2"}, "spec": {"backend": "kubernetes", "serviceDomain": "x.io"}},
+    ):
+        target = f"{API}/namespaces/team-a/clusters/{body['metadata']['name']}"
+        assert shared.put(target, json=body, headers=a).status_code == 422
+    patched = shared.patch(
+        path,
+        content='{"spec": {"serviceDomain": "attacker.example"}}',
+        headers={**a, "content-type": "application/merge-patch+json"},
+    )
+    assert patched.status_code == 422
+    assert "serviceDomain" not in shared.get(path, headers=a).json()["spec"]
+
+
+def test_a_services_placement_reaches_only_its_own_projects_clusters(shared):
+    """A project's service may neither name nor select (by labels) another project's Cluster."""
+    a, b = bearer(shared.tokens["a"]), bearer(shared.tokens["b"])
+    theirs = {
+        **CLUSTER,
+        "metadata": {"name": "b-gpus", "labels": {"tier": "gold"}},
+        "spec": {"backend": "sim"},
+    }
+    assert shared.put(f"{API}/namespaces/team-b/clusters/b-gpus", json=theirs, headers=b).status_code == 201
+    named = service("svc", placement={"clusters": ["b-gpus"]})
+    refused = shared.put(services_path("team-a", "svc"), json=named, headers=a)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["fields"][0]["path"] == "spec.placement.clusters[0]"
+    selected = parse_resource(
+        {
+            **service("svc", placement={"clusterSelector": {"matchLabels": {"tier": "gold"}}}),
+            "metadata": {"name": "svc", "namespace": "team-a"},
+        }
+    )
+    assert isinstance(selected, InferenceService)
+    registered = stored_clusters(shared.platform.store)
+    assert [c.metadata.name for c in registered] == ["b-gpus"]
+    assert allowed_clusters(selected, registered).clusters == []
