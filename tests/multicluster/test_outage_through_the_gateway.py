@@ -24,6 +24,8 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -219,16 +221,32 @@ def serve_on_prod(url: str, platform: Platform, api: FakeApiServer) -> None:
     wait_until("prod's Service routed", lambda: platform.registry.routable_count(SVC) == 1, 5)
 
 
-def load_threads(url: str, statuses: list[int], stop: threading.Event, n: int = 6) -> list[threading.Thread]:
-    """Clients each sending one embedding request after another until `stop`; statuses appended."""
+@contextmanager
+def serving_under_load(
+    platform: Platform, api: FakeApiServer, statuses: list[int], n: int = 6
+) -> Iterator[None]:
+    """The platform's server with the service on prod, and clients each sending one embedding
+    request after another (statuses appended) until the block ends."""
     body = {"model": "svc", "input": "hello"}
+    stop = threading.Event()
 
-    def load() -> None:
-        with httpx.Client(base_url=url, timeout=30.0) as client:
-            while not stop.is_set():
-                statuses.append(client.post("/v1/embeddings", json=body).status_code)
+    with serving(create_server_app(platform)) as url:
+        serve_on_prod(url, platform, api)
 
-    return [threading.Thread(target=load) for _ in range(n)]
+        def load() -> None:
+            with httpx.Client(base_url=url, timeout=30.0) as client:
+                while not stop.is_set():
+                    statuses.append(client.post("/v1/embeddings", json=body).status_code)
+
+        clients = [threading.Thread(target=load) for _ in range(n)]
+        for thread in clients:
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join(timeout=30)
 
 
 def test_an_api_double_cluster_lost_under_load_loses_no_request_and_its_replicas_come_up_elsewhere(
@@ -238,49 +256,34 @@ def test_an_api_double_cluster_lost_under_load_loses_no_request_and_its_replicas
     platform = failover_platform(tmp_path, PROBE_S)
     local = platform.backend.local
     statuses: list[int] = []
-    stop = threading.Event()
+    with serving_under_load(platform, api, statuses):
+        wait_until("load on prod", lambda: prod_service["server"].served >= 50, 10)
+        assert local.replicas(SVC) == []  # failover: the backup runs nothing while prod serves
 
-    with serving(create_server_app(platform)) as url:
-        serve_on_prod(url, platform, api)
-        clients = load_threads(url, statuses, stop)
-        for thread in clients:
-            thread.start()
-        try:
-            wait_until("load on prod", lambda: prod_service["server"].served >= 50, 10)
-            assert local.replicas(SVC) == []  # failover: the backup runs nothing while prod serves
+        answered_before = len(statuses)
+        lost_at = time.monotonic()
+        prod_service["server"].lose()
+        api.unreachable = True
+        wait_until("the backup's replicas", lambda: local.first_ready_at is not None, 10)
+        recreated_s = local.first_ready_at - lost_at
+        asked_s = local.first_asked_at - lost_at
+        assert platform.backend.health.state("default/prod") == "suspect"  # not lost yet
+        wait_until("requests served by the backup", lambda: len(statuses) >= answered_before + 50, 10)
+        served_here = sum(s.served for s in local.servers[SVC].values() if s)
+        assert served_here > 0
 
-            answered_before = len(statuses)
-            lost_at = time.monotonic()
-            prod_service["server"].lose()
-            api.unreachable = True
-            wait_until("the backup's replicas", lambda: local.first_ready_at is not None, 10)
-            recreated_s = local.first_ready_at - lost_at
-            asked_s = local.first_asked_at - lost_at
-            assert platform.backend.health.state("default/prod") == "suspect"  # not lost yet
-            wait_until("requests served by the backup", lambda: len(statuses) >= answered_before + 50, 10)
-            served_here = sum(s.served for s in local.servers[SVC].values() if s)
-            assert served_here > 0
-
-            wait_until(
-                "prod declared lost", lambda: not platform.backend.health.available("default/prod"), 10
-            )
-            # prod returns (its pods were lost meanwhile): replicas go back to it by failover; the
-            # backup's drain only once prod's serve again.
-            prod_service["server"] = LoopbackServer()
-            api.write_status("inferenceservices", "default", "svc", {"readyReplicas": 0, "replicas": 0})
-            api.unreachable = False
-            wait_until("prod available", lambda: platform.backend.health.available("default/prod"), 5)
-            time.sleep(0.3)
-            assert (
-                len([r for r in local.replicas(SVC) if r.phase == "Ready"]) == 2
-            )  # kept while prod has none
-            api.write_status("inferenceservices", "default", "svc", {"readyReplicas": 2, "replicas": 2})
-            wait_until("the backup drained", lambda: local.replicas(SVC) == [], 5)
-            wait_until("load back on prod", lambda: prod_service["server"].served >= 20, 10)
-        finally:
-            stop.set()
-            for thread in clients:
-                thread.join(timeout=30)
+        wait_until("prod declared lost", lambda: not platform.backend.health.available("default/prod"), 10)
+        # prod returns (its pods were lost meanwhile): replicas go back to it by failover; the
+        # backup's drain only once prod's serve again.
+        prod_service["server"] = LoopbackServer()
+        api.write_status("inferenceservices", "default", "svc", {"readyReplicas": 0, "replicas": 0})
+        api.unreachable = False
+        wait_until("prod available", lambda: platform.backend.health.available("default/prod"), 5)
+        time.sleep(0.3)
+        assert len([r for r in local.replicas(SVC) if r.phase == "Ready"]) == 2  # kept while prod has none
+        api.write_status("inferenceservices", "default", "svc", {"readyReplicas": 2, "replicas": 2})
+        wait_until("the backup drained", lambda: local.replicas(SVC) == [], 5)
+        wait_until("load back on prod", lambda: prod_service["server"].served >= 20, 10)
 
     print(
         f"{len(statuses)} requests, {statuses.count(200)} answered 200; backup replicas asked for "
@@ -307,25 +310,15 @@ def test_a_request_the_gateway_loses_to_a_silent_cluster_makes_it_suspect_before
     platform = failover_platform(tmp_path, probe_s=60.0)
     local = platform.backend.local
     statuses: list[int] = []
-    stop = threading.Event()
-    with serving(create_server_app(platform)) as url:
-        serve_on_prod(url, platform, api)
-        clients = load_threads(url, statuses, stop)
-        for thread in clients:
-            thread.start()
-        try:
-            wait_until("load on prod", lambda: prod_service["server"].served >= 20, 10)
-            lost_at = time.monotonic()
-            api.unreachable = True  # the whole cluster goes: its API, then its Service
-            prod_service["server"].lose()
-            wait_until("prod suspect", lambda: platform.backend.health.state("default/prod") == "suspect", 5)
-            wait_until("the backup's replicas", lambda: local.first_ready_at is not None, 10)
-            answered = len(statuses)
-            wait_until("requests served by the backup", lambda: len(statuses) >= answered + 20, 10)
-        finally:
-            stop.set()
-            for thread in clients:
-                thread.join(timeout=30)
+    with serving_under_load(platform, api, statuses):
+        wait_until("load on prod", lambda: prod_service["server"].served >= 20, 10)
+        lost_at = time.monotonic()
+        api.unreachable = True  # the whole cluster goes: its API, then its Service
+        prod_service["server"].lose()
+        wait_until("prod suspect", lambda: platform.backend.health.state("default/prod") == "suspect", 5)
+        wait_until("the backup's replicas", lambda: local.first_ready_at is not None, 10)
+        answered = len(statuses)
+        wait_until("requests served by the backup", lambda: len(statuses) >= answered + 20, 10)
     asked_s = local.first_asked_at - lost_at
     print(
         f"{len(statuses)} requests; the backup's replicas asked for {asked_s:.2f} s after prod's Service went"
