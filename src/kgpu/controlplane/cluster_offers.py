@@ -14,7 +14,7 @@ custom resource in each).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kgpu.api.models import CLUSTER_ANNOTATION, Cluster, InferenceService, NodePool
 from kgpu.gpu.catalog import get_model, mig_profile_of_resource, vendor_for_resource_domain
@@ -167,16 +167,5 @@ def cluster_offers(
             )
         elif offer.reason is None:
             kinds[backend] = cluster.metadata.name
-        offers.append(
-            ClusterOffer(
-                name=offer.name,
-                health=health(cluster),
-                local=offer.local,
-                price_per_gpu_hour=offer.price_per_gpu_hour,
-                capacity=offer.capacity,
-                max_capacity=offer.max_capacity,
-                current=current(cluster),
-                reason=reason,
-            )
-        )
+        offers.append(replace(offer, health=health(cluster), current=current(cluster), reason=reason))
     return offers
