@@ -83,6 +83,9 @@ async def test_a_clusters_unloadable_kubeconfig_is_reported_without_the_reason()
     await backend.ensure_on(cluster, svc, 1)
     message = backend.service_report("team-a/m", 1)["conditions"][0]["message"]
     assert "cannot load its kubeconfig" in message and "shadow" not in message
+    heartbeat = await backend.probe(cluster)  # what the Cluster's status shows of a missed heartbeat
+    assert heartbeat is not None
+    assert "cannot load its kubeconfig" in heartbeat and "shadow" not in heartbeat
 
 
 KUBECONFIG = """

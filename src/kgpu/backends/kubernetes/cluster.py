@@ -160,12 +160,14 @@ class KubernetesBackend:
     async def probe(self, cluster: Cluster) -> str | None:
         """A heartbeat: list one kgpu InferenceService there (the call every pass depends on)."""
 
-        def call() -> None:
-            api = self.api_for(cluster)
-            api.list_cluster_custom_object(GROUP, VERSION, SERVICES, limit=1, **self._kw())
-
         try:
-            await asyncio.to_thread(call)
+            api = await asyncio.to_thread(self.api_for, cluster)
+        except Exception as exc:  # its reason goes to the log only: the Cluster's status is its users'
+            return _unloadable(cluster, exc)
+        try:
+            await asyncio.to_thread(
+                api.list_cluster_custom_object, GROUP, VERSION, SERVICES, limit=1, **self._kw()
+            )
         except Exception as exc:  # unreachable, refused, unauthorised: the cluster does not answer
             return f"cluster {cluster.key}: {_describe(exc)}"
         return None
