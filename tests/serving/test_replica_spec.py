@@ -84,3 +84,11 @@ def test_the_local_process_gets_the_spec_env_and_its_devices(tmp_path):
     env = local_replica(service, tmp_path, 5555)._env()
     assert env["HF_HUB_OFFLINE"] == "1" and env["PORT"] == "5555"
     assert env["CUDA_VISIBLE_DEVICES"] == ""  # a CPU replica sees no GPU
+
+
+def test_the_last_log_line_shown_has_no_terminal_escapes(tmp_path):
+    replica = local_replica(team_service(), tmp_path, 41234)
+    (tmp_path / "log").write_bytes(
+        b"earlier\n\x1b[32mINFO\x1b[0m:     Loading \x1b]0;title\x07weights 40%\r\x1b[2K\x1b[A\n\x1b[1A\n"
+    )
+    assert replica.last_log_line() == "INFO:     Loading ]0;titleweights 40%"
