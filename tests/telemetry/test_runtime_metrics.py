@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import threading
 import time
 
 import httpx
@@ -180,3 +181,22 @@ def test_a_metrics_path_must_be_absolute(path):
     else:
         with pytest.raises(ResourceValidationError, match="spec.runtime.metricsPath"):
             parse_resource(document)
+
+
+def test_the_pages_are_parsed_off_the_event_loop(monkeypatch):
+    parsed_on = []
+
+    def recording(text, labels):
+        parsed_on.append(threading.current_thread())
+        return relabelled(text, labels)
+
+    monkeypatch.setattr(runtime_metrics_module, "relabelled", recording)
+    with serving(their_server(1)) as url:
+
+        async def scrape() -> bytes:
+            async with httpx.AsyncClient() as client:
+                return await runtime_metrics(client, [RuntimeTarget("a/b", "b-0", f"{url}/metrics")], set())
+
+        text = asyncio.run(scrape())
+    assert "their_requests" in _families(text)
+    assert parsed_on and threading.main_thread() not in parsed_on

@@ -138,7 +138,9 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
         if not targets:
             return Response(own, media_type=CONTENT_TYPE_LATEST)
         # Command runtimes' own series, with the service's labels (kgpu.telemetry.runtime_metrics).
-        taken = {family.name for family in text_string_to_metric_families(own.decode())}
+        taken = await run_in_threadpool(
+            lambda: {f.name for f in text_string_to_metric_families(own.decode())}
+        )
         async with httpx.AsyncClient(trust_env=False) as client:  # loopback, never through a proxy
             theirs = await runtime_metrics(client, targets, taken)
         return Response(own + theirs, media_type=CONTENT_TYPE_LATEST)
