@@ -104,10 +104,20 @@ def fill(desired: int, candidates: Sequence[ClusterOffer]) -> dict[str, int]:
 def spread(desired: int, candidates: Sequence[ClusterOffer]) -> dict[str, int]:
     counts = {offer.name: 0 for offer in candidates}
     declared = {offer.name: i for i, offer in enumerate(candidates)}
-    for _ in range(desired):
+    left = desired
+    while left > 0:
         open_ = [offer for offer in candidates if _has_room(offer, counts[offer.name])]
         if not open_:
             break
+        level = counts[open_[0].name]
+        if left >= len(open_) and all(counts[o.name] == level for o in open_):
+            # Every open cluster as empty as the others: the next rounds give each one replica, in
+            # whatever order; give them at once (a split of thousands of replicas stays cheap).
+            rounds = min([left // len(open_), *(o.room - level for o in open_ if o.room is not None)])
+            for offer in open_:
+                counts[offer.name] += rounds
+            left -= rounds * len(open_)
+            continue
         # The emptiest cluster; ties go where the replica already runs (no move), then local,
         # then the declared order, so the same inputs always give the same split.
         chosen = min(
@@ -120,6 +130,7 @@ def spread(desired: int, candidates: Sequence[ClusterOffer]) -> dict[str, int]:
             ),
         )
         counts[chosen.name] += 1
+        left -= 1
     return counts
 
 
