@@ -30,7 +30,6 @@ import torch
 from kgpu.serving.devices import resolve_device, resolve_dtype
 from kgpu.serving.sampling import SLOT_KWARG, RequestSampler, Sampling, install
 from kgpu.serving.text_stream import IncrementalDetokenizer, StopMatcher
-from kgpu.serving.varlen_attention import register as register_varlen_attention
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +136,10 @@ class GenerationEngine:
         )
         install(self._manager.logit_processor, self.sampler)
         if varlen:  # after the library's set-up, which accepts only its own implementations
+            from kgpu.serving.varlen_attention import (
+                register as register_varlen_attention,
+            )  # an option: load on use
+
             self.model.set_attn_implementation(register_varlen_attention())
         self._planned_kv_blocks = cb_config.num_blocks
         self._page_size = page_size
