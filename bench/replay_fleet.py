@@ -37,7 +37,7 @@ from rich.table import Table
 
 from bench.common.machine import machine_facts
 from bench.common.results import write_results
-from kgpu.cli.replay import plot_fleet
+from kgpu.cli.replay import numbers_table, plot_fleet
 from kgpu.gpu.flavors import catalog_price_per_gpu_hour
 from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, TraceRequest, load_azure_trace
 from kgpu.sim.fleet import Fleet, FleetCluster, FleetError, Outage, load_fleet
@@ -165,21 +165,21 @@ def verdicts(met: dict[str, bool]) -> str:
 
 def table(version: str, rows: dict[str, dict], met: dict[str, bool]) -> Table:
     dear = rows["dear-only"]
-    out = Table(title=f"{version}: {verdicts(met)}")
-    headers = (
-        "scenario",
-        "SLO met",
-        "failed",
-        "cut",
-        "retried",
-        "GPU-h",
-        "cost $",
-        "x dear",
-        "node cost $",
-        "x dear",
+    out = numbers_table(
+        f"{version}: {verdicts(met)}",
+        (
+            "scenario",
+            "SLO met",
+            "failed",
+            "cut",
+            "retried",
+            "GPU-h",
+            "cost $",
+            "x dear",
+            "node cost $",
+            "x dear",
+        ),
     )
-    for h in headers:
-        out.add_column(h, justify="left" if h == "scenario" else "right")
     for name, r in rows.items():
         out.add_row(
             name,

@@ -70,10 +70,16 @@ def run_policy(
     return run_replay(trace, policy, model, timeline_every_s=timeline_every_s)
 
 
-def results_table(results: Sequence[ReplayResult], title: str) -> Table:
+def numbers_table(title: str, headers: Sequence[str]) -> Table:
+    """A table of one named row per line: its first column (the name) left-aligned, the numbers right."""
     table = Table(title=title)
-    for header, _, _ in COLUMNS:
-        table.add_column(header, justify="left" if header == "policy" else "right")
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 else "right")
+    return table
+
+
+def results_table(results: Sequence[ReplayResult], title: str) -> Table:
+    table = numbers_table(title, [header for header, _, _ in COLUMNS])
     for result in results:
         data = result.to_dict()
         row = [fmt.format(data[key]) for _, key, fmt in COLUMNS]
@@ -108,19 +114,19 @@ def plot_timelines(results: Sequence[ReplayResult], path: Path) -> None:
 
 def fleet_table(result: FleetReplayResult, title: str) -> Table:
     """GPU-hours and cost per cluster, and the fleet's total."""
-    table = Table(title=title)
-    headers = (
-        "cluster",
-        "requests",
-        "SLO met",
-        "GPU-hours",
-        "cost $",
-        "node-hours",
-        "node cost $",
-        "max replicas",
+    table = numbers_table(
+        title,
+        (
+            "cluster",
+            "requests",
+            "SLO met",
+            "GPU-hours",
+            "cost $",
+            "node-hours",
+            "node cost $",
+            "max replicas",
+        ),
     )
-    for header in headers:
-        table.add_column(header, justify="left" if header == "cluster" else "right")
     for c in result.clusters:
         table.add_row(
             c.name,
