@@ -17,3 +17,17 @@ def test_the_burst_that_overloads_one_replica_is_the_one_listed():
     assert burst["causes"] == {name: 8 if name == "queueing" else 0 for name in MISS_CAUSES}
     assert burst["ready_at_start"] == burst["most_ready_before"] == 1
     assert missed_bursts(trace, result, min_missed=9) == []
+
+
+def test_most_ready_before_is_the_largest_ready_count_in_the_look_back_window():
+    # Autoscaled: the ready count moves between bursts; the window is found by bisection over the
+    # timeline and must give what scanning every frame gives.
+    trace = [TraceRequest(float(t), 1000, 0) for t in range(0, 300, 10) for _ in range(30)]
+    trace += [TraceRequest(float(t), 1000, 0) for t in (400, 460) for _ in range(300)]
+    result = replay(trace, "kgpu", timeline_every_s=1.0)
+    listed = missed_bursts(trace, result, look_back_s=120.0)
+    assert len(listed) == 2
+    for burst in listed:
+        start = burst["start_s"]
+        window = [int(f["ready"]) for f in result.timeline if start - 120.0 <= f["t"] <= start]
+        assert burst["most_ready_before"] == max(window, default=burst["ready_at_start"])

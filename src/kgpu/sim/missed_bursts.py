@@ -47,11 +47,9 @@ def missed_bursts(
         if hi - lo < min_missed:
             continue
         causes = Counter(cause for _, cause in missed[lo:hi])
-        before = [
-            int(frame["ready"])
-            for frame, t in zip(result.timeline, times, strict=True)
-            if start - look_back_s <= t <= start
-        ]
+        # frames are in time order: the look-back window by bisection, not a pass over the timeline
+        first, last = bisect.bisect_left(times, start - look_back_s), bisect.bisect_right(times, start)
+        before = [int(frame["ready"]) for frame in result.timeline[first:last]]
         onset = ready_at(result.timeline, start)
         out.append(
             {
