@@ -207,3 +207,15 @@ def test_kept_pool_capacity_equals_a_recount_after_any_placements(reqs: list[Pod
         recount = PoolReserve(snapshot, pools.groups).capacity()
         assert pools.capacity().tolist() == recount.tolist()
         assert pools.short() == PoolReserve(snapshot, pools.groups).short()
+
+
+def test_kept_gpu_summaries_cannot_be_written_by_their_readers() -> None:
+    import pytest
+
+    snapshot = small_cluster()
+    free_gpus, _, idle = snapshot.gpu_summary()
+    with pytest.raises(ValueError, match="read-only"):
+        free_gpus[0] = 0
+    with pytest.raises(ValueError, match="read-only"):
+        idle += 1
+    assert snapshot.gpu_summary()[0].tolist() == [4, 2, 8]

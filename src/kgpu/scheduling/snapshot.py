@@ -46,6 +46,12 @@ class NodeSpec:
             raise ValueError(f"{self.name}: cpu_milli, memory_mib and gpu_count must not be negative")
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
+
 class ClusterSnapshot:
     """Mutable placement state of a set of nodes."""
 
@@ -115,7 +121,7 @@ class ClusterSnapshot:
 
         Reductions along the short GPU axis cost about as much per call as the whole cycle of a
         small cluster, and a placement changes one node: rows are recomputed only where the
-        node's version moved since the last call. Read-only views; do not write to them.
+        node's version moved since the last call. Read-only views (a write would make them drift).
         """
         stale = np.flatnonzero(self._summary_seen != self.version)
         if len(stale):
@@ -124,7 +130,7 @@ class ClusterSnapshot:
             self._largest_share[stale] = left.max(axis=1)
             self._idle_milli[stale] = left.sum(axis=1)
             self._summary_seen[stale] = self.version[stale]
-        return self._free_gpus, self._largest_share, self._idle_milli
+        return _read_only(self._free_gpus), _read_only(self._largest_share), _read_only(self._idle_milli)
 
     @property
     def num_nodes(self) -> int:
