@@ -35,11 +35,13 @@ def header_length(value: str | None, body_length: int) -> int | None:
     """The JSON header's length from the request's header, or None for a plain JSON body."""
     if value is None:
         return None
-    if not value.strip().isdigit() or int(value) > body_length:
+    digits = value.strip()
+    # isdigit() alone accepts digits int() refuses (a latin-1 header's "²"): ASCII digits only.
+    if not (digits.isascii() and digits.isdigit()) or int(digits) > body_length:
         raise bad_request(
             f"Inference-Header-Content-Length {value!r} must be a byte count within the body's {body_length}"
         )
-    return int(value)
+    return int(digits)
 
 
 def split_body(raw: bytes, length: int | None) -> tuple[Any, bytes]:
