@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kgpu.serving.model_layout import read_model_layout
-from kgpu.serving.model_source import ModelSourceError, resolve_model_uri
+from kgpu.serving.model_source import locate_model
 
 _CAUSAL_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 
@@ -28,10 +28,12 @@ def model_task(directory: Path) -> str:
 def served_task(task: str, model_uri: str) -> str:
     """The task as stated (`spec.model.task`, `--task`), else read from the model directory. A directory that
     cannot be read here counts as embeddings: a replica then reports the load error from the embedding runtime,
-    as it always has."""
+    as it always has. The layout is read once (the control plane asks on every status it renders)."""
     if task != "auto":
         return task
+    if not model_uri.strip():  # not the working directory
+        return "embedding"
     try:
-        return model_task(resolve_model_uri(model_uri))
-    except (ModelSourceError, ValueError):
+        return model_task(locate_model(model_uri))
+    except (ValueError, OSError):  # not a model here (ModelSourceError, ModelLayoutError) or unreadable
         return "embedding"
