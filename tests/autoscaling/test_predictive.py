@@ -6,7 +6,16 @@ import pytest
 
 from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.context import ScalingContext
-from kgpu.autoscaling.predictive import DEFAULT_SIZING, PredictiveState, concurrency_slope
+from kgpu.autoscaling.predictive import (
+    DEFAULT_SIZING,
+    MAX_HEADROOM,
+    SURPRISE_HORIZON_S,
+    SURPRISE_MEMORY_S,
+    PredictiveState,
+    concurrency_slope,
+    measure_surprises,
+    observed_headroom,
+)
 from kgpu.autoscaling.predictive import predictive_decide as decide_in_context
 from kgpu.autoscaling.window import Sample
 from kgpu.sim.hold_tuning import HoldTuning, TunedSizing, deadline_need, held_level, remember, work_need
@@ -49,6 +58,46 @@ def test_trend_is_extrapolated_over_the_start_up_time():
     d = predictive_decide(SPEC, ramp, now=20, current_replicas=1, in_system_now=20, replica_startup_s=20)
     assert d.demand_forecast == 40  # 20 now + 1 req/s * 20 s
     assert d.desired == 3  # ceil(40 / 16); without the trend it would be 2
+
+
+def test_a_burst_onset_is_scaled_by_the_slope_of_the_panic_window():
+    # Quiet for 16 s, then 8 more requests every 2 s: over the 20 s lead window the least-squares
+    # slope is 0.95 req/s, over the 6 s panic window (the last three samples) 4 req/s.
+    samples = [Sample(time=float(t), concurrency=0.0) for t in range(2, 17, 2)]
+    samples += [Sample(time=18.0, concurrency=8.0), Sample(time=20.0, concurrency=16.0)]
+    assert SPEC.panic_window_seconds == 6
+    assert concurrency_slope(samples) < 1
+    d = predictive_decide(SPEC, samples, now=20, current_replicas=1, in_system_now=16, replica_startup_s=20)
+    assert d.demand_forecast == 96  # 16 now + 4 req/s * 20 s
+    assert d.desired == 6
+
+
+def test_surprise_is_the_peak_within_the_horizon_over_what_the_tick_asked():
+    state = PredictiveState(asked=((0.0, 4), (30.0, 4)))
+    samples = [Sample(time=10.0, concurrency=80.0), Sample(time=70.0, concurrency=200.0)]
+    still, measured = measure_surprises(state, samples, SURPRISE_HORIZON_S, 16.0)
+    assert still == ((30.0, 4),)  # not a horizon old yet
+    assert measured == ((0.0, 80.0 / 16 / 4),)  # the sample at 70 s is past its horizon
+    old = PredictiveState(surprises=((0.0, 2.0),))
+    assert measure_surprises(old, [], SURPRISE_MEMORY_S, 16.0) == ((), ())
+
+
+def test_observed_headroom_is_a_high_quantile_between_one_and_its_cap():
+    assert observed_headroom([]) == 1.0
+    assert observed_headroom([(0.0, 0.5)] * 10) == 1.0  # bursts smaller than held: no headroom
+    assert observed_headroom([(0.0, 1.1)] * 10) == pytest.approx(1.1)
+    assert observed_headroom([(0.0, 1.0)] * 99 + [(0.0, 3.0)]) == 1.0  # one spike in 100 is ignored
+    assert observed_headroom([(0.0, 3.0)] * 10) == MAX_HEADROOM
+
+
+def test_observed_headroom_multiplies_the_held_peak():
+    spec = SPEC.model_copy(update={"scale_to_zero_idle_seconds": 1000})
+    samples = [Sample(time=0, concurrency=64), Sample(time=2, concurrency=0)]
+    kwargs = {"current_replicas": 4, "in_system_now": 0, "replica_startup_s": 20}
+    calm = predictive_decide(spec, samples, now=100, **kwargs)
+    assert calm.desired == 4
+    surprised = PredictiveState(surprises=((90.0, 1.25),) * 5)
+    assert predictive_decide(spec, samples, now=100, state=surprised, **kwargs).desired == 5  # 4 x 1.25
 
 
 def test_recent_peak_is_held_for_the_stabilization_window():

@@ -134,8 +134,15 @@ class TunedSizing(Sizing):
         return math.ceil(self.deadline_replicas - 1e-9)
 
     def peak(
-        self, ctx: ScalingContext, levels: tuple, last: float, forecast: float, growth: float
+        self,
+        ctx: ScalingContext,
+        levels: tuple,
+        last: float,
+        forecast: float,
+        growth: float,
+        headroom: float = 1.0,
     ) -> tuple[int, tuple]:
+        # The observed ``headroom`` is the default memory's; a tuning brings its own (``tuning.headroom``).
         tuning, spec, now = self.tuning, ctx.spec, ctx.now
         target = spec.target_per_replica
         if tuning.signal == "work":
