@@ -70,6 +70,10 @@ def test_a_burst_onset_is_scaled_by_the_slope_of_the_panic_window():
     d = predictive_decide(SPEC, samples, now=20, current_replicas=1, in_system_now=16, replica_startup_s=20)
     assert d.demand_forecast == 96  # 16 now + 4 req/s * 20 s
     assert d.desired == 6
+    # Without the onset slope: 16 + (200 / 330 req/s over the lead window) * 20 s = 28.1, 2 replicas;
+    # the other 4 are held for load not seen yet.
+    assert concurrency_slope(samples) == pytest.approx(200 / 330)
+    assert d.speculative == 4
 
 
 def test_surprise_is_the_peak_within_the_horizon_over_what_the_tick_asked():
@@ -95,9 +99,10 @@ def test_observed_headroom_multiplies_the_held_peak():
     samples = [Sample(time=0, concurrency=64), Sample(time=2, concurrency=0)]
     kwargs = {"current_replicas": 4, "in_system_now": 0, "replica_startup_s": 20}
     calm = predictive_decide(spec, samples, now=100, **kwargs)
-    assert calm.desired == 4
+    assert (calm.desired, calm.speculative) == (4, 0)
     surprised = PredictiveState(surprises=((90.0, 1.25),) * 5)
-    assert predictive_decide(spec, samples, now=100, state=surprised, **kwargs).desired == 5  # 4 x 1.25
+    d = predictive_decide(spec, samples, now=100, state=surprised, **kwargs)
+    assert (d.desired, d.speculative) == (5, 1)  # 4 x 1.25; the fifth is headroom
 
 
 def test_recent_peak_is_held_for_the_stabilization_window():

@@ -124,3 +124,19 @@ def test_a_replica_counts_as_starting_for_two_start_up_times_only():
     assert starting_replicas(phases, now=110.0, startup_s=20.0) == 2  # 10 s and 35 s old: within 40 s
     assert starting_replicas(phases, now=110.0, startup_s=15.0) == 1  # the one 35 s old hangs: past 30 s
     assert starting_replicas(phases, now=110.0, startup_s=None) == 1  # 2 x DEFAULT_STARTUP_S (10 s)
+
+
+def test_the_replicas_kgpu_holds_for_load_not_seen_yet_are_kept_for_the_split():
+    scaler = ReplicaAutoscaler(Recorder().event, Recorder().kick)
+    svc = service(1, policy="kgpu", target=16, targetUtilization=1.0, minReplicas=0, maxReplicas=32)
+    # Quiet for 16 s, then 8 more requests every 2 s (tests/autoscaling/test_predictive.py's onset):
+    # 6 replicas on the panic window's slope, of which 4 beyond what the lead window's trend asks.
+    for t in range(2, 21, 2):
+        load = max(0, t - 16) * 4
+        scaler.tick([svc], lambda _k, load=load: Observation(load, 0, 1, startup_s=20.0), now=float(t))
+    assert (scaler.desired(svc), scaler.speculative(svc.key)) == (6, 4)
+    # A request waking the service from zero is load seen: nothing of it is speculative.
+    scaler._services[svc.key].desired = 0
+    scaler.wake(svc.key)
+    assert (scaler.desired(svc), scaler.speculative(svc.key)) == (1, 0)
+    assert scaler.speculative("default/unknown") == 0

@@ -194,6 +194,33 @@ def test_fill_uses_the_cheaper_cluster_first_and_overflows_to_the_dearer(tmp_pat
     asyncio.run(scenario())
 
 
+def test_replicas_held_for_load_not_seen_yet_are_placed_only_at_the_lowest_price(tmp_path):
+    # As above: this machine's L4 at 0.80 USD per GPU-hour, the on-prem sim pool's 8 H100s at 0.50.
+    platform = make_platform(tmp_path, inventory=l4_node())
+    assert platform.backend.speculative_replicas == platform.autoscaler.speculative  # the live wiring
+    cheap = {"name": "bm3-ai-1xlarge-h100-80-8", "pricePerGpuHour": 0.5}
+    placement = {"clusters": ["here", "on-prem"], "policy": "fill"}
+    apply(
+        platform,
+        cluster("here", "local"),
+        cluster("on-prem", "sim", **FAST_SIM),
+        pool("h100", "on-prem", cheap),
+        service(10, placement, gpus=1),
+    )
+    platform.backend.speculative_replicas = lambda key: 2  # what kgpu's policy held as headroom
+
+    async def scenario() -> None:
+        await settle(platform)
+        # The 8 seen fill on-prem; the 2 speculative ones are not bought at this machine's price.
+        assert shares(platform) == {"here": 0, "on-prem": 8}
+        assert platform.backend.placements[SVC].split.dropped == 2
+        apply(platform, service(6, placement, gpus=1))
+        await settle(platform)
+        assert shares(platform) == {"here": 0, "on-prem": 6}  # 4 seen + 2 speculative, all on-prem
+
+    asyncio.run(scenario())
+
+
 def test_a_cluster_without_a_fitting_gpu_is_skipped_with_its_reason(tmp_path):
     platform = make_platform(tmp_path)  # no GPU here
     apply(

@@ -12,6 +12,7 @@ from kgpu.multicluster.placement import (
     SUSPECTED,
     UNAVAILABLE,
     ClusterOffer,
+    place_speculative,
     split_replicas,
 )
 
@@ -83,6 +84,35 @@ def test_a_cluster_that_cannot_host_the_service_is_skipped_with_its_reason():
     assert split.unplaced == 1
 
 
+def test_speculative_replicas_go_only_to_booted_capacity_at_the_lowest_price():
+    # On-prem runs 2 replicas, has 1 GPU free now (capacity 3), and no room to grow; the cloud has
+    # 8 booted GPUs free and room for 24 more on new nodes, at 2.5x the price.
+    cheap = ClusterOffer("on-prem", price_per_gpu_hour=1.0, capacity=3, max_capacity=3, current=2)
+    dear = ClusterOffer("cloud", price_per_gpu_hour=2.5, capacity=8, max_capacity=32)
+    offers = [cheap, dear]
+    # 6 wanted, 2 of them speculative: the 4 seen fill on-prem (3) and overflow to the cloud (1);
+    # on-prem is full, so both speculative replicas are dropped rather than bought in the cloud.
+    split = split_replicas(6, offers, "fill", speculative=2)
+    assert split.replicas == {"on-prem": 3, "cloud": 1}
+    assert (split.unplaced, split.dropped, split.placed) == (0, 2, 4)
+    # 3 wanted, 1 speculative: the 2 seen leave on-prem one free GPU, which the speculative one takes.
+    split = split_replicas(3, offers, "fill", speculative=1)
+    assert split.replicas == {"on-prem": 3, "cloud": 0} and split.dropped == 0
+    # On-prem suspect: the load seen moves to the cloud, but the lowest price on offer is still
+    # on-prem's, so nothing speculative is bought at the cloud's.
+    suspect = [ClusterOffer("on-prem", health="suspect", price_per_gpu_hour=1.0, capacity=3), dear]
+    split = split_replicas(5, suspect, "fill", speculative=2)
+    assert split.replicas == {"on-prem": 0, "cloud": 3} and split.dropped == 2
+    # A cluster that cannot host the service sets no price; booted capacity bounds, growth does not.
+    unfit = ClusterOffer("gpu-less", price_per_gpu_hour=0.5, capacity=10, reason="no pool offers the GPU")
+    split = split_replicas(12, [unfit, dear], "fill", speculative=6)
+    assert split.replicas == {"gpu-less": 0, "cloud": 8} and split.dropped == 4
+    # Whatever the policy: spread balances the 2 seen (1 and 1); the 2 speculative ones take
+    # on-prem's booted room (3 - 1), none goes to the cloud.
+    split = split_replicas(4, offers, "spread", speculative=2)
+    assert split.replicas == {"on-prem": 3, "cloud": 1} and split.dropped == 0
+
+
 def test_unknown_policy_and_bad_input_are_refused():
     with pytest.raises(
         ValueError, match="unknown placement policy 'cheapest'; known: fill, spread, failover"
@@ -143,3 +173,29 @@ def test_split_properties(desired, offers, policy):
         for i, o in enumerate(usable):
             if split.replicas[o.name]:
                 assert all(p.room is not None and split.replicas[p.name] == p.room for p in usable[:i])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    desired=st.integers(0, 40),
+    share=st.floats(0, 1),
+    offers=offers_strategy,
+    policy=st.sampled_from(sorted(PLACEMENT_POLICIES)),
+)
+def test_speculative_replicas_add_to_the_firm_split_only_at_the_lowest_price(desired, share, offers, policy):
+    speculative = int(desired * share)
+    split = split_replicas(desired, offers, policy, speculative)
+    firm = split_replicas(desired - speculative, offers, policy)
+    assert split.unplaced == firm.unplaced
+    assert split.placed + split.unplaced + split.dropped == desired
+    hosting = [o for o in offers if o.reason is None]
+    lowest = min((o.price_per_gpu_hour for o in hosting), default=None)
+    for o in offers:
+        extra = split.replicas[o.name] - firm.replicas[o.name]
+        assert extra >= 0
+        if extra:
+            # Only a healthy cluster at the lowest price, and no further than what is booted there.
+            assert o.health == HEALTHY and o.reason is None and o.price_per_gpu_hour == lowest
+            booted = o.capacity if o.capacity is not None else o.room
+            assert booted is None or split.replicas[o.name] <= max(booted, firm.replicas[o.name])
+    assert place_speculative(0, dict(firm.replicas), offers, offers) == 0

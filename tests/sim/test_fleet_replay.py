@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kgpu.api.autoscaling import AutoscalingSpec
+from kgpu.autoscaling.policy import ScalingDecision
 from kgpu.cli.sim import sim_app
 from kgpu.sim.azure_trace import TraceRequest
 from kgpu.sim.fleet import FleetError, load_fleet, parse_fleet
@@ -287,3 +288,27 @@ def test_the_fleet_chart_is_written(tmp_path):
     path = tmp_path / "fleet.png"
     plot_fleet(result, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class HoldsSpeculative(FleetReplayLoop):
+    """The fleet replay with a policy that always asks for 4 replicas, ``speculative`` of them held
+    for load not seen yet (kgpu's headroom); the loop, the split and the cost are the real ones."""
+
+    def __init__(self, trace, document: dict, speculative: int) -> None:
+        super().__init__(trace, parse_fleet(document), "kgpu", ServiceModel(), fixed(1), 10.0)
+        self.speculative = speculative
+
+    def _policies(self, now, active):
+        return {"kgpu": lambda ctx, state: ScalingDecision(4, state, speculative=self.speculative)}
+
+
+@pytest.mark.parametrize(("speculative", "cheap", "dear"), [(0, 2, 2), (2, 2, 0), (3, 2, 0)])
+def test_speculative_replicas_take_only_the_cheapest_clusters_booted_gpus(speculative, cheap, dear):
+    # 4 asked at the first tick (2 s): the cheap cluster's 2 GPUs hold 2, the dear one takes the rest
+    # of the load seen; what is speculative finds the cheap cluster full and is dropped.
+    trace = [req(0, 1000), req(100, 1000)]  # the replay ends at 101 s
+    loop = HoldsSpeculative(trace, fleet(), speculative)
+    result = loop.fleet_result(loop.run(), 101.0)
+    by_cluster = {c.name: c for c in result.clusters}
+    assert (by_cluster["cheap"].max_replicas, by_cluster["dear"].max_replicas) == (cheap, dear)
+    assert by_cluster["dear"].cost == pytest.approx(dear * (101 - 2) / 3600 * 3.0)

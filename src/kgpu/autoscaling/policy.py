@@ -25,6 +25,10 @@ class ScalingDecision:
     desired: int
     state: object  # handed back to the same policy on the next tick
     panicking: bool = False
+    # How many of ``desired`` are held for load not seen yet (kgpu's headroom and onset forecast)
+    # rather than for the load seen: a split over clusters (`kgpu.multicluster.placement`) places
+    # them only on capacity booted now at the lowest price the service's clusters offer.
+    speculative: int = 0
 
 
 ReplicaPolicy = Callable[[ScalingContext, object], ScalingDecision]
@@ -43,7 +47,7 @@ def hpa(ctx: ScalingContext, state: object) -> ScalingDecision:
 
 def kgpu(ctx: ScalingContext, state: object) -> ScalingDecision:
     decision = predictive_decide(ctx, state)
-    return ScalingDecision(decision.desired, decision.state)
+    return ScalingDecision(decision.desired, decision.state, speculative=decision.speculative)
 
 
 REPLICA_POLICIES: Mapping[str, ReplicaPolicy] = {"kpa": kpa, "hpa": hpa, "kgpu": kgpu}

@@ -26,6 +26,13 @@ serves. The policy
    again and pay their start-up twice; once they serve, the rules above decide;
 5. goes to zero only after ``scaleToZeroIdleSeconds`` without any request, and never below
    ``minReplicas`` or above ``maxReplicas``.
+
+The decision says which of its replicas are speculative: those beyond what the same rules give
+without the panic window's onset slope and without the observed headroom, i.e. held for load that
+has not been seen in any window yet. On one cluster they are placed like the others (rule 3 keeps
+them on free GPUs); a split over several clusters places them only on capacity booted now at the
+lowest price the service's clusters offer (`kgpu.multicluster.placement.place_speculative`), so a
+guess never buys a dear cluster's GPUs, while the load seen is placed as before.
 """
 
 from __future__ import annotations
@@ -65,6 +72,9 @@ class PredictiveDecision:
     demand_now: float
     demand_forecast: float
     lead_time_s: float
+    # Replicas of ``desired`` beyond what the load seen so far asks for (the observed headroom and
+    # the onset slope's forecast): a split over clusters buys them only at the lowest price.
+    speculative: int = 0
 
 
 def concurrency_slope(samples: Sequence[Sample]) -> float:
@@ -152,22 +162,28 @@ def predictive_decide(
     lead = ctx.replica_startup_s + (ctx.node_startup_s if needs_node else 0.0)
     recent = in_window(samples, now, max(lead, spec.panic_window_seconds))
     onset = in_window(samples, now, spec.panic_window_seconds)
-    growth = max(0.0, concurrency_slope(recent), concurrency_slope(onset)) * lead
+    trend = max(0.0, concurrency_slope(recent))
+    growth = max(trend, concurrency_slope(onset)) * lead
     forecast = demand_now + growth
-
-    # Bursts: the peak of the stabilization window, sized on GPUs that are free now. A burst
-    # shorter than a node's start-up is over before a new node could serve it, so only
-    # demand sustained over that lead time (its window average, plus trend) asks for nodes.
-    asked, surprises = measure_surprises(state, samples, now, target)
-    headroom = observed_headroom(surprises)
-    peak_replicas, levels = sizing.peak(ctx, state.levels, last, forecast, growth, headroom)
-    on_free_gpus = min(peak_replicas, ctx.current + room)
     sustained = sizing.sustained(
         ctx, sum(s.concurrency for s in recent) / len(recent) if recent else demand_now
     )
-    desired = max(on_free_gpus, math.ceil(sustained / target))
-    if ctx.starting:
-        desired = max(desired, ctx.ready + ctx.starting)
+
+    def replicas_for(forecast: float, growth: float, headroom: float) -> tuple[int, tuple]:
+        # Bursts: the peak of the stabilization window, sized on GPUs that are free now. A burst
+        # shorter than a node's start-up is over before a new node could serve it, so only
+        # demand sustained over that lead time (its window average, plus trend) asks for nodes.
+        peak_replicas, levels = sizing.peak(ctx, state.levels, last, forecast, growth, headroom)
+        on_free_gpus = min(peak_replicas, ctx.current + room)
+        wanted = max(on_free_gpus, math.ceil(sustained / target))
+        if ctx.starting:
+            wanted = max(wanted, ctx.ready + ctx.starting)
+        return wanted, levels
+
+    asked, surprises = measure_surprises(state, samples, now, target)
+    desired, levels = replicas_for(forecast, growth, observed_headroom(surprises))
+    # The same rules without the onset slope and the headroom: what the load seen so far asks for.
+    seen, _ = replicas_for(demand_now + trend * lead, trend * lead, 1.0)
 
     # The idle clock starts at the first look, so a fresh service is not dropped at once.
     last_busy = now if demand_now > 0 or state.last_busy_at is None else state.last_busy_at
@@ -175,6 +191,7 @@ def predictive_decide(
     if desired == 0 and ctx.current > 0 and idle_for < spec.scale_to_zero_idle_seconds:
         desired = 1
     desired = spec.clamp(desired)
+    speculative = max(0, desired - spec.clamp(max(seen, 1 if desired else 0)))
     asked = (*asked, (now, max(desired, 1)))
     state = PredictiveState(last_busy, levels, asked, surprises)
-    return PredictiveDecision(desired, state, demand_now, forecast, lead)
+    return PredictiveDecision(desired, state, demand_now, forecast, lead, speculative)

@@ -78,6 +78,7 @@ class _Scaling:
     state: object | None = None
     concurrency: float = 0.0
     panicking: bool = False
+    speculative: int = 0  # of `desired`, held for load not seen yet (ScalingDecision.speculative)
 
 
 class ReplicaAutoscaler:
@@ -92,6 +93,11 @@ class ReplicaAutoscaler:
         if spec is None:
             return service.spec.replicas
         return self._entry(service.key, spec, service.spec.replicas).desired
+
+    def speculative(self, key: str) -> int:
+        """How many of the service's desired replicas its policy holds for load not seen yet."""
+        entry = self._services.get(key)
+        return 0 if entry is None else min(entry.speculative, entry.desired)
 
     def status(self, service: InferenceService) -> dict | None:
         entry = self._services.get(service.key)
@@ -108,7 +114,7 @@ class ReplicaAutoscaler:
         """A request is waiting and the service has no replica: start one now (the activator's job)."""
         entry = self._services.get(key)
         if entry is not None and entry.desired == 0 and entry.spec.max_replicas > 0:
-            entry.desired = 1
+            entry.desired, entry.speculative = 1, 0  # a request waits: that replica is for load seen
             self._on_event(key, "scaling from zero: a request is waiting")
             self._on_change()
 
@@ -137,6 +143,7 @@ class ReplicaAutoscaler:
         elif entry.spec != spec:
             # New settings: keep the history, restart the policy's own state, respect the new bounds.
             entry.spec, entry.state, entry.desired = spec, None, spec.clamp(entry.desired)
+            entry.speculative = 0
         return entry
 
     def scale(self, service: InferenceService, sample: Sample, seen: Observation) -> bool:
@@ -161,6 +168,7 @@ class ReplicaAutoscaler:
         )
         decision = decide(ctx, entry.state)
         entry.state, entry.panicking = decision.state, decision.panicking
+        entry.speculative = decision.speculative
         entry.concurrency = sample.concurrency
         if decision.desired == entry.desired:
             return False

@@ -172,6 +172,7 @@ class Platform:
         self.router.refuse = self.backend.refusal  # e.g. a sim cluster's replicas serve nothing
         self.router.on_replica_gone = self._gateway_lost_a_cluster_endpoint
         self.autoscaler = ReplicaAutoscaler(on_event=self.events.record, on_change=self._kick)
+        self.backend.speculative_replicas = self.autoscaler.speculative
         self.reconciler = Reconciler(
             self.resources,
             self.backend,

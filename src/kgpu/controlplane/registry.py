@@ -241,6 +241,10 @@ class BackendRegistry:
         self.health = health or ClusterHealth()
         self._pools: list[NodePool] = []  # as of the last pass (what clusters' offers are read from)
         self.placements: dict[str, ServicePlacement] = {}  # service key -> its split over clusters
+        # Service key -> how many of its desired replicas its autoscaler holds for load not seen yet
+        # (`ScalingDecision.speculative`; the platform sets its autoscaler's): the split places them
+        # only on capacity at the lowest price (`kgpu.multicluster.placement.place_speculative`).
+        self.speculative_replicas: Callable[[str], int] = lambda key: 0
 
     async def clusters(self, fresh: bool = False) -> list[Cluster]:
         read_at, clusters = self._clusters
@@ -315,7 +319,9 @@ class BackendRegistry:
             health=lambda c: self.health.state(c.key),
             current=lambda c: before.replicas.get(c.metadata.name, 0) if before else 0,
         )
-        split = split_replicas(desired, offers, placement.policy)
+        speculative = min(desired, self.speculative_replicas(key))
+        split = split_replicas(desired, offers, placement.policy, speculative)
+        desired -= split.dropped
         by_name = {c.metadata.name: c for c in allowed.clusters}
         kinds = {
             name: by_name[name].spec.backend

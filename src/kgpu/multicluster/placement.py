@@ -18,6 +18,10 @@ Policies (`PLACEMENT_POLICIES`, chosen by `spec.placement.policy`):
 A cluster that is not healthy (`kgpu.multicluster.health`: suspect or unavailable), or cannot host
 the service at all (no fitting GPU model, no quota), gets 0 and is listed with its reason, so a
 suspect cluster's share goes to the others at once. Replicas no cluster can hold are `unplaced`.
+
+The replicas an autoscaler holds for load not seen yet (`speculative`, e.g. kgpu's headroom) are
+split apart, whatever the policy: only onto capacity booted now in the clusters at the lowest
+price the service's clusters offer (`place_speculative`); those that find none are `dropped`.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class ClusterSplit:
     replicas: dict[str, int]  # every offered cluster, in the declared order; 0 for skipped ones
     skipped: dict[str, str] = field(default_factory=dict)  # cluster -> why it gets none
     unplaced: int = 0  # replicas no allowed cluster can hold
+    dropped: int = 0  # speculative replicas not placed: no capacity booted at the lowest price
 
     @property
     def placed(self) -> int:
@@ -142,17 +147,58 @@ PlacementPolicy = Callable[[int, Sequence[ClusterOffer]], dict[str, int]]
 PLACEMENT_POLICIES: Mapping[str, PlacementPolicy] = {"fill": fill, "spread": spread, "failover": failover}
 
 
-def split_replicas(desired: int, offers: Sequence[ClusterOffer], policy: str) -> ClusterSplit:
-    """Split `desired` replicas over `offers` (the service's clusters in declared order) by `policy`."""
+def place_speculative(
+    speculative: int,
+    counts: dict[str, int],
+    offers: Sequence[ClusterOffer],
+    candidates: Sequence[ClusterOffer],
+) -> int:
+    """Add up to ``speculative`` replicas to ``counts`` on the capacity booted now (``capacity``; the
+    whole room when that is unknown) of the candidates priced at the lowest price of all ``offers``
+    that can host the service, healthy or not; returns how many found no such place.
+
+    Speculative replicas (`kgpu.autoscaling.policy.ScalingDecision.speculative`) are held for load
+    not seen yet: worth their price only where it is lowest. A cheap cluster out of service does not
+    make a dearer one the lowest price, and no node is added for them (the policy holds them only on
+    free GPUs, which over several clusters include a dear cluster's booted ones)."""
+    hosting = [offer for offer in offers if offer.reason is None]
+    if not hosting:
+        return speculative
+    lowest = min(offer.price_per_gpu_hour for offer in hosting)
+    declared = {offer.name: i for i, offer in enumerate(candidates)}
+    cheapest = sorted(
+        (offer for offer in candidates if offer.price_per_gpu_hour == lowest),
+        key=lambda o: (not o.local, declared[o.name]),
+    )
+    left = speculative
+    for offer in cheapest:
+        booted = offer.capacity if offer.capacity is not None else offer.room
+        given = left if booted is None else min(left, max(0, booted - counts.get(offer.name, 0)))
+        counts[offer.name] = counts.get(offer.name, 0) + given
+        left -= given
+    return left
+
+
+def split_replicas(
+    desired: int, offers: Sequence[ClusterOffer], policy: str, speculative: int = 0
+) -> ClusterSplit:
+    """Split `desired` replicas over `offers` (the service's clusters in declared order) by `policy`;
+    the last `speculative` of them only where `place_speculative` allows (those it cannot place are
+    `dropped`, not `unplaced`: nothing waits for them)."""
     if policy not in PLACEMENT_POLICIES:
         raise ValueError(f"unknown placement policy {policy!r}; known: {', '.join(PLACEMENT_POLICIES)}")
     if desired < 0:
         raise ValueError(f"desired replicas must be >= 0, not {desired}")
+    if not 0 <= speculative <= desired:
+        raise ValueError(f"speculative replicas must be within 0..{desired} (desired), not {speculative}")
     names = [offer.name for offer in offers]
     if len(set(names)) != len(names):
         raise ValueError(f"a cluster is offered twice: {names}")
     skipped = {offer.name: offer.skip_reason for offer in offers if offer.skip_reason is not None}
     candidates = [offer for offer in offers if offer.name not in skipped]
-    counts = PLACEMENT_POLICIES[policy](desired, candidates)
+    firm = desired - speculative
+    counts = PLACEMENT_POLICIES[policy](firm, candidates)
+    unplaced = firm - sum(counts.values())
+    dropped = place_speculative(speculative, counts, offers, candidates) if speculative else 0
     replicas = {offer.name: counts.get(offer.name, 0) for offer in offers}
-    return ClusterSplit(replicas=replicas, skipped=skipped, unplaced=desired - sum(replicas.values()))
+    return ClusterSplit(replicas=replicas, skipped=skipped, unplaced=unplaced, dropped=dropped)

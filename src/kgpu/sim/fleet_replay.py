@@ -109,7 +109,7 @@ class FleetReplayLoop(ReplayLoop):
         self.retried = 0
         self.cut_streams = 0
         self.cut_in: list[int] = [0] * len(self.clusters)
-        self.last_desired = 0
+        self.last_desired = (0, 0)  # (desired, speculative) of the last decision, split again on a probe
         self.events: list[dict] = []
         index = {c.name: i for i, c in enumerate(self.clusters)}
         # Outages of clusters the service may not use change nothing for it.
@@ -154,7 +154,7 @@ class FleetReplayLoop(ReplayLoop):
         assert self.spec is not None
         initial = max(1, self.spec.min_replicas) if initial_replicas is None else initial_replicas
         split = split_replicas(initial, self._offers(0.0), self.fleet.placement.policy)
-        self.last_desired = initial
+        self.last_desired = (initial, 0)
         for c, cluster in enumerate(self.clusters):
             # A warm start, as the one-cluster replay's: the nodes the first replicas need are there.
             for _ in range(split.replicas[cluster.name]):
@@ -244,10 +244,12 @@ class FleetReplayLoop(ReplayLoop):
         )
         return max(0, free - self._pending_replicas())
 
-    def _scale_to(self, now: float, desired: int) -> None:
-        """Split ``desired`` over the clusters and move each toward its share (make before break)."""
-        self.last_desired = desired
-        split = split_replicas(desired, self._offers(now), self.fleet.placement.policy)
+    def _scale_to(self, now: float, desired: int, speculative: int = 0) -> None:
+        """Split ``desired`` (``speculative`` of them held for load not seen yet) over the clusters
+        and move each toward its share (make before break)."""
+        self.last_desired = (desired, speculative)
+        split = split_replicas(desired, self._offers(now), self.fleet.placement.policy, speculative)
+        desired -= split.dropped
         active = self._active()
         changed = False
         have = [
@@ -365,7 +367,7 @@ class FleetReplayLoop(ReplayLoop):
                 if change.state == UNAVAILABLE:
                     self._delete_replicas(c, now)
         if changed:
-            self._scale_to(now, self.last_desired)
+            self._scale_to(now, *self.last_desired)
             self._place_pending(now)
         self.next_probe += PROBE_S
         last_end = max(end for _, end, _ in self.outages)

@@ -323,7 +323,9 @@ class ReplayLoop:
         """Replicas counted by the autoscaler: starting or ready, not draining."""
         return [r for r in self.replicas if r.stopped_at is None and not r.draining]
 
-    def _scale_to(self, now: float, desired: int) -> None:
+    def _scale_to(self, now: float, desired: int, speculative: int = 0) -> None:
+        """Move to ``desired`` replicas; on one cluster the ``speculative`` ones are placed like the
+        others (the policy holds them on free GPUs only; the fleet replay splits them apart)."""
         active = self._active()
         current = len(active) + self.pending
         if desired == current:
@@ -439,7 +441,7 @@ class ReplayLoop:
         )
         decision = decide(ctx, self.policy_state, self._policies(now, active))
         self.policy_state = decision.state
-        self._scale_to(now, decision.desired)
+        self._scale_to(now, decision.desired, decision.speculative)
 
     def _policies(self, now: float, active: list[_Replica]):
         """The live policies; with a research tuning, kgpu's sizing replaced by it."""
@@ -450,7 +452,7 @@ class ReplayLoop:
 
         def tuned(ctx: ScalingContext, state: object) -> ScalingDecision:
             decision = predictive_decide(ctx, state, TunedSizing(tuning, pending))
-            return ScalingDecision(decision.desired, decision.state)
+            return ScalingDecision(decision.desired, decision.state, speculative=decision.speculative)
 
         return {**REPLICA_POLICIES, "kgpu": tuned}
 
