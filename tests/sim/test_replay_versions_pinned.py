@@ -3,7 +3,7 @@
 `bench/replay_matched.py` chooses kgpu's setting on the full trace (the cheapest at >= 99% SLO with
 no failed request: min 3 replicas, a 600 s burst memory, target 16) and judges it unchanged on the
 versions of `kgpu.sim.trace_versions`. The figures below are that run's
-(bench/results/2026-12-05-replay-matched-slo.md). The robustness target (>= 99% on every version)
+(bench/results/2026-12-05-replay-speculative-headroom.md). The robustness target (>= 99% on every version)
 is not met: x0.5, x0.8 and the shuffled hour stay below it, and the test pins them where they are so
 that they can only go up. The replay is deterministic; the margins absorb rounding only.
 """
