@@ -214,6 +214,10 @@ def test_replicas_held_for_load_not_seen_yet_are_placed_only_at_the_lowest_price
         # The 8 seen fill on-prem; the 2 speculative ones are not bought at this machine's price.
         assert shares(platform) == {"here": 0, "on-prem": 8}
         assert platform.backend.placements[SVC].split.dropped == 2
+        got = status(platform)  # ready without the dropped ones, and says so
+        assert (got["phase"], got["replicas"], got["readyReplicas"]) == ("Ready", 8, 8)
+        assert got["droppedSpeculativeReplicas"] == 2
+        assert "2 speculative replica(s) not started" in got["conditions"][0]["message"]
         apply(platform, service(6, placement, gpus=1))
         await settle(platform)
         assert shares(platform) == {"here": 0, "on-prem": 6}  # 4 seen + 2 speculative, all on-prem

@@ -98,10 +98,19 @@ class StatusView:
         placed = self.backend.placements[key]
         ready = sum(c["readyReplicas"] for c in clusters)
         unplaced = placed.split.unplaced
+        # Replicas the autoscaler held for load not seen yet that found no capacity booted at the
+        # lowest price are not started anywhere: the service is ready without them.
+        dropped = min(desired, placed.split.dropped)
+        desired -= dropped
         phase, reason = service_phase(desired, ready, pending=unplaced > 0)
         skipped = [f"{c['name']}: {c['reason']}" for c in clusters if "reason" in c]
         message = "; ".join(
             ([f"{unplaced} replica(s) fit in no allowed cluster"] if unplaced else [])
+            + (
+                [f"{dropped} speculative replica(s) not started: no capacity booted at the lowest price"]
+                if dropped
+                else []
+            )
             + ([f"skipped {', '.join(skipped)}"] if skipped else [])
         )
         for c in clusters:
@@ -114,6 +123,7 @@ class StatusView:
             "placementPolicy": placed.policy,
             "clusters": clusters,
             **({"unplacedReplicas": unplaced} if unplaced else {}),
+            **({"droppedSpeculativeReplicas": dropped} if dropped else {}),
             "conditions": [ready_condition(phase, reason, message)],
         }
 
