@@ -124,19 +124,15 @@ class Sizing:
         """Replicas the demand now needs."""
         return math.ceil(demand_now / ctx.spec.target_per_replica)
 
+    # Whether the held level gets the observed headroom (rule 3); a research memory brings its own.
+    takes_observed_headroom = True
+
     def peak(
-        self,
-        ctx: ScalingContext,
-        levels: tuple,
-        last: float,
-        forecast: float,
-        growth: float,
-        headroom: float = 1.0,
-    ) -> tuple[int, tuple]:
-        """Replicas to keep for bursts (with ``headroom``), and the burst memory to pass on."""
+        self, ctx: ScalingContext, levels: tuple, last: float, forecast: float, growth: float
+    ) -> tuple[float, tuple]:
+        """Replicas to keep for bursts (a level, before rounding up), and the burst memory to pass on."""
         held = in_window(ctx.samples, ctx.now, ctx.spec.scale_down_stabilization_seconds)
-        level = max([s.concurrency for s in held] + [forecast]) / ctx.spec.target_per_replica
-        return math.ceil(level * headroom - 1e-9), levels
+        return max([s.concurrency for s in held] + [forecast]) / ctx.spec.target_per_replica, levels
 
     def sustained(self, ctx: ScalingContext, concurrency: float) -> float:
         """The sustained demand that may ask for new nodes."""
@@ -173,7 +169,8 @@ def predictive_decide(
         # Bursts: the peak of the stabilization window, sized on GPUs that are free now. A burst
         # shorter than a node's start-up is over before a new node could serve it, so only
         # demand sustained over that lead time (its window average, plus trend) asks for nodes.
-        peak_replicas, levels = sizing.peak(ctx, state.levels, last, forecast, growth, headroom)
+        level, levels = sizing.peak(ctx, state.levels, last, forecast, growth)
+        peak_replicas = math.ceil(level * (headroom if sizing.takes_observed_headroom else 1.0) - 1e-9)
         on_free_gpus = min(peak_replicas, ctx.current + room)
         wanted = max(on_free_gpus, math.ceil(sustained / target))
         if ctx.starting:

@@ -133,16 +133,11 @@ class TunedSizing(Sizing):
         self.deadline_replicas = deadline_need(self.pending, ctx.now, self.tuning.replica_throughput)
         return math.ceil(self.deadline_replicas - 1e-9)
 
+    takes_observed_headroom = False  # a tuning brings its own (``tuning.headroom``)
+
     def peak(
-        self,
-        ctx: ScalingContext,
-        levels: tuple,
-        last: float,
-        forecast: float,
-        growth: float,
-        headroom: float = 1.0,
-    ) -> tuple[int, tuple]:
-        # The observed ``headroom`` is the default memory's; a tuning brings its own (``tuning.headroom``).
+        self, ctx: ScalingContext, levels: tuple, last: float, forecast: float, growth: float
+    ) -> tuple[float, tuple]:
         tuning, spec, now = self.tuning, ctx.spec, ctx.now
         target = spec.target_per_replica
         if tuning.signal == "work":
@@ -156,7 +151,7 @@ class TunedSizing(Sizing):
             levels, now, tuning.half_life_s, spec.scale_down_stabilization_seconds
         )
         now_replicas = self.deadline_replicas + growth / target if self.by_deadline else forecast / target
-        return math.ceil(max(hold, now_replicas) - 1e-9), levels
+        return max(hold, now_replicas), levels
 
     def sustained(self, ctx: ScalingContext, concurrency: float) -> float:
         if self.by_deadline:  # nodes only for work due, too
