@@ -208,6 +208,16 @@ def test_new_service_creates_owned_objects_and_reports_pods_pending_for_gpus_aga
                         "lastTransitionTime": NOW,
                     },
                 ],
+                "replicaStatuses": [
+                    {"name": "minilm-a", "node": "", "phase": "Starting", "restarts": 0, "message": ""},
+                    {
+                        "name": "minilm-b",
+                        "node": "",
+                        "phase": "Pending",
+                        "restarts": 0,
+                        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                    },
+                ],
             },
         },
     )

@@ -248,3 +248,81 @@ def test_an_invalid_service_or_pool_is_reported_in_its_status_and_nothing_is_wri
     assert api.read(GV, "inferenceservices", "minilm", "ml")["status"]["phase"] == "Invalid"
     assert api.read(GV, "nodepools", "bad", "default")["status"]["phase"] == "Invalid"
     assert api.items("apps/v1", "deployments", "ml") == []
+
+
+def running_pod(
+    api: ApiServerDouble, name: str, ready: bool, started_at: str | None = "2026-12-05T05:59:25Z"
+) -> None:
+    """A replica pod whose container runs (since `started_at`, when known), ready or not yet."""
+    template = deployment(api)["spec"]["template"]
+    status = {
+        "phase": "Running",
+        "conditions": [{"type": "ContainersReady", "status": str(ready), "message": "containers with unready status: [replica]"}],
+        "containerStatuses": [
+            {"name": "replica", "image": SETTINGS.image, "imageID": "", "ready": ready, "started": True, "restartCount": 0, "state": {"running": {"startedAt": started_at} if started_at else {}}}
+        ],
+    }  # fmt: skip
+    meta = {"name": name, "namespace": "ml", **template["metadata"]}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {**template["spec"], "nodeName": "n1"},
+    }
+    api.put("v1", "pods", {**pod, "status": status})
+
+
+def test_a_replica_whose_server_runs_but_is_not_ready_is_loading_with_its_probe_message_over_http_against_api_double(
+    api,
+):
+    put_service(api, {"replicas": 1})
+    operator = operator_for(api)
+    operator.reconcile_service("ml", "minilm")
+    running_pod(api, "minilm-a", ready=False)
+    probe = "Readiness probe failed: HTTP probe failed with statuscode: 503"
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "minilm-a.1", "namespace": "ml"},
+        "involvedObject": {"kind": "Pod", "name": "minilm-a", "namespace": "ml"},
+        "reason": "Unhealthy",
+        "message": probe,
+        "lastTimestamp": "2026-12-05T05:59:55Z",
+    }
+    api.put("v1", "events", event)
+
+    status = operator.reconcile_service("ml", "minilm")
+    [replica] = status["replicaStatuses"]
+    assert (replica["name"], replica["phase"], replica["node"]) == ("minilm-a", "Loading", "n1")
+    assert replica["message"] == f"loading for 35s: {probe}"  # started 35 s before the operator's clock
+    ready = status["conditions"][1]
+    assert (ready["status"], ready["reason"]) == ("False", "ReplicasLoading")
+    assert status["message"] == f"0/1 replicas ready; minilm-a loading for 35s: {probe}"
+    assert api.read(GV, "inferenceservices", "minilm", "ml")["status"]["replicaStatuses"] == [replica]
+
+    # Past its probe: Ready, no loading message left.
+    with api.store.lock:  # what the kubelet writes once the probe passes, and the Deployment controller
+        api.store.objects[("v1", "pods", "ml", "minilm-a")].obj["status"]["containerStatuses"][0]["ready"] = (
+            True
+        )
+        api.store.objects[("apps/v1", "deployments", "ml", "minilm")].obj["status"] = {"readyReplicas": 1}
+    status = operator.reconcile_service("ml", "minilm")
+    assert [r["phase"] for r in status["replicaStatuses"]] == ["Ready"]
+    assert (status["phase"], status["message"]) == ("Ready", "1/1 replicas ready")
+
+
+def test_a_loading_replica_without_a_probe_event_shows_the_pods_own_reason_over_http_against_api_double(api):
+    put_service(api, {"replicas": 2})
+    operator = operator_for(api)
+    operator.reconcile_service("ml", "minilm")
+    running_pod(api, "minilm-a", ready=True)
+    running_pod(api, "minilm-b", ready=False, started_at=None)
+    with api.store.lock:
+        api.store.objects[("apps/v1", "deployments", "ml", "minilm")].obj["status"] = {"readyReplicas": 1}
+    status = operator.reconcile_service("ml", "minilm")
+    phases = {r["name"]: (r["phase"], r["message"]) for r in status["replicaStatuses"]}
+    assert phases == {
+        "minilm-a": ("Ready", ""),
+        "minilm-b": ("Loading", "loading: containers with unready status: [replica]"),
+    }
+    assert status["phase"] == "Progressing"

@@ -45,7 +45,7 @@ from kgpu.backends.kubernetes.provisioning import (
     provisioning_status,
     render_provisioning,
 )
-from kgpu.backends.kubernetes.status import service_status
+from kgpu.backends.kubernetes.status import is_loading, is_pending, service_status
 from kgpu.backends.kubernetes.workload import (
     WorkloadSettings,
     desired_replicas,
@@ -232,13 +232,13 @@ class Operator:
         )
         pod_items = pods.get("items") or []
         events: list[dict[str, Any]] = []
-        if any((p.get("status") or {}).get("phase") == "Pending" for p in pod_items):
-            events = (
-                as_dict(
-                    self.apis.core.list_namespaced_event(namespace, field_selector="reason=FailedScheduling")
-                ).get("items")
-                or []
-            )
+        # The events that explain a replica not ready yet: why a pod is Pending, or what a loading one's
+        # probe last answered; read only when some pod is in that state.
+        for reason, wanted in (("FailedScheduling", is_pending), ("Unhealthy", is_loading)):
+            if any(wanted(p) for p in pod_items):
+                selector = f"reason={reason}"
+                listed = as_dict(self.apis.core.list_namespaced_event(namespace, field_selector=selector))
+                events += listed.get("items") or []
         status = service_status(
             isvc, desired_replicas(isvc), deployment, pod_items, events, self.clock(), previous
         )

@@ -1,7 +1,15 @@
-"""InferenceService status from its Deployment and pods, with the scheduler's reason for Pending pods."""
+"""InferenceService status from its Deployment and pods, with the scheduler's reason for Pending pods.
+
+Each pod is also reported as a replica (`status.replicaStatuses`), with the phases the local backend
+uses: Pending (not placed yet, or its image is being pulled), Starting, Loading (its container runs but has not
+passed its startup or readiness probe yet: the server is loading its model), Ready, CrashLoopBackOff,
+Terminating. A loading replica's message says for how long, and the kubelet's last probe failure
+(its `Unhealthy` event) where there is one, as `kgpu get replicas -o wide` does locally.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from kgpu.api.models import InferenceService
@@ -30,6 +38,89 @@ def _unschedulable_message(pod: dict[str, Any], events: list[dict[str, Any]]) ->
         latest = max(failed, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
         return latest.get("message") or "Unschedulable"
     return "Unschedulable"
+
+
+def _seconds_between(start: str | None, end: str) -> float | None:
+    """Seconds from one RFC 3339 time (as the API server writes them) to another; None if unreadable."""
+    try:
+        began = datetime.fromisoformat((start or "").replace("Z", "+00:00"))
+        return (datetime.fromisoformat(end.replace("Z", "+00:00")) - began).total_seconds()
+    except ValueError:
+        return None
+
+
+def _last_probe_failure(pod_name: str, events: list[dict[str, Any]]) -> str | None:
+    """The kubelet's latest `Unhealthy` event for the pod ("Readiness probe failed: ...")."""
+    failed = [
+        e
+        for e in events
+        if e.get("reason") == "Unhealthy" and (e.get("involvedObject") or {}).get("name") == pod_name
+    ]
+    if not failed:
+        return None
+    latest = max(failed, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+    return latest.get("message") or None
+
+
+def is_pending(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") == "Pending"
+
+
+def is_loading(pod: dict[str, Any]) -> bool:
+    """The pod's containers run but are not all ready: started, and not yet past their probes."""
+    status = pod.get("status") or {}
+    containers = status.get("containerStatuses") or []
+    if status.get("phase") != "Running" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    running = all("running" in (c.get("state") or {}) for c in containers)
+    return bool(containers) and running and not all(c.get("ready") for c in containers)
+
+
+def replica_status(pod: dict[str, Any], events: list[dict[str, Any]], now: str) -> dict[str, Any]:
+    """One pod as a replica: its name, node, phase (as the local backend names them) and message."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    containers = status.get("containerStatuses") or []
+    restarts = sum(int(c.get("restartCount") or 0) for c in containers)
+    waiting = [(c.get("state") or {}).get("waiting") or {} for c in containers]
+    message = ""
+    if meta.get("deletionTimestamp"):
+        phase = "Terminating"
+    elif any(w.get("reason") == "CrashLoopBackOff" for w in waiting):
+        phase = "CrashLoopBackOff"
+        message = next(w.get("message") or "" for w in waiting if w.get("reason") == "CrashLoopBackOff")
+    elif status.get("phase") == "Running" and containers and all(c.get("ready") for c in containers):
+        phase = "Ready"
+    elif is_loading(pod):
+        phase = "Loading"
+        started = min(c["state"]["running"].get("startedAt") or "" for c in containers)
+        seconds = _seconds_between(started, now)
+        message = f"loading for {seconds:.0f}s" if seconds is not None else "loading"
+        reason = _last_probe_failure(meta.get("name", ""), events) or next(
+            (
+                c.get("message")
+                for c in status.get("conditions") or []
+                if c.get("type") == "ContainersReady" and c.get("message")
+            ),
+            None,
+        )
+        if reason:
+            message += f": {reason}"
+    elif status.get("phase") in ("Pending", None):
+        phase = "Pending"
+        message = _unschedulable_message(pod, events) or next(
+            (w.get("reason") or "" for w in waiting if w.get("reason")), ""
+        )
+    elif status.get("phase") == "Running":
+        phase = "Starting"  # placed and running, its containers not reported yet
+    else:
+        phase = str(status["phase"])  # Succeeded or Failed: the container exited and will not restart
+    return {
+        "name": meta.get("name", ""),
+        "node": (pod.get("spec") or {}).get("nodeName") or "",
+        "phase": phase,
+        "restarts": restarts,
+        "message": message,
+    }
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str, now: str) -> dict[str, Any]:
@@ -76,12 +167,17 @@ def service_status(
     else:
         conditions.append(_condition("PodsScheduled", True, "Scheduled", "every replica has a node", now))
     is_ready = ready >= desired
+    replicas = sorted((replica_status(p, events, now) for p in pods), key=lambda r: r["name"])
+    loading = [r for r in replicas if r["phase"] == "Loading"]
+    ready_message = f"{ready}/{desired} replicas ready"
+    if loading and not is_ready:  # what the replicas not ready yet are doing
+        ready_message += "; " + "; ".join(f"{r['name']} {r['message']}" for r in loading)
     conditions.append(
         _condition(
             "Ready",
             is_ready,
-            "ReplicasReady" if is_ready else "ReplicasNotReady",
-            f"{ready}/{desired} replicas ready",
+            "ReplicasReady" if is_ready else ("ReplicasLoading" if loading else "ReplicasNotReady"),
+            ready_message,
             now,
         )
     )
@@ -108,5 +204,6 @@ def service_status(
         "gpu": gpu_text,
         "message": conditions[0]["message"] if pending else conditions[1]["message"],
         "conditions": conditions,
+        "replicaStatuses": replicas,
     }
     return status
