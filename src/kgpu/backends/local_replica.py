@@ -124,7 +124,8 @@ class LocalReplica:
             return ""
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ, PATH=local_search_path())
+        # The spec's defaults first: the shell kgpu runs in may set them otherwise.
+        env = {**self.spec.defaults(self.assignment.device), **os.environ, "PATH": local_search_path()}
         env.update(
             self.spec.environment(
                 port=self.port or 0,

@@ -41,6 +41,16 @@ KGPU_COMMAND = ("python", "-m", "kgpu.serving")
 # Models come from disk only: no replica reaches for the network at start.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
+# A command or image runtime's server on CPU, unless its env (or, locally, the shell kgpu runs in) says
+# otherwise. PyTorch's OpenMP threads (libgomp) spin for a while after each parallel region by default,
+# waiting for more work: on a machine whose cores the replica shares with kgpu's gateway that spinning
+# takes the core the gateway needs to pass the answer on (measured on 2 cores with infinity-emb: the
+# gateway's CPU per request 1.34 ms with spinning, 0.58 ms without; bench/results/
+# 2026-12-05-command-overhead-omp-passive.md), and in a pod under a CPU limit it burns quota for
+# nothing. Passive waiting sleeps at once; servers that want spinning set OMP_WAIT_POLICY themselves.
+# kgpu's own replica is left as it is: it sizes its threads itself (kgpu.serving.cpus).
+CPU_DEFAULT_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
 # $(VAR) expands, $$(VAR) stays literal "$(VAR)", as in Kubernetes' container args.
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
@@ -70,6 +80,15 @@ class ReplicaSpec:
     runtime: str = "kgpu"  # kgpu, command or image
     image: str | None = None  # the container image of an image runtime (Kubernetes only)
     served_model_name: str | None = None  # the `model` requests must name; None: the service's name
+    cpu_defaults: dict[str, str] = field(default_factory=dict)  # see `defaults`
+
+    def defaults(self, device: str) -> dict[str, str]:
+        """Variables the replica gets unless something else sets them: a backend puts them under
+        everything else (the spec's env, and locally the shell's). On CPU: CPU_DEFAULT_ENV for servers
+        other than kgpu's."""
+        if device != "cpu":
+            return {}
+        return {name: value for name, value in self.cpu_defaults.items() if name not in self.env}
 
     def environment(
         self,
@@ -177,6 +196,7 @@ def build_replica_spec(
         runtime=runtime.kind,
         image=runtime.image,
         served_model_name=expand(preset.served_model_name, env) if preset else None,
+        cpu_defaults=dict(CPU_DEFAULT_ENV),
     )
 
 

@@ -174,7 +174,10 @@ def replica_environment(
 
     Listed in dependency order; the device plugin sets CUDA_VISIBLE_DEVICES for the GPUs it gives.
     """
-    values = spec.environment(port=REPLICA_PORT, replica="$(POD_NAME)", device=runtime_device, host="0.0.0.0")
+    values = {
+        **spec.defaults(runtime_device),
+        **spec.environment(port=REPLICA_PORT, replica="$(POD_NAME)", device=runtime_device, host="0.0.0.0"),
+    }
     values.update(extra or {})
     return [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
