@@ -11,7 +11,6 @@ leaves the queue (and passes on a turn it was given) as any cancelled wait does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -27,15 +26,29 @@ async def _disconnected(request: Request) -> None:
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
-    """The result of `work`, or None when the client went first (`work` is then cancelled)."""
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(_disconnected(request))
+    """The result of `work`, or None when the client went first (`work` is then cancelled).
+
+    `work` runs in the caller's own task and the watch cancels that task when the client goes: one
+    task per request rather than two (a task for `work` and `asyncio.wait` over both cost the gateway
+    about 25 us of CPU per request, on the path of every answer)."""
+    current = asyncio.current_task()
+    assert current is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _disconnected(request)
+        gone = True
+        current.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise  # cancelled from elsewhere (the server stopping): not ours to swallow
+        if hasattr(current, "uncancel"):  # Python 3.11+: the cancellation was handled here
+            current.uncancel()
+        return None
     finally:
-        watch.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return None if task.cancelled() else task.result()
+        watcher.cancel()

@@ -227,12 +227,12 @@ class Router:
     def _claim(self, endpoint: Endpoint, work: int) -> None:
         endpoint.outstanding += 1
         endpoint.work += work
-        self.metrics.outstanding.labels(service=endpoint.service).inc()
+        self.metrics.outstanding.labels(endpoint.service).inc()
 
     def _release(self, endpoint: Endpoint, work: int) -> None:
         endpoint.outstanding -= 1
         endpoint.work -= work
-        self.metrics.outstanding.labels(service=endpoint.service).dec()
+        self.metrics.outstanding.labels(endpoint.service).dec()
         self._admit(endpoint.service)  # a slot freed up
 
     def _streamed(

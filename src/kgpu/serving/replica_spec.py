@@ -44,10 +44,9 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFF
 # A command or image runtime's server on CPU, unless its env (or, locally, the shell kgpu runs in) says
 # otherwise. PyTorch's OpenMP threads (libgomp) spin for a while after each parallel region by default,
 # waiting for more work: on a machine whose cores the replica shares with kgpu's gateway that spinning
-# takes the core the gateway needs to pass the answer on (measured on 2 cores with infinity-emb: the
-# gateway's CPU per request 1.34 ms with spinning, 0.58 ms without; bench/results/
-# 2026-12-05-command-overhead-omp-passive.md), and in a pod under a CPU limit it burns quota for
-# nothing. Passive waiting sleeps at once; servers that want spinning set OMP_WAIT_POLICY themselves.
+# takes the core the gateway needs to pass the answer on (measured with `bench.command_overhead
+# --openmp-default`, docs/runtimes.md), and in a pod under a CPU limit it burns quota for nothing.
+# Passive waiting sleeps at once; servers that want spinning set OMP_WAIT_POLICY themselves.
 # kgpu's own replica is left as it is: it sizes its threads itself (kgpu.serving.cpus).
 CPU_DEFAULT_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
