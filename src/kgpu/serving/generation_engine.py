@@ -96,7 +96,8 @@ class GenerationEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(self._dir, local_files_only=True)
         # The library's SDPA (on GPUs it switches to a flash varlen kernel where one is installed). `varlen` is
         # per-sequence attention (kgpu.serving.varlen_attention) and `eager` the library's `paged|eager`: on this
-        # benchmark's CPU neither beat SDPA end to end (bench/generation_bound.py), so neither is the default.
+        # benchmark's CPU neither beat SDPA by 10 % in every fixed-work pairing (bench/generation_engine_ab.py),
+        # so neither is the default.
         varlen = attention == "varlen"
         library_attention = "eager" if attention == "eager" else "sdpa"
         self.model = AutoModelForCausalLM.from_pretrained(

@@ -1,8 +1,9 @@
 """Attention for transformers' continuous batching where no varlen kernel exists (CPUs): each sequence against
 its own keys only. An option of the generation engine (`attention="varlen"`), not its default: per layer it
-is several times cheaper than the library's masked SDPA on the benchmark's step shapes, but end to end it did
-not beat SDPA on the benchmark's CPU (bench/results/2026-12-05-text-generation-cpu-bound-and-attention.md),
-where the linear layers dominate a step.
+is several times cheaper than the library's masked SDPA on the benchmark's step shapes, and on fixed work at
+concurrency 32 it took 9.9-22 % less CPU time than SDPA, but its wall-clock gain on the shared benchmark
+machine was below 10 % in two of nine pairings (bench/results/2026-12-05-generation-engine-step-cpu.md), the bar
+for changing the default; the linear layers take most of a step either way.
 
 Why: with `sdpa` or `paged|eager`, the library computes one attention per step over every query and every key
 of the step, made block-diagonal by a mask (`[1, 1, query tokens, keys read]`). On a GPU a flash varlen kernel
@@ -99,10 +100,15 @@ def _decode_together(
     starts = torch.tensor([bounds_k[i] for i in sequences], device=device)
     offsets = torch.arange(longest, device=device)
     valid = offsets.unsqueeze(0) < torch.tensor(lengths, device=device).unsqueeze(1)  # [n, longest]
-    index = torch.where(valid, starts.unsqueeze(1) + offsets, 0)
-    keys = key[0][:, index].transpose(0, 1)  # [n, kv heads, longest, dim]
-    values = value[0][:, index].transpose(0, 1)
-    q = query[0][:, [bounds_q[i] for i in sequences]].transpose(0, 1).unsqueeze(2)  # [n, heads, 1, dim]
+    index = torch.where(valid, starts.unsqueeze(1) + offsets, 0).flatten()
+    # `index_select` copies whole rows of keys; advanced indexing (`key[0][:, index]`) took 15 % of the loop's time
+    # at concurrency 32, more than the attention itself (bench/results/2026-12-05-generation-engine-step-cpu.md).
+    heads, dim = key.shape[1], key.shape[3]
+    keys = key[0].index_select(1, index).view(heads, len(sequences), longest, dim).transpose(0, 1)
+    values = value[0].index_select(1, index).view(heads, len(sequences), longest, dim).transpose(0, 1)
+    # One query each, consecutive in the step: a slice, not a gather.
+    first = bounds_q[sequences[0]]
+    q = query[0][:, first : first + len(sequences)].transpose(0, 1).unsqueeze(2)  # [n, heads, 1, dim]
     out = F.scaled_dot_product_attention(
         q, keys, values, attn_mask=valid[:, None, None, :], scale=scaling, enable_gqa=gqa
     )
