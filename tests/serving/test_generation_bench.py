@@ -74,3 +74,32 @@ def test_the_bound_scripts_engine_run_counts_the_fixed_work_with_the_benchmarks_
     row = generation_bound.engine_run(tiny_llm_dir, items, args, "sdpa")
     assert row["requests"] == 6 and row["failed"] == 0 and row["output_tokens"] > 0
     assert row["itl_p99_over_p50"] == pytest.approx(row["itl_p99_ms"] / row["itl_p50_ms"], abs=0.01)
+
+
+def test_the_engine_ab_script_profiles_the_loop_thread_and_counts_the_fixed_work(
+    tiny_llm_dir: Path, tokenizer
+) -> None:
+    from bench import generation_engine_ab
+
+    items = generation.workload(tokenizer, generation.parse_args(["--max-tokens", "6"]), context=256, count=6)
+    collected: dict = {}
+    row = generation_engine_ab.run(
+        tiny_llm_dir,
+        items,
+        "attention=varlen",
+        3,
+        lambda engine: generation_engine_ab.profile_loop(engine, collected),
+    )
+    assert row["requests"] == 6 and row["failed"] == 0 and row["output_tokens"] > 0 and row["cpu_s"] > 0
+    assert collected["done"].is_set()
+    profile = generation_engine_ab.breakdown(collected["profiler"].key_averages())
+    assert profile["steps"] > 0  # the warm-up answer's steps and the fixed work's
+    assert profile["kinds_ms"]["matrix products"] > 0 and profile["kinds_ms"]["step's own Python"] > 0
+    assert sum(profile["kinds_ms"].values()) == pytest.approx(profile["total_ms"], abs=1.0)
+
+
+def test_the_engine_ab_script_refuses_an_unknown_setting() -> None:
+    from bench import generation_engine_ab
+
+    with pytest.raises(SystemExit, match="unknown setting 'heads=4'"):
+        generation_engine_ab.engine_options("attention=sdpa+heads=4")
