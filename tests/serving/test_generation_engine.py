@@ -23,10 +23,11 @@ PROMPTS = [
 MAX_TOKENS = [12, 6, 10, 8, 10, 6]
 
 
-@pytest.fixture(scope="module", params=["auto", "varlen"])
+@pytest.fixture(scope="module", params=["auto", "sdpa"])
 def engine(tiny_llm_dir: Path, request: pytest.FixtureRequest):
     # A small prefill chunk makes the long prompt above take several steps beside the others' decodes. Every test
-    # runs with the default attention and with per-sequence attention (kgpu.serving.varlen_attention).
+    # runs with the default attention (on CPUs per-sequence attention, kgpu.serving.varlen_attention) and with the
+    # library's SDPA.
     engine = GenerationEngine(tiny_llm_dir, device="cpu", prefill_chunk_tokens=32, attention=request.param)
     engine.start()
     yield engine
@@ -139,12 +140,12 @@ async def test_cuda_greedy_answers_under_load_equal_generate_and_seeds_reproduce
         gpu.stop()
 
 
-def test_attention_is_the_librarys_sdpa_unless_asked(
+def test_attention_on_a_cpu_is_per_sequence_unless_asked(
     engine: GenerationEngine, tiny_llm_dir: Path, request: pytest.FixtureRequest
 ) -> None:
     from kgpu.serving.varlen_attention import NAME
 
     asked = request.node.callspec.params["engine"]
-    assert engine.model.config._attn_implementation == {"auto": "sdpa", "varlen": NAME}[asked]
+    assert engine.model.config._attn_implementation == {"auto": NAME, "sdpa": "sdpa"}[asked]
     with pytest.raises(ValueError, match="attention must be one of auto, sdpa, varlen, eager, not 'flex'"):
         GenerationEngine(tiny_llm_dir, device="cpu", attention="flex")

@@ -42,7 +42,7 @@ _CPU_KV_CACHE_BYTES = 512 * 1024**2
 _CPU_KV_CACHE_SEQUENCES = 32
 _GPU_KV_CACHE_FRACTION = 0.9
 _PAGE_SIZE = {"cpu": 64, "cuda": 256}
-_ATTENTION = ("auto", "sdpa", "varlen", "eager")  # auto: the library's SDPA (flash on GPUs where installed)
+_ATTENTION = ("auto", "sdpa", "varlen", "eager")  # auto: per-sequence on CPUs, the library's SDPA elsewhere
 
 
 class GenerationError(RuntimeError):
@@ -94,10 +94,14 @@ class GenerationEngine:
         self._device = resolve_device(device)
         self._dtype = resolve_dtype(dtype, self._device)
         self.tokenizer = AutoTokenizer.from_pretrained(self._dir, local_files_only=True)
-        # The library's SDPA (on GPUs it switches to a flash varlen kernel where one is installed). `varlen` is
-        # per-sequence attention (kgpu.serving.varlen_attention) and `eager` the library's `paged|eager`: on this
-        # benchmark's CPU neither beat SDPA by 10 % in every fixed-work pairing (bench/generation_engine_ab.py),
-        # so neither is the default.
+        # On GPUs the library's SDPA, which switches to a flash varlen kernel where one is installed. CPUs have no
+        # such kernel, and the library's SDPA there computes every query of a step against every key under a
+        # mask: per-sequence attention (kgpu.serving.varlen_attention) did the same fixed work with 14-22 % less
+        # CPU time in every pairing, and 1.13-1.30x the tokens/s in four of six (bench/generation_engine_ab.py,
+        # bench/results/2026-12-05-generation-engine-step-cpu.md), so it is the default there. `eager` is the
+        # library's `paged|eager`.
+        if attention == "auto":
+            attention = "varlen" if self._device.type == "cpu" else "sdpa"
         varlen = attention == "varlen"
         library_attention = "eager" if attention == "eager" else "sdpa"
         self.model = AutoModelForCausalLM.from_pretrained(
