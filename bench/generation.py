@@ -16,6 +16,13 @@ Contenders, run one after another on the same machine:
   transformers  `transformers serve --continuous-batching` on the same local checkpoint
 
     .venv/bin/python -m bench.generation --duration 20 --json bench/results/generation-cpu.json
+
+On a GPU (bf16, a random model of Qwen2.5-0.5B's shape) the run also measures the device's memory bandwidth
+and reports each contender's tokens/s as a fraction of the weights-read bound (bench/common/weights_bound.py),
+and checks kgpu >= 10x naive at concurrency 64:
+
+    .venv/bin/python -m bench.generation --device cuda --dtype bfloat16 --size qwen2.5-0.5b-shape \
+        --json bench/results/generation-gpu.json
 """
 
 from __future__ import annotations
@@ -43,6 +50,11 @@ import yaml  # noqa: E402
 from bench.common.kgpu_launch import REPO_ROOT, kgpu_executable  # noqa: E402
 from bench.common.results import write_results  # noqa: E402
 from bench.common.servers import ServerProcess, free_port  # noqa: E402
+from bench.common.weights_bound import (  # noqa: E402
+    measured_copy_bandwidth,
+    weight_bytes,
+    weights_read_bound_tokens_per_s,
+)
 from kgpu.sim.azure_trace import DEFAULT_TRACE, load_azure_trace  # noqa: E402
 from kgpu.sim.traces import TraceError  # noqa: E402
 
@@ -345,8 +357,9 @@ async def run_server_level(
 
 
 # -- report ------------------------------------------------------------------------------------------------
-def targets(results: dict) -> list[dict]:
-    """The issue's CPU targets, each met or missed with its number (None where a contender did not run)."""
+def targets(results: dict, device: str = "cpu") -> list[dict]:
+    """The issue's targets, each met or missed with its number (None where a contender did not run): the CPU
+    ones, and on a GPU also kgpu at 64 >= 10x naive."""
 
     def get(contender: str, level: str, key: str) -> float | None:
         return results.get(contender, {}).get(level, {}).get(key)
@@ -378,7 +391,34 @@ def targets(results: dict) -> list[dict]:
             "met": None if spread is None else spread <= 3,
         }
     )
+    if device.startswith("cuda"):
+        value = ratio(get("kgpu", "64", "tokens_per_s"), get("naive", "64", "tokens_per_s"))
+        checks.append({"target": "GPU: c=64 kgpu tokens/s >= 10x naive", "value": value,
+                       "met": None if value is None else value >= 10})  # fmt: skip
     return checks
+
+
+def weights_read_bounds(results: dict, model_dir: Path, args: argparse.Namespace) -> dict | None:
+    """On a GPU, each concurrency's weights-read bound and each contender's fraction of it."""
+    if not args.device.startswith("cuda"):
+        return None
+    dtype = "bfloat16" if args.dtype == "auto" else args.dtype
+    bandwidth = measured_copy_bandwidth(args.device)
+    size = weight_bytes(model_dir, dtype)
+    bounds: dict = {
+        "bandwidth_gb_per_s": round(bandwidth / 1e9, 1),
+        "weight_bytes": size,
+        "dtype": dtype,
+        "levels": {},
+    }
+    for level in sorted({level for levels in results.values() for level in levels}, key=int):
+        bound = weights_read_bound_tokens_per_s(bandwidth, size, int(level))
+        bounds["levels"][level] = {"bound_tokens_per_s": round(bound, 1)} | {
+            name: round(levels[level]["tokens_per_s"] / bound, 4)
+            for name, levels in results.items()
+            if level in levels
+        }
+    return bounds
 
 
 def print_table(results: dict, checks: list[dict]) -> None:
@@ -415,15 +455,23 @@ def main(argv: list[str] | None = None) -> int:
     for name in contenders:
         print(f"{name}: concurrency {levels}, {args.duration:.0f}s each", flush=True)
         results[name] = asyncio.run(run_contender(name, args, model_dir, items, levels))
-    checks = targets(results)
+    checks = targets(results, args.device)
     print_table(results, checks)
+    bounds = weights_read_bounds(results, model_dir, args)
+    if bounds is not None:
+        print(
+            f"weights-read bound ({bounds['bandwidth_gb_per_s']} GB/s measured, {bounds['weight_bytes']} bytes):"
+        )
+        for level, row in bounds["levels"].items():
+            print(f"  c={level}: {row}")
     import torch
 
     machine = {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2), "device": args.device,
                "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}  # fmt: skip
     config = {**vars(args), "model_dir": model_dir, "mean_prompt_tokens": statistics.mean(i.prompt_tokens for i in items),
               "mean_max_tokens": statistics.mean(i.max_tokens for i in items)}  # fmt: skip
-    write_results(args.json, "generation", config, machine, results=results, targets=checks)
+    write_results(args.json, "generation", config, machine, results=results, targets=checks,
+                  weights_read_bound=bounds)  # fmt: skip
     print(f"wrote {args.json}")
     return 0
 

@@ -103,3 +103,62 @@ def test_the_engine_ab_script_refuses_an_unknown_setting() -> None:
 
     with pytest.raises(SystemExit, match="unknown setting 'heads=4'"):
         generation_engine_ab.engine_options("attention=sdpa+heads=4")
+
+
+def test_the_gpu_target_is_checked_only_on_a_gpu() -> None:
+    def level(tokens_per_s: float) -> dict:
+        return {"tokens_per_s": tokens_per_s, "ttft_p50_ms": 1.0, "itl_p50_ms": 1.0, "itl_p99_ms": 1.0}
+
+    results = {"kgpu": {"64": level(1200.0)}, "naive": {"64": level(100.0)}}
+    assert not any(c["target"].startswith("GPU") for c in generation.targets(results, "cpu"))
+    gpu = {c["target"]: (c["value"], c["met"]) for c in generation.targets(results, "cuda")}
+    assert gpu["GPU: c=64 kgpu tokens/s >= 10x naive"] == (12.0, True)
+    results["kgpu"]["64"] = level(900.0)
+    gpu = {c["target"]: (c["value"], c["met"]) for c in generation.targets(results, "cuda:0")}
+    assert gpu["GPU: c=64 kgpu tokens/s >= 10x naive"] == (9.0, False)
+
+
+def test_the_weights_read_bound_is_bandwidth_over_weight_bytes_per_sequence(tiny_llm_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from bench.common.weights_bound import weight_bytes, weights_read_bound_tokens_per_s
+
+    # 4.8 TB/s over 1 GB of weights: 4,800 steps a second, 64 tokens each.
+    assert weights_read_bound_tokens_per_s(4.8e12, 1_000_000_000, 64) == pytest.approx(307_200.0)
+    with pytest.raises(ValueError):
+        weights_read_bound_tokens_per_s(4.8e12, 0, 64)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm_dir, local_files_only=True)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert weight_bytes(tiny_llm_dir, "bfloat16") == 2 * parameters
+    assert weight_bytes(tiny_llm_dir, "float32") == 4 * parameters
+    with pytest.raises(ValueError, match="dtype"):
+        weight_bytes(tiny_llm_dir, "int3")
+
+
+def test_each_level_gets_its_bound_and_each_contenders_fraction_of_it(
+    tiny_llm_dir: Path, monkeypatch
+) -> None:
+    # The bandwidth is measured on a CUDA device, which this machine lacks: a fixed figure stands in for it.
+    monkeypatch.setattr(generation, "measured_copy_bandwidth", lambda device: 2.0e12)
+    from bench.common.weights_bound import weight_bytes
+
+    size = weight_bytes(tiny_llm_dir, "bfloat16")
+    results = {
+        "kgpu": {"1": {"tokens_per_s": 50.0}, "64": {"tokens_per_s": 3000.0}},
+        "naive": {"1": {"tokens_per_s": 40.0}},
+    }
+    args = generation.parse_args(["--device", "cuda"])
+    assert generation.weights_read_bounds(results, tiny_llm_dir, generation.parse_args([])) is None
+    bounds = generation.weights_read_bounds(results, tiny_llm_dir, args)
+    assert (
+        bounds["dtype"] == "bfloat16"
+        and bounds["weight_bytes"] == size
+        and bounds["bandwidth_gb_per_s"] == 2000.0
+    )
+    one, many = 2.0e12 / size, 2.0e12 / size * 64
+    assert bounds["levels"]["1"] == {
+        "bound_tokens_per_s": round(one, 1),
+        "kgpu": round(50 / one, 4),
+        "naive": round(40 / one, 4),
+    }
+    assert bounds["levels"]["64"] == {"bound_tokens_per_s": round(many, 1), "kgpu": round(3000 / many, 4)}
