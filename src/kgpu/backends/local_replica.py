@@ -26,15 +26,12 @@ from kgpu.backends.base import ReplicaHooks, ReplicaStatus
 from kgpu.backends.local_devices import Assignment
 from kgpu.serving.gateway_secret import GATEWAY_SECRET_ENV, replica_secret
 from kgpu.serving.replica_spec import KGPU_COMMAND, ReplicaSpec, local_search_path
+from kgpu.terminal_text import shown
 
 log = logging.getLogger("kgpu.backends.local")
 
 # "2026-01-01 12:00:00,123 INFO kgpu.serving: " in front of a replica's log lines.
 _LOG_PREFIX = re.compile(r"^\d{4}-\d\d-\d\d [\d:,.]+ \w+ [\w.]+: ")
-# Terminal colours and other control characters of a server's log (uvicorn's coloured levels, a
-# progress bar's cursor moves): the line is shown in the console and printed by `kgpu describe`,
-# where an escape sequence would act on the reader's terminal.
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|[\x00-\x1f\x7f-\x9f]")
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 30.0
 # A replica that served this long before exiting starts its backoff afresh.
@@ -118,7 +115,8 @@ class LocalReplica:
                 f.seek(0, os.SEEK_END)
                 f.seek(max(0, f.tell() - 2048))
                 text = f.read().decode(errors="replace")
-            lines = [clean for line in text.splitlines() if (clean := _CONTROL.sub("", line).strip())]
+            # uvicorn's coloured levels and a progress bar's cursor moves go (kgpu.terminal_text).
+            lines = [clean for line in text.splitlines() if (clean := shown(line, limit=len(line)))]
             return _LOG_PREFIX.sub("", lines[-1])[:160] if lines else ""
         except OSError:
             return ""

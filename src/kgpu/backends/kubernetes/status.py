@@ -14,6 +14,7 @@ from typing import Any
 
 from kgpu.api.models import InferenceService
 from kgpu.backends.kubernetes.labels import SERVICE_LABEL
+from kgpu.terminal_text import shown
 
 
 def _unschedulable_message(pod: dict[str, Any], events: list[dict[str, Any]]) -> str | None:
@@ -119,7 +120,8 @@ def replica_status(pod: dict[str, Any], events: list[dict[str, Any]], now: str) 
         "node": (pod.get("spec") or {}).get("nodeName") or "",
         "phase": phase,
         "restarts": restarts,
-        "message": message,
+        # The kubelet's words can carry the workload's (an exec probe's output): printed by `kgpu describe`.
+        "message": shown(message),
     }
 
 
