@@ -46,21 +46,30 @@ if HttpToolsProtocol is not None:
         header_timeout_s = HEADER_TIMEOUT_S
         body_idle_timeout_s = BODY_IDLE_TIMEOUT_S
 
+        # One timer per connection, moved lazily: arming a deadline only records when it falls, and the
+        # timer, when it fires, checks the deadline then in force (re-arming a timer three times per
+        # request was a visible part of the server's own CPU per request).
         _read_deadline: asyncio.TimerHandle | None = None
+        _deadline_at: float | None = None
+        _deadline_s = 0.0
 
         def _arm(self, seconds: float) -> None:
-            self._disarm()
-            self._read_deadline = self.loop.call_later(seconds, self._read_too_slow, seconds)
+            self._deadline_at = self.loop.time() + seconds
+            self._deadline_s = seconds
+            if self._read_deadline is None:
+                self._read_deadline = self.loop.call_at(self._deadline_at, self._check_deadline)
 
         def _disarm(self) -> None:
-            if self._read_deadline is not None:
-                self._read_deadline.cancel()
-                self._read_deadline = None
+            self._deadline_at = None  # the timer finds nothing to do when it fires
 
-        def _read_too_slow(self, seconds: float) -> None:
+        def _check_deadline(self) -> None:
             self._read_deadline = None
-            if self.flow is not None and self.flow.read_paused:
-                self._arm(seconds)  # the server stopped reading, not the client: not its time
+            if self._deadline_at is None:
+                return
+            if self.loop.time() < self._deadline_at:  # moved later since the timer was set
+                self._read_deadline = self.loop.call_at(self._deadline_at, self._check_deadline)
+            elif self.flow is not None and self.flow.read_paused:
+                self._arm(self._deadline_s)  # the server stopped reading, not the client: not its time
             elif not self.transport.is_closing():
                 self.transport.close()
 
@@ -71,6 +80,9 @@ if HttpToolsProtocol is not None:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if self._read_deadline is not None:
+                self._read_deadline.cancel()
+                self._read_deadline = None
             super().connection_lost(exc)
 
         def on_message_begin(self) -> None:

@@ -83,3 +83,21 @@ def test_the_request_guard_still_runs_before_inference(up, path):
     too_large = up.post(path, content=b"x", headers={**json_type, "content-length": str(64 * 1024**2)})
     assert too_large.status_code == 413
     assert up.get(path).status_code == 405
+
+
+def test_a_failure_in_the_gateway_on_the_servers_front_path_is_a_plain_500(tmp_path, monkeypatch):
+    """On `kgpu up`'s app the inference routes run ahead of FastAPI's stack: a bug there still answers
+    500 without its text, and the server goes on answering."""
+    platform = make_platform(tmp_path)
+    platform.resolve_model = lambda model: "default/minilm"
+
+    async def broken_forward(*args, **kwargs):
+        raise RuntimeError("secret detail of a bug")
+
+    monkeypatch.setattr(platform.router, "forward", broken_forward)
+    app = create_server_app(platform, guard=guard_settings("127.0.0.1"))
+    with TestClient(app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False) as client:
+        body = b'{"model": "minilm", "input": "x"}'
+        response = client.post("/v1/embeddings", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 500 and "secret" not in response.text
+        assert client.get("/healthz").status_code == 200

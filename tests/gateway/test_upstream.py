@@ -1,4 +1,6 @@
-"""The aiohttp upstream against real sockets: answers pass through, dead replicas raise ReplicaGone."""
+"""The gateway's upstream clients against real sockets: answers pass through, dead replicas raise
+ReplicaGone. Both the aiohttp client (streams, reads) and the gateway's default for whole answers
+(aiohttp's, with kgpu.gateway.keepalive_client for http://) are held to the same behaviour."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ import socket
 
 import pytest
 
-from kgpu.gateway.upstream import AiohttpUpstream, ReplicaGone
+from kgpu.gateway.upstream import AiohttpUpstream, GatewayUpstream, ReplicaGone
+
+UPSTREAMS = pytest.mark.parametrize("make_upstream", [AiohttpUpstream, GatewayUpstream])
 
 
 async def _serve(handler) -> tuple[asyncio.AbstractServer, int]:
@@ -28,7 +32,8 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
-async def test_answer_status_headers_and_body_pass_through():
+@UPSTREAMS
+async def test_answer_status_headers_and_body_pass_through(make_upstream):
     async def handler(reader, writer):
         body = await _read_request(reader)
         reply = b'{"echo": ' + body + b"}"
@@ -40,7 +45,7 @@ async def test_answer_status_headers_and_body_pass_through():
         writer.close()
 
     server, port = await _serve(handler)
-    upstream = AiohttpUpstream()
+    upstream = make_upstream()
     try:
         response = await upstream.post(f"http://127.0.0.1:{port}/v1/embeddings", b"[1]", "application/json")
     finally:
@@ -51,13 +56,14 @@ async def test_answer_status_headers_and_body_pass_through():
     assert response.headers == {"content-type": "application/json", "retry-after": "3"}
 
 
-async def test_connection_dropped_mid_request_is_replica_gone():
+@UPSTREAMS
+async def test_connection_dropped_mid_request_is_replica_gone(make_upstream):
     async def handler(reader, writer):
         await _read_request(reader)
         writer.transport.abort()  # what a SIGKILLed replica looks like from outside
 
     server, port = await _serve(handler)
-    upstream = AiohttpUpstream()
+    upstream = make_upstream()
     try:
         with pytest.raises(ReplicaGone):
             await upstream.post(f"http://127.0.0.1:{port}/x", b"{}", "application/json")
@@ -66,11 +72,12 @@ async def test_connection_dropped_mid_request_is_replica_gone():
         server.close()
 
 
-async def test_refused_connection_is_replica_gone():
+@UPSTREAMS
+async def test_refused_connection_is_replica_gone(make_upstream):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    upstream = AiohttpUpstream(connect_timeout_s=2)
+    upstream = make_upstream(connect_timeout_s=2)
     try:
         with pytest.raises(ReplicaGone):
             await upstream.post(f"http://127.0.0.1:{port}/x", b"{}", "application/json")

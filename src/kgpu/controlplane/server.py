@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kgpu import __version__
 from kgpu.controlplane.auth import AccessControl, AuthStore, cluster_registration_check
@@ -33,6 +34,22 @@ from kgpu.telemetry.runtime_metrics import runtime_metrics
 log = logging.getLogger("kgpu")
 
 
+class ServerApp(FastAPI):
+    """FastAPI with a front: the ASGI app the server calls first (`front`), which hands what it does not
+    answer itself to FastAPI's own call (`fastapi_call`)."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
+
+    async def fastapi_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
 def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettings | None = None) -> FastAPI:
     """`auth`: every control-plane and inference route needs a project's token (a server shared by teams).
 
@@ -49,7 +66,7 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
         finally:
             await platform.stop()
 
-    app = FastAPI(
+    app = ServerApp(
         title="kgpu",
         version=__version__,
         summary="GPU inference platform: control-plane API and OpenAI / Open Inference Protocol gateway.",
@@ -117,9 +134,9 @@ def create_server_app(platform: Platform, auth: bool = False, guard: GuardSettin
         verify=access.inference_caller if auth else None,
     )
     app.include_router(gateway)
-    # The last middleware added runs first: the guard, then inference straight to the gateway.
-    app.add_middleware(DirectRoutes, router=gateway, paths=OPENAI_INFERENCE_PATHS)
-    app.add_middleware(RequestGuard, settings=guard or GuardSettings())
+    # The guard first, for every route; then inference straight to the gateway, ahead of FastAPI's call.
+    direct = DirectRoutes(app.fastapi_call, router=gateway, paths=OPENAI_INFERENCE_PATHS)
+    app.front = RequestGuard(direct, settings=guard or GuardSettings())
 
     @app.get("/healthz", tags=["health"], summary="The server is up")
     def healthz() -> dict:

@@ -11,6 +11,8 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self._answered: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._outstanding: dict[str, Gauge] = {}
         self.requests = Counter(
             "kgpu_gateway_requests_total",
             "Requests answered by the gateway.",
@@ -116,6 +118,18 @@ class GatewayMetrics:
                         pass
 
     def observe(self, service: str, status: int, seconds: float) -> None:
-        # Labels by position: prometheus_client's keyword form costs more, on every request.
-        self.requests.labels(service, str(status)).inc()
-        self.latency.labels(service).observe(seconds)
+        # The labelled series of each (service, status) are looked up once: prometheus_client's
+        # `labels` takes a lock and builds a key on every call, on the path of every request.
+        series = self._answered.get((service, status))
+        if series is None:
+            series = (self.requests.labels(service, str(status)), self.latency.labels(service))
+            self._answered[(service, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def outstanding_of(self, service: str) -> Gauge:
+        """The service's series of requests in flight to replicas (looked up once, as in `observe`)."""
+        series = self._outstanding.get(service)
+        if series is None:
+            series = self._outstanding[service] = self.outstanding.labels(service)
+        return series

@@ -25,7 +25,7 @@ from kgpu.gateway.deadline_queue import DeadlineQueue
 from kgpu.gateway.metrics import GatewayMetrics
 from kgpu.gateway.registry import Endpoint, ReplicaRegistry
 from kgpu.gateway.streaming import pass_on
-from kgpu.gateway.upstream import AiohttpUpstream, ReplicaGone, Upstream
+from kgpu.gateway.upstream import GatewayUpstream, ReplicaGone, Upstream
 
 log = logging.getLogger("kgpu.gateway")
 
@@ -63,7 +63,7 @@ class Router:
         self.registry = registry
         self.metrics = metrics
         self.settings = settings or RouterSettings()
-        self.upstream = upstream or AiohttpUpstream(self.settings.upstream_timeout_s)
+        self.upstream = upstream or GatewayUpstream(self.settings.upstream_timeout_s)
         self._waiting: dict[str, DeadlineQueue[asyncio.Future[None]]] = {}
         # Waiters given a turn that have not resumed yet: new arrivals queue behind them.
         self._granted: dict[str, int] = {}
@@ -227,12 +227,12 @@ class Router:
     def _claim(self, endpoint: Endpoint, work: int) -> None:
         endpoint.outstanding += 1
         endpoint.work += work
-        self.metrics.outstanding.labels(endpoint.service).inc()
+        self.metrics.outstanding_of(endpoint.service).inc()
 
     def _release(self, endpoint: Endpoint, work: int) -> None:
         endpoint.outstanding -= 1
         endpoint.work -= work
-        self.metrics.outstanding.labels(endpoint.service).dec()
+        self.metrics.outstanding_of(endpoint.service).dec()
         self._admit(endpoint.service)  # a slot freed up
 
     def _streamed(

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import aiohttp
 
+from kgpu.gateway.keepalive_client import ConnectionFailed, KeepAliveClient
 from kgpu.serving.gateway_secret import GATEWAY_SECRET_HEADER, origin_of, replica_secret
 
 # The binary tensor data extension's header (kgpu.serving.v2_binary) travels with its body both ways.
@@ -134,6 +135,32 @@ class AiohttpUpstream:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class GatewayUpstream(AiohttpUpstream):
+    """Whole answers from http:// replicas over kgpu.gateway.keepalive_client (the leaner hop);
+    streams, reads and any other scheme on aiohttp's client."""
+
+    def __init__(self, timeout_s: float = 300.0, connect_timeout_s: float = 5.0) -> None:
+        super().__init__(timeout_s, connect_timeout_s)
+        self._keepalive = KeepAliveClient(timeout_s, connect_timeout_s)
+
+    async def post(
+        self, url: str, body: bytes, content_type: str, extra_headers: Mapping[str, str] | None = None
+    ) -> UpstreamResponse:
+        if not url.startswith("http://"):
+            return await super().post(url, body, content_type, extra_headers)
+        try:
+            status, headers, payload = await self._keepalive.post(
+                url, body, _headers(url, content_type, extra_headers)
+            )
+        except ConnectionFailed as exc:
+            raise ReplicaGone(str(exc)) from exc
+        return UpstreamResponse(status, headers, payload)
+
+    async def close(self) -> None:
+        self._keepalive.close()
+        await super().close()
 
 
 async def _rest_of(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
