@@ -11,7 +11,9 @@ connection open for as long as it liked (45 s in a probe, and then only because 
 - a request body must make progress at least every BODY_IDLE_TIMEOUT_S (while the server is
   reading it: time the server itself pauses reading does not count).
 
-A client past either deadline has its connection closed. The other limits, all uvicorn's own:
+A client past either deadline has its connection closed. The protocol also tells a request's handler
+when its connection is lost, without a task watching it (`DisconnectHooks` in the scope's
+extensions, under `DISCONNECT_HOOKS`: kgpu.gateway.disconnect). The other limits, all uvicorn's own:
 
 - TIMEOUT_KEEP_ALIVE_S: an idle keep-alive connection is closed after this long;
 - LIMIT_CONCURRENCY: connections and requests in progress at once, past which uvicorn answers 503;
@@ -22,6 +24,7 @@ A client past either deadline has its connection closed. The other limits, all u
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from kgpu.write_coalescing import CoalescingTransport
@@ -31,6 +34,32 @@ BODY_IDLE_TIMEOUT_S = 30.0
 TIMEOUT_KEEP_ALIVE_S = 5
 # Above the gateway's hold queue (2,048 per service) so that a full queue answers its own 503.
 LIMIT_CONCURRENCY = 4096
+
+DISCONNECT_HOOKS = "kgpu.disconnect_hooks"
+
+
+class DisconnectHooks:
+    """Called once, when the connection is lost; `lost` stays True after that."""
+
+    __slots__ = ("_hooks", "lost")
+
+    def __init__(self) -> None:
+        self.lost = False
+        self._hooks: list[Callable[[], None]] = []
+
+    def add(self, hook: Callable[[], None]) -> None:
+        self._hooks.append(hook)
+
+    def discard(self, hook: Callable[[], None]) -> None:
+        if hook in self._hooks:
+            self._hooks.remove(hook)
+
+    def fire(self) -> None:
+        self.lost = True
+        hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            hook()
+
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -76,6 +105,7 @@ if HttpToolsProtocol is not None:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             # An answer's headers and body leave in one send (kgpu.write_coalescing).
             super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+            self._disconnect_hooks = DisconnectHooks()
             self._arm(self.header_timeout_s)
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -84,9 +114,11 @@ if HttpToolsProtocol is not None:
                 self._read_deadline.cancel()
                 self._read_deadline = None
             super().connection_lost(exc)
+            self._disconnect_hooks.fire()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self.scope.setdefault("extensions", {})[DISCONNECT_HOOKS] = self._disconnect_hooks
             self._arm(self.header_timeout_s)
 
         def on_headers_complete(self) -> None:

@@ -5,9 +5,9 @@ another; on uvloop each write is its own `send` system call, so every small answ
 segments and wakes its client twice. In front of a replica the gateway does this on every request
 (and the replica's own answer reaches the gateway the same way): at concurrency 1 each extra send and
 wake-up is time the client waits, most of all on a machine whose few cores are busy with the model.
-`CoalescingTransport` keeps the writes of one loop turn and hands them to the real transport together
-at the end of that turn (`writelines`, one vectored send). Nothing waits longer than the current turn:
-a streamed answer's chunks still leave as they are written.
+`CoalescingTransport` keeps a write until the next one of the same loop turn, or the end of that turn,
+and hands them to the real transport together (`writelines`, one vectored send). Nothing waits longer
+than the current turn: a streamed answer's chunks still leave as they are written.
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ class CoalescingTransport:
             self._pending = [data]
             self._loop.call_soon(self._flush)
         else:
+            # A second write in the same turn (an answer's body after its headers) sends both at once:
+            # waiting for the end of the turn as well cost the gateway 0.1 ms p50 at concurrency 1.
             self._pending.append(data)
+            self._flush()
 
     def writelines(self, chunks: Any) -> None:
         for chunk in chunks:

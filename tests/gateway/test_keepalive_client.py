@@ -292,3 +292,15 @@ async def test_a_connection_closed_before_the_request_goes_out_fails_it_as_a_los
                 await connection.exchange(b"POST /x HTTP/1.1\r\ncontent-length: 0\r\n\r\n", 1.0)
         finally:
             client.close()
+
+
+async def test_a_large_body_goes_out_whole():
+    server = Server(lambda n, body: sized(str(len(body)).encode()))
+    async with server as base:
+        client = KeepAliveClient()
+        try:
+            body = b"x" * (3 * 1024 * 1024 + 7)  # above the size sent as two buffers
+            assert (await client.post(base + "/x", body, {}))[2] == str(len(body)).encode()
+        finally:
+            client.close()
+    assert server.requests == [body]

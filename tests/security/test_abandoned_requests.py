@@ -10,12 +10,14 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from kgpu.gateway.app import gateway_routes
 from kgpu.gateway.metrics import GatewayMetrics
 from kgpu.gateway.registry import ReplicaRegistry
 from kgpu.gateway.router import Router, RouterSettings
+from kgpu.http_limits import uvicorn_limits
 from tests.live_server import serving
 
 SERVICE = "default/minilm"
@@ -45,9 +47,10 @@ async def _abandon(url: str, count: int, client_timeout_s: float) -> list[str]:
         return await asyncio.gather(*(one() for _ in range(count)))
 
 
-def test_requests_whose_clients_gave_up_leave_the_hold_queue_at_once():
+@pytest.mark.parametrize("server", ["uvicorn", "kgpu"])  # kgpu's: the connection's disconnect hooks
+def test_requests_whose_clients_gave_up_leave_the_hold_queue_at_once(server):
     app, router = gateway(RouterSettings(hold_timeout_s=60.0, max_held_per_service=2048))
-    with serving(app) as url:
+    with serving(app, **(uvicorn_limits() if server == "kgpu" else {})) as url:
         outcomes = asyncio.run(_abandon(url, ABANDONED, client_timeout_s=1.0))
         assert outcomes.count("gave up") == ABANDONED
         deadline = time.monotonic() + 1.0
