@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap-ms", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per throughput window")
-    parser.add_argument("--rounds", type=int, default=2, help="direct/gateway window pairs at --concurrency")
+    parser.add_argument("--rounds", type=int, default=4, help="direct/gateway window pairs at --concurrency")
     parser.add_argument(
         "--server",
         choices=sorted(RUNTIMES),

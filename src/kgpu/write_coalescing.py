@@ -33,7 +33,8 @@ class CoalescingTransport:
             self._loop.call_soon(self._flush)
         else:
             # A second write in the same turn (an answer's body after its headers) sends both at once:
-            # waiting for the end of the turn as well cost the gateway 0.1 ms p50 at concurrency 1.
+            # waiting for the end of the turn as well was measurable at concurrency 1
+            # (bench/results/2026-12-05-gateway-hot-path.md).
             self._pending.append(data)
             self._flush()
 

@@ -41,8 +41,8 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
 
     `work` runs in the caller's own task, which is cancelled when the client goes: on kgpu's servers
     by the connection's own disconnect hook (kgpu.http_limits), elsewhere by a watch task started after
-    `WATCH_AFTER_S`. (A task for `work` and `asyncio.wait` over both cost the gateway about 25 us of
-    CPU per request; a watch timer per request, 0.1 ms p50 at concurrency 1.)"""
+    `WATCH_AFTER_S`. (A task for `work` and `asyncio.wait` over both, and then a watch timer per request,
+    were each measurable at concurrency 1: bench/results/2026-12-05-gateway-hot-path.md.)"""
     current = asyncio.current_task()
     assert current is not None
     gone = False

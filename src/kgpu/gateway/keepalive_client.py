@@ -2,9 +2,9 @@
 
 Why not aiohttp's client here: at concurrency 1 the gateway's own CPU is most of what it adds to a
 request, and aiohttp's request path (a request and a response object, timer handles, a payload
-registry, a writer, cookie and trace hooks) was the largest part of it. A proxy through uvicorn and
-this client added 0.3 ms p50 to a server that answers at once, against 0.6-0.7 ms with aiohttp's
-client on the same server in the same run (bench/results/2026-12-05-gateway-upstream-client.md).
+registry, a writer, cookie and trace hooks) was the largest part of it: a bare proxy on uvicorn adds
+about half the latency with this client that it adds with aiohttp's (`python -m bench.proxy_floor`;
+bench/results/2026-12-05-gateway-hot-path.md).
 The parser is httptools (the one uvicorn uses); only connection reuse and the request's framing are
 written here. Streams and reads stay on aiohttp (kgpu.gateway.upstream).
 
