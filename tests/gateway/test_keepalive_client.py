@@ -106,43 +106,32 @@ async def test_only_the_answer_headers_clients_need_are_passed_on():
     assert headers == {"content-type": "application/json", "retry-after": "3"}
 
 
-async def test_a_chunked_answer_is_read_whole():
-    def chunked(number: int, body: bytes) -> bytes:
-        return b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
-
-    server = Server(chunked)
+async def bodies_and_connections(answer, requests: int) -> tuple[list[bytes], int]:
+    """The bodies of `requests` POSTs in a row to a server answering with `answer`, and how many
+    connections they took."""
+    server = Server(answer)
     async with server as base:
         client = KeepAliveClient()
         try:
-            answers = [await client.post(base + "/x", b"{}", {}) for _ in range(2)]
+            answers = [await client.post(base + "/x", b"{}", {}) for _ in range(requests)]
         finally:
             client.close()
-    assert [body for _, _, body in answers] == [b"hello world"] * 2
-    assert server.connections == 1
+    return [body for _, _, body in answers], server.connections
+
+
+async def test_a_chunked_answer_is_read_whole():
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    assert await bodies_and_connections(lambda n, body: chunked, 2) == ([b"hello world"] * 2, 1)
 
 
 async def test_an_answer_ended_by_closing_the_connection_is_read_whole_and_not_reused():
-    server = Server(lambda n, body: b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end")
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            answers = [await client.post(base + "/x", b"{}", {}) for _ in range(2)]
-        finally:
-            client.close()
-    assert [body for _, _, body in answers] == [b"until the end"] * 2
-    assert server.connections == 2
+    until_close = b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end"
+    assert await bodies_and_connections(lambda n, body: until_close, 2) == ([b"until the end"] * 2, 2)
 
 
 async def test_connection_close_from_the_server_means_a_new_connection_next_time():
-    server = Server(lambda n, body: sized(b"{}", extra=b"connection: close\r\n"))
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            for _ in range(3):
-                assert (await client.post(base + "/x", b"{}", {}))[0] == 200
-        finally:
-            client.close()
-    assert server.connections == 3
+    closing = sized(b"{}", extra=b"connection: close\r\n")
+    assert await bodies_and_connections(lambda n, body: closing, 3) == ([b"{}"] * 3, 3)
 
 
 async def test_a_pooled_connection_the_server_closed_is_replaced_without_an_error():
