@@ -19,14 +19,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from urllib.parse import quote
 
 import httptools
 
-# Answer headers passed on to the client (the rest stay between the gateway and the replica).
-PASS_HEADERS = frozenset({b"content-type", b"retry-after", b"inference-header-content-length"})
 LARGE_BODY = 64 * 1024  # above this a request's head and body go out as two buffers, not one copy
 
 
@@ -48,7 +46,8 @@ class _Answer:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; `exchange` sends a request and waits for its whole answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, pass_headers: frozenset[bytes]) -> None:
+        self.pass_headers = pass_headers
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.answer = _Answer()
@@ -90,7 +89,7 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name in PASS_HEADERS:
+        if name in self.pass_headers:
             self.answer.headers[name.decode()] = value.decode("latin-1")
         elif name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
             self.answer.length_known = True
@@ -164,7 +163,10 @@ class KeepAliveClient:
         connect_timeout_s: float = 5.0,
         idle_s: float = 4.0,
         max_idle: int = 256,
+        pass_headers: Iterable[str] = ("content-type",),
     ) -> None:
+        """`pass_headers`: the answer headers returned (any case); the rest are dropped."""
+        self.pass_headers = frozenset(name.lower().encode() for name in pass_headers)
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.idle_s = idle_s
@@ -187,7 +189,8 @@ class KeepAliveClient:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(
-                loop.create_connection(_Connection, host, port), self.connect_timeout_s
+                loop.create_connection(lambda: _Connection(self.pass_headers), host, port),
+                self.connect_timeout_s,
             )
         except (OSError, asyncio.TimeoutError) as exc:
             raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc or type(exc).__name__}") from exc

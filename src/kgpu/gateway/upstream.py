@@ -3,7 +3,8 @@
 aiohttp rather than httpx here: this is the hot path of every request, and at
 hundreds of concurrent requests httpx's pure-Python connection pool costs more
 CPU per request than the model does for a short sentence on a GPU; aiohttp's
-pool and C HTTP parser keep the proxy hop cheap.
+pool and C HTTP parser keep the proxy hop cheap. Whole answers from http://
+replicas take a leaner hop still (`GatewayUpstream`, kgpu.gateway.keepalive_client).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class GatewayUpstream(AiohttpUpstream):
 
     def __init__(self, timeout_s: float = 300.0, connect_timeout_s: float = 5.0) -> None:
         super().__init__(timeout_s, connect_timeout_s)
-        self._keepalive = KeepAliveClient(timeout_s, connect_timeout_s)
+        self._keepalive = KeepAliveClient(timeout_s, connect_timeout_s, pass_headers=PASS_HEADERS)
 
     async def post(
         self, url: str, body: bytes, content_type: str, extra_headers: Mapping[str, str] | None = None
