@@ -293,3 +293,34 @@ async def test_a_large_body_goes_out_whole():
         finally:
             client.close()
     assert server.requests == [body]
+
+
+async def test_an_answer_larger_than_the_limit_fails_its_request():
+    server = Server(lambda n, body: sized(b"x" * 5000))
+    async with server as base:
+        client = KeepAliveClient(max_answer_bytes=4096)
+        try:
+            with pytest.raises(ConnectionFailed, match="larger than 4096 bytes"):
+                await client.post(base + "/x", b"{}", {})
+        finally:
+            client.close()
+
+
+async def test_a_second_answer_to_one_request_leaves_the_first_intact_and_the_connection_unused():
+    def two_answers(number: int, body: bytes) -> bytes:
+        if number == 1:
+            return (
+                sized(b'"first"') + b'HTTP/1.1 500 Internal Server Error\r\ncontent-length: 7\r\n\r\n"extra"'
+            )
+        return sized(b'"next"')
+
+    server = Server(two_answers)
+    async with server as base:
+        client = KeepAliveClient()
+        try:
+            first = await client.post(base + "/x", b"{}", {})
+            second = await client.post(base + "/x", b"{}", {})
+        finally:
+            client.close()
+    assert first[0] == 200 and first[2] == b'"first"'
+    assert second[2] == b'"next"' and server.connections == 2

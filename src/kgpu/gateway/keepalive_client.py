@@ -26,6 +26,9 @@ from urllib.parse import quote
 import httptools
 
 LARGE_BODY = 64 * 1024  # above this a request's head and body go out as two buffers, not one copy
+# An answer larger than this fails its request: a command runtime is the tenant's own process, and the
+# gateway, shared by every project, holds a whole answer in memory before passing it on.
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
 
 
 class ConnectionFailed(Exception):
@@ -33,10 +36,11 @@ class ConnectionFailed(Exception):
 
 
 class _Answer:
-    __slots__ = ("chunks", "headers", "headers_done", "length_known", "status")
+    __slots__ = ("chunks", "headers", "headers_done", "length_known", "size", "status")
 
     def __init__(self) -> None:
         self.status = 0
+        self.size = 0
         self.headers: dict[str, str] = {}
         self.chunks: list[bytes] = []
         self.length_known = False  # content-length or chunked: the end is in the data, not the close
@@ -46,8 +50,10 @@ class _Answer:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; `exchange` sends a request and waits for its whole answer."""
 
-    def __init__(self, pass_headers: frozenset[bytes]) -> None:
+    def __init__(self, pass_headers: frozenset[bytes], max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
         self.pass_headers = pass_headers
+        self.max_answer_bytes = max_answer_bytes
+        self.refusal: str | None = None  # why parsing was stopped from a callback
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.answer = _Answer()
@@ -73,7 +79,7 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(ConnectionFailed(f"the server's answer is not HTTP/1.1: {exc}"))
+            self._fail(ConnectionFailed(self.refusal or f"the server's answer is not HTTP/1.1: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -86,12 +92,21 @@ class _Connection(asyncio.Protocol):
         else:
             waiter.set_exception(ConnectionFailed(f"the server closed the connection ({exc or 'EOF'})"))
 
-    # httptools callbacks
+    # httptools callbacks (an exception raised in one stops the parser: data_received fails the request)
+    def _stop(self, refusal: str) -> None:
+        self.refusal = refusal
+        raise ConnectionFailed(refusal)
+
+    def on_message_begin(self) -> None:
+        if self.waiter is None or self.waiter.done():
+            # A second answer to one request (in the same read as the first): out of step, never reused.
+            self._stop("the server sent an answer nobody asked for")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name in self.pass_headers:
             self.answer.headers[name.decode()] = value.decode("latin-1")
-        elif name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
+        if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
             self.answer.length_known = True
 
     def on_headers_complete(self) -> None:
@@ -99,7 +114,11 @@ class _Connection(asyncio.Protocol):
         self.answer.headers_done = True
 
     def on_body(self, body: bytes) -> None:
-        self.answer.chunks.append(body)
+        answer = self.answer
+        answer.size += len(body)
+        if answer.size > self.max_answer_bytes:
+            self._stop(f"the server's answer is larger than {self.max_answer_bytes} bytes")
+        answer.chunks.append(body)
 
     def on_message_complete(self) -> None:
         answer = self.answer
@@ -163,6 +182,7 @@ class KeepAliveClient:
         connect_timeout_s: float = 5.0,
         idle_s: float = 4.0,
         max_idle: int = 256,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         pass_headers: Iterable[str] = ("content-type",),
     ) -> None:
         """`pass_headers`: the answer headers returned (any case); the rest are dropped."""
@@ -171,6 +191,7 @@ class KeepAliveClient:
         self.connect_timeout_s = connect_timeout_s
         self.idle_s = idle_s
         self.max_idle = max_idle  # idle connections kept per origin
+        self.max_answer_bytes = max_answer_bytes
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
 
     def _pooled(self, key: tuple[str, int]) -> _Connection | None:
@@ -189,7 +210,9 @@ class KeepAliveClient:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self.pass_headers), host, port),
+                loop.create_connection(
+                    lambda: _Connection(self.pass_headers, self.max_answer_bytes), host, port
+                ),
                 self.connect_timeout_s,
             )
         except (OSError, asyncio.TimeoutError) as exc:
