@@ -354,3 +354,28 @@ def test_a_service_speaking_one_protocol_refuses_the_other_by_name():
     assert "speaks only the OpenAI API" in router.protocol_refusal("default/qwen", "v2")
     router.set_protocol("default/qwen", None)
     assert router.protocol_refusal("default/qwen", "v2") is None
+
+
+async def test_requests_in_flight_are_the_gateways_outstanding_metric_when_scraped():
+    release = asyncio.Event()
+
+    async def slow(request: Request) -> UpstreamResponse:
+        await release.wait()
+        return ok(request)
+
+    router, registry, metrics = make_router(slow)
+    registry.add(SERVICE, "minilm-0", "http://127.0.0.1:9001")
+
+    def in_flight() -> float | None:
+        return metrics.registry.get_sample_value("kgpu_gateway_outstanding_requests", {"service": SERVICE})
+
+    assert in_flight() == 0
+    forwards = [
+        asyncio.ensure_future(router.forward(SERVICE, "/v1/embeddings", b"{}", "application/json"))
+        for _ in range(3)
+    ]
+    await asyncio.sleep(0.01)
+    assert in_flight() == 3
+    release.set()
+    assert [r.status for r in await asyncio.gather(*forwards)] == [200] * 3
+    assert in_flight() == 0

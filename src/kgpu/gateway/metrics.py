@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -12,7 +15,6 @@ class GatewayMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self._answered: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
-        self._outstanding: dict[str, Gauge] = {}
         self.requests = Counter(
             "kgpu_gateway_requests_total",
             "Requests answered by the gateway.",
@@ -38,12 +40,10 @@ class GatewayMetrics:
             ["service", "reason"],
             registry=r,
         )
-        self.outstanding = Gauge(
-            "kgpu_gateway_outstanding_requests",
-            "Requests sent to replicas and not yet answered.",
-            ["service"],
-            registry=r,
-        )
+        # Requests in flight per service are read at scrape time from the router's replica registry, which
+        # counts them for routing anyway: nothing to update on every request.
+        self.outstanding_by_service: Callable[[], dict[str, int]] = dict
+        r.register(_InFlight(lambda: self.outstanding_by_service()))
         self.holding = Gauge(
             "kgpu_gateway_held_requests",
             "Requests waiting at the gateway for a ready replica.",
@@ -127,9 +127,25 @@ class GatewayMetrics:
         series[0].inc()
         series[1].observe(seconds)
 
-    def outstanding_of(self, service: str) -> Gauge:
-        """The service's series of requests in flight to replicas (looked up once, as in `observe`)."""
-        series = self._outstanding.get(service)
-        if series is None:
-            series = self._outstanding[service] = self.outstanding.labels(service)
-        return series
+
+class _InFlight:
+    """kgpu_gateway_outstanding_requests, from a function giving requests in flight per service."""
+
+    NAME = "kgpu_gateway_outstanding_requests"
+
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self.counts = counts
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = self._family()
+        for service, count in sorted(self.counts().items()):
+            family.add_metric([service], count)
+        return [family]
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            self.NAME, "Requests sent to replicas and not yet answered.", labels=["service"]
+        )

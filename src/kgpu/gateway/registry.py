@@ -147,3 +147,11 @@ class ReplicaRegistry:
 
     def outstanding(self, service: str) -> int:
         return sum(e.outstanding for e in self._endpoints(service).values())
+
+    def outstanding_by_service(self) -> dict[str, int]:
+        """Requests in flight to each service's replicas (the gateway's metric, read when scraped, from
+        the scrape's thread: copies of the dicts are taken first, each in one step under the GIL)."""
+        return {
+            service: sum(e.outstanding for e in list(endpoints.values()))
+            for service, endpoints in list(self._services.items())
+        }

@@ -76,6 +76,7 @@ class Router:
         # request is answered 503 at once instead of being held until its timeout.
         self._parked: set[str] = set()
         registry.on_change = self._admit
+        metrics.outstanding_by_service = registry.outstanding_by_service
         # Called with the service key whenever a request has to wait for a replica (wakes a service at zero).
         self.on_hold: Callable[[str], None] | None = None
         # Called with the service key first: a message means no replica of it can ever serve (a service
@@ -227,12 +228,10 @@ class Router:
     def _claim(self, endpoint: Endpoint, work: int) -> None:
         endpoint.outstanding += 1
         endpoint.work += work
-        self.metrics.outstanding_of(endpoint.service).inc()
 
     def _release(self, endpoint: Endpoint, work: int) -> None:
         endpoint.outstanding -= 1
         endpoint.work -= work
-        self.metrics.outstanding_of(endpoint.service).dec()
         self._admit(endpoint.service)  # a slot freed up
 
     def _streamed(
