@@ -8,6 +8,7 @@ connections closed on the server's own schedule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -62,6 +63,18 @@ class Server:
             return
 
 
+@contextlib.asynccontextmanager
+async def client_of(answer, **settings):
+    """A `Server` answering with `answer` and a client (with `settings`) of it: (server, base URL, client)."""
+    server = Server(answer)
+    async with server as base:
+        client = KeepAliveClient(**settings)
+        try:
+            yield server, base, client
+        finally:
+            client.close()
+
+
 def sized(body: bytes, status: str = "200 OK", extra: bytes = b"") -> bytes:
     return (
         f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n".encode()
@@ -76,14 +89,9 @@ def echo(number: int, body: bytes) -> bytes:
 
 
 async def test_requests_reuse_one_connection_and_answers_pass_through():
-    server = Server(echo)
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            first = await client.post(base + "/v1/embeddings", b"[1]", {"content-type": "application/json"})
-            second = await client.post(base + "/v1/embeddings", b"[2]", {"content-type": "application/json"})
-        finally:
-            client.close()
+    async with client_of(echo) as (server, base, client):
+        first = await client.post(base + "/v1/embeddings", b"[1]", {"content-type": "application/json"})
+        second = await client.post(base + "/v1/embeddings", b"[2]", {"content-type": "application/json"})
     assert first == (200, {"content-type": "application/json"}, b'{"n": 1, "echo": [1]}')
     assert second[2] == b'{"n": 2, "echo": [2]}'
     assert server.connections == 1
@@ -93,15 +101,11 @@ async def test_requests_reuse_one_connection_and_answers_pass_through():
 
 
 async def test_only_the_answer_headers_asked_for_are_passed_on():
-    server = Server(
-        lambda n, body: sized(b"{}", "429 Too Many Requests", b"retry-after: 3\r\nx-internal: no\r\n")
-    )
-    async with server as base:
-        client = KeepAliveClient(pass_headers=["Content-Type", "retry-after"])
-        try:
-            status, headers, _ = await client.post(base + "/x", b"{}", {})
-        finally:
-            client.close()
+    async with client_of(
+        lambda n, body: sized(b"{}", "429 Too Many Requests", b"retry-after: 3\r\nx-internal: no\r\n"),
+        pass_headers=["Content-Type", "retry-after"],
+    ) as (_server, base, client):
+        status, headers, _ = await client.post(base + "/x", b"{}", {})
     assert status == 429
     assert headers == {"content-type": "application/json", "retry-after": "3"}
 
@@ -109,13 +113,8 @@ async def test_only_the_answer_headers_asked_for_are_passed_on():
 async def bodies_and_connections(answer, requests: int) -> tuple[list[bytes], int]:
     """The bodies of `requests` POSTs in a row to a server answering with `answer`, and how many
     connections they took."""
-    server = Server(answer)
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            answers = [await client.post(base + "/x", b"{}", {}) for _ in range(requests)]
-        finally:
-            client.close()
+    async with client_of(answer) as (server, base, client):
+        answers = [await client.post(base + "/x", b"{}", {}) for _ in range(requests)]
     return [body for _, _, body in answers], server.connections
 
 
@@ -135,71 +134,59 @@ async def test_connection_close_from_the_server_means_a_new_connection_next_time
 
 
 async def test_a_pooled_connection_the_server_closed_is_replaced_without_an_error():
-    server = Server(echo)
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            await client.post(base + "/x", b"[1]", {})
-            for writer in server.writers:  # the server's idle timeout closes the kept connection
-                writer.close()
-            await asyncio.sleep(0.05)
-            status, _, body = await client.post(base + "/x", b"[2]", {})
-        finally:
-            client.close()
+    async with client_of(echo) as (server, base, client):
+        await client.post(base + "/x", b"[1]", {})
+        for writer in server.writers:  # the server's idle timeout closes the kept connection
+            writer.close()
+        await asyncio.sleep(0.05)
+        status, _, body = await client.post(base + "/x", b"[2]", {})
     assert status == 200 and body == b'{"n": 2, "echo": [2]}'
     assert server.connections == 2
 
 
 async def test_a_pooled_connection_dropped_as_the_request_went_out_is_tried_once_more_on_a_new_one():
-    server = Server(lambda n, body: None if n == 2 else echo(n, body))  # drops the 2nd request unanswered
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            await client.post(base + "/x", b"[1]", {})
-            status, _, body = await client.post(base + "/x", b"[2]", {})
-        finally:
-            client.close()
+    # The server drops the 2nd request unanswered.
+    async with client_of(lambda n, body: None if n == 2 else echo(n, body)) as (server, base, client):
+        await client.post(base + "/x", b"[1]", {})
+        status, _, body = await client.post(base + "/x", b"[2]", {})
     assert status == 200 and body == b'{"n": 3, "echo": [2]}'
     assert server.connections == 2
 
 
+async def test_connections_the_server_closed_leave_the_pool_with_their_origin():
+    """Replicas come and go on new ports: nothing of a closed connection or a gone origin stays."""
+    async with client_of(echo) as (server, base, client):
+        await client.post(base + "/x", b"[1]", {})
+        assert len(client._idle) == 1
+        for writer in server.writers:
+            writer.close()
+        await asyncio.sleep(0.05)
+        assert client._idle == {}
+
+
 async def test_a_connection_idle_too_long_is_not_reused():
-    server = Server(echo)
-    async with server as base:
-        client = KeepAliveClient(idle_s=0.05)
-        try:
-            await client.post(base + "/x", b"[1]", {})
-            await asyncio.sleep(0.1)
-            await client.post(base + "/x", b"[2]", {})
-        finally:
-            client.close()
+    async with client_of(echo, idle_s=0.05) as (server, base, client):
+        await client.post(base + "/x", b"[1]", {})
+        await asyncio.sleep(0.1)
+        await client.post(base + "/x", b"[2]", {})
     assert server.connections == 2
 
 
 async def test_a_replica_that_dies_after_reading_the_request_fails_it():
-    server = Server(lambda n, body: None)
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            with pytest.raises(ConnectionFailed, match="closed the connection"):
-                await client.post(base + "/x", b"{}", {})
-        finally:
-            client.close()
+    async with client_of(lambda n, body: None) as (server, base, client):
+        with pytest.raises(ConnectionFailed, match="closed the connection"):
+            await client.post(base + "/x", b"{}", {})
     assert server.connections == 1  # a fresh connection that failed is not tried again here
 
 
 async def test_no_whole_answer_in_time_fails_and_the_connection_is_not_reused():
-    server = Server(
-        lambda n, body: b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf" if n == 1 else echo(n, body)
-    )
-    async with server as base:
-        client = KeepAliveClient(timeout_s=0.2)
-        try:
-            with pytest.raises(ConnectionFailed, match="within 0.2 s"):
-                await client.post(base + "/x", b"[1]", {})
-            assert (await client.post(base + "/x", b"[2]", {}))[0] == 200
-        finally:
-            client.close()
+    async with client_of(
+        lambda n, body: b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf" if n == 1 else echo(n, body),
+        timeout_s=0.2,
+    ) as (server, base, client):
+        with pytest.raises(ConnectionFailed, match="within 0.2 s"):
+            await client.post(base + "/x", b"[1]", {})
+        assert (await client.post(base + "/x", b"[2]", {}))[0] == 200
     assert server.connections == 2
 
 
@@ -229,25 +216,15 @@ async def test_a_request_cancelled_mid_answer_leaves_its_connection_unused():
 
 
 async def test_garbage_from_the_server_fails_the_request():
-    server = Server(lambda n, body: b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            with pytest.raises(ConnectionFailed, match="not HTTP"):
-                await client.post(base + "/x", b"{}", {})
-        finally:
-            client.close()
+    async with client_of(lambda n, body: b"SSH-2.0-OpenSSH_9.6\r\n\r\n") as (_server, base, client):
+        with pytest.raises(ConnectionFailed, match="not HTTP"):
+            await client.post(base + "/x", b"{}", {})
 
 
 async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent():
-    server = Server(echo)
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            with pytest.raises(ValueError, match="line break"):
-                await client.post(base + "/x", b"{}", {"x-a": "1\r\nx-injected: yes"})
-        finally:
-            client.close()
+    async with client_of(echo) as (server, base, client):
+        with pytest.raises(ValueError, match="line break"):
+            await client.post(base + "/x", b"{}", {"x-a": "1\r\nx-injected: yes"})
     assert server.requests == []
 
 
@@ -271,39 +248,28 @@ def test_urls_split_into_host_port_authority_and_path():
 
 
 async def test_a_connection_closed_before_the_request_goes_out_fails_it_as_a_lost_connection():
-    server = Server(echo)
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            connection = await client._connect("127.0.0.1", int(base.rsplit(":", 1)[1]))
-            connection.transport.close()  # the replica went between the connect and the write
-            with pytest.raises(ConnectionFailed, match="closed"):
-                await connection.exchange(b"POST /x HTTP/1.1\r\ncontent-length: 0\r\n\r\n", 1.0)
-        finally:
-            client.close()
+    async with client_of(echo) as (_server, base, client):
+        connection = await client._connect("127.0.0.1", int(base.rsplit(":", 1)[1]))
+        connection.transport.close()  # the replica went between the connect and the write
+        with pytest.raises(ConnectionFailed, match="closed"):
+            await connection.exchange(b"POST /x HTTP/1.1\r\ncontent-length: 0\r\n\r\n", 1.0)
 
 
 async def test_a_large_body_goes_out_whole():
-    server = Server(lambda n, body: sized(str(len(body)).encode()))
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            body = b"x" * (3 * 1024 * 1024 + 7)  # above the size sent as two buffers
-            assert (await client.post(base + "/x", body, {}))[2] == str(len(body)).encode()
-        finally:
-            client.close()
+    async with client_of(lambda n, body: sized(str(len(body)).encode())) as (server, base, client):
+        body = b"x" * (3 * 1024 * 1024 + 7)  # above the size sent as two buffers
+        assert (await client.post(base + "/x", body, {}))[2] == str(len(body)).encode()
     assert server.requests == [body]
 
 
 async def test_an_answer_larger_than_the_limit_fails_its_request():
-    server = Server(lambda n, body: sized(b"x" * 5000))
-    async with server as base:
-        client = KeepAliveClient(max_answer_bytes=4096)
-        try:
-            with pytest.raises(ConnectionFailed, match="larger than 4096 bytes"):
-                await client.post(base + "/x", b"{}", {})
-        finally:
-            client.close()
+    async with client_of(lambda n, body: sized(b"x" * 5000), max_answer_bytes=4096) as (
+        _server,
+        base,
+        client,
+    ):
+        with pytest.raises(ConnectionFailed, match="larger than 4096 bytes"):
+            await client.post(base + "/x", b"{}", {})
 
 
 async def test_a_second_answer_to_one_request_leaves_the_first_intact_and_the_connection_unused():
@@ -314,13 +280,8 @@ async def test_a_second_answer_to_one_request_leaves_the_first_intact_and_the_co
             )
         return sized(b'"next"')
 
-    server = Server(two_answers)
-    async with server as base:
-        client = KeepAliveClient()
-        try:
-            first = await client.post(base + "/x", b"{}", {})
-            second = await client.post(base + "/x", b"{}", {})
-        finally:
-            client.close()
+    async with client_of(two_answers) as (server, base, client):
+        first = await client.post(base + "/x", b"{}", {})
+        second = await client.post(base + "/x", b"{}", {})
     assert first[0] == 200 and first[2] == b'"first"'
     assert second[2] == b'"next"' and server.connections == 2

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from urllib.parse import quote
 
@@ -50,8 +50,14 @@ class _Answer:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; `exchange` sends a request and waits for its whole answer."""
 
-    def __init__(self, pass_headers: frozenset[bytes], max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+    def __init__(
+        self,
+        pass_headers: frozenset[bytes],
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+        on_lost: Callable[[_Connection], None] | None = None,
+    ) -> None:
         self.pass_headers = pass_headers
+        self.on_lost = on_lost  # told when the connection closes, so a pool lets go of it
         self.max_answer_bytes = max_answer_bytes
         self.refusal: str | None = None  # why parsing was stopped from a callback
         self.transport: asyncio.Transport | None = None
@@ -63,6 +69,7 @@ class _Connection(asyncio.Protocol):
         self.timed_out = False
         self.reusable = False
         self.idle_since = 0.0
+        self.origin: tuple[str, int] = ("", 0)
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -83,6 +90,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.on_lost is not None:
+            self.on_lost(self)
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
@@ -192,7 +201,16 @@ class KeepAliveClient:
         self.idle_s = idle_s
         self.max_idle = max_idle  # idle connections kept per origin
         self.max_answer_bytes = max_answer_bytes
+        # Idle connections per origin; a connection leaves when it closes (`_forget`), and an origin with
+        # none left leaves too: replicas come and go on new ports, and nothing of the old ones stays.
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
+
+    def _forget(self, connection: _Connection) -> None:
+        pool = self._idle.get(connection.origin)
+        if pool is not None and connection in pool:
+            pool.remove(connection)
+            if not pool:
+                del self._idle[connection.origin]
 
     def _pooled(self, key: tuple[str, int]) -> _Connection | None:
         pool = self._idle.get(key)
@@ -201,6 +219,8 @@ class KeepAliveClient:
         oldest_usable = time.monotonic() - self.idle_s
         while pool:
             connection = pool.pop()
+            if not pool:
+                del self._idle[key]
             if not connection.closed and connection.idle_since >= oldest_usable:
                 return connection
             connection._abort()
@@ -211,12 +231,13 @@ class KeepAliveClient:
         try:
             _, connection = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(self.pass_headers, self.max_answer_bytes), host, port
+                    lambda: _Connection(self.pass_headers, self.max_answer_bytes, self._forget), host, port
                 ),
                 self.connect_timeout_s,
             )
         except (OSError, asyncio.TimeoutError) as exc:
             raise ConnectionFailed(f"cannot connect to {host}:{port}: {exc or type(exc).__name__}") from exc
+        connection.origin = (host, port)
         return connection
 
     async def post(
