@@ -29,7 +29,13 @@ def test_max_below_min_names_the_field():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("targetUtilization", 1.5), ("minReplicas", -1), ("policy", "rps"), ("stableWindowSeconds", 1)],
+    [
+        ("targetUtilization", 1.5),
+        ("minReplicas", -1),
+        ("policy", "rps"),
+        ("stableWindowSeconds", 1),
+        ("scaleDownStabilizationSeconds", 3601),  # the HPA's bound: an hour (samples are kept that long)
+    ],
 )
 def test_bad_values_name_the_field(field, value):
     with pytest.raises(ValidationError) as info:

@@ -140,3 +140,25 @@ def test_the_replicas_kgpu_holds_for_load_not_seen_yet_are_kept_for_the_split():
     scaler.wake(svc.key)
     assert (scaler.desired(svc), scaler.speculative(svc.key)) == (1, 0)
     assert scaler.speculative("default/unknown") == 0
+
+
+def test_a_burst_memory_longer_than_fifteen_minutes_holds_for_all_of_it():
+    # kgpu holds the peak of its scale-down stabilization window; its samples must outlive that
+    # window, not a fixed 15 minutes (a 20-minute window used to forget the burst after 15).
+    scaler = ReplicaAutoscaler(Recorder().event, Recorder().kick)
+    svc = service(
+        1, policy="kgpu", target=16, targetUtilization=1.0, minReplicas=1, maxReplicas=32,
+        scaleDownStabilizationSeconds=1200,
+    )  # fmt: skip
+    scaler.tick([svc], lambda _k: Observation(64, 0, 1, startup_s=20.0), now=2.0)  # a burst: 4 replicas
+    peak = scaler.desired(svc)
+    assert peak == 4
+    now = 2.0
+    while now < 1190.0:  # quiet, every replica asked for ready
+        now += 2.0
+        scaler.tick([svc], lambda _k: Observation(0, 0, scaler.desired(svc), startup_s=20.0), now=now)
+    assert scaler.desired(svc) == peak  # 1190 s on, inside the window: still held
+    while now < 1210.0:
+        now += 2.0
+        scaler.tick([svc], lambda _k: Observation(0, 0, scaler.desired(svc), startup_s=20.0), now=now)
+    assert scaler.desired(svc) == 1  # past it: back to the floor

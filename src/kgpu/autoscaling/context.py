@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.window import Sample
 
-# Samples older than this are dropped: longer than any policy window (a tuning's memory included).
+# Samples are kept at least this long (a research tuning's memory reads them), and longer when a
+# service's own window is longer: its stable window or its scale-down stabilization.
 SAMPLES_KEPT_S = 900.0
 
 
@@ -31,7 +32,13 @@ class ScalingContext:
     starting: int = 0  # replicas placed on a GPU that do not serve yet (not those waiting for a GPU)
 
 
-def keep_recent(samples, now: float) -> None:
-    """Drop (from the left of a deque) the samples older than SAMPLES_KEPT_S."""
-    while samples and samples[0].time < now - SAMPLES_KEPT_S:
+def samples_kept_s(spec: AutoscalingSpec) -> float:
+    """How long a service's samples are kept: as long as the longest window its policy reads."""
+    return max(SAMPLES_KEPT_S, spec.stable_window_seconds, spec.scale_down_stabilization_seconds)
+
+
+def keep_recent(samples, now: float, spec: AutoscalingSpec) -> None:
+    """Drop (from the left of a deque) the samples older than ``samples_kept_s(spec)``."""
+    kept_s = samples_kept_s(spec)
+    while samples and samples[0].time < now - kept_s:
         samples.popleft()

@@ -153,7 +153,7 @@ class ReplicaAutoscaler:
         assert spec is not None
         entry = self._entry(service.key, spec, service.spec.replicas)
         entry.samples.append(sample)
-        keep_recent(entry.samples, sample.time)
+        keep_recent(entry.samples, sample.time, spec)
         ctx = ScalingContext(
             spec=spec,
             samples=entry.samples,

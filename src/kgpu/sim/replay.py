@@ -419,7 +419,8 @@ class ReplayLoop:
         self.acc_arrivals = 0
         self.acc_arrived_work = self.acc_completed_work = 0.0
         self.samples.append(sample)
-        keep_recent(self.samples, now)
+        assert self.spec is not None  # only autoscaled policies sample
+        keep_recent(self.samples, now, self.spec)
         return sample
 
     def _tick(self, now: float) -> None:
