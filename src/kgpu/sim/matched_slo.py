@@ -10,7 +10,7 @@ chosen on (`kgpu.sim.trace_versions`). The knobs:
   ``targetUtilization`` 1, ``stableWindow``; the panic window stays 10% of it);
 - ``hpa``: target in-flight requests per replica x scale-down stabilization;
 - ``kgpu``: minimum replicas (up to a whole node, 8) x scale-down stabilization (its burst memory, up
-  to 20 minutes) x target per replica;
+  to 30 minutes) x target per replica;
 - ``static``: the replica count, searched again on every version (`kgpu.sim.replay.find_static`).
 """
 
@@ -28,7 +28,7 @@ KPA_STABLE_WINDOWS_S = (30.0, 60.0, 120.0, 300.0, 600.0, 1200.0)
 HPA_TARGETS = (2.0, 4.0, 6.0, 8.0, 11.2, 16.0)
 HPA_STABILIZATION_S = (0.0, 60.0, 300.0, 600.0)
 KGPU_MIN_REPLICAS = (3, 4, 5, 6, 8)
-KGPU_STABILIZATION_S = (120.0, 300.0, 600.0, 1200.0)
+KGPU_STABILIZATION_S = (120.0, 300.0, 600.0, 1200.0, 1800.0)
 KGPU_TARGETS = (12.0, 16.0)
 
 

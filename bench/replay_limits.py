@@ -1,0 +1,258 @@
+"""What the judged trace versions ask of any live policy, and what each ask costs on the full trace.
+
+`bench/replay_matched.py` judges one kgpu setting on every version of the trace: >= 99% SLO with no
+failed request on each, at <= 0.75x static's GPU-hours (and 0.85x KPA's and HPA's) on the full trace.
+No setting tried meets all of it. This replays the asks one at a time, each with the most generous
+rule that could meet it, and prints what that rule costs where the cap is:
+
+1. ``one node``: every replica a node holds (8), held from start to end, on each version, next to
+   static's own fewest replicas. More ready replicas never make a request later under least-loaded
+   dispatch, so no policy that keeps to one node does better than the first column: a version whose
+   row stays below 99% needs a second node ready at its bursts, asked for a node start-up (plus a
+   replica start-up) before them;
+2. ``second node``: kgpu's setting with a second node booted from the start and never removed, the
+   most any rule that asks for nodes could give the policy (every GPU of two nodes free at every
+   burst, no node start-up ever waited for), and with a rule that asks for a node as soon as more
+   requests are in the system than the booted GPUs hold at the target (an overload signal a live
+   gateway has);
+3. ``floor`` and ``memory``: kgpu's setting with higher floors (``minReplicas``), and with longer
+   burst memories (``scaleDownStabilizationSeconds``), on the shuffled hour, whose largest burst
+   comes after ten minutes of bursts that needed about four replicas: what it needs, and what that
+   costs on the full trace.
+
+Deterministic (virtual clock); about two minutes on two cores. Writes
+bench/results/replay_limits.json.
+
+    .venv/bin/python -m bench.replay_limits [--trace FILE] [--markdown FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+
+from bench.common.machine import machine_facts
+from bench.common.results import write_results
+from kgpu.autoscaling.context import ScalingContext
+from kgpu.autoscaling.policy import REPLICA_POLICIES, ScalingDecision
+from kgpu.autoscaling.predictive import Sizing, predictive_decide
+from kgpu.sim.azure_trace import DEFAULT_TRACE, TraceError, load_azure_trace
+from kgpu.sim.matched_slo import SLO_TARGET_PCT, meets, settings
+from kgpu.sim.replay import ReplayLoop, ServiceModel, find_static, replay
+from kgpu.sim.trace_versions import VERSIONS, trace_version
+
+RESULTS = Path(__file__).parent / "results"
+CHOSEN = "min3-hold600-target16"  # kgpu's setting chosen by bench.replay_matched
+STATIC_CAP = 0.75  # the issue's cap: kgpu's GPU-hours on the full trace over static's
+FLOORS = (3, 4, 5, 6, 7, 8)
+MEMORIES_S = (600.0, 1200.0, 1800.0, 3600.0)
+
+
+class OverloadSizing(Sizing):
+    """kgpu's sizing, with requests in the system beyond what every booted GPU holds at the target
+    counted as sustained demand, so they ask for a node on the tick they show."""
+
+    def sustained(self, ctx: ScalingContext, concurrency: float) -> float:
+        booted = ctx.current + (ctx.free_gpus or 0)
+        if ctx.in_system > booted * ctx.spec.target_per_replica:
+            return max(concurrency, ctx.in_system)
+        return concurrency
+
+
+class _OverloadLoop(ReplayLoop):
+    def _policies(self, now, active):
+        def overload(ctx: ScalingContext, state: object) -> ScalingDecision:
+            decision = predictive_decide(ctx, state, OverloadSizing())
+            return ScalingDecision(decision.desired, decision.state, speculative=decision.speculative)
+
+        return {**REPLICA_POLICIES, "kgpu": overload}
+
+
+def summary(result) -> dict:
+    return {
+        "slo_attainment_pct": round(result.slo_attainment_pct, 3),
+        "failed_requests": result.failed_requests,
+        "missed": len(result.missed_arrivals_s),
+        "gpu_hours": round(result.gpu_hours, 3),
+        "node_hours": round(result.node_hours, 3),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
+    parser.add_argument("--out", type=Path, default=RESULTS / "replay_limits.json")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the tables as Markdown here")
+    args = parser.parse_args()
+    console = Console(width=120)
+    try:
+        trace = load_azure_trace(args.trace)
+    except TraceError as exc:
+        console.print(f"error: {exc}", markup=False)
+        return 1
+    started = time.perf_counter()
+    model = ServiceModel()
+    one_node = model.gpus_per_node
+    spec = settings("kgpu", model)[CHOSEN]
+    versions = {name: trace_version(trace, name) for name in VERSIONS}
+
+    def say(text: str) -> None:
+        console.print(f"  [{time.perf_counter() - started:5.0f} s] {text}", markup=False)
+
+    # 1. one node's replicas held throughout, and static's own fewest
+    one: dict[str, dict] = {}
+    for name, requests in versions.items():
+        held = summary(replay(requests, "static", model, static_replicas=one_node))
+        fewest = find_static(requests, model)
+        one[name] = {"one_node": held, "static_fewest": {"replicas": fewest.replicas, **summary(fewest)}}
+        say(
+            f"1. {name}: {one_node} held {held['slo_attainment_pct']:.2f}%, static needs {one[name]['static_fewest']}"
+        )
+    static_full = one["full"]["static_fewest"]
+    cap = STATIC_CAP * static_full["gpu_hours"]
+
+    # 2. a second node booted throughout; a node asked on overload
+    two_nodes = replace(model, initial_nodes=2, min_nodes=2)
+    second: dict[str, dict] = {}
+    for name, requests in versions.items():
+        booted = summary(replay(requests, "kgpu", two_nodes, spec=spec))
+        overload = summary(_OverloadLoop(requests, "kgpu", model, spec, None, 10.0).run())
+        second[name] = {"booted_throughout": booted, "asked_on_overload": overload}
+        say(
+            f"2. {name}: two nodes {booted['slo_attainment_pct']:.2f}% {booted['gpu_hours']:.2f} GPU-h, "
+            f"on overload {overload['slo_attainment_pct']:.2f}% {overload['gpu_hours']:.2f} GPU-h"
+        )
+
+    # 3. floors on the shuffled hour, and their cost on the full trace
+    floors: dict[int, dict] = {}
+    for floor in FLOORS:
+        floored = spec.model_copy(update={"min_replicas": floor})
+        floors[floor] = {
+            "hour-shuffled": summary(replay(versions["hour-shuffled"], "kgpu", model, spec=floored)),
+            "full": summary(replay(versions["full"], "kgpu", model, spec=floored)),
+        }
+        row = floors[floor]
+        say(
+            f"3. min {floor}: hour-shuffled {row['hour-shuffled']['slo_attainment_pct']:.2f}%, "
+            f"full {row['full']['gpu_hours']:.2f} GPU-h"
+        )
+
+    memories: dict[float, dict] = {}
+    for memory in MEMORIES_S:
+        remembering = spec.model_copy(update={"scale_down_stabilization_seconds": memory})
+        memories[memory] = {
+            "hour-shuffled": summary(replay(versions["hour-shuffled"], "kgpu", model, spec=remembering)),
+            "full": summary(replay(versions["full"], "kgpu", model, spec=remembering)),
+        }
+        row = memories[memory]
+        say(
+            f"3. hold {memory:.0f} s: hour-shuffled {row['hour-shuffled']['slo_attainment_pct']:.2f}%, "
+            f"full {row['full']['gpu_hours']:.2f} GPU-h"
+        )
+
+    findings = judge(one, second, floors, memories, cap)
+    tables = markdown(one, second, floors, memories, cap, findings)
+    console.print(tables, markup=False)
+    write_results(
+        args.out,
+        "replay_limits",
+        {"trace": args.trace, "setting": CHOSEN, "service_model": repr(model)},
+        machine_facts("cpu"),
+        full_trace_cap_gpu_hours=round(cap, 3),
+        one_node=one,
+        second_node=second,
+        floors=floors,
+        memories=memories,
+        findings=findings,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    console.print(f"wrote {args.out} ({time.perf_counter() - started:.0f} s)")
+    if args.markdown:
+        args.markdown.write_text(tables)
+        console.print(f"wrote {args.markdown}")
+    return 0
+
+
+def judge(one: dict, second: dict, floors: dict, memories: dict, cap: float) -> dict:
+    """The asks each version makes and what meeting them costs on the full trace, against the cap."""
+    beyond_one_node = [v for v, row in one.items() if row["one_node"]["slo_attainment_pct"] < SLO_TARGET_PCT]
+    booted = {v: meets(row["booted_throughout"]) for v, row in second.items()}
+    overload = {v: meets(row["asked_on_overload"]) for v, row in second.items()}
+    floor_needed = next((f for f, row in floors.items() if meets(row["hour-shuffled"])), None)
+    return {
+        "versions_beyond_one_node": beyond_one_node,
+        "second_node_throughout_meets": booted,
+        "second_node_throughout_full_gpu_hours": second["full"]["booted_throughout"]["gpu_hours"],
+        "node_on_overload_meets": overload,
+        "node_on_overload_full_gpu_hours": second["full"]["asked_on_overload"]["gpu_hours"],
+        "hour_shuffled_floor_needed": floor_needed,
+        "that_floor_full_gpu_hours": floors[floor_needed]["full"]["gpu_hours"] if floor_needed else None,
+        "hour_shuffled_memory_needed_s": next(
+            (m for m, row in memories.items() if meets(row["hour-shuffled"])), None
+        ),
+        "full_trace_cap_gpu_hours": round(cap, 3),
+    }
+
+
+def markdown(one: dict, second: dict, floors: dict, memories: dict, cap: float, findings: dict) -> str:
+    def pct(r: dict) -> str:
+        return f"{r['slo_attainment_pct']:.2f}%" + (
+            "" if r["failed_requests"] == 0 else f" ({r['failed_requests']} failed)"
+        )
+
+    lines = [
+        f"Full-trace cap: {cap:.2f} GPU-hours ({STATIC_CAP}x static's {one['full']['static_fewest']['gpu_hours']:.2f}).",
+        "",
+        "1. One node's 8 replicas held throughout, and static's fewest replicas at >= 99%",
+        "",
+        "| version | 8 held: SLO | missed | static's fewest | its SLO | its GPU-hours |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v, row in one.items():
+        held, fewest = row["one_node"], row["static_fewest"]
+        lines.append(
+            f"| {v} | {pct(held)} | {held['missed']} | {fewest['replicas']} | {pct(fewest)} | {fewest['gpu_hours']:.2f} |"
+        )
+    lines += [
+        "",
+        f"2. kgpu's setting ({CHOSEN}) with a second node booted throughout / a node asked on overload",
+        "",
+        "| version | booted: SLO | GPU-hours | node-hours | on overload: SLO | GPU-hours | node-hours |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v, row in second.items():
+        b, o = row["booted_throughout"], row["asked_on_overload"]
+        lines.append(
+            f"| {v} | {pct(b)} | {b['gpu_hours']:.2f} | {b['node_hours']:.2f} | {pct(o)} | "
+            f"{o['gpu_hours']:.2f} | {o['node_hours']:.2f} |"
+        )
+    lines += [
+        "",
+        f"3. kgpu's setting with a higher floor: the shuffled hour's SLO, the full trace's GPU-hours (cap {cap:.2f})",
+        "",
+        "| minReplicas | hour-shuffled SLO | missed | full SLO | full GPU-hours |",
+        "|---|---|---|---|---|",
+    ]
+    for floor, row in floors.items():
+        s, f = row["hour-shuffled"], row["full"]
+        lines.append(f"| {floor} | {pct(s)} | {s['missed']} | {pct(f)} | {f['gpu_hours']:.2f} |")
+    lines += [
+        "",
+        "| scaleDownStabilizationSeconds | hour-shuffled SLO | missed | full SLO | full GPU-hours |",
+        "|---|---|---|---|---|",
+    ]
+    for memory, row in memories.items():
+        s, f = row["hour-shuffled"], row["full"]
+        lines.append(f"| {memory:.0f} | {pct(s)} | {s['missed']} | {pct(f)} | {f['gpu_hours']:.2f} |")
+    lines += ["", "| finding | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in findings.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
