@@ -20,7 +20,7 @@ rule that could meet it, and prints what that rule costs where the cap is:
    comes after ten minutes of bursts that needed about four replicas: what it needs, and what that
    costs on the full trace.
 
-Deterministic (virtual clock); about two minutes on two cores. Writes
+Deterministic (virtual clock); under a minute on two cores. Writes
 bench/results/replay_limits.json.
 
     .venv/bin/python -m bench.replay_limits [--trace FILE] [--markdown FILE]
@@ -110,9 +110,7 @@ def main() -> int:
         held = summary(replay(requests, "static", model, static_replicas=one_node))
         fewest = find_static(requests, model)
         one[name] = {"one_node": held, "static_fewest": {"replicas": fewest.replicas, **summary(fewest)}}
-        say(
-            f"1. {name}: {one_node} held {held['slo_attainment_pct']:.2f}%, static needs {one[name]['static_fewest']}"
-        )
+        say(f"1. {name}: {one_node} held {held['slo_attainment_pct']:.2f}%, static needs {fewest.replicas}")
     static_full = one["full"]["static_fewest"]
     cap = STATIC_CAP * static_full["gpu_hours"]
 
@@ -128,32 +126,23 @@ def main() -> int:
             f"on overload {overload['slo_attainment_pct']:.2f}% {overload['gpu_hours']:.2f} GPU-h"
         )
 
-    # 3. floors on the shuffled hour, and their cost on the full trace
-    floors: dict[int, dict] = {}
-    for floor in FLOORS:
-        floored = spec.model_copy(update={"min_replicas": floor})
-        floors[floor] = {
-            "hour-shuffled": summary(replay(versions["hour-shuffled"], "kgpu", model, spec=floored)),
-            "full": summary(replay(versions["full"], "kgpu", model, spec=floored)),
-        }
-        row = floors[floor]
-        say(
-            f"3. min {floor}: hour-shuffled {row['hour-shuffled']['slo_attainment_pct']:.2f}%, "
-            f"full {row['full']['gpu_hours']:.2f} GPU-h"
-        )
+    # 3. floors and memories on the shuffled hour, and their cost on the full trace
+    def on_shuffled_and_full(field: str, values) -> dict:
+        rows = {}
+        for value in values:
+            changed = spec.model_copy(update={field: value})
+            rows[value] = {
+                v: summary(replay(versions[v], "kgpu", model, spec=changed))
+                for v in ("hour-shuffled", "full")
+            }
+            say(
+                f"3. {field} {value:g}: hour-shuffled {rows[value]['hour-shuffled']['slo_attainment_pct']:.2f}%, "
+                f"full {rows[value]['full']['gpu_hours']:.2f} GPU-h"
+            )
+        return rows
 
-    memories: dict[float, dict] = {}
-    for memory in MEMORIES_S:
-        remembering = spec.model_copy(update={"scale_down_stabilization_seconds": memory})
-        memories[memory] = {
-            "hour-shuffled": summary(replay(versions["hour-shuffled"], "kgpu", model, spec=remembering)),
-            "full": summary(replay(versions["full"], "kgpu", model, spec=remembering)),
-        }
-        row = memories[memory]
-        say(
-            f"3. hold {memory:.0f} s: hour-shuffled {row['hour-shuffled']['slo_attainment_pct']:.2f}%, "
-            f"full {row['full']['gpu_hours']:.2f} GPU-h"
-        )
+    floors = on_shuffled_and_full("min_replicas", FLOORS)
+    memories = on_shuffled_and_full("scale_down_stabilization_seconds", MEMORIES_S)
 
     findings = judge(one, second, floors, memories, cap)
     tables = markdown(one, second, floors, memories, cap, findings)
@@ -233,22 +222,18 @@ def markdown(one: dict, second: dict, floors: dict, memories: dict, cap: float, 
         )
     lines += [
         "",
-        f"3. kgpu's setting with a higher floor: the shuffled hour's SLO, the full trace's GPU-hours (cap {cap:.2f})",
-        "",
-        "| minReplicas | hour-shuffled SLO | missed | full SLO | full GPU-hours |",
-        "|---|---|---|---|---|",
+        f"3. kgpu's setting with a higher floor or a longer memory: the shuffled hour's SLO, the full trace's "
+        f"GPU-hours (cap {cap:.2f})",
     ]
-    for floor, row in floors.items():
-        s, f = row["hour-shuffled"], row["full"]
-        lines.append(f"| {floor} | {pct(s)} | {s['missed']} | {pct(f)} | {f['gpu_hours']:.2f} |")
-    lines += [
-        "",
-        "| scaleDownStabilizationSeconds | hour-shuffled SLO | missed | full SLO | full GPU-hours |",
-        "|---|---|---|---|---|",
-    ]
-    for memory, row in memories.items():
-        s, f = row["hour-shuffled"], row["full"]
-        lines.append(f"| {memory:.0f} | {pct(s)} | {s['missed']} | {pct(f)} | {f['gpu_hours']:.2f} |")
+    for knob, rows in (("minReplicas", floors), ("scaleDownStabilizationSeconds", memories)):
+        lines += [
+            "",
+            f"| {knob} | hour-shuffled SLO | missed | full SLO | full GPU-hours |",
+            "|---|---|---|---|---|",
+        ]
+        for value, row in rows.items():
+            s, f = row["hour-shuffled"], row["full"]
+            lines.append(f"| {value:g} | {pct(s)} | {s['missed']} | {pct(f)} | {f['gpu_hours']:.2f} |")
     lines += ["", "| finding | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in findings.items()]
     return "\n".join(lines) + "\n"
