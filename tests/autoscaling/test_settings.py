@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from kgpu.api.autoscaling import AutoscalingSpec
+from kgpu.autoscaling.context import MAX_SAMPLES_KEPT_S, SAMPLES_KEPT_S, samples_kept_s
 
 
 def test_camel_case_fields_and_derived_values():
@@ -29,13 +30,7 @@ def test_max_below_min_names_the_field():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [
-        ("targetUtilization", 1.5),
-        ("minReplicas", -1),
-        ("policy", "rps"),
-        ("stableWindowSeconds", 1),
-        ("scaleDownStabilizationSeconds", 3601),  # the HPA's bound: an hour (samples are kept that long)
-    ],
+    [("targetUtilization", 1.5), ("minReplicas", -1), ("policy", "rps"), ("stableWindowSeconds", 1)],
 )
 def test_bad_values_name_the_field(field, value):
     with pytest.raises(ValidationError) as info:
@@ -51,3 +46,11 @@ def test_unknown_field_is_an_error():
 def test_clamp_keeps_within_min_and_max():
     spec = AutoscalingSpec(min_replicas=2, max_replicas=5)
     assert [spec.clamp(n) for n in (0, 3, 9)] == [2, 3, 5]
+
+
+def test_samples_are_kept_for_the_longest_window_up_to_an_hour():
+    assert samples_kept_s(AutoscalingSpec()) == SAMPLES_KEPT_S  # short windows: the default
+    assert samples_kept_s(AutoscalingSpec(scale_down_stabilization_seconds=1200)) == 1200
+    assert samples_kept_s(AutoscalingSpec(stable_window_seconds=3600)) == 3600
+    # Longer memories still load (a service stored with one keeps working) and remember an hour.
+    assert samples_kept_s(AutoscalingSpec(scale_down_stabilization_seconds=86400)) == MAX_SAMPLES_KEPT_S

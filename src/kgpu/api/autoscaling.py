@@ -47,7 +47,7 @@ class AutoscalingSpec(BaseModel):
     max_scale_up_rate: float = Field(1000.0, gt=1)
     max_scale_down_rate: float = Field(2.0, gt=1)
     scale_to_zero_idle_seconds: float = Field(30.0, ge=0)
-    scale_down_stabilization_seconds: float = Field(300.0, ge=0, le=3600)  # the HPA's bound
+    scale_down_stabilization_seconds: float = Field(300.0, ge=0)  # remembered up to an hour
     tolerance: float = Field(0.1, ge=0, lt=1)
 
     @model_validator(mode="after")

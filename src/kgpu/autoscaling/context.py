@@ -14,8 +14,12 @@ from kgpu.api.autoscaling import AutoscalingSpec
 from kgpu.autoscaling.window import Sample
 
 # Samples are kept at least this long (a research tuning's memory reads them), and longer when a
-# service's own window is longer: its stable window or its scale-down stabilization.
+# service's own window is longer: its stable window or its scale-down stabilization, up to an hour
+# (the longest stable window the API accepts, and the HPA's longest stabilization window). The
+# scale-down stabilization has no upper bound in the API, so that a service stored with a longer one
+# still loads; it remembers an hour, and a service's samples never grow past that.
 SAMPLES_KEPT_S = 900.0
+MAX_SAMPLES_KEPT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,10 @@ class ScalingContext:
 
 
 def samples_kept_s(spec: AutoscalingSpec) -> float:
-    """How long a service's samples are kept: as long as the longest window its policy reads."""
-    return max(SAMPLES_KEPT_S, spec.stable_window_seconds, spec.scale_down_stabilization_seconds)
+    """How long a service's samples are kept: as long as the longest window its policy reads, up to
+    ``MAX_SAMPLES_KEPT_S``."""
+    longest = max(spec.stable_window_seconds, spec.scale_down_stabilization_seconds)
+    return max(SAMPLES_KEPT_S, min(MAX_SAMPLES_KEPT_S, longest))
 
 
 def keep_recent(samples, now: float, spec: AutoscalingSpec) -> None:
