@@ -190,6 +190,20 @@ async def test_no_whole_answer_in_time_fails_and_the_connection_is_not_reused():
     assert server.connections == 2
 
 
+async def test_a_pooled_connection_that_times_out_is_not_tried_again():
+    # The request may be running on the replica: a second try would run it twice, after a whole
+    # timeout already spent. (The server answers the 2nd request with nothing, and keeps the connection.)
+    async with client_of(lambda n, body: b"" if n == 2 else echo(n, body), timeout_s=0.2) as (
+        server,
+        base,
+        client,
+    ):
+        await client.post(base + "/x", b"[1]", {})
+        with pytest.raises(ConnectionFailed, match="within 0.2 s"):
+            await client.post(base + "/x", b"[2]", {})
+    assert (server.connections, len(server.requests)) == (1, 2)
+
+
 async def test_a_request_cancelled_mid_answer_leaves_its_connection_unused():
     async def slow_then_fast(reader, writer):
         nonlocal connections

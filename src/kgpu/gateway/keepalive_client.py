@@ -170,9 +170,7 @@ class _Connection(asyncio.Protocol):
             self.waiter = None
             self._abort()
             raise ConnectionFailed(f"the server closed the connection ({exc})") from exc
-        timer = loop.call_later(
-            timeout_s, self._fail, ConnectionFailed(f"no whole answer within {timeout_s} s")
-        )
+        timer = loop.call_later(timeout_s, self._time_out, timeout_s)
         try:
             return await waiter
         finally:
