@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a service keeps up to an hour of them
 class Sample:
     """What the gateway observed for one service over the interval ending at ``time``.
 
